@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+import { Command, Option, CommanderError } from 'commander';
+import { createLogger, LOG_LEVELS } from '@tunnel/protocol';
+import { Connector, CONNECTOR_VERSION } from './connector.js';
+import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from './config.js';
+import { compileIngress, describeRule, ruleForUrl } from './ingress.js';
+import { parseDuration } from './duration.js';
+import { resolveToken, relaysFor, CredentialError } from './credentials.js';
+import { createStatusServer } from './status-server.js';
+
+class CliError extends Error {}
+
+const program = new Command('tunnel')
+  .description('Publish a private origin through the tunnel relays, dialing out only.')
+  .version(CONNECTOR_VERSION)
+  .showHelpAfterError()
+  .exitOverride();
+
+function loadOptionalConfig(file: string | undefined): ConnectorConfig | undefined {
+  return file ? loadConfig(file) : undefined;
+}
+
+program
+  .command('run')
+  .description('run the connector: keep HA connections to the relays and serve requests to the origin')
+  .argument('[name]', 'tunnel name (its credentials file is read from TUNNEL_HOME)')
+  .addOption(new Option('--token <token>', 'tunnel run token (prefer TUNNEL_TOKEN or --token-file: they stay out of `ps`)').env('TUNNEL_TOKEN'))
+  .addOption(new Option('--token-file <file>', 'read the run token from this file').env('TUNNEL_TOKEN_FILE'))
+  .option('--credentials-file <file>', 'tunnel credentials file (<TUNNEL-ID>.json)')
+  .option('--config <file>', 'config.yml with ingress rules (reloaded on change and on SIGHUP)')
+  .option('--url <url>', 'publish this one origin (instead of ingress rules)')
+  .option('--relay <url...>', 'relay connector endpoints (ws:// or wss://); default: from the config or the credential')
+  .option('--ha-connections <n>', 'connections to keep, spread over the relays')
+  .option('--grace-period <duration>', 'how long SIGTERM waits for in-flight requests (e.g. 30s)')
+  .option('--metrics <addr>', 'serve /ready, /healthcheck and /metrics on HOST:PORT')
+  .addOption(new Option('--loglevel <level>', 'log level').choices(LOG_LEVELS as unknown as string[]))
+  .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
+  .option('--logfile <file>', 'write logs to this file instead of stdout')
+  .action(async (name: string | undefined, o) => {
+    const cfg = loadOptionalConfig(o.config);
+    const log = createLogger({ name: 'tunnel', level: o.loglevel ?? cfg?.loglevel ?? 'info', format: o.logFormat, file: o.logfile });
+    const rules = resolveIngress(cfg, o.url);
+    const ingress = compileIngress(rules, cfg?.originRequest ?? ORIGIN_REQUEST_DEFAULTS);
+    const { token, file } = resolveToken({
+      token: o.token,
+      tokenFile: o.tokenFile ?? cfg?.tokenFile,
+      credentialsFile: o.credentialsFile ?? cfg?.credentialsFile ?? (name ? await credentialsPathFor(name) : undefined),
+    });
+    const relays = relaysFor(token, o.relay ?? (cfg?.relays.length ? cfg.relays : (file?.relays ?? [])));
+    if (relays.length === 0) throw new CliError('no relays: pass --relay URL, list `relays` in the config, or use a credential that names them');
+    const haConnections = Number(o.haConnections ?? cfg?.haConnections ?? 4);
+    if (!Number.isInteger(haConnections) || haConnections < 1 || haConnections > 16) throw new CliError('--ha-connections must be 1..16');
+    const gracePeriodMs = o.gracePeriod ? parseDuration(o.gracePeriod) : (cfg?.gracePeriod ?? 30_000);
+
+    const connector = new Connector({ token, relays, haConnections, gracePeriodMs, configFile: o.config, url: o.url, ingress, log });
+    const metricsAddr: string | undefined = o.metrics ?? (cfg?.metrics ? `${cfg.metrics.host}:${cfg.metrics.port}` : undefined);
+    if (metricsAddr) {
+      const server = createStatusServer({ ha: connector.ha, connectorId: connector.id });
+      const [host, port] = splitAddr(metricsAddr);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => resolve());
+      });
+      const a = server.address();
+      log.info({ event: 'metrics', addr: typeof a === 'object' && a ? `${a.address}:${a.port}` : metricsAddr }, 'status server listening');
+      server.unref();
+    }
+    log.info({ event: 'starting', connectorId: connector.id, relays, haConnections, version: CONNECTOR_VERSION }, 'connector starting');
+    connector.start();
+
+    let signals = 0;
+    const onSignal = (sig: string) => {
+      if (++signals > 1) {
+        log.warn({ signal: sig }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      void connector.drain().then(() => process.exit(0));
+    };
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    process.on('SIGHUP', () => connector.reload());
+
+    const reason = await connector.fatal();
+    await connector.stop();
+    process.stderr.write(`tunnel: relay refused the tunnel credential (${reason.code}): ${reason.message}\n`);
+    process.exit(reason.kind === 'revoked' ? 3 : 2);
+  });
+
+const ingressCmd = program.command('ingress').description('check ingress rules');
+ingressCmd
+  .command('validate')
+  .description('validate the ingress rules of a config file')
+  .option('--config <file>', 'config file', 'config.yml')
+  .action((o) => {
+    const cfg = loadConfig(o.config);
+    const rules = resolveIngress(cfg, undefined);
+    compileIngress(rules, cfg.originRequest);
+    process.stdout.write(`OK: ${o.config}: ${rules.length} ingress rule${rules.length === 1 ? '' : 's'}\n`);
+  });
+ingressCmd
+  .command('rule <url>')
+  .description('print the ingress rule that matches URL')
+  .option('--config <file>', 'config file', 'config.yml')
+  .action((url: string, o) => {
+    const cfg = loadConfig(o.config);
+    const ingress = compileIngress(resolveIngress(cfg, undefined), cfg.originRequest);
+    const m = ruleForUrl(ingress, url);
+    process.stdout.write(`Matched ${describeRule(m.rule, m.index)}\n`);
+  });
+
+function splitAddr(addr: string): [string, number] {
+  const i = addr.lastIndexOf(':');
+  const host = i > 0 ? addr.slice(0, i) : '127.0.0.1';
+  return [host.replace(/^\[|\]$/g, ''), Number(addr.slice(i + 1))];
+}
+
+/** Filled in by the provisioning commands: TUNNEL_HOME/<id>.json for a tunnel name. */
+async function credentialsPathFor(name: string): Promise<string | undefined> {
+  const { findCredentialsByName } = await import('./tunnel-home.js');
+  return findCredentialsByName(name);
+}
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) process.exit(e.exitCode);
+    const msg =
+      e instanceof ConfigError
+        ? e.message
+        : e instanceof CredentialError || e instanceof CliError
+          ? e.message
+          : ((e as Error).message ?? String(e));
+    process.stderr.write(`tunnel: ${msg}\n`);
+    process.exit(1);
+  }
+}
+void main();

@@ -1,0 +1,125 @@
+import { randomUUID } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
+import type { Logger } from 'pino';
+import { HAManager } from './ha-manager.js';
+import { OriginProxy, type OriginProxyHooks } from './origin-proxy.js';
+import { compileIngress, type Ingress } from './ingress.js';
+import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS } from './config.js';
+import type { CloseReason } from './relay-connection.js';
+
+export const CONNECTOR_VERSION = '0.1.0';
+
+export interface ConnectorOptions {
+  token: string;
+  relays: string[];
+  haConnections: number;
+  gracePeriodMs: number;
+  /** Config file to watch for ingress changes (reloaded on change and SIGHUP). */
+  configFile?: string;
+  /** `--url`: a single-service ingress instead of the config's rules. */
+  url?: string;
+  ingress: Ingress;
+  log: Logger;
+  hooks?: OriginProxyHooks;
+}
+
+type ConnectorState = 'created' | 'running' | 'draining' | 'stopped';
+
+/** `tunnel run`: the HA connections plus the origin proxy, with live ingress reloads. */
+export class Connector {
+  readonly id = randomUUID();
+  readonly ha: HAManager;
+  readonly proxy: OriginProxy;
+  private state: ConnectorState = 'created';
+  private watcher: FSWatcher | null = null;
+  private reloadTimer: NodeJS.Timeout | null = null;
+  private fatalReason: Extract<CloseReason, { kind: 'refused' | 'revoked' }> | null = null;
+  private readonly fatalWaiters: Array<(r: Extract<CloseReason, { kind: 'refused' | 'revoked' }>) => void> = [];
+
+  constructor(private readonly o: ConnectorOptions) {
+    this.proxy = new OriginProxy(o.ingress, o.log, o.hooks);
+    this.ha = new HAManager({
+      relays: o.relays,
+      haConnections: o.haConnections,
+      token: o.token,
+      connectorId: this.id,
+      version: CONNECTOR_VERSION,
+      log: o.log,
+      gracePeriodMs: o.gracePeriodMs,
+      onStream: (s) => this.proxy.handle(s),
+    });
+    this.ha.on('fatal', (r) => {
+      this.fatalReason = r;
+      for (const w of this.fatalWaiters.splice(0)) w(r);
+    });
+  }
+
+  start(): void {
+    if (this.state !== 'created') return;
+    this.state = 'running';
+    this.ha.start();
+    if (this.o.configFile) this.watchConfig(this.o.configFile);
+  }
+
+  /** Resolves when a relay refuses the credential for good (the CLI then exits non-zero). */
+  fatal(): Promise<Extract<CloseReason, { kind: 'refused' | 'revoked' }>> {
+    if (this.fatalReason) return Promise.resolve(this.fatalReason);
+    return new Promise((r) => this.fatalWaiters.push(r));
+  }
+
+  /** Re-read the config's ingress; an invalid file is rejected and the running rules stay. */
+  reload(): boolean {
+    const file = this.o.configFile;
+    if (!file) return false;
+    try {
+      const cfg = loadConfig(file);
+      const rules = resolveIngress(cfg, this.o.url);
+      const ingress = compileIngress(rules, cfg.originRequest ?? ORIGIN_REQUEST_DEFAULTS);
+      this.proxy.setIngress(ingress);
+      this.o.log.info({ event: 'config-reloaded', file, rules: ingress.rules.length }, 'ingress reloaded');
+      return true;
+    } catch (e) {
+      const msg = e instanceof ConfigError ? e.message : (e as Error).message;
+      this.o.log.error({ event: 'config-rejected', file, err: msg }, 'new config rejected; keeping the running ingress');
+      return false;
+    }
+  }
+
+  private watchConfig(file: string): void {
+    try {
+      // Editors replace files (rename) as often as they write them: debounce and re-arm.
+      this.watcher = watch(file, () => {
+        if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => {
+          this.reload();
+          if (this.state === 'running') {
+            this.watcher?.close();
+            this.watchConfig(file);
+          }
+        }, 150);
+        this.reloadTimer.unref();
+      });
+      this.watcher.on('error', () => {});
+    } catch (e) {
+      this.o.log.warn({ file, err: (e as Error).message }, 'cannot watch config file; reload with SIGHUP');
+    }
+  }
+
+  async drain(): Promise<void> {
+    if (this.state !== 'running') return;
+    this.state = 'draining';
+    this.o.log.info({ event: 'draining', gracePeriodMs: this.o.gracePeriodMs }, 'connector draining');
+    this.watcher?.close();
+    await this.ha.drain();
+    await this.proxy.close();
+    this.state = 'stopped';
+    this.o.log.info({ event: 'stopped' }, 'connector stopped');
+  }
+
+  async stop(): Promise<void> {
+    this.state = 'stopped';
+    this.watcher?.close();
+    this.ha.stop();
+    await this.proxy.close();
+  }
+}

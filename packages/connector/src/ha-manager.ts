@@ -1,0 +1,297 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { YamuxStream } from '@tunnel/protocol';
+import { RelayConnection, type CloseReason } from './relay-connection.js';
+
+export interface HAOptions {
+  relays: string[];
+  haConnections: number;
+  token: string;
+  connectorId: string;
+  version: string;
+  log: Logger;
+  onStream(stream: YamuxStream): void;
+  /** How long a replaced connection may finish its in-flight streams. */
+  gracePeriodMs: number;
+  rebalanceEveryMs?: number;
+}
+
+/** A relay as the HA manager sees it; `avoidUntil` grows with consecutive failures. */
+interface RelayHealth {
+  url: string;
+  failures: number;
+  avoidUntil: number;
+  lastError: string;
+}
+
+/** One of the `haConnections` positions; may briefly hold two connections while moving (make-before-break). */
+interface Slot {
+  index: number;
+  current: RelayConnection | null;
+  pending: RelayConnection | null;
+  failures: number;
+  timer: NodeJS.Timeout | null;
+}
+
+export interface HAEvents {
+  change: [];
+  fatal: [reason: Extract<CloseReason, { kind: 'refused' | 'revoked' }>];
+}
+
+export interface ConnectionInfo {
+  index: number;
+  relayUrl: string;
+  relayId: string;
+  region: string;
+  connectionId: string;
+  state: string;
+  since: number;
+  streams: number;
+  rttMs: number;
+}
+
+type ManagerState = 'idle' | 'running' | 'draining' | 'stopped';
+
+const MAX_BACKOFF_MS = 15_000;
+
+/**
+ * Keeps `haConnections` registered connections spread round-robin over the
+ * known relays (two distinct relays whenever two are up), replaces a lost one
+ * at once on another relay, retries failures with exponential backoff and
+ * jitter forever (a network outage heals by itself), and moves connections
+ * back when a relay returns.
+ */
+export class HAManager extends EventEmitter<HAEvents> {
+  private readonly slots: Slot[];
+  private relays: RelayHealth[];
+  private state: ManagerState = 'idle';
+  private rebalanceTimer: NodeJS.Timeout | null = null;
+  private warnedSingleRelay = false;
+  reconnects = 0;
+
+  constructor(private readonly o: HAOptions) {
+    super();
+    if (o.relays.length === 0) throw new Error('no relays to connect to');
+    this.relays = dedupe(o.relays).map((url) => ({ url, failures: 0, avoidUntil: 0, lastError: '' }));
+    this.slots = Array.from({ length: o.haConnections }, (_, index) => ({ index, current: null, pending: null, failures: 0, timer: null }));
+  }
+
+  start(): void {
+    if (this.state !== 'idle') return;
+    this.state = 'running';
+    for (const slot of this.slots) this.dial(slot, this.pickRelay(slot));
+    this.rebalanceTimer = setInterval(() => this.rebalance(), this.o.rebalanceEveryMs ?? 2_000);
+    this.rebalanceTimer.unref();
+  }
+
+  /** Replace the relay list (fleet discovery); connections to relays no longer listed move. */
+  setRelays(urls: string[]): void {
+    const next = dedupe(urls);
+    if (next.length === 0) return;
+    const old = new Map(this.relays.map((r) => [r.url, r]));
+    this.relays = next.map((url) => old.get(url) ?? { url, failures: 0, avoidUntil: 0, lastError: '' });
+  }
+
+  get readyConnections(): number {
+    let n = 0;
+    for (const s of this.slots) if (s.current?.state === 'registered') n++;
+    return n;
+  }
+
+  connections(): ConnectionInfo[] {
+    const out: ConnectionInfo[] = [];
+    for (const s of this.slots) {
+      for (const c of [s.current, s.pending]) {
+        if (!c) continue;
+        out.push({
+          index: s.index,
+          relayUrl: c.opts.relayUrl,
+          relayId: c.relayId,
+          region: c.region,
+          connectionId: c.connectionId,
+          state: c.state,
+          since: c.registeredAt,
+          streams: c.streams,
+          rttMs: c.rtt,
+        });
+      }
+    }
+    return out;
+  }
+
+  relayHealth(): ReadonlyArray<Readonly<RelayHealth>> {
+    return this.relays;
+  }
+
+  /** SIGTERM: every connection drains (no new streams, in-flight finish within the grace period). */
+  async drain(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'draining') return;
+    this.state = 'draining';
+    this.clearTimers();
+    const conns = this.slots.flatMap((s) => [s.current, s.pending]).filter((c): c is RelayConnection => c !== null);
+    await Promise.all(conns.map((c) => c.drain(this.o.gracePeriodMs)));
+    this.state = 'stopped';
+  }
+
+  stop(): void {
+    this.state = 'stopped';
+    this.clearTimers();
+    for (const s of this.slots) {
+      s.current?.abort({ kind: 'local', message: 'stopped' });
+      s.pending?.abort({ kind: 'local', message: 'stopped' });
+    }
+  }
+
+  private clearTimers(): void {
+    if (this.rebalanceTimer) clearInterval(this.rebalanceTimer);
+    for (const s of this.slots) if (s.timer) clearTimeout(s.timer);
+  }
+
+  private slotsOn(url: string): number {
+    let n = 0;
+    for (const s of this.slots) {
+      const c = s.pending ?? s.current;
+      if (c && c.opts.relayUrl === url && c.state !== 'draining' && c.state !== 'closed') n++;
+    }
+    return n;
+  }
+
+  /** Healthy relays first, then the least used, then the slot's round-robin relay. */
+  private pickRelay(slot: Slot, avoid?: string): string {
+    const now = Date.now();
+    const preferred = this.relays[slot.index % this.relays.length]!.url;
+    let best: RelayHealth | null = null;
+    let bestScore = Infinity;
+    for (const r of this.relays) {
+      const score =
+        (r.url === avoid ? 1e9 : 0) +
+        (r.avoidUntil > now ? 1e6 + (r.avoidUntil - now) : 0) +
+        this.slotsOn(r.url) * 10 +
+        (r.url === preferred ? 0 : 1);
+      if (score < bestScore) {
+        bestScore = score;
+        best = r;
+      }
+    }
+    return best!.url;
+  }
+
+  private dial(slot: Slot, relayUrl: string): void {
+    if (this.state !== 'running') return;
+    const conn = new RelayConnection({
+      relayUrl,
+      token: this.o.token,
+      connectorId: this.o.connectorId,
+      connIndex: slot.index,
+      version: this.o.version,
+      log: this.o.log,
+      onStream: this.o.onStream,
+    });
+    slot.pending = conn;
+    const { log } = this.o;
+    log.debug({ event: 'dial', connIndex: slot.index, relay: relayUrl }, 'dialing relay');
+    conn.on('registered', (info) => {
+      const health = this.relays.find((r) => r.url === relayUrl);
+      if (health) {
+        health.failures = 0;
+        health.avoidUntil = 0;
+      }
+      slot.failures = 0;
+      const old = slot.current;
+      slot.current = conn;
+      if (slot.pending === conn) slot.pending = null;
+      log.info(
+        { event: 'registered', connIndex: slot.index, relayId: info.relayId, region: info.region, connectionId: info.connectionId, relay: relayUrl },
+        'connection registered',
+      );
+      // Make-before-break: the connection this one replaces finishes its streams, then leaves.
+      if (old && old !== conn) void old.drain(this.o.gracePeriodMs);
+      this.emit('change');
+    });
+    conn.on('goaway', () => {
+      // The relay is draining: move now, let the old connection finish in-flight streams.
+      const health = this.relays.find((r) => r.url === relayUrl);
+      if (health) health.avoidUntil = Date.now() + 5_000;
+      if (slot.current === conn && !slot.pending) this.dial(slot, this.pickRelay(slot, relayUrl));
+      this.emit('change');
+    });
+    conn.on('closed', (reason) => this.onClosed(slot, conn, relayUrl, reason));
+  }
+
+  private onClosed(slot: Slot, conn: RelayConnection, relayUrl: string, reason: CloseReason): void {
+    const wasCurrent = slot.current === conn;
+    const wasPending = slot.pending === conn;
+    if (wasCurrent) slot.current = null;
+    if (wasPending) slot.pending = null;
+    if (!wasCurrent && !wasPending) return; // an old connection that drained away
+    const { log } = this.o;
+    if (reason.kind === 'refused' || reason.kind === 'revoked') {
+      log.error({ event: 'refused', connIndex: slot.index, relay: relayUrl, code: reason.code }, `relay refused the credential: ${reason.message}`);
+      if (this.state === 'running') {
+        this.stop();
+        this.emit('fatal', reason);
+      }
+      return;
+    }
+    if (this.state !== 'running') return;
+    this.emit('change');
+    const health = this.relays.find((r) => r.url === relayUrl);
+    const neverRegistered = conn.registeredAt === 0;
+    if (health && neverRegistered) {
+      health.failures++;
+      health.lastError = reason.message;
+      health.avoidUntil = Date.now() + backoff(health.failures);
+    }
+    if (wasCurrent && !neverRegistered) {
+      log.warn({ event: 'lost', connIndex: slot.index, relay: relayUrl, relayId: conn.relayId, reason: reason.message }, 'connection lost');
+    }
+    if (slot.current && slot.current.state === 'registered') return; // a replacement is already serving
+    if (slot.pending) return;
+    this.reconnects++;
+    // A lost registered connection is replaced at once on another relay; repeated failures back off.
+    const delay = neverRegistered ? backoff(++slot.failures) : Math.floor(Math.random() * 50);
+    if (slot.failures > 0) {
+      log.info({ event: 'backoff', connIndex: slot.index, relay: relayUrl, delayMs: delay, failures: slot.failures, reason: reason.message }, 'retrying connection');
+    }
+    slot.timer = setTimeout(() => {
+      slot.timer = null;
+      this.dial(slot, this.pickRelay(slot, neverRegistered ? undefined : relayUrl));
+    }, delay);
+    slot.timer.unref();
+  }
+
+  /** Spread connections over relays again after one came back (or a new one joined). */
+  private rebalance(): void {
+    if (this.state !== 'running') return;
+    const now = Date.now();
+    const usable = this.relays.filter((r) => r.avoidUntil <= now);
+    if (usable.length <= 1) {
+      if (this.relays.length > 1 && this.readyConnections > 0 && !this.warnedSingleRelay) {
+        this.warnedSingleRelay = true;
+        this.o.log.warn({ event: 'single-relay', relays: this.relays.length }, 'only one relay is reachable: all connections are on it');
+      }
+      return;
+    }
+    this.warnedSingleRelay = false;
+    if (this.slots.some((s) => s.pending)) return; // one move at a time
+    const counts = usable.map((r) => ({ r, n: this.slotsOn(r.url) }));
+    counts.sort((a, b) => a.n - b.n);
+    const least = counts[0]!;
+    const most = counts[counts.length - 1]!;
+    if (most.n - least.n < 2 && least.n > 0) return;
+    if (most.n - least.n < 1) return;
+    const slot = this.slots.find((s) => s.current?.opts.relayUrl === most.r.url && s.current.state === 'registered');
+    if (!slot) return;
+    this.o.log.info({ event: 'rebalance', connIndex: slot.index, from: most.r.url, to: least.r.url }, 'moving a connection to spread over relays');
+    this.dial(slot, least.r.url);
+  }
+}
+
+function backoff(failures: number): number {
+  const base = Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.min(failures - 1, 10));
+  return Math.floor(base / 2 + Math.random() * (base / 2));
+}
+
+function dedupe(urls: string[]): string[] {
+  return [...new Set(urls.map((u) => u.trim()).filter(Boolean))];
+}

@@ -1,0 +1,48 @@
+import { readFileSync } from 'node:fs';
+import { Pool } from 'undici';
+import type { OriginRequestConfig, Service } from './config.js';
+
+/**
+ * One keep-alive pool per origin and originRequest settings. undici retires
+ * a pooled socket `keepAliveTimeoutThreshold` before the origin's advertised
+ * `Keep-Alive: timeout=N`, so a request is not written into a socket the
+ * origin is about to close (the classic spurious 502); for origins that
+ * advertise nothing, `keepAliveTimeout` bounds idle sockets.
+ */
+export class OriginPools {
+  private readonly pools = new Map<string, Pool>();
+
+  get(service: Extract<Service, { kind: 'http' | 'unix' }>, o: OriginRequestConfig): Pool {
+    const origin = service.kind === 'http' ? service.url.origin : 'http://localhost';
+    const socketPath = service.kind === 'unix' ? service.socketPath : undefined;
+    const key = `${origin}|${socketPath ?? ''}|${o.connectTimeout}|${o.keepAliveConnections}|${o.keepAliveTimeout}|${o.originServerName ?? ''}|${o.caPool ?? ''}|${o.noTLSVerify}|${o.idleTimeout}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = new Pool(origin, {
+        connections: o.keepAliveConnections,
+        keepAliveTimeout: o.keepAliveTimeout,
+        keepAliveMaxTimeout: o.keepAliveTimeout,
+        keepAliveTimeoutThreshold: 1_000,
+        // No fixed read deadline: only the configured idle timeout (0 = none).
+        headersTimeout: o.idleTimeout,
+        bodyTimeout: o.idleTimeout,
+        connectTimeout: o.connectTimeout,
+        ...(socketPath ? { socketPath } : {}),
+        connect: {
+          timeout: o.connectTimeout,
+          rejectUnauthorized: !o.noTLSVerify,
+          ...(o.originServerName ? { servername: o.originServerName } : {}),
+          ...(o.caPool ? { ca: readFileSync(o.caPool) } : {}),
+        },
+      });
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(all.map((p) => p.close().catch(() => p.destroy())));
+  }
+}

@@ -1,0 +1,377 @@
+import http from 'node:http';
+import https from 'node:https';
+import { PassThrough, type Duplex } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import type { Logger } from 'pino';
+import { decodeRequestHead, encodeResponseHead, readHead, type RequestHead, type YamuxStream } from '@tunnel/protocol';
+import type { Ingress, CompiledRule } from './ingress.js';
+import type { OriginRequestConfig } from './config.js';
+import { OriginPools } from './origin-pools.js';
+import { classifyOriginError, failureBody, type OriginFailure } from './origin-errors.js';
+import { helloWorld } from './hello-world.js';
+
+export interface OriginProxyHooks {
+  onRequest?(): void;
+  onResponse?(status: number, startedAt: bigint): void;
+  onStreamDone?(): void;
+}
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded; `expect` is
+// answered by the relay (and undici refuses to send it); Tunnel-* headers are
+// ours to set, so a client cannot spoof them.
+const DROP_REQUEST = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'expect',
+  'tunnel-connecting-ip',
+  'tunnel-request-id',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+]);
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade']);
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+/** Body limit when disableChunkedEncoding makes us buffer a request body to learn its length. */
+const MAX_BUFFERED_BODY = 16 * 1024 * 1024;
+
+/**
+ * Serves request streams opened by a relay: reads the request head, picks the
+ * ingress rule, and replays the request to the origin with streaming both
+ * ways. Ingress can be swapped at any time (config reload); a request keeps
+ * the rule it matched.
+ */
+export class OriginProxy {
+  private readonly pools = new OriginPools();
+
+  constructor(
+    private ingress: Ingress,
+    private readonly log: Logger,
+    private readonly hooks: OriginProxyHooks = {},
+  ) {}
+
+  setIngress(ingress: Ingress): void {
+    this.ingress = ingress;
+  }
+
+  get currentIngress(): Ingress {
+    return this.ingress;
+  }
+
+  handle(stream: YamuxStream): void {
+    const started = process.hrtime.bigint();
+    stream.on('error', () => {});
+    stream.once('close', () => this.hooks.onStreamDone?.());
+    readHead(stream, (err, body) => {
+      if (err) {
+        this.log.debug({ err: err.message }, 'bad request stream');
+        stream.destroy();
+        return;
+      }
+      let head: RequestHead;
+      try {
+        head = decodeRequestHead(body!);
+      } catch (e) {
+        // A hostile or broken head resets this stream only.
+        this.log.warn({ err: (e as Error).message }, 'undecodable request head');
+        stream.destroy();
+        return;
+      }
+      this.hooks.onRequest?.();
+      const q = head.path.indexOf('?');
+      const { rule } = this.ingress.match(head.host, q === -1 ? head.path : head.path.slice(0, q));
+      this.dispatch(stream, head, rule, started);
+    });
+  }
+
+  private dispatch(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint): void {
+    const svc = rule.service;
+    switch (svc.kind) {
+      case 'http':
+      case 'unix':
+        if (head.kind === 'websocket') return this.upgrade(stream, head, rule, started);
+        return this.proxyHttp(stream, head, rule, started, 0);
+      case 'status':
+        return this.respond(stream, head, svc.status, [['Content-Length', '0']], null, started);
+      case 'hello_world': {
+        const r = helloWorld(head);
+        return this.respond(stream, head, r.status, r.headers, r.body, started);
+      }
+      case 'tcp':
+        return this.fail(stream, head, { status: 502, code: 'tcp_service_over_http', source: 'connector', message: 'This rule serves raw TCP, which cannot answer an HTTP request.' }, started);
+    }
+  }
+
+  private respond(stream: YamuxStream, head: RequestHead, status: number, headers: Array<[string, string]>, body: Buffer | null, started: bigint): void {
+    stream.resume(); // discard any request body
+    stream.write(encodeResponseHead({ status, statusText: '', headers }));
+    stream.end(head.method === 'HEAD' ? undefined : (body ?? undefined));
+    this.hooks.onResponse?.(status, started);
+  }
+
+  private fail(stream: YamuxStream, head: RequestHead, f: OriginFailure, started: bigint): void {
+    this.log.info({ requestId: head.requestId, code: f.code, host: head.host, path: head.path }, `origin request failed: ${f.message}`);
+    if (stream.destroyed) return;
+    const { headers, body } = failureBody(f, head.requestId);
+    this.respond(stream, head, f.status, headers, body, started);
+  }
+
+  private originHeaders(head: RequestHead, o: OriginRequestConfig): string[] {
+    const out: string[] = [];
+    let xff: string | undefined;
+    let sawHost = false;
+    for (const [k, v] of head.headers) {
+      const lk = k.toLowerCase();
+      if (DROP_REQUEST.has(lk)) continue;
+      if (lk === 'x-forwarded-for') {
+        xff = xff === undefined ? v : `${xff}, ${v}`;
+        continue;
+      }
+      if (lk === 'host') {
+        sawHost = true;
+        out.push(k, o.httpHostHeader ?? v);
+        continue;
+      }
+      out.push(k, v);
+    }
+    if (!sawHost) out.push('Host', o.httpHostHeader ?? head.host);
+    out.push(
+      'X-Forwarded-For',
+      xff === undefined ? head.clientIp : `${xff}, ${head.clientIp}`,
+      'X-Forwarded-Proto',
+      head.scheme,
+      'X-Forwarded-Host',
+      head.host,
+      'Tunnel-Connecting-IP',
+      head.clientIp,
+      'Tunnel-Request-Id',
+      head.requestId,
+    );
+    return out;
+  }
+
+  private proxyHttp(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint, attempt: number): void {
+    const svc = rule.service as Extract<CompiledRule['service'], { kind: 'http' | 'unix' }>;
+    const o = rule.originRequest;
+    const pool = this.pools.get(svc, o);
+    const headers = this.originHeaders(head, o);
+    const bodyless = !hasRequestBody(head);
+    const basePath = svc.kind === 'http' && svc.url.pathname !== '/' ? svc.url.pathname.replace(/\/$/, '') : '';
+    const path = basePath + (head.path.startsWith('/') ? head.path : `/${head.path}`);
+
+    if (!bodyless && o.disableChunkedEncoding && !hasContentLength(head)) {
+      // Origins that cannot take chunked uploads get the body buffered, with a length.
+      bufferBody(stream, MAX_BUFFERED_BODY).then(
+        (buf) => {
+          if (!buf) return this.fail(stream, head, { status: 502, code: 'request_body_too_large', source: 'connector', message: 'Request body exceeds the 16 MiB limit for disableChunkedEncoding.' }, started);
+          headers.push('Content-Length', String(buf.length));
+          this.send(stream, head, pool, path, headers, buf, started, attempt, rule);
+        },
+        () => stream.destroy(),
+      );
+      return;
+    }
+    let body: PassThrough | null = null;
+    if (!bodyless) {
+      // undici destroys a body it gives up on; a PassThrough keeps that from
+      // resetting the tunnel stream before our error response is written.
+      body = new PassThrough({ highWaterMark: 64 * 1024 });
+      stream.pipe(body);
+    }
+    this.send(stream, head, pool, path, headers, body, started, attempt, rule);
+  }
+
+  private send(
+    stream: YamuxStream,
+    head: RequestHead,
+    pool: Dispatcher,
+    path: string,
+    headers: string[],
+    body: PassThrough | Buffer | null,
+    started: bigint,
+    attempt: number,
+    rule: CompiledRule,
+  ): void {
+    let phase: 'waiting' | 'streaming' | 'done' = 'waiting';
+    let abort: ((err?: Error) => void) | null = null;
+    let resume: (() => void) | null = null;
+    const onDrain = () => resume?.();
+    const cancel = () => {
+      if (phase !== 'done') {
+        phase = 'done';
+        abort?.(new Error('relay cancelled the request'));
+      }
+    };
+    stream.on('drain', onDrain);
+    stream.once('close', cancel);
+    if (body === null) stream.resume(); // FIN arrives; nothing to read
+
+    const handler: Dispatcher.DispatchHandler = {
+      onConnect: (a) => {
+        abort = a;
+        if (phase === 'done' || stream.destroyed) a(new Error('relay cancelled the request'));
+      },
+      onHeaders: (statusCode, rawHeaders, res, statusText) => {
+        if (phase !== 'waiting') return false;
+        resume = res;
+        phase = 'streaming';
+        const pairs: Array<[string, string]> = [];
+        for (let i = 0; i < rawHeaders.length; i += 2) {
+          const k = rawHeaders[i]!.toString('latin1');
+          if (DROP_RESPONSE.has(k.toLowerCase())) continue;
+          pairs.push([k, rawHeaders[i + 1]!.toString('latin1')]);
+        }
+        this.hooks.onResponse?.(statusCode, started);
+        return stream.write(encodeResponseHead({ status: statusCode, statusText: statusText ?? '', headers: pairs }));
+      },
+      onData: (chunk) => (phase === 'streaming' ? stream.write(chunk) : false),
+      onComplete: () => {
+        if (phase !== 'streaming') return;
+        phase = 'done';
+        stream.off('drain', onDrain);
+        stream.off('close', cancel);
+        stream.end();
+      },
+      onError: (err) => {
+        stream.off('drain', onDrain);
+        stream.off('close', cancel);
+        if (phase === 'done') return;
+        if (phase === 'streaming') {
+          // Mid-body failure: reset, so the client sees an aborted response, never a short one.
+          phase = 'done';
+          this.log.info({ requestId: head.requestId, err: err.message }, 'origin failed mid-response');
+          stream.destroy();
+          return;
+        }
+        phase = 'done';
+        const f = classifyOriginError(err);
+        // A pooled socket the origin closed under us: retry once if that is safe.
+        if (attempt === 0 && f.code === 'origin_reset' && body === null && IDEMPOTENT.has(head.method) && !stream.destroyed) {
+          return this.proxyHttp(stream, head, rule, started, 1);
+        }
+        this.fail(stream, head, f, started);
+      },
+    };
+    pool.dispatch(
+      {
+        method: head.method,
+        path,
+        headers,
+        body,
+        // Requests are not pipelined behind each other on one origin socket.
+        blocking: false,
+        idempotent: IDEMPOTENT.has(head.method),
+        upgrade: null,
+      } as Dispatcher.DispatchOptions,
+      handler,
+    );
+  }
+
+  /** WebSocket (or any HTTP upgrade) to the origin; after a 101 the stream is a raw pipe. */
+  private upgrade(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint): void {
+    const svc = rule.service as Extract<CompiledRule['service'], { kind: 'http' | 'unix' }>;
+    const o = rule.originRequest;
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of head.headers) {
+      const lk = k.toLowerCase();
+      if (lk === 'connection' || lk === 'tunnel-connecting-ip' || lk === 'tunnel-request-id') continue;
+      const prev = headers[lk];
+      headers[lk] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+    }
+    headers['connection'] = 'Upgrade';
+    if (o.httpHostHeader) headers['host'] = o.httpHostHeader;
+    headers['x-forwarded-for'] = head.clientIp;
+    headers['x-forwarded-proto'] = head.scheme;
+    headers['x-forwarded-host'] = head.host;
+    headers['tunnel-connecting-ip'] = head.clientIp;
+    headers['tunnel-request-id'] = head.requestId;
+    const isTls = svc.kind === 'http' && svc.url.protocol === 'https:';
+    const reqOpts: https.RequestOptions = {
+      method: head.method,
+      path: head.path,
+      headers,
+      timeout: o.connectTimeout,
+      ...(svc.kind === 'unix'
+        ? { socketPath: svc.socketPath }
+        : { host: svc.url.hostname, port: svc.url.port || (isTls ? 443 : 80) }),
+      ...(isTls ? { rejectUnauthorized: !o.noTLSVerify, servername: o.originServerName ?? (svc.kind === 'http' ? svc.url.hostname : undefined) } : {}),
+    };
+    const req = (isTls ? https : http).request(reqOpts);
+    let settled = false;
+    req.on('upgrade', (res, socket: Duplex, rest: Buffer) => {
+      settled = true;
+      req.setTimeout(0);
+      socket.on('error', () => stream.destroy());
+      stream.on('close', () => socket.destroy());
+      socket.on('close', () => stream.destroy());
+      stream.write(encodeResponseHead({ status: res.statusCode ?? 101, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders) }));
+      this.hooks.onResponse?.(101, started);
+      if (rest.length > 0) stream.write(rest);
+      stream.resume();
+      stream.pipe(socket);
+      socket.pipe(stream);
+    });
+    req.on('response', (res) => {
+      settled = true;
+      stream.write(encodeResponseHead({ status: res.statusCode ?? 502, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders).filter(([k]) => !DROP_RESPONSE.has(k.toLowerCase())) }));
+      this.hooks.onResponse?.(res.statusCode ?? 502, started);
+      res.pipe(stream);
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })));
+    req.on('error', (err) => {
+      if (settled) return stream.destroy();
+      settled = true;
+      this.fail(stream, head, classifyOriginError(err), started);
+    });
+    stream.once('close', () => {
+      if (!settled) req.destroy();
+    });
+    req.end();
+  }
+
+  async close(): Promise<void> {
+    await this.pools.close();
+  }
+}
+
+function pairsOf(raw: string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
+  return out;
+}
+
+function hasRequestBody(head: RequestHead): boolean {
+  for (const [k, v] of head.headers) {
+    const lk = k.toLowerCase();
+    if (lk === 'transfer-encoding') return true;
+    if (lk === 'content-length' && v !== '0') return true;
+  }
+  return false;
+}
+
+function hasContentLength(head: RequestHead): boolean {
+  return head.headers.some(([k]) => k.toLowerCase() === 'content-length');
+}
+
+function bufferBody(stream: YamuxStream, limit: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let n = 0;
+    stream.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n > limit) {
+        stream.pause();
+        resolve(null);
+        return;
+      }
+      parts.push(c);
+    });
+    stream.once('end', () => resolve(Buffer.concat(parts, n)));
+    stream.once('error', reject);
+    stream.resume();
+  });
+}

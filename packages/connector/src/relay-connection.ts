@@ -1,0 +1,224 @@
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import type { Logger } from 'pino';
+import {
+  ControlDecoder,
+  encodeControl,
+  Session,
+  wsTransport,
+  zeroMask,
+  type ControlMessage,
+  type YamuxStream,
+} from '@tunnel/protocol';
+
+/**
+ * One outbound connection to a relay:
+ *
+ *   dialing --upgrade ok--> registering --registered--> registered --(relay GoAway | we drain)--> draining --> closed
+ *   dialing|registering --failure--> closed
+ *
+ * Why it ended decides what the HA manager does next: `refused` and `revoked`
+ * are final (the credential will not get better by retrying), everything else
+ * is retried with backoff.
+ */
+export type RelayConnState = 'dialing' | 'registering' | 'registered' | 'draining' | 'closed';
+
+export type CloseReason =
+  | { kind: 'refused'; status: number; code: string; message: string }
+  | { kind: 'revoked'; code: string; message: string }
+  | { kind: 'relay-unavailable'; status: number; code: string; message: string }
+  | { kind: 'network'; message: string }
+  | { kind: 'goaway'; message: string }
+  | { kind: 'local'; message: string };
+
+export interface RelayConnOptions {
+  relayUrl: string;
+  token: string;
+  connectorId: string;
+  connIndex: number;
+  version: string;
+  log: Logger;
+  /** Serve a request stream the relay opened. */
+  onStream(stream: YamuxStream): void;
+  handshakeTimeoutMs?: number;
+}
+
+export interface RelayConnEvents {
+  registered: [info: { relayId: string; region: string; connectionId: string }];
+  /** The relay asked us to leave (GoAway): replace this connection. */
+  goaway: [];
+  closed: [reason: CloseReason];
+}
+
+export class RelayConnection extends EventEmitter<RelayConnEvents> {
+  private _state: RelayConnState = 'dialing';
+  private ws: WebSocket;
+  private session: Session | null = null;
+  private control: YamuxStream | null = null;
+  private closeReason: CloseReason | null = null;
+  relayId = '';
+  region = '';
+  connectionId = '';
+  registeredAt = 0;
+
+  constructor(readonly opts: RelayConnOptions) {
+    super();
+    const url = opts.relayUrl.replace(/\/+$/, '') + '/v1/connect';
+    this.ws = new WebSocket(url, {
+      headers: {
+        authorization: `Bearer ${opts.token}`,
+        'tunnel-connector-id': opts.connectorId,
+        'tunnel-conn-index': String(opts.connIndex),
+        'tunnel-version': opts.version,
+      },
+      perMessageDeflate: false,
+      maxPayload: 64 * 1024 * 1024,
+      skipUTF8Validation: true,
+      handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
+      generateMask: zeroMask,
+    });
+    this.ws.on('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => {
+        if (chunks.length < 64) chunks.push(c);
+      });
+      res.on('end', () => {
+        const status = res.statusCode ?? 0;
+        let code = `http_${status}`;
+        let message = res.statusMessage ?? 'unexpected response';
+        try {
+          const j = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: { code?: string; message?: string } };
+          code = j.error?.code ?? code;
+          message = j.error?.message ?? message;
+        } catch {
+          /* not our relay's JSON: keep the status line */
+        }
+        this.finish(
+          status === 401 || status === 403 ? { kind: 'refused', status, code, message } : { kind: 'relay-unavailable', status, code, message },
+        );
+        this.ws.terminate();
+      });
+      res.on('error', () => this.finish({ kind: 'network', message: `relay answered ${res.statusCode}` }));
+    });
+    this.ws.on('error', (e) => this.finish({ kind: 'network', message: e.message }));
+    this.ws.on('close', () => this.finish({ kind: 'network', message: 'connection closed' }));
+    this.ws.on('open', () => this.onOpen());
+  }
+
+  get state(): RelayConnState {
+    return this._state;
+  }
+
+  get streams(): number {
+    return this.session ? Math.max(0, this.session.streamCount - 1) : 0;
+  }
+
+  get rtt(): number {
+    return this.session?.rtt ?? -1;
+  }
+
+  private onOpen(): void {
+    this._state = 'registering';
+    const session = new Session(wsTransport(this.ws), { client: true });
+    this.session = session;
+    session.on('close', (err) => {
+      this.finish(this.closeReason ?? { kind: 'network', message: err ? err.message : 'session closed' });
+    });
+    session.on('goaway', () => {
+      if (this._state === 'registered') {
+        this._state = 'draining';
+        this.opts.log.info({ event: 'goaway', relayId: this.relayId, connIndex: this.opts.connIndex }, 'relay is draining this connection');
+        this.emit('goaway');
+      }
+    });
+    session.on('stream', (s) => {
+      if (this._state === 'registered' || this._state === 'draining') this.opts.onStream(s);
+      else s.destroy();
+    });
+    const control = session.openStream();
+    this.control = control;
+    control.on('error', () => {});
+    const decoder = new ControlDecoder();
+    control.on('data', (chunk: Buffer) => {
+      let msgs: ControlMessage[];
+      try {
+        msgs = decoder.push(chunk);
+      } catch (e) {
+        this.abort({ kind: 'network', message: `bad control message from relay: ${(e as Error).message}` });
+        return;
+      }
+      for (const m of msgs) this.onControl(m);
+    });
+    control.write(
+      encodeControl({ type: 'register', connectorId: this.opts.connectorId, connIndex: this.opts.connIndex, version: this.opts.version, features: ['http', 'websocket'] }),
+    );
+    const timer = setTimeout(() => {
+      if (this._state === 'registering') this.abort({ kind: 'network', message: 'relay did not confirm registration within 10 s' });
+    }, 10_000);
+    timer.unref();
+  }
+
+  private onControl(m: ControlMessage): void {
+    switch (m.type) {
+      case 'registered':
+        if (this._state !== 'registering') return;
+        this.relayId = m.relayId;
+        this.region = m.region;
+        this.connectionId = m.connectionId;
+        this.registeredAt = Date.now();
+        this._state = 'registered';
+        this.emit('registered', { relayId: m.relayId, region: m.region, connectionId: m.connectionId });
+        return;
+      case 'error':
+        this.closeReason =
+          m.code === 'tunnel_deleted' || m.code === 'credential_revoked'
+            ? { kind: 'revoked', code: m.code, message: m.message }
+            : { kind: 'network', message: `relay error ${m.code}: ${m.message}` };
+        return;
+      default:
+        return;
+    }
+  }
+
+  /**
+   * Graceful leave: tell the relay to send no new streams, let in-flight ones
+   * finish (up to `graceMs`), then close.
+   */
+  async drain(graceMs: number): Promise<void> {
+    if (this._state === 'closed') return;
+    if (this._state !== 'registered' && this._state !== 'draining') return this.abort({ kind: 'local', message: 'shutting down' });
+    this._state = 'draining';
+    this.control?.write(encodeControl({ type: 'drain' }));
+    const deadline = Date.now() + graceMs;
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (this._state === 'closed' || this.streams === 0 || Date.now() >= deadline) {
+          clearInterval(t);
+          resolve();
+        }
+      };
+      const t = setInterval(check, 25);
+      check();
+    });
+    this.abort({ kind: 'local', message: 'drained' });
+  }
+
+  abort(reason: CloseReason): void {
+    if (this._state === 'closed') return;
+    this.closeReason = this.closeReason ?? reason;
+    if (this.session) this.session.close();
+    this.ws.close(1000);
+    // If the close handshake stalls, don't wait for it.
+    setTimeout(() => this.ws.terminate(), 1000).unref();
+    this.finish(this.closeReason);
+  }
+
+  private finish(reason: CloseReason): void {
+    if (this._state === 'closed') return;
+    this._state = 'closed';
+    const r = this.closeReason ?? reason;
+    if (this.session && !this.session.closed) this.session.destroy();
+    if (this.ws.readyState !== WebSocket.CLOSED) this.ws.terminate();
+    this.emit('closed', r);
+  }
+}

@@ -1,0 +1,14 @@
+export {};
+export * from './frame.js';
+export * from './transport.js';
+export * from './stream.js';
+export * from './session.js';
+export * from './ws-transport.js';
+export * from './memory-pair.js';
+export * from './limits.js';
+export * from './heads.js';
+export * from './control.js';
+export * from './token.js';
+export * from './credentials.js';
+export * from './head-stream.js';
+export * from './logger.js';

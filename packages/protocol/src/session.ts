@@ -1,0 +1,518 @@
+import { EventEmitter } from 'node:events';
+import {
+  Flag,
+  FrameType,
+  GoAwayCode,
+  HEADER_SIZE,
+  INITIAL_WINDOW,
+  YAMUX_VERSION,
+  encodeHeader,
+  goAwayName,
+} from './frame.js';
+import type { Transport } from './transport.js';
+import { YamuxStream, type StreamOwner } from './stream.js';
+
+export interface SessionOptions {
+  /** Client sessions open odd stream ids, servers even (spec). */
+  client: boolean;
+  /** Per-stream receive window we offer; the spec's 256 KiB initial, grown by a window update. */
+  maxStreamWindow?: number;
+  /** Open streams (both directions) before new ones are refused. */
+  maxStreams?: number;
+  /** Peer-opened streams waiting for a 'stream' listener before further SYNs are reset. */
+  acceptBacklog?: number;
+  /** Unread bytes across all streams; a stream that arrives past this is reset. */
+  maxSessionBuffered?: number;
+  /** Largest Data frame accepted from the peer. */
+  maxFrameLength?: number;
+  keepaliveIntervalMs?: number;
+  keepaliveTimeoutMs?: number;
+  /** Small frames are copied into one batch; larger payloads are sent as they are. */
+  coalesceBelow?: number;
+}
+
+export class SessionError extends Error {
+  constructor(
+    readonly code: 'PROTOCOL_ERROR' | 'INTERNAL_ERROR' | 'KEEPALIVE_TIMEOUT' | 'TRANSPORT_CLOSED' | 'GOAWAY' | 'CLOSED' | 'STREAM_LIMIT',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SessionError';
+  }
+}
+
+type SessionState = 'open' | 'closing' | 'closed';
+
+const DEFAULTS = {
+  maxStreamWindow: 1024 * 1024,
+  maxStreams: 4096,
+  acceptBacklog: 256,
+  maxSessionBuffered: 64 * 1024 * 1024,
+  maxFrameLength: 16 * 1024 * 1024,
+  keepaliveIntervalMs: 15_000,
+  keepaliveTimeoutMs: 10_000,
+  coalesceBelow: 16 * 1024,
+};
+
+/** Most bytes we hand the transport in one batched message. */
+const BATCH_LIMIT = 64 * 1024;
+
+export interface SessionEvents {
+  stream: [YamuxStream];
+  goaway: [code: number];
+  close: [err?: SessionError];
+}
+
+/**
+ * A yamux session (hashicorp/yamux spec.md, version 0) over any byte stream.
+ *
+ * Events: 'stream' (peer opened one), 'goaway' (peer will accept no new
+ * streams), 'close' (the session is over; an error when it did not end
+ * cleanly). It never emits 'error': a hostile or broken peer ends this session
+ * with a GoAway, never the process.
+ */
+export class Session extends EventEmitter<SessionEvents> implements StreamOwner {
+  private readonly opts: Required<Omit<SessionOptions, 'client'>>;
+  private readonly transport: Transport;
+  private readonly streams = new Map<number, YamuxStream>();
+  private readonly backlog: YamuxStream[] = [];
+  private nextId: number;
+  private readonly client: boolean;
+  private state: SessionState = 'open';
+  private _localGoAway = false;
+  private _remoteGoAway: number | null = null;
+  private buffered = 0;
+
+  // Outbound batching: small frames are gathered and sent as one message.
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  private flushScheduled = false;
+  private transportFull = false;
+  private drainWaiters: Array<() => void> = [];
+
+  // Inbound parser: header bytes (possibly split), then the payload of a Data frame.
+  private readonly hdr = Buffer.alloc(HEADER_SIZE);
+  private hdrFill = 0;
+  private payloadLeft = 0;
+  private payloadStream: YamuxStream | null = null; // null while discarding
+  private payloadFlags = 0;
+
+  // Keepalive.
+  private pingId = 0;
+  private readonly pings = new Map<number, { sent: bigint; resolve: (ms: number) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private _rtt = -1;
+
+  constructor(transport: Transport, options: SessionOptions) {
+    super();
+    const { client, ...rest } = options;
+    this.opts = { ...DEFAULTS, ...stripUndefined(rest) };
+    this.client = client;
+    this.nextId = client ? 1 : 2;
+    this.transport = transport;
+    transport.attach({
+      data: (c) => this.receive(c),
+      drain: () => this.onTransportDrain(),
+      close: (err) => this.onTransportClose(err),
+    });
+    // Streams that arrived before anyone listened wait in the backlog.
+    (this as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event !== 'stream' || this.backlog.length === 0) return;
+      const queued = this.backlog.splice(0);
+      queueMicrotask(() => {
+        for (const s of queued) if (this.streams.get(s.id) === s) this.deliver(s);
+      });
+    });
+    if (this.opts.keepaliveIntervalMs > 0) {
+      this.keepaliveTimer = setInterval(() => this.keepalive(), this.opts.keepaliveIntervalMs);
+      this.keepaliveTimer.unref();
+    }
+  }
+
+  // ---- public API --------------------------------------------------------------
+
+  get isClient(): boolean {
+    return this.client;
+  }
+  get closed(): boolean {
+    return this.state === 'closed';
+  }
+  /** The peer sent GoAway: no new streams may be opened. */
+  get remoteGoAway(): number | null {
+    return this._remoteGoAway;
+  }
+  get localGoAway(): boolean {
+    return this._localGoAway;
+  }
+  /** Last measured keepalive round trip in ms, -1 before the first. */
+  get rtt(): number {
+    return this._rtt;
+  }
+  get streamCount(): number {
+    return this.streams.size;
+  }
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+  /** True when openStream() would succeed. */
+  get canOpen(): boolean {
+    return this.state === 'open' && this._remoteGoAway === null && this.streams.size < this.opts.maxStreams;
+  }
+
+  openStream(): YamuxStream {
+    if (this.state !== 'open') throw new SessionError('CLOSED', 'session is closed');
+    if (this._remoteGoAway !== null) throw new SessionError('GOAWAY', 'peer sent GoAway: no new streams');
+    if (this.streams.size >= this.opts.maxStreams) {
+      throw new SessionError('STREAM_LIMIT', `stream limit reached (${this.opts.maxStreams})`);
+    }
+    if (this.nextId > 0xffffffff) throw new SessionError('STREAM_LIMIT', 'stream ids exhausted');
+    const id = this.nextId;
+    this.nextId += 2;
+    const s = new YamuxStream(this, id, 'syn_sent', this.opts.maxStreamWindow);
+    this.streams.set(id, s);
+    this.sendWindowUpdate(id, Flag.SYN, s.initialWindowBonus());
+    return s;
+  }
+
+  /** Tell the peer to open no new streams; existing ones continue. */
+  goAway(code: GoAwayCode = GoAwayCode.Normal): void {
+    if (this.state !== 'open' || this._localGoAway) return;
+    this._localGoAway = true;
+    this.enqueue(encodeHeader(FrameType.GoAway, 0, 0, code));
+  }
+
+  /** Measure a round trip. Rejects when the session closes or after `timeoutMs`. */
+  ping(timeoutMs = this.opts.keepaliveTimeoutMs): Promise<number> {
+    if (this.state !== 'open') return Promise.reject(new SessionError('CLOSED', 'session is closed'));
+    const id = (this.pingId = (this.pingId + 1) >>> 0);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pings.delete(id);
+        reject(new SessionError('KEEPALIVE_TIMEOUT', `no ping answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref();
+      this.pings.set(id, { sent: process.hrtime.bigint(), resolve, reject, timer });
+      this.enqueue(encodeHeader(FrameType.Ping, Flag.SYN, 0, id));
+    });
+  }
+
+  /** Flush, then end the byte stream. Open streams are aborted. */
+  close(): void {
+    if (this.state !== 'open') return;
+    this.goAway(GoAwayCode.Normal);
+    this.shutdown(undefined, false);
+  }
+
+  /** Drop the byte stream now. */
+  destroy(err?: SessionError): void {
+    this.shutdown(err, true);
+  }
+
+  // ---- StreamOwner (called by streams) -------------------------------------------
+
+  sendData(id: number, payload: Buffer): void {
+    if (this.state !== 'open') return;
+    this.enqueue(encodeHeader(FrameType.Data, 0, id, payload.length));
+    this.enqueue(payload);
+  }
+
+  sendWindowUpdate(id: number, flags: number, delta: number): void {
+    if (this.state !== 'open') return;
+    this.enqueue(encodeHeader(FrameType.WindowUpdate, flags, id, delta));
+  }
+
+  whenWritable(cb: () => void): void {
+    if (!this.transportFull || this.state !== 'open') cb();
+    else this.drainWaiters.push(cb);
+  }
+
+  adjustBuffered(delta: number): void {
+    this.buffered += delta;
+  }
+
+  retire(stream: YamuxStream): void {
+    if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
+  }
+
+  // ---- outbound ------------------------------------------------------------------
+
+  private enqueue(buf: Buffer): void {
+    if (buf.length >= this.opts.coalesceBelow) {
+      // Big payload: send what is batched (ending with its header), then the
+      // payload itself, uncopied, as its own message.
+      this.flush();
+      this.transmit(buf);
+      return;
+    }
+    this.batch.push(buf);
+    this.batchBytes += buf.length;
+    if (this.batchBytes >= BATCH_LIMIT) this.flush();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // setImmediate, not nextTick: frames produced by every I/O callback of
+      // this loop turn share one message.
+      setImmediate(this.flushBound);
+    }
+  }
+
+  private readonly flushBound = () => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  private flush(): void {
+    if (this.batchBytes === 0) return;
+    const out = this.batch.length === 1 ? this.batch[0]! : Buffer.concat(this.batch, this.batchBytes);
+    this.batch = [];
+    this.batchBytes = 0;
+    this.transmit(out);
+  }
+
+  private transmit(buf: Buffer): void {
+    if (this.state === 'closed') return;
+    if (!this.transport.send(buf)) this.transportFull = true;
+  }
+
+  private onTransportDrain(): void {
+    this.transportFull = false;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (let i = 0; i < waiters.length; i++) {
+      waiters[i]!();
+      if (this.transportFull) {
+        // That writer refilled the transport; the rest wait for the next drain.
+        this.drainWaiters.push(...waiters.slice(i + 1));
+        return;
+      }
+    }
+  }
+
+  // ---- inbound -------------------------------------------------------------------
+
+  /** Feed bytes from the transport; frames may be split anywhere. */
+  private receive(chunk: Buffer): void {
+    let off = 0;
+    const len = chunk.length;
+    while (off < len && this.state !== 'closed') {
+      if (this.payloadLeft > 0) {
+        const n = Math.min(this.payloadLeft, len - off);
+        const stream = this.payloadStream;
+        this.payloadLeft -= n;
+        if (stream && !(n === 1 && off === 5)) stream.onData(n === len && off === 0 ? chunk : chunk.subarray(off, off + n));
+        off += n;
+        if (this.payloadLeft === 0) this.endPayload();
+        continue;
+      }
+      // Header: parse in place when whole, else gather across chunks.
+      let h: Buffer;
+      let ho: number;
+      if (this.hdrFill === 0 && len - off >= HEADER_SIZE) {
+        h = chunk;
+        ho = off;
+        off += HEADER_SIZE;
+      } else {
+        const n = Math.min(HEADER_SIZE - this.hdrFill, len - off);
+        chunk.copy(this.hdr, this.hdrFill, off, off + n);
+        this.hdrFill += n;
+        off += n;
+        if (this.hdrFill < HEADER_SIZE) return;
+        this.hdrFill = 0;
+        h = this.hdr;
+        ho = 0;
+      }
+      this.onHeader(h[ho]!, h[ho + 1]!, h.readUInt16BE(ho + 2), h.readUInt32BE(ho + 4), h.readUInt32BE(ho + 8));
+    }
+  }
+
+  private onHeader(version: number, type: number, flags: number, id: number, length: number): void {
+    if (version !== YAMUX_VERSION) return this.protocolError(`unsupported yamux version ${version}`);
+    switch (type) {
+      case FrameType.Data:
+        return this.onDataHeader(flags, id, length);
+      case FrameType.WindowUpdate:
+        return this.onWindowUpdate(flags, id, length);
+      case FrameType.Ping:
+        return this.onPing(flags, id, length);
+      case FrameType.GoAway:
+        return this.onGoAway(id, length);
+      default:
+        return this.protocolError(`unknown frame type ${type}`);
+    }
+  }
+
+  private onDataHeader(flags: number, id: number, length: number): void {
+    if (id === 0) return this.protocolError('data frame on stream 0');
+    if (length > this.opts.maxFrameLength) return this.protocolError(`data frame of ${length} bytes exceeds ${this.opts.maxFrameLength}`);
+    const stream = this.streamForFrame(flags, id);
+    if (stream === undefined) return; // session failed
+    this.payloadFlags = flags;
+    this.payloadStream = null;
+    if (stream !== null) {
+      if (length > 0 && !stream.canReceiveData()) return this.protocolError(`data after FIN on stream ${id}`);
+      if (!stream.expectData(length)) return this.protocolError(`stream ${id} exceeded its receive window`);
+      if (length > 0 && this.buffered + length > this.opts.maxSessionBuffered) {
+        // Too much unread across the session: sacrifice this stream, keep the rest.
+        stream.destroy(new SessionError('INTERNAL_ERROR', 'session receive buffer limit reached'));
+      } else {
+        this.payloadStream = stream;
+      }
+    }
+    this.payloadLeft = length;
+    if (length === 0) this.endPayload();
+  }
+
+  private endPayload(): void {
+    const stream = this.payloadStream;
+    this.payloadStream = null;
+    if (stream) this.applyCloseFlags(stream, this.payloadFlags);
+  }
+
+  private onWindowUpdate(flags: number, id: number, delta: number): void {
+    if (id === 0) return this.protocolError('window update on stream 0');
+    const stream = this.streamForFrame(flags, id);
+    if (!stream) return;
+    if (delta > 0) stream.onWindowUpdate(delta);
+    this.applyCloseFlags(stream, flags);
+  }
+
+  /**
+   * Resolve the stream a Data/WindowUpdate frame is for, opening it on SYN.
+   * null: a stream we no longer track (closed or reset; frames in flight are
+   * dropped). undefined: the frame was illegal and the session is failing.
+   */
+  private streamForFrame(flags: number, id: number): YamuxStream | null | undefined {
+    if (flags & Flag.SYN) return this.acceptSyn(id);
+    const stream = this.streams.get(id) ?? null;
+    if (stream && flags & Flag.ACK) stream.onAck();
+    return stream;
+  }
+
+  private acceptSyn(id: number): YamuxStream | null | undefined {
+    const peerParity = this.client ? 0 : 1;
+    if (id % 2 !== peerParity) {
+      this.protocolError(`peer opened stream ${id} with our id parity`);
+      return undefined;
+    }
+    if (this.streams.has(id)) {
+      this.protocolError(`peer reopened live stream ${id}`);
+      return undefined;
+    }
+    if (this._localGoAway || this.streams.size >= this.opts.maxStreams || this.backlogFull()) {
+      this.enqueue(encodeHeader(FrameType.WindowUpdate, Flag.RST, id, 0));
+      return null;
+    }
+    const s = new YamuxStream(this, id, 'syn_received', this.opts.maxStreamWindow);
+    this.streams.set(id, s);
+    if (this.listenerCount('stream') > 0) this.deliver(s);
+    else this.backlog.push(s);
+    return s;
+  }
+
+  private backlogFull(): boolean {
+    return this.listenerCount('stream') === 0 && this.backlog.length >= this.opts.acceptBacklog;
+  }
+
+  private deliver(s: YamuxStream): void {
+    s.markAccepted();
+    this.sendWindowUpdate(s.id, Flag.ACK, s.initialWindowBonus());
+    this.emit('stream', s);
+  }
+
+  private applyCloseFlags(stream: YamuxStream, flags: number): void {
+    if (flags & Flag.RST) {
+      stream.onRemoteReset();
+      return;
+    }
+    if (flags & Flag.FIN && !stream.onRemoteFin()) this.protocolError(`unexpected FIN on stream ${stream.id} (${stream.state})`);
+  }
+
+  private onPing(flags: number, id: number, opaque: number): void {
+    if (id !== 0) return this.protocolError('ping on a stream id');
+    if (flags & Flag.SYN) {
+      this.enqueue(encodeHeader(FrameType.Ping, Flag.ACK, 0, opaque));
+      return;
+    }
+    if (flags & Flag.ACK) {
+      const p = this.pings.get(opaque);
+      if (!p) return; // late answer to a ping that timed out
+      this.pings.delete(opaque);
+      clearTimeout(p.timer);
+      const ms = Number(process.hrtime.bigint() - p.sent) / 1e6;
+      this._rtt = ms;
+      p.resolve(ms);
+    }
+  }
+
+  private onGoAway(id: number, code: number): void {
+    if (id !== 0) return this.protocolError('go away on a stream id');
+    if (this._remoteGoAway !== null) return;
+    this._remoteGoAway = code;
+    this.emit('goaway', code);
+    if (code !== GoAwayCode.Normal) {
+      this.shutdown(new SessionError('GOAWAY', `peer closed the session: ${goAwayName(code)}`), false);
+    }
+  }
+
+  // ---- life cycle ----------------------------------------------------------------
+
+  private keepalive(): void {
+    if (this.state !== 'open' || this.pings.size > 0) return;
+    this.ping().catch((e: Error) => {
+      if (this.state === 'open') this.destroy(e instanceof SessionError ? e : new SessionError('KEEPALIVE_TIMEOUT', e.message));
+    });
+  }
+
+  private protocolError(message: string): void {
+    if (this.state === 'closed') return;
+    // Answer with a protocol-error GoAway, flushed before the byte stream ends.
+    if (this.state === 'open' && !this._localGoAway) {
+      this._localGoAway = true;
+      this.enqueue(encodeHeader(FrameType.GoAway, 0, 0, GoAwayCode.ProtocolError));
+    }
+    this.shutdown(new SessionError('PROTOCOL_ERROR', message), false);
+  }
+
+  private onTransportClose(err?: Error): void {
+    if (this.state === 'closed') return;
+    this.shutdown(
+      this.state === 'closing' ? undefined : new SessionError('TRANSPORT_CLOSED', err ? `transport closed: ${err.message}` : 'transport closed'),
+      true,
+    );
+  }
+
+  private shutdown(err: SessionError | undefined, hard: boolean): void {
+    if (this.state === 'closed') return;
+    const wasOpen = this.state === 'open';
+    if (!hard && wasOpen) {
+      this.flush();
+    }
+    this.state = 'closed';
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.payloadLeft = 0;
+    const reason = err ?? new SessionError('CLOSED', 'session closed');
+    for (const p of this.pings.values()) {
+      clearTimeout(p.timer);
+      p.reject(reason);
+    }
+    this.pings.clear();
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    this.backlog.length = 0;
+    for (const s of streams) s.abort(reason);
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+    if (hard) this.transport.destroy();
+    else this.transport.end();
+    this.emit('close', err);
+  }
+
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
+
+export { INITIAL_WINDOW };

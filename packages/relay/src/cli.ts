@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+import { Command, Option, CommanderError } from 'commander';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { createLogger, LOG_LEVELS } from '@tunnel/protocol';
+import { Relay } from './relay.js';
+import { parseListen } from './listen.js';
+import { generateKeyFile, loadKeyFile, KeyFileError } from './keys.js';
+import { openStore } from './store/open.js';
+import { StoreError } from './store/types.js';
+import { issueTunnelToken, ensureAccount } from './provisioning.js';
+
+const VERSION = '0.1.0';
+
+class UsageError extends Error {}
+
+function die(msg: string, code = 1): never {
+  process.stderr.write(`tunnel-relay: ${msg}\n`);
+  process.exit(code);
+}
+
+const program = new Command('tunnel-relay')
+  .description('Relay node of the tunnel fleet: publishes connectors\' origins under public hostnames.')
+  .version(VERSION)
+  .showHelpAfterError()
+  .exitOverride();
+
+const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE').default('file:./relay-data');
+const keysOpt = () => new Option('--keys <file>', 'fleet signing key file').env('TUNNEL_RELAY_KEYS').default('./fleet-key.json');
+
+program
+  .command('serve')
+  .description('run a relay node')
+  .addOption(storeOpt())
+  .addOption(keysOpt())
+  .option('--id <id>', 'relay node id (default: HOSTNAME-RANDOM)')
+  .option('--region <name>', 'region label shown to operators', 'local')
+  .option('--http <addr>', 'public HTTP listener (HOST:PORT, :PORT; "off" to disable)', ':8080')
+  .option('--https <addr>', 'public HTTPS listener (needs --tls-cert/--tls-key)')
+  .option('--tls-cert <file>', 'certificate (PEM) for HTTPS and wss://')
+  .option('--tls-key <file>', 'private key (PEM) for HTTPS and wss://')
+  .option('--connect <addr>', 'connector endpoint listener', ':7844')
+  .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
+  .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay', '127.0.0.1')
+  .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
+  .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
+  .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
+  .option('--log-file <file>', 'write logs to this file instead of stdout')
+  .action(async (o) => {
+    const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat, file: o.logFile });
+    const keys = loadKeyFile(o.keys);
+    const store = await openStore(o.store);
+    const id = o.id ?? `${hostname().split('.')[0]}-${randomBytes(3).toString('hex')}`;
+    const relay = new Relay(
+      {
+        id,
+        region: o.region,
+        listen: {
+          http: o.http === 'off' ? undefined : parseListen(o.http),
+          https: o.https ? parseListen(o.https) : undefined,
+          connect: parseListen(o.connect),
+          control: o.control === 'off' ? undefined : parseListen(o.control),
+        },
+        tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,
+        advertise: { host: o.advertiseHost },
+        drainTimeoutMs: Number(o.drainTimeout),
+      },
+      { store, keys, log },
+    );
+    await relay.start();
+    let signals = 0;
+    const onSignal = (sig: string) => {
+      signals++;
+      if (signals > 1) {
+        log.warn({ signal: sig }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      relay.drain().then(
+        () => {
+          log.flush?.();
+          process.exit(0);
+        },
+        (e) => {
+          log.error({ err: (e as Error).message }, 'drain failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
+  });
+
+const keysCmd = program.command('keys').description('fleet signing keys');
+keysCmd
+  .command('generate')
+  .description('create the fleet\'s Ed25519 signing key pair (share the file with every relay of the fleet)')
+  .option('--out <file>', 'where to write it', './fleet-key.json')
+  .option('--force', 'overwrite an existing key file (invalidates every credential issued)')
+  .action((o) => {
+    const k = generateKeyFile(o.out, !!o.force);
+    process.stdout.write(`wrote ${o.out} (mode 0600)\npublic key: ${k.publicKey}\n`);
+  });
+
+const tunnelCmd = program.command('tunnel').description('operator actions on tunnels');
+tunnelCmd
+  .command('create <name>')
+  .description('create a tunnel, route hostnames to it, and print its run token')
+  .addOption(storeOpt())
+  .addOption(keysOpt())
+  .option('--hostname <host...>', 'hostname(s) to route to the tunnel (exact or *.domain)')
+  .option('--account <name>', 'account that owns the tunnel', 'default')
+  .option('--relay-url <url...>', 'connector endpoints to put in the token (default: the live relays in the store)')
+  .action(async (name: string, o) => {
+    const keys = loadKeyFile(o.keys);
+    const store = await openStore(o.store);
+    try {
+      const account = await ensureAccount(store, o.account);
+      const { token, tunnel } = await issueTunnelToken(store, keys, { accountId: account.id, name, hostnames: o.hostname ?? [], relays: o.relayUrl });
+      process.stderr.write(`created tunnel ${tunnel.name} (${tunnel.id})${o.hostname ? ` routed from ${o.hostname.join(', ')}` : ''}\n`);
+      process.stdout.write(token + '\n');
+    } finally {
+      await store.close();
+    }
+  });
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) process.exit(e.exitCode);
+    if (e instanceof KeyFileError || e instanceof UsageError) die(e.message);
+    if (e instanceof StoreError) die(`store: ${e.message}`);
+    die((e as Error).message ?? String(e));
+  }
+}
+void main();

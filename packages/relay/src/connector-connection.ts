@@ -1,0 +1,187 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import {
+  ControlDecoder,
+  encodeControl,
+  GoAwayCode,
+  type ControlMessage,
+  type Session,
+  type YamuxStream,
+} from '@tunnel/protocol';
+
+/**
+ * One connector connection as the relay sees it:
+ *
+ *   registering --register ok--> active --connector 'drain' or relay drain--> draining --session ends--> closed
+ *   registering --bad/missing register, timeout, session ends--> closed
+ *
+ * Only `active` connections take new request streams.
+ */
+export type ConnState = 'registering' | 'active' | 'draining' | 'closed';
+
+export interface ConnIdentity {
+  connectionId: string;
+  tunnelId: string;
+  accountId: string;
+  tokenId: string;
+  connectorId: string;
+  connIndex: number;
+  version: string;
+  clientIp: string;
+}
+
+const REGISTER_TIMEOUT_MS = 10_000;
+
+export interface ConnectorConnectionEvents {
+  active: [];
+  draining: [];
+  closed: [reason: string];
+}
+
+export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents> {
+  private _state: ConnState = 'registering';
+  private control: YamuxStream | null = null;
+  /** Request streams opened and not yet finished. */
+  inflight = 0;
+  readonly connectedAt = Date.now();
+
+  constructor(
+    readonly session: Session,
+    readonly id: ConnIdentity,
+    private readonly relay: { relayId: string; region: string },
+    private readonly log: Logger,
+  ) {
+    super();
+    const timer = setTimeout(() => {
+      if (this._state === 'registering') this.fail('no register message within 10 s');
+    }, REGISTER_TIMEOUT_MS);
+    timer.unref();
+    session.on('stream', (s) => this.onPeerStream(s));
+    session.on('close', (err) => {
+      clearTimeout(timer);
+      this.transition('closed', err ? err.message : 'session closed');
+    });
+  }
+
+  get state(): ConnState {
+    return this._state;
+  }
+
+  /** Open a request stream; the caller must have checked `usable`. */
+  openStream(): YamuxStream {
+    const s = this.session.openStream();
+    this.inflight++;
+    let counted = true;
+    const done = () => {
+      if (!counted) return;
+      counted = false;
+      this.inflight--;
+    };
+    s.once('close', done);
+    return s;
+  }
+
+  get usable(): boolean {
+    return this._state === 'active' && this.session.canOpen;
+  }
+
+  /** Relay is shutting down: GoAway, so the connector moves this connection elsewhere. */
+  drain(): void {
+    if (this._state === 'closed') return;
+    this.session.goAway(GoAwayCode.Normal);
+    this.transition('draining', 'relay draining');
+  }
+
+  close(): void {
+    this.session.close();
+  }
+
+  /** Credential no longer valid: tell the connector why (it must not retry), then close. */
+  terminate(code: string, message: string): void {
+    if (this._state === 'closed') return;
+    if (this.control && !this.control.destroyed) this.control.write(encodeControl({ type: 'error', code, message }));
+    this.session.goAway(GoAwayCode.Normal);
+    // Let the error message flush before the byte stream closes.
+    setImmediate(() => this.session.close());
+    this.transition('closed', `${code}: ${message}`);
+  }
+
+  private onPeerStream(s: YamuxStream): void {
+    s.on('error', () => {});
+    if (this.control) {
+      // Connectors open exactly one stream (control); anything else is refused.
+      s.destroy();
+      return;
+    }
+    this.control = s;
+    const decoder = new ControlDecoder();
+    s.on('data', (chunk: Buffer) => {
+      let msgs: ControlMessage[];
+      try {
+        msgs = decoder.push(chunk);
+      } catch (e) {
+        this.fail(`bad control message: ${(e as Error).message}`);
+        return;
+      }
+      for (const m of msgs) this.onControl(m);
+    });
+    s.on('end', () => {
+      if (this._state !== 'closed') this.fail('control stream closed');
+    });
+  }
+
+  private onControl(m: ControlMessage): void {
+    switch (m.type) {
+      case 'register':
+        if (this._state !== 'registering') return this.fail('register sent twice');
+        if (m.connIndex !== this.id.connIndex || m.connectorId !== this.id.connectorId) {
+          return this.fail('register does not match the connection headers');
+        }
+        this.control!.write(
+          encodeControl({ type: 'registered', relayId: this.relay.relayId, region: this.relay.region, connectionId: this.id.connectionId }),
+        );
+        this.transition('active', 'registered');
+        return;
+      case 'drain':
+        this.transition('draining', 'connector draining');
+        return;
+      default:
+        // registered/error are relay→connector only.
+        return this.fail(`unexpected control message ${m.type}`);
+    }
+  }
+
+  private fail(reason: string): void {
+    if (this._state === 'closed') return;
+    this.log.warn({ connectionId: this.id.connectionId, reason }, 'connector connection refused');
+    if (this.control && !this.control.destroyed) {
+      this.control.write(encodeControl({ type: 'error', code: 'protocol', message: reason }));
+    }
+    this.session.goAway(GoAwayCode.ProtocolError);
+    this.session.close();
+    this.transition('closed', reason);
+  }
+
+  private transition(next: ConnState, reason: string): void {
+    const prev = this._state;
+    if (prev === next || prev === 'closed') return;
+    if (next === 'active' && prev !== 'registering') return;
+    this._state = next;
+    this.log.info(
+      {
+        event: next,
+        connectionId: this.id.connectionId,
+        tunnelId: this.id.tunnelId,
+        connectorId: this.id.connectorId,
+        connIndex: this.id.connIndex,
+        from: prev,
+        reason,
+      },
+      `connector connection ${next}`,
+    );
+    if (next === 'closed') {
+      this.emit('closed', reason);
+    } else if (next === 'active') this.emit('active');
+    else if (next === 'draining') this.emit('draining');
+  }
+}

@@ -1,0 +1,138 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import { WebSocketServer } from 'ws';
+import type { Logger } from 'pino';
+import { Session, wsTransport, verifyToken, TokenError, TokenKind, type TunnelClaims } from '@tunnel/protocol';
+import { ConnectorConnection } from './connector-connection.js';
+import type { TunnelConnections } from './tunnel-connections.js';
+import type { Store } from './store/types.js';
+
+/** Why a connector was refused before the upgrade; printed by the CLI as is. */
+export interface Refusal {
+  status: 400 | 401 | 403 | 503;
+  code: string;
+  message: string;
+}
+
+export interface EndpointDeps {
+  relayId: string;
+  region: string;
+  publicKey: string;
+  store: Store;
+  connections: TunnelConnections;
+  log: Logger;
+  isDraining(): boolean;
+}
+
+export const CONNECT_PATH = '/v1/connect';
+
+/**
+ * The `/v1/connect` upgrade: a connector's credential is checked before the
+ * WebSocket handshake, so a refusal is a plain HTTP 401/403 with a JSON
+ * reason (never an upgrade followed by a close the client can't explain).
+ */
+export class ConnectorEndpoint {
+  private readonly wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: 64 * 1024 * 1024,
+    skipUTF8Validation: true,
+  });
+
+  constructor(private readonly deps: EndpointDeps) {}
+
+  async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => {});
+    const url = req.url ?? '';
+    if (url !== CONNECT_PATH && !url.startsWith(CONNECT_PATH + '?')) {
+      return refuse(socket, { status: 400, code: 'bad_path', message: `connect to ${CONNECT_PATH}` });
+    }
+    if (this.deps.isDraining()) {
+      return refuse(socket, { status: 503, code: 'relay_draining', message: 'this relay is shutting down; use another relay' });
+    }
+    const result = await this.authenticate(req);
+    if ('code' in result) {
+      this.deps.log.warn({ code: result.code, ip: req.socket.remoteAddress }, `connector refused: ${result.message}`);
+      return refuse(socket, result);
+    }
+    if (socket.destroyed) return;
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const session = new Session(wsTransport(ws), { client: false });
+      const conn = new ConnectorConnection(session, result, { relayId: this.deps.relayId, region: this.deps.region }, this.deps.log);
+      conn.once('active', () => this.deps.connections.add(conn));
+      conn.on('draining', () => this.deps.connections.changed());
+    });
+  }
+
+  private async authenticate(req: IncomingMessage): Promise<ConstructorParameters<typeof ConnectorConnection>[1] | Refusal> {
+    const auth = req.headers.authorization ?? '';
+    const token = auth.startsWith('Bearer ') ? auth.slice(7).trim() : '';
+    if (!token) return { status: 401, code: 'missing_credential', message: 'no tunnel credential (Authorization: Bearer …)' };
+    let claims: TunnelClaims;
+    try {
+      claims = verifyToken(TokenKind.Tunnel, token, this.deps.publicKey).claims as unknown as TunnelClaims;
+    } catch (e) {
+      const why = e instanceof TokenError ? e.code : 'MALFORMED';
+      return {
+        status: 401,
+        code: 'invalid_credential',
+        message:
+          why === 'BAD_SIGNATURE'
+            ? 'tunnel credential signature does not verify (tampered, or issued by another fleet)'
+            : why === 'EXPIRED'
+              ? 'tunnel credential has expired'
+              : why === 'WRONG_KIND'
+                ? 'this is not a tunnel credential (use `tunnel token NAME`)'
+                : 'tunnel credential is malformed',
+      };
+    }
+    if (typeof claims.tunnelId !== 'string' || typeof claims.jti !== 'string' || typeof claims.accountId !== 'string') {
+      return { status: 401, code: 'invalid_credential', message: 'tunnel credential lacks tunnel, account or id' };
+    }
+    try {
+      if (await this.deps.store.isRevoked(claims.jti)) {
+        return { status: 403, code: 'credential_revoked', message: 'tunnel credential has been revoked' };
+      }
+      const tunnel = await this.deps.store.getTunnel(claims.tunnelId);
+      if (!tunnel || tunnel.accountId !== claims.accountId) {
+        return { status: 403, code: 'tunnel_deleted', message: `tunnel ${claims.tunnelId} no longer exists` };
+      }
+    } catch (e) {
+      return { status: 503, code: 'store_unavailable', message: `relay cannot check the credential now: ${(e as Error).message}` };
+    }
+    const connectorId = header(req, 'tunnel-connector-id') ?? '';
+    const idx = Number(header(req, 'tunnel-conn-index'));
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(connectorId) || !Number.isInteger(idx) || idx < 0 || idx > 63) {
+      return { status: 400, code: 'bad_headers', message: 'Tunnel-Connector-Id and Tunnel-Conn-Index (0..63) are required' };
+    }
+    return {
+      connectionId: randomUUID(),
+      tunnelId: claims.tunnelId,
+      accountId: claims.accountId,
+      tokenId: claims.jti,
+      connectorId,
+      connIndex: idx,
+      version: (header(req, 'tunnel-version') ?? 'unknown').slice(0, 64),
+      clientIp: req.socket.remoteAddress ?? '',
+    };
+  }
+
+  close(): void {
+    this.wss.close();
+  }
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function refuse(socket: Duplex, r: Refusal): void {
+  if (socket.destroyed) return;
+  const body = JSON.stringify({ error: { code: r.code, message: r.message } });
+  const text = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 503: 'Service Unavailable' }[r.status];
+  socket.end(
+    `HTTP/1.1 ${r.status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

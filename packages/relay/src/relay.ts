@@ -1,0 +1,255 @@
+import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { ConnectorEndpoint } from './connector-endpoint.js';
+import { TunnelConnections } from './tunnel-connections.js';
+import { RouteTable } from './route-table.js';
+import { handleRequest, handleUpgrade, type ProxyContext, type ProxyHooks } from './request-proxy.js';
+import { listen, closeServer, type ListenAddress } from './listen.js';
+import type { Store, StoreEvent } from './store/types.js';
+import type { FleetKeys } from './keys.js';
+
+export interface RelayOptions {
+  id: string;
+  region: string;
+  listen: {
+    http?: ListenAddress;
+    https?: ListenAddress;
+    connect: ListenAddress;
+    control?: ListenAddress;
+  };
+  /** cert/key for the HTTPS listener and for wss:// on the connector endpoint. */
+  tls?: { cert: string; key: string };
+  /** URLs other nodes and connectors should use to reach this relay; derived from the bound ports when unset. */
+  advertise?: { host?: string; connectUrl?: string; controlUrl?: string; publicUrl?: string };
+  /** How long a drain waits for in-flight requests. */
+  drainTimeoutMs: number;
+  heartbeatMs?: number;
+}
+
+export interface RelayDeps {
+  store: Store;
+  keys: FleetKeys;
+  log: Logger;
+  hooks?: ProxyHooks;
+}
+
+export interface BoundPorts {
+  http?: number;
+  https?: number;
+  connect: number;
+  control?: number;
+}
+
+type RelayState = 'created' | 'running' | 'draining' | 'stopped';
+
+export class Relay {
+  readonly connections = new TunnelConnections();
+  readonly routes: RouteTable;
+  private state: RelayState = 'created';
+  private readonly servers: { public: Array<http.Server | https.Server>; connect?: http.Server | https.Server; control?: http.Server } = { public: [] };
+  private endpoint!: ConnectorEndpoint;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private presenceDirty = false;
+  ports!: BoundPorts;
+  readonly startedAt = Date.now();
+  private readonly ctx: ProxyContext;
+
+  constructor(
+    readonly opts: RelayOptions,
+    readonly deps: RelayDeps,
+  ) {
+    this.routes = new RouteTable(deps.store);
+    this.ctx = { routes: this.routes, connections: this.connections, log: deps.log, hooks: deps.hooks ?? {} };
+  }
+
+  get id(): string {
+    return this.opts.id;
+  }
+  get proxyContext(): ProxyContext {
+    return this.ctx;
+  }
+  get draining(): boolean {
+    return this.state === 'draining';
+  }
+
+  async start(): Promise<BoundPorts> {
+    if (this.state !== 'created') throw new Error('relay already started');
+    const { log, store } = this.deps;
+    await this.routes.load();
+    this.endpoint = new ConnectorEndpoint({
+      relayId: this.opts.id,
+      region: this.opts.region,
+      publicKey: this.deps.keys.publicKey,
+      store,
+      connections: this.connections,
+      log,
+      isDraining: () => this.state !== 'running',
+    });
+
+    const tls = this.opts.tls ? { cert: readFileSync(this.opts.tls.cert), key: readFileSync(this.opts.tls.key) } : undefined;
+    const serverOpts: http.ServerOptions = {
+      // No fixed request deadline: long uploads and long polls are legitimate.
+      requestTimeout: 0,
+      headersTimeout: 30_000,
+      keepAliveTimeout: 65_000,
+      maxHeaderSize: 64 * 1024,
+    };
+    const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => handleRequest(this.ctx, req, res);
+    const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this.ctx, req, socket, head);
+    const ports: BoundPorts = { connect: 0 };
+
+    if (this.opts.listen.http) {
+      const s = http.createServer(serverOpts, onRequest);
+      s.on('upgrade', onUpgrade);
+      s.on('clientError', (_e, sock) => sock.destroy());
+      this.servers.public.push(s);
+      ports.http = await listen(s, this.opts.listen.http);
+    }
+    if (this.opts.listen.https) {
+      if (!tls) throw new Error('listen.https needs tls.cert and tls.key');
+      const s = https.createServer({ ...serverOpts, ...tls }, onRequest);
+      s.on('upgrade', onUpgrade);
+      s.on('clientError', (_e, sock) => sock.destroy());
+      this.servers.public.push(s);
+      ports.https = await listen(s, this.opts.listen.https);
+    }
+
+    const connect = tls ? https.createServer(tls) : http.createServer();
+    connect.on('request', (_req, res) => {
+      res.writeHead(426, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'upgrade_required', message: 'connectors connect with a WebSocket upgrade to /v1/connect' } }));
+    });
+    connect.on('upgrade', (req, socket, head) => void this.endpoint.onUpgrade(req, socket, head));
+    this.servers.connect = connect;
+    ports.connect = await listen(connect, this.opts.listen.connect);
+    this.ports = ports;
+
+    this.unsubscribe = store.subscribe((e) => this.onStoreEvent(e));
+    this.connections.onChange(() => {
+      this.presenceDirty = true;
+    });
+    this.state = 'running';
+    await this.publishMembership();
+    const every = this.opts.heartbeatMs ?? 2_000;
+    this.heartbeat = setInterval(() => void this.publishMembership(), every);
+    this.heartbeat.unref();
+    log.info({ event: 'listening', relayId: this.opts.id, region: this.opts.region, ports }, 'relay listening');
+    return ports;
+  }
+
+  /** Attach the control API server (built by the caller, which owns its routes). */
+  async attachControl(server: http.Server): Promise<number> {
+    this.servers.control = server;
+    const port = await listen(server, this.opts.listen.control!);
+    this.ports.control = port;
+    return port;
+  }
+
+  urls(): { connectUrl: string; controlUrl: string; publicUrl: string } {
+    const host = this.opts.advertise?.host ?? '127.0.0.1';
+    const tls = !!this.opts.tls;
+    return {
+      connectUrl: this.opts.advertise?.connectUrl ?? `${tls ? 'wss' : 'ws'}://${host}:${this.ports.connect}`,
+      controlUrl: this.opts.advertise?.controlUrl ?? (this.ports.control ? `http://${host}:${this.ports.control}` : ''),
+      publicUrl:
+        this.opts.advertise?.publicUrl ??
+        (this.ports.http ? `http://${host}:${this.ports.http}` : this.ports.https ? `https://${host}:${this.ports.https}` : ''),
+    };
+  }
+
+  private async publishMembership(): Promise<void> {
+    const { store, log } = this.deps;
+    const every = this.opts.heartbeatMs ?? 2_000;
+    const ttl = every * 3;
+    try {
+      await store.heartbeatRelay(
+        {
+          id: this.opts.id,
+          region: this.opts.region,
+          ...this.urls(),
+          peerUrl: '',
+          startedAt: this.startedAt,
+          lastSeen: Date.now(),
+          draining: this.state !== 'running',
+        },
+        ttl,
+      );
+      this.presenceDirty = false;
+      await store.putPresence(
+        this.opts.id,
+        this.connections.list().map((c) => ({
+          connectionId: c.id.connectionId,
+          relayId: this.opts.id,
+          tunnelId: c.id.tunnelId,
+          connectorId: c.id.connectorId,
+          connIndex: c.id.connIndex,
+          version: c.id.version,
+          clientIp: c.id.clientIp,
+          connectedAt: c.connectedAt,
+        })),
+        ttl,
+      );
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'store heartbeat failed');
+    }
+  }
+
+  private onStoreEvent(e: StoreEvent): void {
+    if (e.type === 'tunnel-deleted') {
+      for (const c of this.connections.forTunnel(e.tunnelId)) c.terminate('tunnel_deleted', `tunnel ${e.tunnelId} was deleted`);
+    } else if (e.type === 'revoked') {
+      for (const c of this.connections.list()) {
+        if (c.id.tokenId === e.tokenId) c.terminate('credential_revoked', 'tunnel credential was revoked');
+      }
+    }
+  }
+
+  /**
+   * SIGTERM: stop taking public connections, GoAway every connector session
+   * (connectors move to other relays), let in-flight requests finish within
+   * the drain timeout, then stop.
+   */
+  async drain(): Promise<void> {
+    if (this.state !== 'running') return;
+    this.state = 'draining';
+    const { log } = this.deps;
+    const started = Date.now();
+    log.info({ event: 'draining', relayId: this.opts.id, connections: this.connections.size }, 'relay draining');
+    await this.publishMembership();
+    const publicClosed = Promise.all(this.servers.public.map((s) => closeServer(s)));
+    for (const s of this.servers.public) s.closeIdleConnections?.();
+    for (const c of this.connections.list()) c.drain();
+    const deadline = started + this.opts.drainTimeoutMs;
+    while (Date.now() < deadline && this.connections.list().some((c) => c.inflight > 0)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const s of this.servers.public) s.closeAllConnections?.();
+    await publicClosed;
+    log.info({ event: 'drained', relayId: this.opts.id, ms: Date.now() - started }, 'relay drained');
+    await this.stop();
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.state = 'stopped';
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.unsubscribe?.();
+    this.routes.close();
+    for (const c of this.connections.list()) c.close();
+    for (const s of this.servers.public) s.closeAllConnections?.();
+    this.endpoint?.close();
+    const all = [...this.servers.public, this.servers.connect, this.servers.control].filter((s): s is http.Server => !!s);
+    for (const s of all) s.closeAllConnections?.();
+    await Promise.all(all.map((s) => closeServer(s)));
+    try {
+      await this.deps.store.removeRelay(this.opts.id);
+    } catch {
+      /* expiry will remove it */
+    }
+    await this.deps.store.close();
+  }
+}

@@ -1,0 +1,268 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { decodeResponseHead, encodeRequestHead, readHead, type RequestHead, type YamuxStream } from '@tunnel/protocol';
+import type { ConnectorConnection } from './connector-connection.js';
+import type { TunnelConnections } from './tunnel-connections.js';
+import type { RouteTable } from './route-table.js';
+import { RelayErrors, sendError, renderError, type TunnelErrorInfo } from './error-page.js';
+import type { Route } from './store/types.js';
+
+export interface ProxyHooks {
+  /** A request finished (or failed) with this status; for metrics. */
+  onResponse?(route: Route | undefined, status: number, startedAt: bigint): void;
+}
+
+export interface ProxyContext {
+  routes: RouteTable;
+  connections: TunnelConnections;
+  log: Logger;
+  hooks: ProxyHooks;
+  /**
+   * No local connection for the tunnel: try a peer relay that holds one.
+   * Returns false when there is none (the caller answers 530).
+   */
+  forwardToPeer?(route: Route, req: IncomingMessage, res: ServerResponse, requestId: string): boolean;
+  forwardUpgradeToPeer?(route: Route, req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string): boolean;
+}
+
+// Request ids: 16 random bytes per id would cost a syscall-backed RNG call per
+// request; a random per-process prefix plus a counter is unique and cheap.
+const idPrefix = randomBytes(6).toString('hex');
+let idCounter = 0;
+export function newRequestId(): string {
+  idCounter = (idCounter + 1) % 0x1000000000;
+  return `${idPrefix}${idCounter.toString(16).padStart(9, '0')}`;
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+
+function hasBody(req: IncomingMessage): boolean {
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined) return true;
+  const cl = req.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}
+
+function pairs(raw: string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = new Array(raw.length >> 1);
+  for (let i = 0, j = 0; i < raw.length; i += 2, j++) out[j] = [raw[i]!, raw[i + 1]!];
+  return out;
+}
+
+export function makeRequestHead(req: IncomingMessage, kind: RequestHead['kind'], requestId: string): RequestHead {
+  const sock = req.socket as { encrypted?: boolean; remoteAddress?: string };
+  return {
+    kind,
+    method: req.method ?? 'GET',
+    path: req.url ?? '/',
+    host: req.headers.host ?? '',
+    scheme: sock.encrypted ? 'https' : 'http',
+    clientIp: stripV4Mapped(sock.remoteAddress ?? ''),
+    requestId,
+    headers: pairs(req.rawHeaders),
+  };
+}
+
+function stripV4Mapped(ip: string): string {
+  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+}
+
+/** Entry point for every public HTTP request. */
+export function handleRequest(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse): void {
+  const started = process.hrtime.bigint();
+  const requestId = newRequestId();
+  const host = req.headers.host;
+  const route = host ? ctx.routes.lookup(host) : undefined;
+  if (!route) {
+    fail(ctx, req, res, undefined, RelayErrors.unknownHostname(host ?? '(no Host header)'), requestId, started);
+    return;
+  }
+  const conn = ctx.connections.pick(route.tunnelId);
+  if (!conn) {
+    if (ctx.forwardToPeer?.(route, req, res, requestId)) return;
+    fail(ctx, req, res, route, RelayErrors.tunnelOffline(host!), requestId, started);
+    return;
+  }
+  proxyOverStream(ctx, conn, route, req, res, makeRequestHead(req, 'http', requestId), started, 0);
+}
+
+/** Proxy one request over a stream of `conn`; also used for requests forwarded by a peer relay. */
+export function proxyOverStream(
+  ctx: ProxyContext,
+  conn: ConnectorConnection,
+  route: Route,
+  req: IncomingMessage,
+  res: ServerResponse,
+  head: RequestHead,
+  started: bigint,
+  attempt: number,
+): void {
+  const requestId = head.requestId;
+  let stream: YamuxStream;
+  try {
+    stream = conn.openStream();
+  } catch {
+    const other = attempt === 0 ? ctx.connections.pick(route.tunnelId, conn) : undefined;
+    if (other) return proxyOverStream(ctx, other, route, req, res, head, started, attempt + 1);
+    return fail(ctx, req, res, route, RelayErrors.connectorStreamFailed(), requestId, started);
+  }
+  const bodyless = !hasBody(req);
+  const encoded = encodeRequestHead(head);
+  if (bodyless) stream.end(encoded);
+  else {
+    stream.write(encoded);
+    req.pipe(stream);
+  }
+
+  let state: 'waiting' | 'streaming' | 'done' = 'waiting';
+  const onStreamError = (err: Error) => {
+    if (state === 'done') return;
+    if (state === 'streaming') {
+      // Mid-body: abort the client's response so a short body is never passed off as complete.
+      state = 'done';
+      ctx.log.debug({ requestId, err: err.message }, 'stream failed mid-response');
+      res.destroy(err);
+      return;
+    }
+    state = 'done';
+    if (req.readableEnded || bodyless) {
+      if (attempt === 0 && (bodyless || IDEMPOTENT.has(head.method)) && !res.destroyed) {
+        const other = ctx.connections.pick(route.tunnelId, conn);
+        if (other) {
+          ctx.log.debug({ requestId, err: err.message }, 'retrying on another connection');
+          return proxyOverStream(ctx, other, route, req, res, head, started, attempt + 1);
+        }
+      }
+    }
+    fail(ctx, req, res, route, RelayErrors.connectorStreamFailed(), requestId, started);
+  };
+  stream.on('error', onStreamError);
+
+  readHead(stream, (err, body) => {
+    if (err) {
+      onStreamError(err);
+      stream.destroy();
+      return;
+    }
+    if (state !== 'waiting') return;
+    let flat: string[];
+    let status: number;
+    let statusText: string;
+    try {
+      const rh = decodeResponseHead(body!);
+      status = rh.status;
+      statusText = rh.statusText;
+      flat = new Array(rh.headers.length * 2 + 2);
+      let i = 0;
+      for (const [k, v] of rh.headers) {
+        flat[i++] = k;
+        flat[i++] = v;
+      }
+      flat[i++] = 'Tunnel-Request-Id';
+      flat[i] = requestId;
+      res.writeHead(status, statusText || undefined, flat);
+    } catch (e) {
+      state = 'done';
+      stream.destroy();
+      ctx.log.warn({ requestId, err: (e as Error).message }, 'bad response head from connector');
+      fail(ctx, req, res, route, RelayErrors.badResponseHead(), requestId, started);
+      return;
+    }
+    state = 'streaming';
+    stream.pipe(res);
+    stream.once('end', () => {
+      state = 'done';
+      ctx.hooks.onResponse?.(route, status, started);
+    });
+  });
+
+  res.once('close', () => {
+    // Client went away before the response finished: cancel upstream.
+    if (!res.writableFinished && !stream.destroyed) {
+      state = 'done';
+      stream.destroy();
+    }
+  });
+}
+
+function fail(
+  ctx: ProxyContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: Route | undefined,
+  info: TunnelErrorInfo,
+  requestId: string,
+  started: bigint,
+): void {
+  ctx.log.debug({ requestId, code: info.code, host: req.headers.host }, 'request failed at relay');
+  sendError(req, res, info, requestId);
+  ctx.hooks.onResponse?.(route, info.status, started);
+}
+
+/** A public HTTP upgrade (WebSocket): the stream becomes a raw two-way pipe after a 101. */
+export function handleUpgrade(ctx: ProxyContext, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const requestId = newRequestId();
+  socket.on('error', () => {});
+  const host = req.headers.host;
+  const route = host ? ctx.routes.lookup(host) : undefined;
+  if (!route) return rawError(socket, req, RelayErrors.unknownHostname(host ?? '(no Host header)'), requestId);
+  const conn = ctx.connections.pick(route.tunnelId);
+  if (!conn) {
+    if (ctx.forwardUpgradeToPeer?.(route, req, socket, head, requestId)) return;
+    return rawError(socket, req, RelayErrors.tunnelOffline(host!), requestId);
+  }
+  upgradeOverStream(ctx, conn, req, socket, head, makeRequestHead(req, 'websocket', requestId));
+}
+
+export function upgradeOverStream(
+  ctx: ProxyContext,
+  conn: ConnectorConnection,
+  req: IncomingMessage,
+  socket: Duplex,
+  clientHead: Buffer,
+  head: RequestHead,
+): void {
+  let stream: YamuxStream;
+  try {
+    stream = conn.openStream();
+  } catch {
+    return rawError(socket, req, RelayErrors.connectorStreamFailed(), head.requestId);
+  }
+  stream.on('error', () => socket.destroy());
+  socket.on('close', () => stream.destroy());
+  stream.write(encodeRequestHead(head));
+  if (clientHead.length > 0) stream.write(clientHead);
+  readHead(stream, (err, body) => {
+    if (err) return rawError(socket, req, RelayErrors.connectorStreamFailed(), head.requestId);
+    let lines: string;
+    let status: number;
+    try {
+      const rh = decodeResponseHead(body!);
+      status = rh.status;
+      lines = `HTTP/1.1 ${rh.status} ${rh.statusText || 'Switching Protocols'}\r\n`;
+      for (const [k, v] of rh.headers) lines += `${k}: ${v}\r\n`;
+      lines += `Tunnel-Request-Id: ${head.requestId}\r\n\r\n`;
+    } catch {
+      stream.destroy();
+      return rawError(socket, req, RelayErrors.badResponseHead(), head.requestId);
+    }
+    socket.write(lines, 'latin1');
+    if (status === 101) {
+      stream.pipe(socket);
+      socket.pipe(stream);
+    } else {
+      // Origin refused the upgrade: relay its answer, then close.
+      stream.pipe(socket);
+    }
+  });
+}
+
+function rawError(socket: Duplex, req: IncomingMessage, info: TunnelErrorInfo, requestId: string): void {
+  const { type, body } = renderError(info, req.headers.accept, requestId);
+  socket.end(
+    `HTTP/1.1 ${info.status} ${info.code}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `Tunnel-Error: ${info.code}\r\nTunnel-Error-Source: ${info.source}\r\nTunnel-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,41 @@
+import { defineConfig } from 'vitest/config';
+import { fileURLToPath } from 'node:url';
+
+const src = (p: string) => fileURLToPath(new URL(`./packages/${p}/src/index.ts`, import.meta.url));
+
+// Unit tests import workspace packages from source; e2e tests spawn the built
+// binaries (`npm test` runs `tsc -b` first), one forked worker per file so
+// independent e2e files run in parallel on the two cores.
+export default defineConfig({
+  resolve: {
+    alias: {
+      '@tunnel/protocol': src('protocol'),
+      '@tunnel/relay': src('relay'),
+      '@tunnel/connector': src('connector'),
+    },
+  },
+  test: {
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['packages/*/test/**/*.test.ts'],
+          testTimeout: 60_000,
+          pool: 'forks',
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'e2e',
+          include: ['test/**/*.test.ts'],
+          testTimeout: 180_000,
+          hookTimeout: 60_000,
+          pool: 'forks',
+          fileParallelism: true,
+        },
+      },
+    ],
+  },
+});
