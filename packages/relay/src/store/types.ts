@@ -1,0 +1,306 @@
+// The relay fleet's state behind one interface. Two implementations share a
+// contract test suite: `file-store.ts` (embedded, `file:DIR`) and
+// `redis-store.ts` (`redis://…`, any number of relays).
+//
+// Times are milliseconds since the Unix epoch. Ids are random UUIDs.
+
+import { z } from 'zod';
+
+export interface Account {
+  readonly id: string;
+  readonly name: string;
+  readonly createdAt: number;
+}
+
+export interface Tunnel {
+  readonly id: string;
+  readonly accountId: string;
+  readonly name: string;
+  readonly createdAt: number;
+}
+
+/** A hostname routed to one tunnel. `hostname` is lower-case: exact
+ *  (`app.example.com`) or a wildcard (`*.example.com`). */
+export interface Route {
+  readonly hostname: string;
+  readonly tunnelId: string;
+  readonly accountId: string;
+  readonly createdAt: number;
+}
+
+export interface NewRoute {
+  readonly hostname: string;
+  readonly tunnelId: string;
+  readonly accountId: string;
+}
+
+export interface Revocation {
+  readonly tokenId: string;
+  /** When the revoked token expires anyway; the record may be dropped after. */
+  readonly expiresAt: number;
+  readonly revokedAt: number;
+}
+
+interface LoginSessionBase {
+  /** The short code shown to the user. */
+  readonly code: string;
+  /** The CLI's nacl box public key (base64); the credential is sealed to it. */
+  readonly boxPublicKey: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+}
+
+export interface PendingLoginSession extends LoginSessionBase {
+  readonly state: 'pending';
+}
+
+export interface ApprovedLoginSession extends LoginSessionBase {
+  readonly state: 'approved';
+  readonly accountId: string;
+  /** The account credential sealed to `boxPublicKey` (base64). */
+  readonly sealedCredential: string;
+}
+
+/** Approved-without-credential is not representable. */
+export type LoginSession = PendingLoginSession | ApprovedLoginSession;
+
+export interface NewLoginSession {
+  readonly code: string;
+  readonly boxPublicKey: string;
+  readonly expiresAt: number;
+  /** Defaults to now. */
+  readonly createdAt?: number;
+}
+
+export interface RelayMember {
+  readonly id: string;
+  readonly region: string;
+  readonly controlUrl: string;
+  readonly connectUrl: string;
+  readonly publicUrl: string;
+  readonly peerUrl: string;
+  readonly startedAt: number;
+  readonly lastSeen: number;
+  readonly draining: boolean;
+}
+
+/** One connector connection held by one relay. */
+export interface Presence {
+  readonly connectionId: string;
+  readonly relayId: string;
+  readonly tunnelId: string;
+  readonly connectorId: string;
+  readonly connIndex: number;
+  readonly version: string;
+  readonly clientIp: string;
+  readonly connectedAt: number;
+}
+
+export interface RouteFilter {
+  readonly accountId?: string;
+  readonly tunnelId?: string;
+}
+
+export interface PresenceFilter {
+  readonly tunnelId?: string;
+  readonly relayId?: string;
+}
+
+/**
+ * Change notifications. They are hints to re-read (the record is not
+ * carried); a subscriber may see an event more than once. Events caused by
+ * any process sharing the store reach every subscriber within 1 s.
+ *
+ * - `route`: the route for `hostname` was added or deleted.
+ * - `tunnel`: a tunnel was created. `tunnel-deleted`: a tunnel (and its routes) is gone.
+ * - `account`: an account was created.
+ * - `revoked`: a token id was revoked.
+ * - `login`: a login session was created, approved or deleted.
+ * - `relay`: a relay joined, changed its draining flag, or was removed
+ *   (expiry by TTL is not announced: `listRelays` filters by time).
+ * - `presence`: a relay's set of connections changed (expiry is not announced).
+ */
+export type StoreEvent =
+  | { readonly type: 'account'; readonly accountId: string }
+  | { readonly type: 'tunnel'; readonly tunnelId: string }
+  | { readonly type: 'tunnel-deleted'; readonly tunnelId: string; readonly accountId: string }
+  | { readonly type: 'route'; readonly hostname: string }
+  | { readonly type: 'revoked'; readonly tokenId: string }
+  | { readonly type: 'login'; readonly code: string }
+  | { readonly type: 'relay'; readonly relayId: string }
+  | { readonly type: 'presence'; readonly relayId: string };
+
+export type StoreEventListener = (event: StoreEvent) => void;
+
+export type StoreErrorCode = 'CONFLICT' | 'NOT_FOUND' | 'CORRUPT' | 'UNAVAILABLE';
+
+export class StoreError extends Error {
+  override readonly name = 'StoreError';
+  readonly code: StoreErrorCode;
+  /** For CORRUPT: the file (file store) or key (redis store) at fault. */
+  readonly file: string | undefined;
+
+  constructor(code: StoreErrorCode, message: string, options?: { cause?: unknown; file?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.file = options?.file;
+  }
+}
+
+export function isStoreError(err: unknown, code?: StoreErrorCode): err is StoreError {
+  return err instanceof StoreError && (code === undefined || err.code === code);
+}
+
+export interface Store {
+  /** `file` or `redis`, for logs and metrics. */
+  readonly kind: 'file' | 'redis';
+
+  // accounts
+  /** CONFLICT if the name is taken. */
+  createAccount(name: string): Promise<Account>;
+  getAccount(id: string): Promise<Account | undefined>;
+  getAccountByName(name: string): Promise<Account | undefined>;
+  listAccounts(): Promise<Account[]>;
+
+  // tunnels
+  /** NOT_FOUND if the account does not exist; CONFLICT if the account already has a tunnel of that name. */
+  createTunnel(accountId: string, name: string): Promise<Tunnel>;
+  /** Served from memory (per-request read). */
+  getTunnel(id: string): Promise<Tunnel | undefined>;
+  getTunnelByName(accountId: string, name: string): Promise<Tunnel | undefined>;
+  listTunnels(accountId?: string): Promise<Tunnel[]>;
+  /** Deletes the tunnel and its routes. NOT_FOUND if there is no such tunnel. */
+  deleteTunnel(id: string): Promise<void>;
+
+  // routes
+  /**
+   * Routes a hostname to a tunnel. Idempotent for the same tunnel (returns the
+   * existing route). CONFLICT if the hostname is routed to another tunnel (the
+   * owner is named only when it is the same account). NOT_FOUND if the tunnel
+   * does not exist or belongs to another account.
+   */
+  addRoute(route: NewRoute): Promise<Route>;
+  /** Exact lookup (a wildcard route is looked up as `*.domain`), served from memory. */
+  getRoute(hostname: string): Promise<Route | undefined>;
+  listRoutes(filter?: RouteFilter): Promise<Route[]>;
+  /** NOT_FOUND if the hostname has no route. */
+  deleteRoute(hostname: string): Promise<void>;
+
+  // revocations
+  /** Idempotent. The record is kept at least until `expiresAtMs`. */
+  revoke(tokenId: string, expiresAtMs: number): Promise<void>;
+  /** Served from memory (per-request read). */
+  isRevoked(tokenId: string): Promise<boolean>;
+  listRevocations(): Promise<Revocation[]>;
+
+  // login sessions
+  /** CONFLICT if an unexpired session has the same code. */
+  createLoginSession(session: NewLoginSession): Promise<PendingLoginSession>;
+  /** Undefined for unknown and expired codes. */
+  getLoginSession(code: string): Promise<LoginSession | undefined>;
+  /** NOT_FOUND for unknown or expired codes, CONFLICT if already approved. */
+  approveLoginSession(code: string, accountId: string, sealedCredential: string): Promise<ApprovedLoginSession>;
+  /** Idempotent. */
+  deleteLoginSession(code: string): Promise<void>;
+  /** Pending, unexpired sessions. */
+  listLoginSessions(): Promise<PendingLoginSession[]>;
+
+  // relay membership
+  /** Records (or refreshes) a relay; it is listed until `ttlMs` after the last heartbeat. */
+  heartbeatRelay(member: RelayMember, ttlMs: number): Promise<void>;
+  /** Removes the relay and its presence. Idempotent. */
+  removeRelay(id: string): Promise<void>;
+  /** Relays whose last heartbeat has not expired. */
+  listRelays(): Promise<RelayMember[]>;
+
+  // connection presence
+  /** Replaces the relay's whole set of connections and refreshes its TTL. */
+  putPresence(relayId: string, presences: readonly Presence[], ttlMs: number): Promise<void>;
+  /** Unexpired presence, optionally filtered. */
+  listPresence(filter?: PresenceFilter): Promise<Presence[]>;
+
+  // events
+  /** Returns the unsubscribe function. */
+  subscribe(listener: StoreEventListener): () => void;
+
+  close(): Promise<void>;
+}
+
+/** Logger shape the stores use (pino's Logger satisfies it). */
+export interface StoreLogger {
+  warn(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export const silentLogger: StoreLogger = {
+  warn() {},
+  info() {},
+  debug() {},
+};
+
+// ---------------------------------------------------------------------------
+// Record schemas: both implementations validate what they read back (a record
+// that does not parse is CORRUPT, never silently dropped).
+
+const ms = z.number().int().nonnegative();
+const str = z.string().min(1);
+
+export const accountSchema = z.strictObject({ id: str, name: str, createdAt: ms });
+export const tunnelSchema = z.strictObject({ id: str, accountId: str, name: str, createdAt: ms });
+export const routeSchema = z.strictObject({ hostname: str, tunnelId: str, accountId: str, createdAt: ms });
+export const revocationSchema = z.strictObject({ tokenId: str, expiresAt: ms, revokedAt: ms });
+const loginBase = { code: str, boxPublicKey: str, createdAt: ms, expiresAt: ms };
+export const pendingLoginSchema = z.strictObject({ ...loginBase, state: z.literal('pending') });
+export const loginSessionSchema = z.discriminatedUnion('state', [
+  pendingLoginSchema,
+  z.strictObject({ ...loginBase, state: z.literal('approved'), accountId: str, sealedCredential: str }),
+]);
+export const relayMemberSchema = z.strictObject({
+  id: str,
+  region: z.string(),
+  controlUrl: z.string(),
+  connectUrl: z.string(),
+  publicUrl: z.string(),
+  peerUrl: z.string(),
+  startedAt: ms,
+  lastSeen: ms,
+  draining: z.boolean(),
+});
+export const presenceSchema = z.strictObject({
+  connectionId: str,
+  relayId: str,
+  tunnelId: str,
+  connectorId: z.string(),
+  connIndex: z.number().int().nonnegative(),
+  version: z.string(),
+  clientIp: z.string(),
+  connectedAt: ms,
+});
+
+const HOST_LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
+
+/**
+ * Lower-cases and checks a route hostname: exact (`app.example.com`) or a
+ * wildcard (`*.example.com`); a trailing dot is dropped. Throws a
+ * TypeError for anything else (callers validate user input before this).
+ */
+export function normalizeHostname(hostname: string): string {
+  let h = hostname.trim().toLowerCase();
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  const labels = h.split('.');
+  const rest = labels[0] === '*' ? labels.slice(1) : labels;
+  if (h.length > 253 || rest.length < 1 || !rest.every((l) => HOST_LABEL.test(l))) {
+    throw new TypeError(`invalid hostname ${JSON.stringify(hostname)}: expected an exact name like app.example.com or a wildcard like *.example.com`);
+  }
+  return h;
+}
+
+/** Sorts for stable listings. */
+export function byKey<T>(key: (v: T) => string): (a: T, b: T) => number {
+  return (a, b) => {
+    const x = key(a);
+    const y = key(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  };
+}
