@@ -169,6 +169,10 @@ export async function startRelay(o: RelayStartOptions): Promise<RelayProc> {
   const proc = new Proc(id, process.execPath, args, o.env ?? {}, o.dir);
   const line = await proc.waitForLog((l) => l.event === 'listening', 15_000, `${id} listening`);
   const ports = line.ports as { http: number; connect: number; control?: number };
+  if (o.control !== false) {
+    const c = await proc.waitForLog((l) => l.event === 'control-listening', 15_000, `${id} control listening`);
+    ports.control = c.port as number;
+  }
   return {
     proc,
     id,

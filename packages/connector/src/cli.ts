@@ -7,6 +7,8 @@ import { compileIngress, describeRule, ruleForUrl } from './ingress.js';
 import { parseDuration } from './duration.js';
 import { resolveToken, relaysFor, CredentialError } from './credentials.js';
 import { createStatusServer } from './status-server.js';
+import { registerProvisioningCommands, fetchCredentialsFor } from './provisioning-commands.js';
+import { ControlError } from './control-client.js';
 
 class CliError extends Error {}
 
@@ -86,6 +88,8 @@ program
     process.exit(reason.kind === 'revoked' ? 3 : 2);
   });
 
+registerProvisioningCommands(program);
+
 const ingressCmd = program.command('ingress').description('check ingress rules');
 ingressCmd
   .command('validate')
@@ -114,10 +118,11 @@ function splitAddr(addr: string): [string, number] {
   return [host.replace(/^\[|\]$/g, ''), Number(addr.slice(i + 1))];
 }
 
-/** Filled in by the provisioning commands: TUNNEL_HOME/<id>.json for a tunnel name. */
-async function credentialsPathFor(name: string): Promise<string | undefined> {
-  const { findCredentialsByName } = await import('./tunnel-home.js');
-  return findCredentialsByName(name);
+/** TUNNEL_HOME/<id>.json for a tunnel name (fetched with cert.json when missing). */
+async function credentialsPathFor(name: string): Promise<string> {
+  const path = await fetchCredentialsFor(name);
+  if (!path) throw new CliError(`no credentials for tunnel ${name} in ${process.env.TUNNEL_HOME || '~/.tunnel'}: run \`tunnel create ${name}\` (or \`tunnel login\` first)`);
+  return path;
 }
 
 async function main(): Promise<void> {
@@ -128,7 +133,9 @@ async function main(): Promise<void> {
     const msg =
       e instanceof ConfigError
         ? e.message
-        : e instanceof CredentialError || e instanceof CliError
+        : e instanceof ControlError
+          ? `${e.message} (${e.code})`
+          : e instanceof CredentialError || e instanceof CliError
           ? e.message
           : ((e as Error).message ?? String(e));
     process.stderr.write(`tunnel: ${msg}\n`);

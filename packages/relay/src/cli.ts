@@ -9,6 +9,9 @@ import { generateKeyFile, loadKeyFile, KeyFileError } from './keys.js';
 import { openStore } from './store/open.js';
 import { StoreError } from './store/types.js';
 import { issueTunnelToken, ensureAccount } from './provisioning.js';
+import { createControlServer, approveLogin, issueEnrollToken } from './control-api.js';
+import { ApiError } from './api-error.js';
+import { peekClaims } from '@tunnel/protocol';
 
 const VERSION = '0.1.0';
 
@@ -43,6 +46,8 @@ program
   .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
   .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay', '127.0.0.1')
   .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
+  .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard').env('TUNNEL_RELAY_OPERATOR_KEY'))
+  .option('--login-ttl <seconds>', 'how long a `tunnel login` code stays valid', '600')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
   .option('--log-file <file>', 'write logs to this file instead of stdout')
@@ -68,6 +73,19 @@ program
       { store, keys, log },
     );
     await relay.start();
+    if (o.control !== 'off') {
+      const control = createControlServer({
+        store,
+        keys,
+        log,
+        relayId: id,
+        operatorKey: o.operatorKey,
+        controlUrl: () => relay.urls().controlUrl,
+        loginTtlMs: Number(o.loginTtl) * 1000,
+      });
+      const port = await relay.attachControl(control);
+      log.info({ event: 'control-listening', port, operator: !!o.operatorKey }, 'control API listening');
+    }
     let signals = 0;
     const onSignal = (sig: string) => {
       signals++;
@@ -123,6 +141,74 @@ tunnelCmd
     }
   });
 
+const accountCmd = program.command('account').description('operator actions on accounts');
+accountCmd
+  .command('create <name>')
+  .description('create an account (if new) and print an enrollment token for `tunnel login --enroll`')
+  .addOption(storeOpt())
+  .addOption(keysOpt())
+  .option('--ttl <hours>', 'how long the enrollment token is valid', '24')
+  .action(async (name: string, o) => {
+    const keys = loadKeyFile(o.keys);
+    const store = await openStore(o.store);
+    try {
+      const account = await ensureAccount(store, name);
+      process.stderr.write(`account ${account.name} (${account.id})\n`);
+      process.stdout.write(issueEnrollToken(keys, account.id, Math.round(Number(o.ttl) * 3600)) + '\n');
+    } finally {
+      await store.close();
+    }
+  });
+
+const loginCmd = program.command('login').description('operator actions on `tunnel login` requests');
+loginCmd
+  .command('approve <code>')
+  .description('approve a pending `tunnel login` code for an account')
+  .addOption(storeOpt())
+  .addOption(keysOpt())
+  .option('--account <name>', 'account to log in to (created if new)', 'default')
+  .action(async (code: string, o) => {
+    const keys = loadKeyFile(o.keys);
+    const store = await openStore(o.store);
+    try {
+      const live = await store.listRelays();
+      const controlUrl = live.find((r) => r.controlUrl)?.controlUrl ?? '';
+      const r = await approveLogin({ store, keys, controlUrl: () => controlUrl }, code, o.account);
+      process.stdout.write(`approved login ${r.approved} for account ${r.account}\n`);
+    } finally {
+      await store.close();
+    }
+  });
+loginCmd
+  .command('list')
+  .description('list pending login codes')
+  .addOption(storeOpt())
+  .action(async (o) => {
+    const store = await openStore(o.store);
+    try {
+      for (const s of await store.listLoginSessions()) process.stdout.write(`${s.code}\texpires ${new Date(s.expiresAt).toISOString()}\n`);
+    } finally {
+      await store.close();
+    }
+  });
+
+program
+  .command('revoke <credential>')
+  .description('revoke a credential (tunnel token, account cert or enrollment token, or its id): connectors using it are disconnected fleet-wide')
+  .addOption(storeOpt())
+  .action(async (credential: string, o) => {
+    const claims = peekClaims(credential);
+    const jti = typeof claims?.jti === 'string' ? claims.jti : credential;
+    const exp = typeof claims?.exp === 'number' ? claims.exp * 1000 : Date.now() + 10 * 365 * 24 * 3600 * 1000;
+    const store = await openStore(o.store);
+    try {
+      await store.revoke(jti, exp);
+      process.stdout.write(`revoked ${jti}\n`);
+    } finally {
+      await store.close();
+    }
+  });
+
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
@@ -130,6 +216,7 @@ async function main(): Promise<void> {
     if (e instanceof CommanderError) process.exit(e.exitCode);
     if (e instanceof KeyFileError || e instanceof UsageError) die(e.message);
     if (e instanceof StoreError) die(`store: ${e.message}`);
+    if (e instanceof ApiError) die(`${e.message} (${e.code})`, 2);
     die((e as Error).message ?? String(e));
   }
 }

@@ -146,6 +146,7 @@ export class Relay {
     this.servers.control = server;
     const port = await listen(server, this.opts.listen.control!);
     this.ports.control = port;
+    await this.publishMembership();
     return port;
   }
 

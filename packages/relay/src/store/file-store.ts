@@ -221,6 +221,15 @@ export class FileStore implements Store {
   private readonly watchers = new Map<Collection, FSWatcher>();
   private readonly pendingFiles = new Map<Collection, Set<string>>();
   private flushScheduled = false;
+  private flushing = false;
+  /**
+   * Reads of one file may overlap (watch, scans, direct reads). A read that
+   * started later sees content at least as new (renames are atomic), so only
+   * the newest-started read is applied: `tickets` holds the ticket of what is
+   * in the mirror for each `coll/name` (local writes take one when they apply).
+   */
+  private ticket = 0;
+  private readonly tickets = new Map<string, number>();
   private readonly scanRunning = new Map<Collection, Promise<void>>();
   private readonly scanQueued = new Map<Collection, Promise<void>>();
   private readonly warnedCorrupt = new Set<string>();
@@ -407,6 +416,7 @@ export class FileStore implements Store {
 
   /** Re-reads one file into the mirror (watch path and direct reads). */
   private async refreshFile<C extends Collection>(coll: C, name: string, strict = false): Promise<Records[C] | undefined> {
+    const ticket = ++this.ticket;
     let entry: Entry<Records[C]> | undefined;
     try {
       entry = await this.readRecord(coll, name);
@@ -420,8 +430,20 @@ export class FileStore implements Store {
       }
       return this.mirror[coll].get(name)?.value;
     }
+    const key = `${coll}/${name}`;
+    if (ticket < (this.tickets.get(key) ?? 0)) {
+      // A newer read or a local write got there first; ours is older.
+      return this.mirror[coll].get(name)?.value;
+    }
+    this.tickets.set(key, ticket);
     this.apply(coll, name, entry);
     return entry?.value;
+  }
+
+  /** Mirrors a local write (after it is durable). */
+  private applyLocal<C extends Collection>(coll: C, name: string, entry: Entry<Records[C]> | undefined): void {
+    this.tickets.set(`${coll}/${name}`, ++this.ticket);
+    this.apply(coll, name, entry);
   }
 
   /**
@@ -555,17 +577,25 @@ export class FileStore implements Store {
   }
 
   private async flush(): Promise<void> {
-    const work = [...this.pendingFiles.entries()];
-    this.pendingFiles.clear();
-    for (const [coll, names] of work) {
-      for (const name of names) {
-        if (this.closed) return;
-        try {
-          await this.refreshFile(coll, name);
-        } catch (err) {
-          this.log.warn({ coll, name, err: String(err) }, 'store refresh failed');
+    if (this.flushing) return; // the running flush picks up what was added
+    this.flushing = true;
+    try {
+      while (this.pendingFiles.size > 0 && !this.closed) {
+        const work = [...this.pendingFiles.entries()];
+        this.pendingFiles.clear();
+        for (const [coll, names] of work) {
+          for (const name of names) {
+            if (this.closed) return;
+            try {
+              await this.refreshFile(coll, name);
+            } catch (err) {
+              this.log.warn({ coll, name, err: String(err) }, 'store refresh failed');
+            }
+          }
         }
       }
+    } finally {
+      this.flushing = false;
     }
   }
 
@@ -623,7 +653,7 @@ export class FileStore implements Store {
       }
       if (!expired) continue;
       await this.removeFile(coll, name).catch(() => {});
-      this.apply(coll, name, undefined);
+      this.applyLocal(coll, name, undefined);
     }
   }
 
@@ -638,7 +668,7 @@ export class FileStore implements Store {
       const cur = await this.refreshFile('routes', name);
       if (cur && cur.tunnelId === r.tunnelId) {
         await this.removeFile('routes', name);
-        this.apply('routes', name, undefined);
+        this.applyLocal('routes', name, undefined);
         this.log.info({ hostname: r.hostname, tunnelId: r.tunnelId }, 'removed route of a deleted tunnel');
       }
     }
@@ -740,7 +770,7 @@ export class FileStore implements Store {
     const name = fileNameForKey(keyOf[coll](value));
     const text = JSON.stringify(value) + '\n';
     const created = await this.writeFile(this.collDir(coll), name, text, mode);
-    if (created) this.apply(coll, name, { sig: '', text, value });
+    if (created) this.applyLocal(coll, name, { sig: '', text, value });
     return created;
   }
 
@@ -748,7 +778,7 @@ export class FileStore implements Store {
     this.check();
     const name = fileNameForKey(key);
     const removed = await this.removeFile(coll, name);
-    this.apply(coll, name, undefined);
+    this.applyLocal(coll, name, undefined);
     return removed;
   }
 

@@ -518,11 +518,12 @@ export class RedisStore implements Store {
     try {
       return await fn();
     } catch (err) {
+      if (err instanceof StoreError) throw err;
       if (isConnectionError(err)) {
         this.log.debug({ what, err: (err as Error).message }, 'redis store: read served from memory');
         return fallback();
       }
-      throw err;
+      throw new StoreError('UNAVAILABLE', `redis store: ${what}: ${(err as Error).message}`, { cause: err });
     }
   }
 
@@ -612,8 +613,9 @@ export class RedisStore implements Store {
       this.tunnels.set(id, fresh);
       return fresh;
     } catch (err) {
+      if (err instanceof StoreError) throw err;
       if (isConnectionError(err)) return undefined;
-      throw err;
+      throw new StoreError('UNAVAILABLE', `redis store: getTunnel: ${(err as Error).message}`, { cause: err });
     }
   }
 

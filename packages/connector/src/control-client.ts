@@ -1,0 +1,76 @@
+import { request } from 'undici';
+import { readFileSync, writeFileSync, mkdirSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { tunnelHome } from './tunnel-home.js';
+
+/** A refusal or failure from the relay's control API, with its stable code. */
+export class ControlError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** `cert.json`: the account credential `tunnel login` obtained. */
+export interface AccountCert {
+  accountId: string;
+  accountName: string;
+  controlUrl: string;
+  credential: string;
+}
+
+export function certPath(): string {
+  return join(tunnelHome(), 'cert.json');
+}
+
+export function readCert(): AccountCert {
+  const path = certPath();
+  let v: Partial<AccountCert>;
+  try {
+    v = JSON.parse(readFileSync(path, 'utf8')) as Partial<AccountCert>;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ControlError(0, 'not_logged_in', code === 'ENOENT' ? `no ${path}: run \`tunnel login --relay URL\` first` : `cannot read ${path}: ${(e as Error).message}`);
+  }
+  if (typeof v.credential !== 'string' || typeof v.controlUrl !== 'string') throw new ControlError(0, 'bad_cert', `${path} is not an account credential; run \`tunnel login\` again`);
+  return { accountId: String(v.accountId ?? ''), accountName: String(v.accountName ?? ''), controlUrl: v.controlUrl, credential: v.credential };
+}
+
+/** Files holding credentials are created 0600 inside a 0700 TUNNEL_HOME. */
+export function writeSecretFile(path: string, data: unknown): void {
+  mkdirSync(tunnelHome(), { recursive: true, mode: 0o700 });
+  writeFileSync(path, JSON.stringify(data, null, 2) + '\n', { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+export async function api<T>(baseUrl: string, method: string, path: string, o: { auth?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {
+  const url = baseUrl.replace(/\/+$/, '') + path;
+  let r;
+  try {
+    r = await request(url, {
+      method: method as 'GET',
+      headers: { accept: 'application/json', ...(o.body !== undefined ? { 'content-type': 'application/json' } : {}), ...(o.auth ? { authorization: `Bearer ${o.auth}` } : {}) },
+      body: o.body !== undefined ? JSON.stringify(o.body) : undefined,
+      headersTimeout: 15_000,
+      bodyTimeout: 15_000,
+    });
+  } catch (e) {
+    const err = e as { code?: string; message: string };
+    throw new ControlError(0, 'unreachable', `cannot reach the control API at ${baseUrl}: ${err.code ?? err.message}`);
+  }
+  const text = await r.body.text();
+  let body: unknown;
+  try {
+    body = text ? JSON.parse(text) : {};
+  } catch {
+    throw new ControlError(r.statusCode, 'bad_response', `${baseUrl} did not answer with JSON (HTTP ${r.statusCode}); is it a relay control API?`);
+  }
+  if (r.statusCode >= 400) {
+    const e = (body as { error?: { code?: string; message?: string } }).error;
+    throw new ControlError(r.statusCode, e?.code ?? `http_${r.statusCode}`, e?.message ?? `HTTP ${r.statusCode}`);
+  }
+  return { status: r.statusCode, body: body as T };
+}

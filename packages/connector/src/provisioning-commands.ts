@@ -1,0 +1,204 @@
+import type { Command } from 'commander';
+import { Option } from 'commander';
+import { existsSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { boxKeyPair, openSealed } from '@tunnel/protocol';
+import { api, certPath, readCert, writeSecretFile, ControlError, type AccountCert } from './control-client.js';
+import { tunnelHome, findCredentialsByName } from './tunnel-home.js';
+import type { TunnelCredentialsFile } from './credentials.js';
+
+interface TunnelRecord {
+  id: string;
+  name: string;
+  accountId: string;
+  createdAt: number;
+  connections?: number;
+}
+interface RouteRecord {
+  hostname: string;
+  tunnelId: string;
+  createdAt: number;
+}
+interface ConnectorRecord {
+  connectorId: string;
+  version: string;
+  clientIp: string;
+  connections: Array<{ connIndex: number; relayId: string; connectionId: string; connectedAt: number }>;
+}
+
+const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : s + '\n');
+const outputOpt = () => new Option('--output <format>', 'table for people, json for scripts').choices(['table', 'json']).default('table');
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+function age(ms: number): string {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function registerProvisioningCommands(program: Command): void {
+  program
+    .command('login')
+    .description('log in to a relay fleet: approve a short code (or use --enroll TOKEN), writes TUNNEL_HOME/cert.json')
+    .requiredOption('--relay <url>', 'a relay control API URL, e.g. https://relay.example.com:7000')
+    .option('--enroll <token>', 'non-interactive: an enrollment token from `tunnel-relay account create`')
+    .option('--poll-interval <ms>', 'how often to ask whether the code was approved', '1000')
+    .action(async (o: { relay: string; enroll?: string; pollInterval: string }) => {
+      const base = o.relay.replace(/\/+$/, '');
+      if (existsSync(certPath())) err(`note: replacing ${certPath()}`);
+      if (o.enroll) {
+        const r = await api<{ credential: string; accountId: string; accountName: string }>(base, 'POST', '/v1/enroll', { body: { token: o.enroll } });
+        saveCert({ accountId: r.body.accountId, accountName: r.body.accountName, controlUrl: base, credential: r.body.credential });
+        return;
+      }
+      const keys = boxKeyPair();
+      const start = await api<{ code: string; expiresAt: number; approveUrl: string }>(base, 'POST', '/v1/login', { body: { boxPublicKey: keys.publicKey } });
+      const { code, expiresAt, approveUrl } = start.body;
+      out(`To log in, approve this code: ${code}`);
+      out(`  in the relay dashboard: ${approveUrl}`);
+      out(`  or on a relay host:      tunnel-relay login approve ${code} --account NAME`);
+      out(`Waiting for approval (expires ${new Date(expiresAt).toISOString()})...`);
+      const every = Math.max(100, Number(o.pollInterval));
+      for (;;) {
+        const r = await api<{ state: string; sealedCredential?: string }>(base, 'GET', `/v1/login/${code}`);
+        if (r.body.state === 'approved' && r.body.sealedCredential) {
+          const credential = openSealed(keys.secretKey, r.body.sealedCredential).toString('utf8');
+          const claims = JSON.parse(Buffer.from(credential.split('.')[0]!, 'base64url').toString('utf8')) as { accountId: string; accountName: string };
+          saveCert({ accountId: claims.accountId, accountName: claims.accountName, controlUrl: base, credential });
+          return;
+        }
+        if (Date.now() > expiresAt + 5_000) throw new ControlError(410, 'login_expired', `login code ${code} expired: run \`tunnel login\` again`);
+        await sleep(every);
+      }
+    });
+
+  program
+    .command('create <name>')
+    .description('create a named tunnel and write its credentials file to TUNNEL_HOME')
+    .addOption(outputOpt())
+    .action(async (name: string, o: { output: string }) => {
+      const cert = readCert();
+      const r = await api<{ tunnel: TunnelRecord; credentials: TunnelCredentialsFile }>(cert.controlUrl, 'POST', '/v1/tunnels', { auth: cert.credential, body: { name } });
+      const path = join(tunnelHome(), `${r.body.tunnel.id}.json`);
+      writeSecretFile(path, r.body.credentials);
+      if (o.output === 'json') return out(JSON.stringify({ ...r.body.tunnel, credentialsFile: path }));
+      out(`Tunnel credentials written to ${path}. Keep this file secret.`);
+      out(`Created tunnel ${name} with id ${r.body.tunnel.id}`);
+    });
+
+  program
+    .command('list')
+    .description('list your tunnels')
+    .addOption(outputOpt())
+    .action(async (o: { output: string }) => {
+      const cert = readCert();
+      const r = await api<{ tunnels: TunnelRecord[] }>(cert.controlUrl, 'GET', '/v1/tunnels', { auth: cert.credential });
+      if (o.output === 'json') return out(JSON.stringify(r.body.tunnels));
+      if (r.body.tunnels.length === 0) return out('No tunnels yet: `tunnel create NAME`');
+      out(table([['ID', 'NAME', 'CREATED', 'CONNECTIONS'], ...r.body.tunnels.map((t) => [t.id, t.name, new Date(t.createdAt).toISOString(), String(t.connections ?? 0)])]));
+    });
+
+  program
+    .command('info <name>')
+    .description('show a tunnel: its routes, connectors and their connections')
+    .addOption(outputOpt())
+    .action(async (name: string, o: { output: string }) => {
+      const cert = readCert();
+      const r = await api<{ tunnel: TunnelRecord; routes: RouteRecord[]; connectors: ConnectorRecord[] }>(cert.controlUrl, 'GET', `/v1/tunnels/${encodeURIComponent(name)}`, { auth: cert.credential });
+      if (o.output === 'json') return out(JSON.stringify(r.body));
+      const { tunnel, routes, connectors } = r.body;
+      out(`NAME:     ${tunnel.name}\nID:       ${tunnel.id}\nCREATED:  ${new Date(tunnel.createdAt).toISOString()}`);
+      out(`ROUTES:   ${routes.length ? routes.map((x) => x.hostname).join(', ') : '(none: `tunnel route dns NAME HOSTNAME`)'}`);
+      if (connectors.length === 0) return out('CONNECTORS: none connected');
+      const rows = [['CONNECTOR ID', 'CONN', 'RELAY', 'AGE', 'VERSION', 'ORIGIN IP']];
+      for (const c of connectors) for (const k of c.connections) rows.push([c.connectorId, String(k.connIndex), k.relayId, age(k.connectedAt), c.version, c.clientIp]);
+      out(table(rows));
+    });
+
+  program
+    .command('delete <name>')
+    .description('delete a tunnel (refused while connectors are connected unless --force)')
+    .option('-f, --force', 'delete even with connectors connected (they are disconnected)')
+    .action(async (name: string, o: { force?: boolean }) => {
+      const cert = readCert();
+      const r = await api<{ deleted: string }>(cert.controlUrl, 'DELETE', `/v1/tunnels/${encodeURIComponent(name)}${o.force ? '?force=true' : ''}`, { auth: cert.credential });
+      const local = join(tunnelHome(), `${r.body.deleted}.json`);
+      if (existsSync(local)) unlinkSync(local);
+      out(`Deleted tunnel ${name} (${r.body.deleted})`);
+    });
+
+  program
+    .command('cleanup <name>')
+    .description('drop stale connection records of a tunnel (held for relays that died)')
+    .action(async (name: string) => {
+      const cert = readCert();
+      const r = await api<{ removed: number }>(cert.controlUrl, 'POST', `/v1/tunnels/${encodeURIComponent(name)}/cleanup`, { auth: cert.credential });
+      out(`Removed ${r.body.removed} stale connection record(s) of ${name}`);
+    });
+
+  program
+    .command('token <name>')
+    .description('print the tunnel\'s run token (one string `tunnel run --token` accepts alone)')
+    .action(async (name: string) => {
+      const cert = readCert();
+      const r = await api<TunnelCredentialsFile>(cert.controlUrl, 'GET', `/v1/tunnels/${encodeURIComponent(name)}/token`, { auth: cert.credential });
+      out(r.body.token);
+    });
+
+  const route = program.command('route').description('route hostnames to tunnels');
+  route
+    .command('dns <name> <hostname>')
+    .description('route HOSTNAME (exact or *.domain) to tunnel NAME')
+    .action(async (name: string, hostname: string) => {
+      const cert = readCert();
+      const r = await api<{ route: RouteRecord }>(cert.controlUrl, 'POST', '/v1/routes', { auth: cert.credential, body: { hostname, tunnel: name } });
+      out(`Added route ${r.body.route.hostname} → tunnel ${name} (${r.body.route.tunnelId})`);
+    });
+  route
+    .command('list')
+    .description('list your routes')
+    .addOption(outputOpt())
+    .action(async (o: { output: string }) => {
+      const cert = readCert();
+      const r = await api<{ routes: RouteRecord[] }>(cert.controlUrl, 'GET', '/v1/routes', { auth: cert.credential });
+      if (o.output === 'json') return out(JSON.stringify(r.body.routes));
+      if (r.body.routes.length === 0) return out('No routes yet: `tunnel route dns NAME HOSTNAME`');
+      out(table([['HOSTNAME', 'TUNNEL ID', 'CREATED'], ...r.body.routes.map((x) => [x.hostname, x.tunnelId, new Date(x.createdAt).toISOString()])]));
+    });
+  route
+    .command('delete <hostname>')
+    .description('remove the route for HOSTNAME')
+    .action(async (hostname: string) => {
+      const cert = readCert();
+      await api(cert.controlUrl, 'DELETE', `/v1/routes/${encodeURIComponent(hostname)}`, { auth: cert.credential });
+      out(`Deleted route ${hostname}`);
+    });
+}
+
+function saveCert(c: AccountCert): void {
+  writeSecretFile(certPath(), c);
+  out(`Logged in to account ${c.accountName}. Credential written to ${certPath()} (mode 0600).`);
+}
+
+/** `tunnel run NAME` without a local credentials file: fetch one with the account credential. */
+export async function fetchCredentialsFor(name: string): Promise<string | undefined> {
+  const local = findCredentialsByName(name);
+  if (local) return local;
+  if (!existsSync(certPath())) return undefined;
+  const cert = readCert();
+  const r = await api<TunnelCredentialsFile>(cert.controlUrl, 'GET', `/v1/tunnels/${encodeURIComponent(name)}/token`, { auth: cert.credential });
+  const path = join(tunnelHome(), `${r.body.tunnelId}.json`);
+  writeSecretFile(path, r.body);
+  return path;
+}

@@ -1,0 +1,304 @@
+import http from 'node:http';
+import { randomInt } from 'node:crypto';
+import { z } from 'zod';
+import type { Logger } from 'pino';
+import { randomId, sealTo, signToken, verifyToken, TokenError, TokenKind, type AccountClaims, type EnrollClaims } from '@tunnel/protocol';
+import type { Store, Tunnel, Presence } from './store/types.js';
+import { StoreError } from './store/types.js';
+import type { FleetKeys } from './keys.js';
+import { ApiError } from './api-error.js';
+import { authenticateAccount, authenticateOperator } from './control-auth.js';
+import { signTunnelToken, relayUrls, ensureAccount } from './provisioning.js';
+
+export interface ControlApiDeps {
+  store: Store;
+  keys: FleetKeys;
+  log: Logger;
+  relayId: string;
+  operatorKey?: string;
+  /** This relay's own control URL (goes into credentials). */
+  controlUrl(): string;
+  loginTtlMs: number;
+  /** Extra routes (dashboard, metrics); return true when handled. */
+  extra?: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean> | boolean;
+}
+
+const MAX_BODY = 64 * 1024;
+const CODE_ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789'; // no 0/O, 1/I
+
+const NameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'names are 1-63 letters, digits, dot, dash, underscore');
+const HostnameSchema = z
+  .string()
+  .transform((s) => s.trim().toLowerCase().replace(/\.$/, ''))
+  .refine((s) => /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s) && s.length <= 253, 'not a valid hostname (exact or *.domain)');
+
+export function loginCode(): string {
+  let s = '';
+  for (let i = 0; i < 8; i++) s += CODE_ALPHABET[randomInt(CODE_ALPHABET.length)];
+  return `${s.slice(0, 4)}-${s.slice(4)}`;
+}
+
+export function normalizeCode(c: string): string {
+  const s = c.toUpperCase().replace(/[^A-Z0-9]/g, '');
+  return s.length === 8 ? `${s.slice(0, 4)}-${s.slice(4)}` : c.toUpperCase();
+}
+
+/**
+ * The relay's control API (JSON over HTTP): login sessions, accounts,
+ * tunnels, routes, tokens, connector listings, the live relay list.
+ * Every error is `{error: {code, message}}` with a stable code.
+ */
+export function createControlServer(d: ControlApiDeps): http.Server {
+  return http.createServer((req, res) => {
+    handle(d, req, res).catch((e: unknown) => {
+      const err = toApiError(e);
+      if (err.status >= 500) d.log.error({ err: (e as Error).message, path: req.url }, 'control API error');
+      send(res, err.status, err.toJSON());
+    });
+  });
+}
+
+function toApiError(e: unknown): ApiError {
+  if (e instanceof ApiError) return e;
+  if (e instanceof StoreError) {
+    switch (e.code) {
+      case 'CONFLICT':
+        return new ApiError(409, 'conflict', e.message);
+      case 'NOT_FOUND':
+        return new ApiError(404, 'not_found', e.message);
+      case 'UNAVAILABLE':
+        return new ApiError(503, 'store_unavailable', `the fleet store is unavailable: ${e.message}`);
+      default:
+        return new ApiError(500, 'store_error', e.message);
+    }
+  }
+  if (e instanceof z.ZodError) {
+    const first = e.issues[0];
+    return new ApiError(400, 'bad_request', first ? `${first.path.join('.') || 'body'}: ${first.message}` : 'invalid request');
+  }
+  return new ApiError(500, 'internal', 'internal error');
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return void res.end();
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+async function readJson(req: http.IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > MAX_BODY) throw new ApiError(413, 'body_too_large', 'request body over 64 KiB');
+    chunks.push(c);
+  }
+  if (n === 0) return {};
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new ApiError(400, 'bad_json', 'request body is not valid JSON');
+  }
+}
+
+async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://control');
+  const p = url.pathname.replace(/\/+$/, '') || '/';
+  const parts = p.split('/').filter(Boolean).map(decodeURIComponent);
+  const m = req.method ?? 'GET';
+  const { store } = d;
+
+  if (p === '/healthz') return send(res, 200, { status: 'ok', relayId: d.relayId });
+  if (parts[0] !== 'v1') {
+    if (d.extra && (await d.extra(req, res, url))) return;
+    throw new ApiError(404, 'not_found', `no such endpoint ${m} ${p}`);
+  }
+
+  // ---- public -------------------------------------------------------------------------
+  if (p === '/v1/relays' && m === 'GET') {
+    const relays = await store.listRelays();
+    return send(res, 200, {
+      relays: relays.map((r) => ({ id: r.id, region: r.region, connectUrl: r.connectUrl, controlUrl: r.controlUrl, publicUrl: r.publicUrl, draining: r.draining })),
+    });
+  }
+  if (p === '/v1/login' && m === 'POST') {
+    const body = z.object({ boxPublicKey: z.string().min(40).max(64) }).parse(await readJson(req));
+    for (let attempt = 0; ; attempt++) {
+      const code = loginCode();
+      try {
+        const s = await store.createLoginSession({ code, boxPublicKey: body.boxPublicKey, expiresAt: Date.now() + d.loginTtlMs });
+        d.log.info({ event: 'login-created', code }, 'login session created');
+        return send(res, 201, { code, expiresAt: s.expiresAt, approveUrl: `${d.controlUrl()}/dashboard/#login=${code}`, pollUrl: `/v1/login/${code}` });
+      } catch (e) {
+        if (!(e instanceof StoreError && e.code === 'CONFLICT') || attempt > 5) throw e;
+      }
+    }
+  }
+  if (parts[1] === 'login' && parts.length === 3 && m === 'GET') {
+    const code = normalizeCode(parts[2]!);
+    const s = await store.getLoginSession(code);
+    if (!s) throw new ApiError(410, 'login_expired', `login code ${code} is unknown or expired: run \`tunnel login\` again`);
+    if (s.state === 'pending') return send(res, 202, { state: 'pending', expiresAt: s.expiresAt });
+    // Hand the sealed credential out once.
+    await store.deleteLoginSession(code);
+    return send(res, 200, { state: 'approved', sealedCredential: s.sealedCredential });
+  }
+  if (p === '/v1/enroll' && m === 'POST') {
+    const body = z.object({ token: z.string().min(10).max(16_384) }).parse(await readJson(req));
+    let claims: EnrollClaims;
+    try {
+      claims = verifyToken(TokenKind.Enroll, body.token, d.keys.publicKey).claims as unknown as EnrollClaims;
+    } catch (e) {
+      const code = e instanceof TokenError ? e.code : 'MALFORMED';
+      throw new ApiError(401, code === 'EXPIRED' ? 'enroll_expired' : 'invalid_enroll_token', code === 'EXPIRED' ? 'enrollment token has expired: ask the operator for a new one' : `enrollment token rejected (${code.toLowerCase()})`);
+    }
+    if (await store.isRevoked(claims.jti)) throw new ApiError(403, 'enroll_revoked', 'enrollment token was revoked');
+    const account = await store.getAccount(claims.accountId);
+    if (!account) throw new ApiError(403, 'account_deleted', 'the account of this enrollment token no longer exists');
+    return send(res, 200, { credential: issueAccountCredential(d, account.id, account.name), accountId: account.id, accountName: account.name });
+  }
+
+  // ---- operator -------------------------------------------------------------------------
+  if (parts[1] === 'operator') {
+    authenticateOperator(d.operatorKey, req.headers.authorization);
+    if (p === '/v1/operator/logins' && m === 'GET') return send(res, 200, { logins: await store.listLoginSessions() });
+    if (parts[2] === 'logins' && parts[4] === 'approve' && m === 'POST') {
+      const body = z.object({ account: NameSchema.default('default') }).parse(await readJson(req));
+      const approved = await approveLogin(d, parts[3]!, body.account);
+      return send(res, 200, approved);
+    }
+    if (p === '/v1/operator/accounts' && m === 'POST') {
+      const body = z.object({ name: NameSchema }).parse(await readJson(req));
+      const account = await ensureAccount(store, body.name);
+      return send(res, 201, { account, enrollToken: issueEnrollToken(d.keys, account.id) });
+    }
+    throw new ApiError(404, 'not_found', `no such endpoint ${m} ${p}`);
+  }
+
+  // ---- account ---------------------------------------------------------------------------
+  const who = await authenticateAccount(store, d.keys.publicKey, req.headers.authorization);
+  if (p === '/v1/tunnels' && m === 'GET') {
+    const tunnels = await store.listTunnels(who.accountId);
+    const presence = await store.listPresence();
+    return send(res, 200, { tunnels: tunnels.map((t) => ({ ...t, connections: presence.filter((x) => x.tunnelId === t.id).length })) });
+  }
+  if (p === '/v1/tunnels' && m === 'POST') {
+    const body = z.object({ name: NameSchema }).parse(await readJson(req));
+    if (await store.getTunnelByName(who.accountId, body.name)) throw new ApiError(409, 'tunnel_exists', `you already have a tunnel named ${body.name}`);
+    const tunnel = await store.createTunnel(who.accountId, body.name);
+    return send(res, 201, { tunnel, credentials: await credentialsFor(d, tunnel) });
+  }
+  if (parts[1] === 'tunnels' && parts.length >= 3) {
+    const tunnel = await findTunnel(store, who, parts[2]!);
+    const action = parts[3];
+    if (!action && m === 'GET') {
+      const [routes, presence] = await Promise.all([store.listRoutes({ tunnelId: tunnel.id }), store.listPresence({ tunnelId: tunnel.id })]);
+      return send(res, 200, { tunnel, routes, connectors: groupConnectors(presence) });
+    }
+    if (!action && m === 'DELETE') {
+      const presence = await store.listPresence({ tunnelId: tunnel.id });
+      if (presence.length > 0 && url.searchParams.get('force') !== 'true') {
+        throw new ApiError(409, 'tunnel_has_connectors', `tunnel ${tunnel.name} has ${presence.length} active connection(s); stop its connectors or use --force`);
+      }
+      await store.deleteTunnel(tunnel.id);
+      d.log.info({ event: 'tunnel-deleted', tunnelId: tunnel.id, accountId: who.accountId }, 'tunnel deleted');
+      return send(res, 200, { deleted: tunnel.id });
+    }
+    if (action === 'token' && m === 'GET') return send(res, 200, await credentialsFor(d, tunnel));
+    if (action === 'cleanup' && m === 'POST') return send(res, 200, { removed: await cleanupPresence(store, tunnel.id) });
+  }
+  if (p === '/v1/routes' && m === 'GET') return send(res, 200, { routes: await store.listRoutes({ accountId: who.accountId }) });
+  if (p === '/v1/routes' && m === 'POST') {
+    const body = z.object({ hostname: HostnameSchema, tunnel: z.string().min(1).max(64) }).parse(await readJson(req));
+    const tunnel = await findTunnel(store, who, body.tunnel);
+    const existing = await store.getRoute(body.hostname);
+    if (existing && existing.tunnelId !== tunnel.id) {
+      throw new ApiError(409, 'hostname_taken', existing.accountId === who.accountId ? `${body.hostname} is already routed to another of your tunnels (${existing.tunnelId}); delete that route first` : `${body.hostname} is already routed by another account`);
+    }
+    try {
+      const route = await store.addRoute({ hostname: body.hostname, tunnelId: tunnel.id, accountId: who.accountId });
+      return send(res, 201, { route });
+    } catch (e) {
+      if (e instanceof StoreError && e.code === 'CONFLICT') throw new ApiError(409, 'hostname_taken', `${body.hostname} is already routed to another tunnel`);
+      throw e;
+    }
+  }
+  if (parts[1] === 'routes' && parts.length === 3 && m === 'DELETE') {
+    const hostname = parts[2]!.toLowerCase();
+    const route = await store.getRoute(hostname);
+    if (!route || route.accountId !== who.accountId) throw new ApiError(404, 'route_not_found', `you have no route for ${hostname}`);
+    await store.deleteRoute(hostname);
+    return send(res, 200, { deleted: hostname });
+  }
+  throw new ApiError(404, 'not_found', `no such endpoint ${m} ${p}`);
+}
+
+async function findTunnel(store: Store, who: AccountClaims, ref: string): Promise<Tunnel> {
+  const byId = await store.getTunnel(ref);
+  if (byId && byId.accountId === who.accountId) return byId;
+  const byName = await store.getTunnelByName(who.accountId, ref);
+  if (byName) return byName;
+  throw new ApiError(404, 'tunnel_not_found', `you have no tunnel named ${ref}`);
+}
+
+async function credentialsFor(d: ControlApiDeps, tunnel: Tunnel) {
+  const relays = await relayUrls(d.store);
+  const controlUrl = d.controlUrl();
+  return {
+    accountId: tunnel.accountId,
+    tunnelId: tunnel.id,
+    tunnelName: tunnel.name,
+    token: signTunnelToken(d.keys, tunnel, relays, controlUrl),
+    relays,
+    controlUrl,
+  };
+}
+
+function groupConnectors(presence: Presence[]) {
+  const by = new Map<string, { connectorId: string; version: string; clientIp: string; connections: Array<{ connIndex: number; relayId: string; connectionId: string; connectedAt: number }> }>();
+  for (const p of presence) {
+    let c = by.get(p.connectorId);
+    if (!c) by.set(p.connectorId, (c = { connectorId: p.connectorId, version: p.version, clientIp: p.clientIp, connections: [] }));
+    c.connections.push({ connIndex: p.connIndex, relayId: p.relayId, connectionId: p.connectionId, connectedAt: p.connectedAt });
+  }
+  for (const c of by.values()) c.connections.sort((a, b) => a.connIndex - b.connIndex);
+  return [...by.values()];
+}
+
+/** Drop this tunnel's presence records held for relays that are no longer alive. */
+async function cleanupPresence(store: Store, tunnelId: string): Promise<number> {
+  const live = new Set((await store.listRelays()).map((r) => r.id));
+  const all = await store.listPresence();
+  const deadRelays = new Set(all.filter((p) => p.tunnelId === tunnelId && !live.has(p.relayId)).map((p) => p.relayId));
+  let removed = 0;
+  for (const relayId of deadRelays) {
+    const keep = all.filter((p) => p.relayId === relayId && p.tunnelId !== tunnelId);
+    removed += all.filter((p) => p.relayId === relayId && p.tunnelId === tunnelId).length;
+    await store.putPresence(relayId, keep, 1);
+  }
+  return removed;
+}
+
+export function issueAccountCredential(d: Pick<ControlApiDeps, 'keys' | 'controlUrl'>, accountId: string, accountName: string): string {
+  const claims: AccountClaims = { jti: randomId(12), accountId, accountName, controlUrl: d.controlUrl(), iat: Math.floor(Date.now() / 1000) };
+  return signToken(TokenKind.Account, claims, d.keys.secretKey);
+}
+
+export function issueEnrollToken(keys: FleetKeys, accountId: string, ttlSeconds = 24 * 3600): string {
+  const now = Math.floor(Date.now() / 1000);
+  const claims: EnrollClaims = { jti: randomId(12), accountId, iat: now, exp: now + ttlSeconds };
+  return signToken(TokenKind.Enroll, claims, keys.secretKey);
+}
+
+/** Approve a pending login: the account credential is sealed to the CLI's box key. */
+export async function approveLogin(d: Pick<ControlApiDeps, 'store' | 'keys' | 'controlUrl'>, rawCode: string, accountName: string) {
+  const code = normalizeCode(rawCode);
+  const session = await d.store.getLoginSession(code);
+  if (!session) throw new ApiError(404, 'login_not_found', `no pending login with code ${code} (unknown or expired)`);
+  if (session.state !== 'pending') throw new ApiError(409, 'login_already_approved', `login ${code} is already approved`);
+  const account = await ensureAccount(d.store, accountName);
+  const credential = issueAccountCredential(d, account.id, account.name);
+  await d.store.approveLoginSession(code, account.id, sealTo(session.boxPublicKey, credential));
+  return { approved: code, account: account.name, accountId: account.id };
+}
