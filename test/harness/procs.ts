@@ -124,6 +124,7 @@ export interface RelayProc {
   http: number;
   connect: number;
   control?: number;
+  peer?: number;
   /** ws:// URL connectors dial. */
   connectUrl: string;
   /** Base URL of the public HTTP listener. */
@@ -140,7 +141,7 @@ export interface RelayStartOptions {
   extraArgs?: string[];
   env?: Record<string, string>;
   /** Fixed ports (for restarts that must come back on the same address). */
-  ports?: { http?: number; connect?: number; control?: number };
+  ports?: { http?: number; connect?: number; control?: number; peer?: number };
 }
 
 export async function startRelay(o: RelayStartOptions): Promise<RelayProc> {
@@ -160,6 +161,10 @@ export async function startRelay(o: RelayStartOptions): Promise<RelayProc> {
     `127.0.0.1:${o.ports?.connect ?? 0}`,
     '--control',
     o.control === false ? 'off' : `127.0.0.1:${o.ports?.control ?? 0}`,
+    '--peer',
+    `127.0.0.1:${o.ports?.peer ?? 0}`,
+    '--drain-delay',
+    '200',
     '--log-format',
     'json',
     '--log-level',
@@ -168,7 +173,7 @@ export async function startRelay(o: RelayStartOptions): Promise<RelayProc> {
   ];
   const proc = new Proc(id, process.execPath, args, o.env ?? {}, o.dir);
   const line = await proc.waitForLog((l) => l.event === 'listening', 15_000, `${id} listening`);
-  const ports = line.ports as { http: number; connect: number; control?: number };
+  const ports = line.ports as { http: number; connect: number; control?: number; peer?: number };
   if (o.control !== false) {
     const c = await proc.waitForLog((l) => l.event === 'control-listening', 15_000, `${id} control listening`);
     ports.control = c.port as number;
@@ -179,6 +184,7 @@ export async function startRelay(o: RelayStartOptions): Promise<RelayProc> {
     http: ports.http,
     connect: ports.connect,
     control: ports.control,
+    peer: ports.peer,
     connectUrl: `ws://127.0.0.1:${ports.connect}`,
     publicUrl: `http://127.0.0.1:${ports.http}`,
     controlUrl: ports.control ? `http://127.0.0.1:${ports.control}` : undefined,

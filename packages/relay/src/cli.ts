@@ -44,6 +44,8 @@ program
   .option('--tls-key <file>', 'private key (PEM) for HTTPS and wss://')
   .option('--connect <addr>', 'connector endpoint listener', ':7844')
   .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
+  .option('--peer <addr>', 'relay-to-relay forwarding listener ("off" to disable)', ':7845')
+  .option('--drain-delay <ms>', 'on SIGTERM, keep serving this long after reporting draining (for load balancers)', '1000')
   .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay', '127.0.0.1')
   .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
   .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard').env('TUNNEL_RELAY_OPERATOR_KEY'))
@@ -65,7 +67,9 @@ program
           https: o.https ? parseListen(o.https) : undefined,
           connect: parseListen(o.connect),
           control: o.control === 'off' ? undefined : parseListen(o.control),
+          peer: o.peer === 'off' ? undefined : parseListen(o.peer),
         },
+        drainDelayMs: Number(o.drainDelay),
         tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,
         advertise: { host: o.advertiseHost },
         drainTimeoutMs: Number(o.drainTimeout),
@@ -82,6 +86,7 @@ program
         operatorKey: o.operatorKey,
         controlUrl: () => relay.urls().controlUrl,
         loginTtlMs: Number(o.loginTtl) * 1000,
+        isDraining: () => relay.draining,
       });
       const port = await relay.attachControl(control);
       log.info({ event: 'control-listening', port, operator: !!o.operatorKey }, 'control API listening');

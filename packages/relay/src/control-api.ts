@@ -19,6 +19,8 @@ export interface ControlApiDeps {
   /** This relay's own control URL (goes into credentials). */
   controlUrl(): string;
   loginTtlMs: number;
+  /** Health turns 503 while the relay drains, so load balancers stop sending. */
+  isDraining?: () => boolean;
   /** Extra routes (dashboard, metrics); return true when handled. */
   extra?: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean> | boolean;
 }
@@ -109,7 +111,10 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
   const m = req.method ?? 'GET';
   const { store } = d;
 
-  if (p === '/healthz') return send(res, 200, { status: 'ok', relayId: d.relayId });
+  if (p === '/healthz') {
+    const draining = d.isDraining?.() ?? false;
+    return send(res, draining ? 503 : 200, { status: draining ? 'draining' : 'ok', relayId: d.relayId });
+  }
   if (parts[0] !== 'v1') {
     if (d.extra && (await d.extra(req, res, url))) return;
     throw new ApiError(404, 'not_found', `no such endpoint ${m} ${p}`);

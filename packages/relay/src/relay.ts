@@ -10,6 +10,9 @@ import { handleRequest, handleUpgrade, type ProxyContext, type ProxyHooks } from
 import { listen, closeServer, type ListenAddress } from './listen.js';
 import type { Store, StoreEvent } from './store/types.js';
 import type { FleetKeys } from './keys.js';
+import { FleetView } from './fleet-view.js';
+import { PeerAuth } from './peer-auth.js';
+import { PeerForwarder, createPeerServer } from './peer-forwarding.js';
 
 export interface RelayOptions {
   id: string;
@@ -19,6 +22,8 @@ export interface RelayOptions {
     https?: ListenAddress;
     connect: ListenAddress;
     control?: ListenAddress;
+    /** Relay-to-relay forwarding endpoint; without it this relay neither forwards nor is forwarded to. */
+    peer?: ListenAddress;
   };
   /** cert/key for the HTTPS listener and for wss:// on the connector endpoint. */
   tls?: { cert: string; key: string };
@@ -26,6 +31,11 @@ export interface RelayOptions {
   advertise?: { host?: string; connectUrl?: string; controlUrl?: string; publicUrl?: string };
   /** How long a drain waits for in-flight requests. */
   drainTimeoutMs: number;
+  /**
+   * On SIGTERM, keep serving this long after announcing `draining` (health
+   * 503, fleet membership) so load balancers stop sending before listeners close.
+   */
+  drainDelayMs?: number;
   heartbeatMs?: number;
 }
 
@@ -41,6 +51,7 @@ export interface BoundPorts {
   https?: number;
   connect: number;
   control?: number;
+  peer?: number;
 }
 
 type RelayState = 'created' | 'running' | 'draining' | 'stopped';
@@ -49,7 +60,10 @@ export class Relay {
   readonly connections = new TunnelConnections();
   readonly routes: RouteTable;
   private state: RelayState = 'created';
-  private readonly servers: { public: Array<http.Server | https.Server>; connect?: http.Server | https.Server; control?: http.Server } = { public: [] };
+  private readonly servers: { public: Array<http.Server | https.Server>; connect?: http.Server | https.Server; control?: http.Server; peer?: http.Server } = { public: [] };
+  private fleet: FleetView | null = null;
+  private forwarder: PeerForwarder | null = null;
+  private presenceTimer: NodeJS.Timeout | null = null;
   private endpoint!: ConnectorEndpoint;
   private heartbeat: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
@@ -98,7 +112,10 @@ export class Relay {
       keepAliveTimeout: 65_000,
       maxHeaderSize: 64 * 1024,
     };
-    const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => handleRequest(this.ctx, req, res);
+    const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      this.trackPublic(res);
+      handleRequest(this.ctx, req, res);
+    };
     const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this.ctx, req, socket, head);
     const ports: BoundPorts = { connect: 0 };
 
@@ -126,11 +143,30 @@ export class Relay {
     connect.on('upgrade', (req, socket, head) => void this.endpoint.onUpgrade(req, socket, head));
     this.servers.connect = connect;
     ports.connect = await listen(connect, this.opts.listen.connect);
+    if (this.opts.listen.peer) {
+      const auth = new PeerAuth(this.deps.keys.secretKey);
+      this.fleet = new FleetView(store, this.opts.id, log);
+      await this.fleet.start();
+      this.forwarder = new PeerForwarder(this.opts.id, auth, this.fleet, log, this.deps.hooks?.onForward);
+      const fwd = this.forwarder;
+      this.ctx.forwardToPeer = (route, req, res, requestId) => fwd.forward(route, req, res, requestId);
+      this.ctx.forwardUpgradeToPeer = (route, req, socket, head, requestId) => fwd.forwardUpgrade(route, req, socket, head, requestId);
+      const peer = createPeerServer(this.ctx, auth, log);
+      this.servers.peer = peer;
+      ports.peer = await listen(peer, this.opts.listen.peer);
+    }
     this.ports = ports;
 
     this.unsubscribe = store.subscribe((e) => this.onStoreEvent(e));
     this.connections.onChange(() => {
+      // Peers learn where the tunnel's connections are within ~100 ms.
       this.presenceDirty = true;
+      if (this.presenceTimer) return;
+      this.presenceTimer = setTimeout(() => {
+        this.presenceTimer = null;
+        if (this.presenceDirty && this.state !== 'stopped') void this.publishMembership();
+      }, 100);
+      this.presenceTimer.unref();
     });
     this.state = 'running';
     await this.publishMembership();
@@ -172,7 +208,7 @@ export class Relay {
           id: this.opts.id,
           region: this.opts.region,
           ...this.urls(),
-          peerUrl: '',
+          peerUrl: this.ports.peer ? `http://${this.opts.advertise?.host ?? '127.0.0.1'}:${this.ports.peer}` : '',
           startedAt: this.startedAt,
           lastSeen: Date.now(),
           draining: this.state !== 'running',
@@ -221,11 +257,15 @@ export class Relay {
     const started = Date.now();
     log.info({ event: 'draining', relayId: this.opts.id, connections: this.connections.size }, 'relay draining');
     await this.publishMembership();
+    // Connectors move first (GoAway); requests arriving meanwhile are
+    // forwarded to the relays they moved to.
+    for (const c of this.connections.list()) c.drain();
+    const delay = this.opts.drainDelayMs ?? 0;
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     const publicClosed = Promise.all(this.servers.public.map((s) => closeServer(s)));
     for (const s of this.servers.public) s.closeIdleConnections?.();
-    for (const c of this.connections.list()) c.drain();
     const deadline = started + this.opts.drainTimeoutMs;
-    while (Date.now() < deadline && this.connections.list().some((c) => c.inflight > 0)) {
+    while (Date.now() < deadline && (this.connections.list().some((c) => c.inflight > 0) || this.publicInFlight() > 0)) {
       await new Promise((r) => setTimeout(r, 50));
     }
     for (const s of this.servers.public) s.closeAllConnections?.();
@@ -234,16 +274,29 @@ export class Relay {
     await this.stop();
   }
 
+  private inflightPublic = 0;
+  /** Public requests accepted and not yet finished (forwarded ones included). */
+  publicInFlight(): number {
+    return this.inflightPublic;
+  }
+  trackPublic(res: http.ServerResponse): void {
+    this.inflightPublic++;
+    res.once('close', () => this.inflightPublic--);
+  }
+
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
     if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.presenceTimer) clearTimeout(this.presenceTimer);
+    this.fleet?.stop();
+    await this.forwarder?.close();
     this.unsubscribe?.();
     this.routes.close();
     for (const c of this.connections.list()) c.close();
     for (const s of this.servers.public) s.closeAllConnections?.();
     this.endpoint?.close();
-    const all = [...this.servers.public, this.servers.connect, this.servers.control].filter((s): s is http.Server => !!s);
+    const all = [...this.servers.public, this.servers.connect, this.servers.control, this.servers.peer].filter((s): s is http.Server => !!s);
     for (const s of all) s.closeAllConnections?.();
     await Promise.all(all.map((s) => closeServer(s)));
     try {

@@ -12,6 +12,8 @@ import type { Route } from './store/types.js';
 export interface ProxyHooks {
   /** A request finished (or failed) with this status; for metrics. */
   onResponse?(route: Route | undefined, status: number, startedAt: bigint): void;
+  /** A request was forwarded to a peer relay. */
+  onForward?(peerId: string): void;
 }
 
 export interface ProxyContext {
@@ -182,6 +184,7 @@ export function proxyOverStream(
     // Client went away before the response finished: cancel upstream.
     if (!res.writableFinished && !stream.destroyed) {
       state = 'done';
+      ctx.log.debug({ event: 'client-cancelled', requestId }, 'client went away before the response finished: stream reset');
       stream.destroy();
     }
   });

@@ -1,0 +1,224 @@
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Pool, type Dispatcher } from 'undici';
+import type { Logger } from 'pino';
+import type { RequestHead } from '@tunnel/protocol';
+import { PeerAuth, PeerHeaders, isPeerHeader } from './peer-auth.js';
+import type { FleetView } from './fleet-view.js';
+import type { Route } from './store/types.js';
+import { RelayErrors, sendError, renderError } from './error-page.js';
+import { proxyOverStream, upgradeOverStream, type ProxyContext } from './request-proxy.js';
+
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect']);
+
+/**
+ * Forwarding a public request to the relay that holds the tunnel's
+ * connection, over that relay's peer endpoint. A forwarded request is served
+ * only from local connections there, so nothing is ever forwarded twice.
+ */
+export class PeerForwarder {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(
+    private readonly selfId: string,
+    private readonly auth: PeerAuth,
+    private readonly fleet: FleetView,
+    private readonly log: Logger,
+    private readonly onForward?: (peerId: string) => void,
+  ) {}
+
+  private pool(url: string): Pool {
+    let p = this.pools.get(url);
+    if (!p) {
+      p = new Pool(url, { connections: 64, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0, connectTimeout: 5_000 });
+      this.pools.set(url, p);
+    }
+    return p;
+  }
+
+  private metaHeaders(req: http.IncomingMessage, requestId: string): string[] {
+    const sock = req.socket as { encrypted?: boolean; remoteAddress?: string };
+    const time = Date.now();
+    const host = req.headers.host ?? '';
+    const path = req.url ?? '/';
+    const ip = (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
+    return [
+      PeerHeaders.from, this.selfId,
+      PeerHeaders.time, String(time),
+      PeerHeaders.requestId, requestId,
+      PeerHeaders.clientIp, ip,
+      PeerHeaders.scheme, sock.encrypted ? 'https' : 'http',
+      PeerHeaders.sig, this.auth.sign(this.selfId, time, requestId, req.method ?? 'GET', host, path),
+    ];
+  }
+
+  forward(route: Route, req: http.IncomingMessage, res: http.ServerResponse, requestId: string): boolean {
+    const peers = this.fleet.peersFor(route.tunnelId);
+    if (peers.length === 0) return false;
+    const headers: string[] = [];
+    const raw = req.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const lk = raw[i]!.toLowerCase();
+      if (HOP.has(lk) || isPeerHeader(lk)) continue;
+      headers.push(raw[i]!, raw[i + 1]!);
+    }
+    headers.push(...this.metaHeaders(req, requestId));
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    this.attempt(peers, 0, req, res, headers, hasBody, requestId);
+    return true;
+  }
+
+  private attempt(peers: { id: string; peerUrl: string }[], i: number, req: http.IncomingMessage, res: http.ServerResponse, headers: string[], hasBody: boolean, requestId: string): void {
+    const peer = peers[i]!;
+    this.onForward?.(peer.id);
+    let started = false;
+    let resume: (() => void) | null = null;
+    let abort: ((e?: Error) => void) | null = null;
+    const onDrain = () => resume?.();
+    res.on('drain', onDrain);
+    res.once('close', () => {
+      if (!res.writableFinished) abort?.(new Error('client went away'));
+    });
+    const handler: Dispatcher.DispatchHandler = {
+      onConnect: (a) => {
+        abort = a;
+      },
+      onHeaders: (status, raw, r, statusText) => {
+        started = true;
+        resume = r;
+        const flat: string[] = [];
+        for (let k = 0; k < raw.length; k += 2) {
+          const name = raw[k]!.toString('latin1');
+          if (HOP.has(name.toLowerCase())) continue;
+          flat.push(name, raw[k + 1]!.toString('latin1'));
+        }
+        try {
+          res.writeHead(status, statusText || undefined, flat);
+        } catch {
+          res.destroy();
+          return false;
+        }
+        return true;
+      },
+      onData: (chunk) => res.write(chunk),
+      onComplete: () => {
+        res.off('drain', onDrain);
+        res.end();
+      },
+      onError: (err) => {
+        res.off('drain', onDrain);
+        if (started) return void res.destroy(err);
+        this.log.warn({ requestId, peer: peer.id, err: err.message }, 'forwarding to peer relay failed');
+        // Nothing reached the client yet; a bodyless request can try the next holder.
+        if (!hasBody && i + 1 < peers.length && !res.destroyed) return this.attempt(peers, i + 1, req, res, headers, hasBody, requestId);
+        sendError(req, res, RelayErrors.peerFailed(), requestId);
+      },
+    };
+    this.pool(peer.peerUrl).dispatch(
+      { method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: hasBody ? req : null, blocking: false } as Dispatcher.DispatchOptions,
+      handler,
+    );
+  }
+
+  forwardUpgrade(route: Route, req: http.IncomingMessage, socket: Duplex, head: Buffer, requestId: string): boolean {
+    const peer = this.fleet.peersFor(route.tunnelId)[0];
+    if (!peer) return false;
+    this.onForward?.(peer.id);
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !isPeerHeader(k)) headers[k] = v;
+    const meta = this.metaHeaders(req, requestId);
+    for (let i = 0; i < meta.length; i += 2) headers[meta[i]!] = meta[i + 1]!;
+    const u = new URL(peer.peerUrl);
+    const out = http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers });
+    out.on('upgrade', (pres, psock: Duplex, phead: Buffer) => {
+      let lines = `HTTP/1.1 101 ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
+      for (let i = 0; i < pres.rawHeaders.length; i += 2) lines += `${pres.rawHeaders[i]}: ${pres.rawHeaders[i + 1]}\r\n`;
+      socket.write(lines + '\r\n');
+      if (phead.length) socket.write(phead);
+      if (head.length) psock.write(head);
+      psock.on('error', () => socket.destroy());
+      socket.on('error', () => psock.destroy());
+      socket.on('close', () => psock.destroy());
+      psock.on('close', () => socket.destroy());
+      psock.pipe(socket);
+      socket.pipe(psock);
+    });
+    out.on('response', (pres) => {
+      let lines = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? ''}\r\n`;
+      for (let i = 0; i < pres.rawHeaders.length; i += 2) {
+        if (pres.rawHeaders[i]!.toLowerCase() === 'connection') continue;
+        lines += `${pres.rawHeaders[i]}: ${pres.rawHeaders[i + 1]}\r\n`;
+      }
+      socket.write(lines + 'Connection: close\r\n\r\n');
+      pres.pipe(socket);
+    });
+    out.on('error', () => {
+      const { type, body } = renderError(RelayErrors.peerFailed(), req.headers.accept, requestId);
+      socket.end(`HTTP/1.1 502 Bad Gateway\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    out.end();
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.destroy()));
+  }
+}
+
+/** The peer endpoint: serves forwarded requests from this relay's own connections only. */
+export function createPeerServer(ctx: ProxyContext, auth: PeerAuth, log: Logger): http.Server {
+  const check = (req: http.IncomingMessage): { head: RequestHead; route: Route } | { status: number; code: string; message: string } => {
+    const h = (n: string) => {
+      const v = req.headers[n];
+      return Array.isArray(v) ? v[0] : v;
+    };
+    const from = h(PeerHeaders.from) ?? '';
+    const time = Number(h(PeerHeaders.time));
+    const requestId = h(PeerHeaders.requestId) ?? '';
+    const why = auth.verify(h(PeerHeaders.sig) ?? '', from, time, requestId, req.method ?? 'GET', req.headers.host ?? '', req.url ?? '/');
+    if (why) return { status: 403, code: 'peer_refused', message: `peer request refused: ${why}` };
+    const route = ctx.routes.lookup(req.headers.host ?? '');
+    if (!route) return { status: 404, code: 'unknown_hostname', message: 'no route for this hostname' };
+    const headers: Array<[string, string]> = [];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      if (!isPeerHeader(req.rawHeaders[i]!.toLowerCase())) headers.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
+    }
+    const scheme = h(PeerHeaders.scheme) === 'https' ? 'https' : 'http';
+    const isUpgrade = req.headers.upgrade !== undefined;
+    return {
+      route,
+      head: {
+        kind: isUpgrade ? 'websocket' : 'http',
+        method: req.method ?? 'GET',
+        path: req.url ?? '/',
+        host: req.headers.host ?? '',
+        scheme,
+        clientIp: h(PeerHeaders.clientIp) ?? '',
+        requestId,
+        headers,
+      },
+    };
+  };
+
+  const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 35_000 }, (req, res) => {
+    const c = check(req);
+    if ('status' in c) {
+      log.warn({ code: c.code, from: req.headers[PeerHeaders.from] }, c.message);
+      res.writeHead(c.status, { 'content-type': 'application/json', 'tunnel-error': c.code, 'tunnel-error-source': 'relay' });
+      res.end(JSON.stringify({ error: { code: c.code, message: c.message } }));
+      return;
+    }
+    const conn = ctx.connections.pick(c.route.tunnelId);
+    if (!conn) return sendError(req, res, RelayErrors.tunnelOffline(req.headers.host ?? ''), c.head.requestId);
+    proxyOverStream(ctx, conn, c.route, req, res, c.head, process.hrtime.bigint(), 0);
+  });
+  server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {});
+    const c = check(req);
+    if ('status' in c) return void socket.end(`HTTP/1.1 ${c.status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    const conn = ctx.connections.pick(c.route.tunnelId);
+    if (!conn) return void socket.end('HTTP/1.1 530 Tunnel Offline\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    upgradeOverStream(ctx, conn, req, socket, head, c.head);
+  });
+  return server;
+}
