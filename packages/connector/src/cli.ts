@@ -6,6 +6,7 @@ import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type 
 import { compileIngress, describeRule, ruleForUrl } from './ingress.js';
 import { parseDuration } from './duration.js';
 import { resolveToken, relaysFor, CredentialError } from './credentials.js';
+import { peekClaims } from '@tunnel/protocol';
 import { createStatusServer } from './status-server.js';
 import { registerProvisioningCommands, fetchCredentialsFor } from './provisioning-commands.js';
 import { ControlError } from './control-client.js';
@@ -32,6 +33,7 @@ program
   .option('--config <file>', 'config.yml with ingress rules (reloaded on change and on SIGHUP)')
   .option('--url <url>', 'publish this one origin (instead of ingress rules)')
   .option('--relay <url...>', 'relay connector endpoints (ws:// or wss://); default: from the config or the credential')
+  .option('--no-discover', 'use only the relays given; do not follow the fleet\'s live relay list')
   .option('--ha-connections <n>', 'connections to keep, spread over the relays')
   .option('--grace-period <duration>', 'how long SIGTERM waits for in-flight requests (e.g. 30s)')
   .option('--metrics <addr>', 'serve /ready, /healthcheck and /metrics on HOST:PORT')
@@ -54,7 +56,9 @@ program
     if (!Number.isInteger(haConnections) || haConnections < 1 || haConnections > 16) throw new CliError('--ha-connections must be 1..16');
     const gracePeriodMs = o.gracePeriod ? parseDuration(o.gracePeriod) : (cfg?.gracePeriod ?? 30_000);
 
-    const connector = new Connector({ token, relays, haConnections, gracePeriodMs, configFile: o.config, url: o.url, ingress, log });
+    const claimed = peekClaims(token)?.controlUrl;
+    const controlUrls = o.discover === false ? [] : [file?.controlUrl, typeof claimed === 'string' ? claimed : undefined].filter((x): x is string => !!x);
+    const connector = new Connector({ token, relays, haConnections, gracePeriodMs, configFile: o.config, url: o.url, ingress, log, controlUrls });
     const metricsAddr: string | undefined = o.metrics ?? (cfg?.metrics ? `${cfg.metrics.host}:${cfg.metrics.port}` : undefined);
     if (metricsAddr) {
       const server = createStatusServer({ ha: connector.ha, connectorId: connector.id });

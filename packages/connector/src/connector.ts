@@ -6,6 +6,7 @@ import { OriginProxy, type OriginProxyHooks } from './origin-proxy.js';
 import { compileIngress, type Ingress } from './ingress.js';
 import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS } from './config.js';
 import type { CloseReason } from './relay-connection.js';
+import { RelayDiscovery } from './relay-discovery.js';
 
 export const CONNECTOR_VERSION = '0.1.0';
 
@@ -19,6 +20,8 @@ export interface ConnectorOptions {
   /** `--url`: a single-service ingress instead of the config's rules. */
   url?: string;
   ingress: Ingress;
+  /** Control API URLs to learn the live relay list from (empty: use `relays` as given). */
+  controlUrls?: string[];
   log: Logger;
   hooks?: OriginProxyHooks;
 }
@@ -32,6 +35,7 @@ export class Connector {
   readonly proxy: OriginProxy;
   private state: ConnectorState = 'created';
   private watcher: FSWatcher | null = null;
+  private readonly discovery: RelayDiscovery | null;
   private reloadTimer: NodeJS.Timeout | null = null;
   private fatalReason: Extract<CloseReason, { kind: 'refused' | 'revoked' }> | null = null;
   private readonly fatalWaiters: Array<(r: Extract<CloseReason, { kind: 'refused' | 'revoked' }>) => void> = [];
@@ -48,6 +52,7 @@ export class Connector {
       gracePeriodMs: o.gracePeriodMs,
       onStream: (s) => this.proxy.handle(s),
     });
+    this.discovery = o.controlUrls?.length ? new RelayDiscovery(o.controlUrls, (urls) => this.ha.setRelays(urls), o.log) : null;
     this.ha.on('fatal', (r) => {
       this.fatalReason = r;
       for (const w of this.fatalWaiters.splice(0)) w(r);
@@ -58,6 +63,7 @@ export class Connector {
     if (this.state !== 'created') return;
     this.state = 'running';
     this.ha.start();
+    this.discovery?.start();
     if (this.o.configFile) this.watchConfig(this.o.configFile);
   }
 
@@ -110,6 +116,7 @@ export class Connector {
     this.state = 'draining';
     this.o.log.info({ event: 'draining', gracePeriodMs: this.o.gracePeriodMs }, 'connector draining');
     this.watcher?.close();
+    this.discovery?.stop();
     await this.ha.drain();
     await this.proxy.close();
     this.state = 'stopped';
@@ -119,6 +126,7 @@ export class Connector {
   async stop(): Promise<void> {
     this.state = 'stopped';
     this.watcher?.close();
+    this.discovery?.stop();
     this.ha.stop();
     await this.proxy.close();
   }

@@ -278,8 +278,8 @@ export class HAManager extends EventEmitter<HAEvents> {
     counts.sort((a, b) => a.n - b.n);
     const least = counts[0]!;
     const most = counts[counts.length - 1]!;
-    if (most.n - least.n < 2 && least.n > 0) return;
-    if (most.n - least.n < 1) return;
+    // Only a difference of two or more is worth a move (4,0 → 3,1 → 2,2).
+    if (most.n - least.n < 2) return;
     const slot = this.slots.find((s) => s.current?.opts.relayUrl === most.r.url && s.current.state === 'registered');
     if (!slot) return;
     this.o.log.info({ event: 'rebalance', connIndex: slot.index, from: most.r.url, to: least.r.url }, 'moving a connection to spread over relays');

@@ -203,6 +203,7 @@ export class OriginProxy {
     const cancel = () => {
       if (phase !== 'done') {
         phase = 'done';
+        this.log.debug({ event: 'request-cancelled', requestId: head.requestId }, 'relay reset the stream: origin request aborted');
         abort?.(new Error('relay cancelled the request'));
       }
     };

@@ -56,6 +56,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
   private session: Session | null = null;
   private control: YamuxStream | null = null;
   private closeReason: CloseReason | null = null;
+  private drainAcked: (() => void) | null = null;
   relayId = '';
   region = '';
   connectionId = '';
@@ -169,6 +170,9 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
         this._state = 'registered';
         this.emit('registered', { relayId: m.relayId, region: m.region, connectionId: m.connectionId });
         return;
+      case 'drain':
+        this.drainAcked?.();
+        return;
       case 'error':
         this.closeReason =
           m.code === 'tunnel_deleted' || m.code === 'credential_revoked'
@@ -189,6 +193,16 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
     if (this._state !== 'registered' && this._state !== 'draining') return this.abort({ kind: 'local', message: 'shutting down' });
     this._state = 'draining';
     this.control?.write(encodeControl({ type: 'drain' }));
+    // Wait for the relay's echo: after it, no new stream can arrive.
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, Math.min(2_000, graceMs));
+      t.unref();
+      this.drainAcked = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.drainAcked = null;
     const deadline = Date.now() + graceMs;
     await new Promise<void>((resolve) => {
       const check = () => {

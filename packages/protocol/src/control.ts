@@ -115,7 +115,7 @@ function validate<E extends Error>(value: unknown, fail: (code: ControlDecodeErr
   return out as ControlMessage;
 }
 
-const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
+const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Decodes one control message body (the bytes after the length prefix). Throws ControlDecodeError. */
 export function decodeControl(body: Buffer): ControlMessage {
@@ -124,10 +124,13 @@ export function decodeControl(body: Buffer): ControlMessage {
   }
   let parsed: unknown;
   try {
-    // fatal: a lenient decode would turn invalid UTF-8 into U+FFFD and accept it.
+    // fatal: a lenient decode would turn invalid UTF-8 into U+FFFD and accept it;
+    // ignoreBOM keeps a BOM in the text, where JSON.parse refuses it.
     parsed = JSON.parse(fatalUtf8.decode(body));
   } catch (err) {
-    throw new ControlDecodeError('BAD_JSON', `control message: ${err instanceof Error ? err.message : 'undecodable'}`);
+    // Capped: peers echo decode errors back in an `error` message, whose strings are limited.
+    const why = err instanceof Error ? err.message.slice(0, 160) : 'undecodable';
+    throw new ControlDecodeError('BAD_JSON', `control message: ${why}`);
   }
   return validate(parsed, (code, message) => new ControlDecodeError(code, message));
 }

@@ -16,6 +16,7 @@ export function readHead(stream: Readable, cb: (err: Error | null, head: Buffer 
     stream.off('data', onData);
     stream.off('end', onEnd);
     stream.off('error', onError);
+    stream.off('close', onClose);
     cb(err, head);
   };
   const onData = (chunk: Buffer) => {
@@ -34,7 +35,10 @@ export function readHead(stream: Readable, cb: (err: Error | null, head: Buffer 
   };
   const onEnd = () => finish(new Error('stream ended before its head'), null);
   const onError = (e: Error) => finish(e, null);
+  // A stream destroyed without an error emits only 'close'.
+  const onClose = () => finish(new Error('stream closed before its head'), null);
   stream.on('data', onData);
   stream.on('end', onEnd);
   stream.on('error', onError);
+  stream.on('close', onClose);
 }

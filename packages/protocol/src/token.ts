@@ -58,8 +58,8 @@ export interface VerifyOptions {
 const DOMAIN = 'tunnel-token/v1\n';
 const KIND_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]*$/;
-// fatal: invalid UTF-8 must be refused, not mapped to U+FFFD.
-const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
+// fatal: invalid UTF-8 is refused, not mapped to U+FFFD; ignoreBOM leaves a BOM for JSON.parse to refuse.
+const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Strict base64url: only canonical unpadded encodings, so one value has exactly one spelling. */
 function fromB64url(s: string): Buffer | null {

@@ -85,6 +85,14 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
     return this._state === 'active' && this.session.canOpen;
   }
 
+  /** The connector asked to leave (as opposed to this relay draining). */
+  private leaving = false;
+
+  /** Draining because this relay is, but the connector still serves streams. */
+  get lastResort(): boolean {
+    return this._state === 'draining' && !this.leaving && this.session.canOpen;
+  }
+
   /** Relay is shutting down: GoAway, so the connector moves this connection elsewhere. */
   drain(): void {
     if (this._state === 'closed') return;
@@ -99,7 +107,7 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
   /** Credential no longer valid: tell the connector why (it must not retry), then close. */
   terminate(code: string, message: string): void {
     if (this._state === 'closed') return;
-    if (this.control && !this.control.destroyed) this.control.write(encodeControl({ type: 'error', code, message }));
+    if (this.control && !this.control.destroyed) this.control.write(encodeControl({ type: 'error', code: code.slice(0, 250), message: message.slice(0, 250) }));
     this.session.goAway(GoAwayCode.Normal);
     // Let the error message flush before the byte stream closes.
     setImmediate(() => this.session.close());
@@ -143,7 +151,12 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
         this.transition('active', 'registered');
         return;
       case 'drain':
+        // The connector is leaving: no new streams from now on. The echo tells
+        // it so; every stream opened before the echo reaches it first (one
+        // ordered byte stream), so it can close once those are done.
+        this.leaving = true;
         this.transition('draining', 'connector draining');
+        this.control?.write(encodeControl({ type: 'drain' }));
         return;
       default:
         // registered/error are relay→connector only.
@@ -155,7 +168,7 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
     if (this._state === 'closed') return;
     this.log.warn({ connectionId: this.id.connectionId, reason }, 'connector connection refused');
     if (this.control && !this.control.destroyed) {
-      this.control.write(encodeControl({ type: 'error', code: 'protocol', message: reason }));
+      this.control.write(encodeControl({ type: 'error', code: 'protocol', message: reason.slice(0, 250) }));
     }
     this.session.goAway(GoAwayCode.ProtocolError);
     this.session.close();

@@ -42,6 +42,12 @@ export const RelayErrors = {
     source: 'relay',
     message: 'This relay is shutting down; retry.',
   }),
+  headTooLarge: (why: string): TunnelErrorInfo => ({
+    status: 431,
+    code: 'request_head_too_large',
+    source: 'relay',
+    message: `The request head is over the tunnel's limits (${why}).`,
+  }),
   peerFailed: (): TunnelErrorInfo => ({
     status: 502,
     code: 'peer_relay_failed',

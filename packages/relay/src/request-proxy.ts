@@ -111,7 +111,14 @@ export function proxyOverStream(
     return fail(ctx, req, res, route, RelayErrors.connectorStreamFailed(), requestId, started);
   }
   const bodyless = !hasBody(req);
-  const encoded = encodeRequestHead(head);
+  let encoded: Buffer;
+  try {
+    encoded = encodeRequestHead(head);
+  } catch (e) {
+    // Over the head limits (header count/size): refuse, never crash.
+    stream.destroy();
+    return fail(ctx, req, res, route, RelayErrors.headTooLarge((e as Error).message), requestId, started);
+  }
   if (bodyless) stream.end(encoded);
   else {
     stream.write(encoded);
@@ -174,6 +181,13 @@ export function proxyOverStream(
     }
     state = 'streaming';
     stream.pipe(res);
+    // writeHead only stores the head; node sends it with the first body
+    // write. A body that comes later (SSE, streamed or long-held responses)
+    // must not hold the head back: flush it once the bytes already here
+    // (usually the whole small body) have had their turn to go out with it.
+    setImmediate(() => {
+      if (!res.writableEnded && !res.destroyed) res.flushHeaders();
+    });
     stream.once('end', () => {
       state = 'done';
       ctx.hooks.onResponse?.(route, status, started);
@@ -235,7 +249,14 @@ export function upgradeOverStream(
   }
   stream.on('error', () => socket.destroy());
   socket.on('close', () => stream.destroy());
-  stream.write(encodeRequestHead(head));
+  let encoded: Buffer;
+  try {
+    encoded = encodeRequestHead(head);
+  } catch (e) {
+    stream.destroy();
+    return rawError(socket, req, RelayErrors.headTooLarge((e as Error).message), head.requestId);
+  }
+  stream.write(encoded);
   if (clientHead.length > 0) stream.write(clientHead);
   readHead(stream, (err, body) => {
     if (err) return rawError(socket, req, RelayErrors.connectorStreamFailed(), head.requestId);

@@ -28,11 +28,18 @@ export class TunnelConnections {
     const set = this.byTunnel.get(tunnelId);
     if (!set) return undefined;
     let best: ConnectorConnection | undefined;
+    let fallback: ConnectorConnection | undefined;
     for (const c of set) {
-      if (c === exclude || !c.usable) continue;
-      if (!best || c.inflight < best.inflight) best = c;
+      if (c === exclude) continue;
+      if (c.usable) {
+        if (!best || c.inflight < best.inflight) best = c;
+      } else if (!best && c.lastResort && (!fallback || c.inflight < fallback.inflight)) {
+        fallback = c;
+      }
     }
-    return best;
+    // A draining connection still serves if it is all there is: during a
+    // rolling deploy that beats answering 530 while the connector moves.
+    return best ?? fallback;
   }
 
   hasTunnel(tunnelId: string): boolean {

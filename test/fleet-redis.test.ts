@@ -1,0 +1,181 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as path from 'node:path';
+import { startRedis, type RedisServer } from './harness/redis.js';
+import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { createTunnel, startConnector, startRelay, stopAll, tempDir, type Proc, type RelayProc } from './harness/procs.js';
+import { startOrigin, type Origin } from './harness/origin.js';
+import { HealthView, startLoad, loadOriginHandler } from './harness/load.js';
+import { req } from './harness/http.js';
+import { waitFor } from './harness/wait.js';
+import { openStore } from '../packages/relay/src/store/open.js';
+
+// Three relays on one Redis, real connectors, a real origin: forwarding,
+// rolling restarts, kill -9, connector replicas and a Redis restart, each
+// under a steady bounded load.
+
+const redis = await startRedis({ appendonly: true });
+
+describe.skipIf(!redis)('relay fleet on Redis', () => {
+  const tmp = tempDir();
+  const keys = path.join(tmp.dir, 'fleet-key.json');
+  let store: string;
+  let relays: RelayProc[] = [];
+  let origin: Origin;
+  let token: string;
+  let connector: Proc;
+  let health: HealthView;
+
+  const registeredRelays = async (): Promise<Map<string, number>> => {
+    const s = await openStore(store);
+    try {
+      const p = await s.listPresence();
+      const m = new Map<string, number>();
+      for (const x of p) if (x.tunnelId === tunnelId) m.set(x.relayId, (m.get(x.relayId) ?? 0) + 1);
+      return m;
+    } finally {
+      await s.close();
+    }
+  };
+  let tunnelId = '';
+
+  const restart = async (i: number, how: 'term' | 'kill') => {
+    const r = relays[i]!;
+    if (how === 'term') await r.proc.stop(20_000);
+    else await r.proc.kill9();
+    relays[i] = await startRelay({ dir: tmp.dir, store, keys, id: r.id, ports: { http: r.http, connect: r.connect, control: r.control, peer: r.peer } });
+  };
+
+  beforeAll(async () => {
+    store = `${redis!.url}/?prefix=fleet:`;
+    generateKeyFile(keys);
+    origin = await startOrigin(loadOriginHandler);
+    for (const id of ['relay-a', 'relay-b', 'relay-c']) relays.push(await startRelay({ dir: tmp.dir, store, keys, id }));
+    token = await createTunnel({ dir: tmp.dir, store, keys, name: 'app', hostnames: ['app.test'] });
+    tunnelId = JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()).tunnelId;
+    connector = await startConnector({ token, relays: relays.map((r) => r.connectUrl), url: origin.url });
+    health = new HealthView(() => relays);
+  });
+  afterAll(async () => {
+    health?.stop();
+    await stopAll();
+    await origin?.close();
+    await redis?.stop();
+    tmp.cleanup();
+  });
+
+  it('spreads four connections over at least two relays, and every relay serves (forwarding where it holds none)', async () => {
+    const by = await waitFor(async () => {
+      const m = await registeredRelays();
+      return [...m.values()].reduce((a, b) => a + b, 0) === 4 ? m : null;
+    }, 10_000);
+    expect(by.size).toBeGreaterThanOrEqual(2);
+    // A second tunnel with ONE connection: two of the three relays must forward.
+    const t2 = await createTunnel({ dir: tmp.dir, store, keys, name: 'solo', hostnames: ['solo.test'] });
+    const solo = await startConnector({ token: t2, relays: [relays[0]!.connectUrl], url: origin.url, ha: 1, extraArgs: ['--no-discover'] });
+    for (const r of relays) {
+      const res = await waitFor(async () => {
+        const x = await req(`${r.publicUrl}/load/1`, { host: 'solo.test' });
+        return x.status === 200 ? x : null;
+      }, 5_000, { message: `solo.test through ${r.id}` });
+      expect(res.text).toBe('get:/load/1');
+      expect(res.header('tunnel-request-id')).toBeTruthy();
+    }
+    // A forwarded WebSocket-free POST streams its body both ways.
+    const big = 'y'.repeat(300_000);
+    const post = await req(`${relays[2]!.publicUrl}/p`, { host: 'solo.test', method: 'POST', body: big });
+    expect(post.text).toBe(`echo:${big}`);
+    expect(relays[1]!.proc.countLogs((l) => l.event === 'listening')).toBe(1);
+    await solo.stop();
+  });
+
+  it('rolling restart of every relay under load: zero failed requests', async () => {
+    const load = startLoad({ health, host: 'app.test', concurrency: 8, maxMs: 120_000 });
+    for (let i = 0; i < relays.length; i++) {
+      await restart(i, 'term');
+      // Let the connector come back to four connections over two or more relays before the next.
+      await waitFor(async () => {
+        const m = await registeredRelays();
+        return [...m.values()].reduce((a, b) => a + b, 0) >= 4 && m.size >= 2;
+      }, 20_000, { message: `connections spread again after restarting relay ${i}` });
+    }
+    const stats = await load.stop();
+    console.log(`rolling restart: ${stats.ok} ok (${JSON.stringify(stats.byMethod)}), ${stats.failures.length} failed`);
+    for (const f of stats.failures) {
+      const rid = /request id (\w+)/.exec(f.body ?? '')?.[1];
+      for (const r of relays) for (const l of r.proc.logs) if (rid && JSON.stringify(l).includes(rid)) console.log(r.id, JSON.stringify(l));
+      const r = relays.find((x) => x.id === f.relay);
+      console.log('failure', JSON.stringify(f));
+      if (r) console.log(r.id, 'first logs', r.proc.logs.slice(0, 25).map((l) => `${l.time} ${l.msg} ${l.event ?? ''} ${l.code ?? ''} ${l.err ?? ''}`).join('\n'));
+    }
+    expect(stats.failures).toEqual([]);
+    expect(stats.ok).toBeGreaterThan(50);
+    expect(stats.byMethod.POST ?? 0).toBeGreaterThan(10);
+  });
+
+  it('kill -9 of a relay under load: GETs never fail, nothing hangs, four connections within 2 s, presence expires', async () => {
+    await waitFor(async () => (await registeredRelays()).size >= 2, 15_000);
+    const victim = relays[0]!;
+    const victimHeld = (await registeredRelays()).get(victim.id) ?? 0;
+    expect(victimHeld).toBeGreaterThan(0);
+    const load = startLoad({ health, host: 'app.test', concurrency: 8, maxMs: 60_000, timeoutMs: 10_000 });
+    await waitFor(() => load.stats.ok > 20, 10_000);
+    const killedAt = Date.now();
+    const lostBefore = connector.countLogs((l) => l.event === 'registered');
+    await victim.proc.kill9();
+    if (victimHeld > 0) {
+      await waitFor(() => connector.countLogs((l) => l.event === 'registered') >= lostBefore + victimHeld, 5_000, { message: 'lost connections replaced' });
+      const replacedIn = Date.now() - killedAt;
+      console.log(`kill -9: ${victimHeld} connection(s) replaced in ${replacedIn} ms`);
+      expect(replacedIn).toBeLessThan(2_000);
+    }
+    // The dead relay's presence expires by TTL.
+    await waitFor(async () => !(await registeredRelays()).has(victim.id), 15_000, { message: 'dead relay presence expired' });
+    await waitFor(() => load.stats.ok > 100, 20_000);
+    const stats = await load.stop();
+    const getFailures = stats.failures.filter((f) => f.method === 'GET');
+    expect(getFailures).toEqual([]);
+    for (const f of stats.failures) expect(f.status === 502 || (f.error ?? '').length > 0).toBe(true);
+    relays[0] = await startRelay({ dir: tmp.dir, store, keys, id: victim.id, ports: { http: victim.http, connect: victim.connect, control: victim.control, peer: victim.peer } });
+  });
+
+  it('SIGTERM of one connector replica under load: zero failed requests', async () => {
+    const replica = await startConnector({ token, relays: relays.map((r) => r.connectUrl), url: origin.url });
+    const load = startLoad({ health, host: 'app.test', concurrency: 8, maxMs: 60_000 });
+    await waitFor(() => load.stats.ok > 50, 15_000);
+    await connector.stop(30_000);
+    expect((await connector.exited).code).toBe(0);
+    await waitFor(() => load.stats.ok > 150, 20_000);
+    const stats = await load.stop();
+    if (stats.failures.length) console.log('replica failures', JSON.stringify(stats.failures, null, 1));
+    expect(stats.failures).toEqual([]);
+    connector = replica;
+  });
+
+  it('Redis restart under load: relays serve from cache, reconnect, and nothing is lost', async () => {
+    const load = startLoad({ health, host: 'app.test', concurrency: 4, maxMs: 60_000 });
+    await waitFor(() => load.stats.ok > 20, 10_000);
+    await redis!.restart(async () => {
+      const okBefore = load.stats.ok;
+      await waitFor(() => load.stats.ok > okBefore + 50, 15_000, { message: 'requests keep succeeding while Redis is down' });
+    });
+    // After Redis is back, writes work again and every record survived.
+    const t3 = await waitFor(async () => {
+      try {
+        return await createTunnel({ dir: tmp.dir, store, keys, name: 'after-redis', hostnames: ['after.test'] });
+      } catch {
+        return null;
+      }
+    }, 15_000);
+    expect(t3).toBeTruthy();
+    const s = await openStore(store);
+    try {
+      const names = (await s.listTunnels()).map((t) => t.name).sort();
+      expect(names).toEqual(['after-redis', 'app', 'solo']);
+      expect((await s.getRoute('app.test'))?.tunnelId).toBe(tunnelId);
+    } finally {
+      await s.close();
+    }
+    const stats = await load.stop();
+    expect(stats.failures).toEqual([]);
+  });
+});
