@@ -12,6 +12,8 @@ import { issueTunnelToken, ensureAccount } from './provisioning.js';
 import { createControlServer, approveLogin, issueEnrollToken } from './control-api.js';
 import { ApiError } from './api-error.js';
 import { peekClaims } from '@tunnel/protocol';
+import { readFileSync } from 'node:fs';
+import { loadRelayConfig, RelayConfigError, type RelayConfigFile } from './relay-config.js';
 
 const VERSION = '0.1.0';
 
@@ -31,9 +33,40 @@ const program = new Command('tunnel-relay')
 const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE').default('file:./relay-data');
 const keysOpt = () => new Option('--keys <file>', 'fleet signing key file').env('TUNNEL_RELAY_KEYS').default('./fleet-key.json');
 
+/** Flags given on the command line (or env) win over relay.yml, which wins over defaults. */
+function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) {
+  const pick = <T,>(flag: string, fromFile: T | undefined): T => {
+    const src = cmd.getOptionValueSource(flag);
+    return (src === 'cli' || src === 'env' || fromFile === undefined ? o[flag] : fromFile) as T;
+  };
+  const l = cfg.listen ?? {};
+  return {
+    store: pick<string>('store', cfg.store),
+    keys: pick<string>('keys', cfg.keys),
+    id: pick<string | undefined>('id', cfg.id),
+    region: pick<string>('region', cfg.region),
+    http: pick<string>('http', l.http),
+    https: pick<string | undefined>('https', l.https),
+    connect: pick<string>('connect', l.connect),
+    control: pick<string>('control', l.control),
+    peer: pick<string>('peer', l.peer),
+    tlsCert: pick<string | undefined>('tlsCert', cfg.tls?.cert),
+    tlsKey: pick<string | undefined>('tlsKey', cfg.tls?.key),
+    advertiseHost: pick<string>('advertiseHost', cfg['advertise-host']),
+    drainTimeout: pick<string | number>('drainTimeout', cfg['drain-timeout']),
+    drainDelay: pick<string | number>('drainDelay', cfg['drain-delay']),
+    loginTtl: cfg['login-ttl'] !== undefined && cmd.getOptionValueSource('loginTtl') === 'default' ? cfg['login-ttl'] / 1000 : (o.loginTtl as string),
+    operatorKey: (o.operatorKey as string | undefined) ?? (cfg['operator-key-file'] ? readFileSync(cfg['operator-key-file'], 'utf8').trim() : undefined),
+    logLevel: pick<string>('logLevel', cfg.log?.level),
+    logFormat: pick<string>('logFormat', cfg.log?.format),
+    logFile: pick<string | undefined>('logFile', cfg.log?.file),
+  };
+}
+
 program
   .command('serve')
   .description('run a relay node')
+  .option('--config <file>', 'relay.yml with these same settings (command-line flags win)')
   .addOption(storeOpt())
   .addOption(keysOpt())
   .option('--id <id>', 'relay node id (default: HOSTNAME-RANDOM)')
@@ -53,8 +86,9 @@ program
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
   .option('--log-file <file>', 'write logs to this file instead of stdout')
-  .action(async (o) => {
-    const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat, file: o.logFile });
+  .action(async (flags, cmd: Command) => {
+    const o = merged(cmd, flags, flags.config ? loadRelayConfig(flags.config) : {});
+    const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat as 'json', file: o.logFile });
     const keys = loadKeyFile(o.keys);
     const store = await openStore(o.store);
     const id = o.id ?? `${hostname().split('.')[0]}-${randomBytes(3).toString('hex')}`;
@@ -219,7 +253,7 @@ async function main(): Promise<void> {
     await program.parseAsync(process.argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode);
-    if (e instanceof KeyFileError || e instanceof UsageError) die(e.message);
+    if (e instanceof KeyFileError || e instanceof UsageError || e instanceof RelayConfigError) die(e.message);
     if (e instanceof StoreError) die(`store: ${e.message}`);
     if (e instanceof ApiError) die(`${e.message} (${e.code})`, 2);
     die((e as Error).message ?? String(e));

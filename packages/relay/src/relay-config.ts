@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
+import { z } from 'zod';
+
+/**
+ * `relay.yml`: the same settings as `tunnel-relay serve` flags (flags win).
+ * Errors name the file, line and column of the offending value.
+ */
+export class RelayConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: Array<{ line: number; column: number; message: string }>,
+  ) {
+    super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
+  }
+}
+
+const addr = z.union([z.string().regex(/^(\[[^\]]+\]|[^:\s]*):\d{1,5}$|^\d{1,5}$|^off$/, 'expected HOST:PORT, :PORT, PORT or off'), z.number().int().min(0).max(65535)]).transform(String);
+const duration = z.union([z.number().int().min(0), z.string().regex(/^\d+(ms|s|m)$/, 'expected a duration like 500ms, 30s or 2m')]).transform((v) => {
+  if (typeof v === 'number') return v;
+  const n = Number.parseInt(v, 10);
+  return v.endsWith('ms') ? n : v.endsWith('m') ? n * 60_000 : n * 1000;
+});
+
+const schema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'relay ids are 1-64 letters, digits, dot, dash, underscore').optional(),
+  region: z.string().min(1).max(64).optional(),
+  store: z.string().regex(/^(file:|redis:\/\/|rediss:\/\/)/, 'expected file:DIR or redis://HOST:PORT').optional(),
+  keys: z.string().min(1).optional(),
+  listen: z
+    .strictObject({ http: addr.optional(), https: addr.optional(), connect: addr.optional(), control: addr.optional(), peer: addr.optional(), metrics: addr.optional() })
+    .optional(),
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  'advertise-host': z.string().min(1).optional(),
+  'drain-timeout': duration.optional(),
+  'drain-delay': duration.optional(),
+  'operator-key-file': z.string().min(1).optional(),
+  'login-ttl': duration.optional(),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(), format: z.enum(['json', 'pretty', 'auto']).optional(), file: z.string().optional() }).optional(),
+});
+
+export type RelayConfigFile = z.infer<typeof schema>;
+
+export function loadRelayConfig(file: string): RelayConfigFile {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new RelayConfigError(file, [{ line: 0, column: 0, message: `cannot read config file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]);
+  }
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
+  const pos = (offset: number) => {
+    const p = lc.linePos(offset);
+    return { line: p.line, column: p.col };
+  };
+  if (doc.errors.length) throw new RelayConfigError(file, doc.errors.map((e) => ({ ...pos(e.pos[0]), message: `YAML syntax error: ${e.message}` })));
+  const raw = doc.toJS() ?? {};
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    throw new RelayConfigError(
+      file,
+      r.error.issues.map((i) => {
+        const path = i.path.filter((p): p is string | number => typeof p !== 'symbol');
+        const keys = i.code === 'unrecognized_keys' ? i.keys : [];
+        const where = keys.length ? locate(doc, [...path, keys[0]!], true) : locate(doc, path, false);
+        const name = [...path, ...keys.slice(0, 1)].join('.') || '(top)';
+        return { ...pos(where), message: i.code === 'unrecognized_keys' ? `${name}: unknown key` : `${name}: ${i.message}` };
+      }),
+    );
+  }
+  // Paths in the file are relative to the file.
+  const base = dirname(resolve(file));
+  const abs = (p: string | undefined) => (p === undefined || isAbsolute(p) ? p : resolve(base, p));
+  const c = r.data;
+  return {
+    ...c,
+    keys: abs(c.keys),
+    'operator-key-file': abs(c['operator-key-file']),
+    ...(c.tls ? { tls: { cert: abs(c.tls.cert)!, key: abs(c.tls.key)! } } : {}),
+    ...(c.store?.startsWith('file:') && !c.store.startsWith('file:/') ? { store: `file:${resolve(base, c.store.slice(5))}` } : {}),
+  };
+}
+
+/** Offset of the node at `path` (its key when `key`), else of the nearest parent. */
+function locate(doc: Document, path: Array<string | number>, key: boolean): number {
+  for (let n = path.length; n >= 0; n--) {
+    const sub = path.slice(0, n);
+    if (key && n === path.length && sub.length > 0) {
+      const parent = sub.length === 1 ? doc.contents : doc.getIn(sub.slice(0, -1), true);
+      const pair = (parent as { items?: Array<{ key: { value?: unknown; range?: number[] } }> } | null)?.items?.find((it) => it.key?.value === sub[sub.length - 1]);
+      if (pair?.key?.range) return pair.key.range[0]!;
+      continue;
+    }
+    const node = sub.length === 0 ? doc.contents : doc.getIn(sub, true);
+    if (isNode(node) && node.range) return node.range[0];
+  }
+  return 0;
+}
