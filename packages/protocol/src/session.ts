@@ -41,7 +41,7 @@ export class SessionError extends Error {
   }
 }
 
-type SessionState = 'open' | 'closing' | 'closed';
+type SessionState = 'open' | 'closed';
 
 const DEFAULTS = {
   maxStreamWindow: 1024 * 1024,
@@ -118,9 +118,12 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     // Streams that arrived before anyone listened wait in the backlog.
     (this as EventEmitter).on('newListener', (event: string | symbol) => {
       if (event !== 'stream' || this.backlog.length === 0) return;
-      const queued = this.backlog.splice(0);
       queueMicrotask(() => {
-        for (const s of queued) if (this.streams.get(s.id) === s) this.deliver(s);
+        // Only while someone listens: a once() listener takes one, the rest stay queued.
+        while (this.backlog.length > 0 && this.listenerCount('stream') > 0) {
+          const s = this.backlog.shift()!;
+          if (this.streams.get(s.id) === s) this.deliver(s);
+        }
       });
     });
     if (this.opts.keepaliveIntervalMs > 0) {
@@ -298,7 +301,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
         const n = Math.min(this.payloadLeft, len - off);
         const stream = this.payloadStream;
         this.payloadLeft -= n;
-        if (stream && !(n === 1 && off === 5)) stream.onData(n === len && off === 0 ? chunk : chunk.subarray(off, off + n));
+        if (stream) stream.onData(n === len && off === 0 ? chunk : chunk.subarray(off, off + n));
         off += n;
         if (this.payloadLeft === 0) this.endPayload();
         continue;
@@ -404,7 +407,12 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     const s = new YamuxStream(this, id, 'syn_received', this.opts.maxStreamWindow);
     this.streams.set(id, s);
     if (this.listenerCount('stream') > 0) this.deliver(s);
-    else this.backlog.push(s);
+    else {
+      // No owner yet to hear its errors: a peer RST or a session close while
+      // it waits must not become an uncaught 'error' event.
+      s.on('error', ignoreError);
+      this.backlog.push(s);
+    }
     return s;
   }
 
@@ -413,6 +421,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   }
 
   private deliver(s: YamuxStream): void {
+    s.off('error', ignoreError);
     s.markAccepted();
     this.sendWindowUpdate(s.id, Flag.ACK, s.initialWindowBonus());
     this.emit('stream', s);
@@ -474,10 +483,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
 
   private onTransportClose(err?: Error): void {
     if (this.state === 'closed') return;
-    this.shutdown(
-      this.state === 'closing' ? undefined : new SessionError('TRANSPORT_CLOSED', err ? `transport closed: ${err.message}` : 'transport closed'),
-      true,
-    );
+    // After the peer's normal GoAway, the byte stream ending is the clean close it announced.
+    const clean = !err && this._remoteGoAway === GoAwayCode.Normal;
+    this.shutdown(clean ? undefined : new SessionError('TRANSPORT_CLOSED', err ? `transport closed: ${err.message}` : 'transport closed'), true);
   }
 
   private shutdown(err: SessionError | undefined, hard: boolean): void {
@@ -508,6 +516,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   }
 
 }
+
+function ignoreError(): void {}
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   const out: Partial<T> = {};

@@ -250,6 +250,9 @@ export class YamuxStream extends Duplex {
    * arrived), so a paused reader stops the sender after one window.
    */
   private updateWindow(): void {
+    // _destroy already released everything unread; a read() after it (Node's
+    // own resume/flow ticks do that) must not count the dead buffer again.
+    if (this.destroyed) return;
     const consumed = this.pushed - this.readableLength;
     if (consumed === this.seenConsumed) return;
     this.owner.adjustBuffered(this.seenConsumed - consumed);
