@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+// `npm start`: a local fleet on the embedded store — two relays and a
+// connector with four connections publishing the built-in hello_world origin
+// (or `npm start -- --url http://localhost:3000`) — then the URL to curl.
+// Ctrl-C drains and stops everything.
+
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync, existsSync, openSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const RELAY = path.join(root, 'packages/relay/dist/cli.js');
+const TUNNEL = path.join(root, 'packages/connector/dist/cli.js');
+const args = process.argv.slice(2);
+const urlArg = args.indexOf('--url');
+const origin = urlArg >= 0 ? args[urlArg + 1] : 'hello_world';
+const hostname = 'demo.localhost';
+const dir = path.join(root, '.demo');
+const logs = path.join(dir, 'logs');
+
+function free(port) {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+async function pick(preferred) {
+  return (await free(preferred)) ? preferred : 0;
+}
+
+const children = [];
+function start(name, cli, argv, env = {}) {
+  const out = openSync(path.join(logs, `${name}.log`), 'a');
+  const child = spawn(process.execPath, [cli, ...argv], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', out] });
+  children.push({ name, child });
+  let buf = '';
+  const lines = [];
+  const waiters = [];
+  child.stdout.setEncoding('utf8').on('data', (d) => {
+    buf += d;
+    const parts = buf.split('\n');
+    buf = parts.pop();
+    for (const l of parts) {
+      try {
+        const j = JSON.parse(l);
+        lines.push(j);
+        for (const w of [...waiters]) if (w.pred(j)) (waiters.splice(waiters.indexOf(w), 1), w.resolve(j));
+      } catch {}
+    }
+  });
+  child.on('exit', (code) => {
+    if (!stopping) {
+      console.error(`\n${name} exited (${code}); see ${path.join(logs, name + '.log')}`);
+      stop(1);
+    }
+  });
+  return {
+    child,
+    lines,
+    waitFor(pred, ms = 15000) {
+      const hit = lines.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const w = { pred, resolve };
+        waiters.push(w);
+        setTimeout(() => reject(new Error(`${name}: timed out; see ${path.join(logs, name + '.log')}`)), ms).unref();
+      });
+    },
+  };
+}
+let stopping = false;
+async function stop(code = 0) {
+  if (stopping) return;
+  stopping = true;
+  process.stdout.write('\nstopping: draining the connector, then the relays...\n');
+  const conn = children.filter((c) => c.name === 'connector');
+  const relays = children.filter((c) => c.name !== 'connector');
+  for (const group of [conn, relays]) {
+    await Promise.all(
+      group.map(
+        ({ child }) =>
+          new Promise((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            child.once('exit', resolve);
+            child.kill('SIGTERM');
+            setTimeout(() => child.kill('SIGKILL'), 10000).unref();
+          }),
+      ),
+    );
+  }
+  process.exit(code);
+}
+process.on('SIGINT', () => void stop(0));
+process.on('SIGTERM', () => void stop(0));
+
+async function main() {
+  rmSync(logs, { recursive: true, force: true });
+  mkdirSync(logs, { recursive: true });
+  const keys = path.join(dir, 'fleet-key.json');
+  if (!existsSync(keys)) execFileSync(process.execPath, [RELAY, 'keys', 'generate', '--out', keys], { stdio: 'ignore' });
+  const store = `file:${path.join(dir, 'store')}`;
+  const relays = [];
+  for (const [i, base] of [[0, 8080], [1, 8081]]) {
+    const ports = { http: await pick(base), connect: await pick(7844 + i * 10), control: await pick(7000 + i), peer: await pick(7845 + i * 10) };
+    const r = start(`relay-${'ab'[i]}`, RELAY, [
+      'serve', '--id', `relay-${'ab'[i]}`, '--store', store, '--keys', keys,
+      '--http', `127.0.0.1:${ports.http}`, '--connect', `127.0.0.1:${ports.connect}`,
+      '--control', `127.0.0.1:${ports.control}`, '--peer', `127.0.0.1:${ports.peer}`,
+      '--log-format', 'json', '--drain-delay', '100',
+    ]);
+    const l = await r.waitFor((j) => j.event === 'listening');
+    const c = await r.waitFor((j) => j.event === 'control-listening');
+    relays.push({ ...l.ports, control: c.port });
+  }
+  const token = execFileSync(process.execPath, [RELAY, 'tunnel', 'create', 'demo', '--hostname', hostname, '--store', store, '--keys', keys,
+    ...relays.flatMap((r) => ['--relay-url', `ws://127.0.0.1:${r.connect}`])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  const connector = start('connector', TUNNEL, ['run', '--url', origin, '--log-format', 'json', '--metrics', '127.0.0.1:0'], { TUNNEL_TOKEN: token });
+  const regs = new Set();
+  await connector.waitFor((j) => {
+    if (j.event === 'registered') regs.add(j.connIndex);
+    return regs.size >= 4;
+  }, 20000);
+  const relayIds = new Set(connector.lines.filter((j) => j.event === 'registered').map((j) => j.relayId));
+  const a = relays[0].http;
+  const b = relays[1].http;
+  process.stdout.write(
+    [
+      '',
+      `  Your tunnel is up: ${origin === 'hello_world' ? 'the built-in hello_world origin' : origin} is published at`,
+      '',
+      `    http://${hostname}:${a}/        (relay-a)`,
+      `    http://${hostname}:${b}/        (relay-b)`,
+      '',
+      `  Try:   curl http://${hostname}:${a}/`,
+      `         curl -H 'Host: ${hostname}' http://127.0.0.1:${b}/`,
+      '',
+      `  4 connections over ${relayIds.size} relays (${[...relayIds].join(', ')}); logs in ${logs}`,
+      `  Control API: http://127.0.0.1:${relays[0].control}   Ctrl-C to stop.`,
+      '',
+    ].join('\n') + '\n',
+  );
+}
+
+main().catch((e) => {
+  console.error(`npm start failed: ${e.message}`);
+  void stop(1);
+});
