@@ -257,7 +257,7 @@ export class HAManager extends EventEmitter<HAEvents> {
       slot.timer = null;
       this.dial(slot, this.pickRelay(slot, neverRegistered ? undefined : relayUrl));
     }, delay);
-    slot.timer.unref();
+    // Not unref'd: a connector with every connection down must stay alive to retry.
   }
 
   /** Spread connections over relays again after one came back (or a new one joined). */
