@@ -19,7 +19,12 @@ export class OriginPools {
     let pool = this.pools.get(key);
     if (!pool) {
       pool = new Pool(origin, {
-        connections: o.keepAliveConnections,
+        // undici's `connections` caps *concurrent* sockets; cloudflared's
+        // keepAliveConnections caps *idle* ones. Capping concurrency would
+        // queue request 101 behind 100 long-lived streams (SSE, long polls),
+        // so concurrency is unbounded here and idle sockets are retired by
+        // keepAliveTimeout.
+        connections: null,
         keepAliveTimeout: o.keepAliveTimeout,
         keepAliveMaxTimeout: o.keepAliveTimeout,
         keepAliveTimeoutThreshold: 1_000,
