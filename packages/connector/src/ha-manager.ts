@@ -36,6 +36,18 @@ interface Slot {
 export interface HAEvents {
   change: [];
   fatal: [reason: Extract<CloseReason, { kind: 'refused' | 'revoked' }>];
+  /** Every connection event that is also logged (for metrics). */
+  connection: [e: ConnectionEvent];
+}
+
+export interface ConnectionEvent {
+  event: 'dial' | 'registered' | 'goaway' | 'lost' | 'dial-failed' | 'backoff' | 'drained' | 'refused';
+  connIndex: number;
+  relayUrl: string;
+  relayId: string;
+  /** Why it ended (lost, dial-failed, backoff, refused): the CloseReason kind. */
+  reason?: CloseReason['kind'];
+  conn: RelayConnection;
 }
 
 export interface ConnectionInfo {
@@ -67,6 +79,8 @@ export class HAManager extends EventEmitter<HAEvents> {
   private state: ManagerState = 'idle';
   private rebalanceTimer: NodeJS.Timeout | null = null;
   private warnedSingleRelay = false;
+  /** Relay ids learned from registrations, so a dial line can name the relay it goes to. */
+  private readonly relayIds = new Map<string, string>();
   reconnects = 0;
 
   constructor(private readonly o: HAOptions) {
@@ -189,8 +203,10 @@ export class HAManager extends EventEmitter<HAEvents> {
     });
     slot.pending = conn;
     const { log } = this.o;
-    log.debug({ event: 'dial', connIndex: slot.index, relay: relayUrl }, 'dialing relay');
+    log.info({ event: 'dial', connIndex: slot.index, relayId: this.relayIds.get(relayUrl) ?? null, relay: relayUrl }, 'dialing relay');
+    this.note('dial', slot, conn, relayUrl);
     conn.on('registered', (info) => {
+      this.relayIds.set(relayUrl, info.relayId);
       const health = this.relays.find((r) => r.url === relayUrl);
       if (health) {
         health.failures = 0;
@@ -204,6 +220,7 @@ export class HAManager extends EventEmitter<HAEvents> {
         { event: 'registered', connIndex: slot.index, relayId: info.relayId, region: info.region, connectionId: info.connectionId, relay: relayUrl },
         'connection registered',
       );
+      this.note('registered', slot, conn, relayUrl);
       // Make-before-break: the connection this one replaces finishes its streams, then leaves.
       if (old && old !== conn) void old.drain(this.o.gracePeriodMs);
       this.emit('change');
@@ -212,7 +229,11 @@ export class HAManager extends EventEmitter<HAEvents> {
       // The relay is draining: move now, let the old connection finish in-flight streams.
       const health = this.relays.find((r) => r.url === relayUrl);
       if (health) health.avoidUntil = Date.now() + 5_000;
-      if (slot.current === conn && !slot.pending) this.dial(slot, this.pickRelay(slot, relayUrl));
+      this.note('goaway', slot, conn, relayUrl, 'goaway');
+      if (slot.current === conn && !slot.pending) {
+        this.reconnects++;
+        this.dial(slot, this.pickRelay(slot, relayUrl));
+      }
       this.emit('change');
     });
     conn.on('closed', (reason) => this.onClosed(slot, conn, relayUrl, reason));
@@ -223,17 +244,30 @@ export class HAManager extends EventEmitter<HAEvents> {
     const wasPending = slot.pending === conn;
     if (wasCurrent) slot.current = null;
     if (wasPending) slot.pending = null;
-    if (!wasCurrent && !wasPending) return; // an old connection that drained away
     const { log } = this.o;
+    const relayId = conn.relayId || this.relayIds.get(relayUrl) || null;
+    if (!wasCurrent && !wasPending) {
+      // An old connection (replaced, or moved off a draining relay) that finished its streams.
+      log.info({ event: 'drained', connIndex: slot.index, relayId, relay: relayUrl, reason: reason.message }, 'connection drained');
+      this.note('drained', slot, conn, relayUrl, reason.kind);
+      return;
+    }
     if (reason.kind === 'refused' || reason.kind === 'revoked') {
-      log.error({ event: 'refused', connIndex: slot.index, relay: relayUrl, code: reason.code }, `relay refused the credential: ${reason.message}`);
+      log.error({ event: 'refused', connIndex: slot.index, relayId, relay: relayUrl, code: reason.code }, `relay refused the credential: ${reason.message}`);
+      this.note('refused', slot, conn, relayUrl, reason.kind);
       if (this.state === 'running') {
         this.stop();
         this.emit('fatal', reason);
       }
       return;
     }
-    if (this.state !== 'running') return;
+    if (this.state !== 'running') {
+      if (conn.registeredAt !== 0) {
+        log.info({ event: 'drained', connIndex: slot.index, relayId, relay: relayUrl, reason: reason.message }, 'connection drained');
+        this.note('drained', slot, conn, relayUrl, reason.kind);
+      }
+      return;
+    }
     this.emit('change');
     const health = this.relays.find((r) => r.url === relayUrl);
     const neverRegistered = conn.registeredAt === 0;
@@ -243,7 +277,11 @@ export class HAManager extends EventEmitter<HAEvents> {
       health.avoidUntil = Date.now() + backoff(health.failures);
     }
     if (wasCurrent && !neverRegistered) {
-      log.warn({ event: 'lost', connIndex: slot.index, relay: relayUrl, relayId: conn.relayId, reason: reason.message }, 'connection lost');
+      log.warn({ event: 'lost', connIndex: slot.index, relayId, relay: relayUrl, reasonKind: reason.kind, reason: reason.message }, 'connection lost');
+      this.note('lost', slot, conn, relayUrl, reason.kind);
+    } else if (neverRegistered) {
+      log.debug({ event: 'dial-failed', connIndex: slot.index, relayId, relay: relayUrl, reasonKind: reason.kind, reason: reason.message }, 'connection attempt failed');
+      this.note('dial-failed', slot, conn, relayUrl, reason.kind);
     }
     if (slot.current && slot.current.state === 'registered') return; // a replacement is already serving
     if (slot.pending) return;
@@ -251,13 +289,19 @@ export class HAManager extends EventEmitter<HAEvents> {
     // A lost registered connection is replaced at once on another relay; repeated failures back off.
     const delay = neverRegistered ? backoff(++slot.failures) : Math.floor(Math.random() * 50);
     if (slot.failures > 0) {
-      log.info({ event: 'backoff', connIndex: slot.index, relay: relayUrl, delayMs: delay, failures: slot.failures, reason: reason.message }, 'retrying connection');
+      log.info({ event: 'backoff', connIndex: slot.index, relayId, relay: relayUrl, delayMs: delay, failures: slot.failures, reason: reason.message }, 'retrying connection');
+      this.note('backoff', slot, conn, relayUrl, reason.kind);
     }
     slot.timer = setTimeout(() => {
       slot.timer = null;
       this.dial(slot, this.pickRelay(slot, neverRegistered ? undefined : relayUrl));
     }, delay);
     // Not unref'd: a connector with every connection down must stay alive to retry.
+  }
+
+  private note(event: ConnectionEvent['event'], slot: Slot, conn: RelayConnection, relayUrl: string, reason?: CloseReason['kind']): void {
+    if (this.listenerCount('connection') === 0) return;
+    this.emit('connection', { event, connIndex: slot.index, relayUrl, relayId: conn.relayId || this.relayIds.get(relayUrl) || '', ...(reason ? { reason } : {}), conn });
   }
 
   /** Spread connections over relays again after one came back (or a new one joined). */

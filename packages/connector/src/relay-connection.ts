@@ -73,7 +73,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
         'tunnel-version': opts.version,
       },
       perMessageDeflate: false,
-      maxPayload: 64 * 1024 * 1024,
+      maxPayload: 4 * 1024 * 1024, // our messages are at most one 256 KiB frame or a 64 KiB batch
       skipUTF8Validation: true,
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
       generateMask: zeroMask,

@@ -14,6 +14,10 @@ import { ApiError } from './api-error.js';
 import { peekClaims } from '@tunnel/protocol';
 import { readFileSync } from 'node:fs';
 import { loadRelayConfig, RelayConfigError, type RelayConfigFile } from './relay-config.js';
+import http from 'node:http';
+import { RelayMetrics } from './metrics.js';
+import { Dashboard } from './dashboard.js';
+import { registerRelayServiceCommands, ServiceError } from './service-install.js';
 
 const VERSION = '0.1.0';
 
@@ -33,6 +37,18 @@ const program = new Command('tunnel-relay')
 const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE').default('file:./relay-data');
 const keysOpt = () => new Option('--keys <file>', 'fleet signing key file').env('TUNNEL_RELAY_KEYS').default('./fleet-key.json');
 
+function readOperatorKey(file: string | undefined): string | undefined {
+  if (!file) return undefined;
+  let key: string;
+  try {
+    key = readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new UsageError(`cannot read operator key file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (key.length < 12) throw new UsageError(`operator key in ${file} is too short (at least 12 characters)`);
+  return key;
+}
+
 /** Flags given on the command line (or env) win over relay.yml, which wins over defaults. */
 function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) {
   const pick = <T,>(flag: string, fromFile: T | undefined): T => {
@@ -50,13 +66,17 @@ function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) 
     connect: pick<string>('connect', l.connect),
     control: pick<string>('control', l.control),
     peer: pick<string>('peer', l.peer),
+    metrics: pick<string | undefined>('metrics', l.metrics),
     tlsCert: pick<string | undefined>('tlsCert', cfg.tls?.cert),
     tlsKey: pick<string | undefined>('tlsKey', cfg.tls?.key),
     advertiseHost: pick<string>('advertiseHost', cfg['advertise-host']),
     drainTimeout: pick<string | number>('drainTimeout', cfg['drain-timeout']),
     drainDelay: pick<string | number>('drainDelay', cfg['drain-delay']),
     loginTtl: cfg['login-ttl'] !== undefined && cmd.getOptionValueSource('loginTtl') === 'default' ? cfg['login-ttl'] / 1000 : (o.loginTtl as string),
-    operatorKey: (o.operatorKey as string | undefined) ?? (cfg['operator-key-file'] ? readFileSync(cfg['operator-key-file'], 'utf8').trim() : undefined),
+    operatorKey:
+      (o.operatorKey as string | undefined) ??
+      readOperatorKey(o.operatorKeyFile as string | undefined) ??
+      readOperatorKey(cfg['operator-key-file']),
     logLevel: pick<string>('logLevel', cfg.log?.level),
     logFormat: pick<string>('logFormat', cfg.log?.format),
     logFile: pick<string | undefined>('logFile', cfg.log?.file),
@@ -73,15 +93,17 @@ program
   .option('--region <name>', 'region label shown to operators', 'local')
   .option('--http <addr>', 'public HTTP listener (HOST:PORT, :PORT; "off" to disable)', ':8080')
   .option('--https <addr>', 'public HTTPS listener (needs --tls-cert/--tls-key)')
-  .option('--tls-cert <file>', 'certificate (PEM) for HTTPS and wss://')
-  .option('--tls-key <file>', 'private key (PEM) for HTTPS and wss://')
+  .addOption(new Option('--tls-cert <file>', 'certificate (PEM) for HTTPS and wss://').env('TUNNEL_RELAY_TLS_CERT'))
+  .addOption(new Option('--tls-key <file>', 'private key (PEM) for HTTPS and wss://').env('TUNNEL_RELAY_TLS_KEY'))
   .option('--connect <addr>', 'connector endpoint listener', ':7844')
   .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
   .option('--peer <addr>', 'relay-to-relay forwarding listener ("off" to disable)', ':7845')
+  .option('--metrics <addr>', 'serve Prometheus /metrics on HOST:PORT (default: off)')
   .option('--drain-delay <ms>', 'on SIGTERM, keep serving this long after reporting draining (for load balancers)', '1000')
   .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay', '127.0.0.1')
   .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
-  .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard').env('TUNNEL_RELAY_OPERATOR_KEY'))
+  .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard (prefer --operator-key-file)').env('TUNNEL_RELAY_OPERATOR_KEY'))
+  .addOption(new Option('--operator-key-file <file>', 'read the operator key from this file').env('TUNNEL_RELAY_OPERATOR_KEY_FILE'))
   .option('--login-ttl <seconds>', 'how long a `tunnel login` code stays valid', '600')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
@@ -90,8 +112,9 @@ program
     const o = merged(cmd, flags, flags.config ? loadRelayConfig(flags.config) : {});
     const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat as 'json', file: o.logFile });
     const keys = loadKeyFile(o.keys);
-    const store = await openStore(o.store);
     const id = o.id ?? `${hostname().split('.')[0]}-${randomBytes(3).toString('hex')}`;
+    const metrics = new RelayMetrics({ relayId: id, region: o.region, version: VERSION });
+    const store = metrics.instrumentStore(await openStore(o.store));
     const relay = new Relay(
       {
         id,
@@ -102,17 +125,52 @@ program
           connect: parseListen(o.connect),
           control: o.control === 'off' ? undefined : parseListen(o.control),
           peer: o.peer === 'off' ? undefined : parseListen(o.peer),
+          metrics: o.metrics && o.metrics !== 'off' ? parseListen(o.metrics) : undefined,
         },
         drainDelayMs: Number(o.drainDelay),
         tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,
         advertise: { host: o.advertiseHost },
         drainTimeoutMs: Number(o.drainTimeout),
       },
-      { store, keys, log },
+      { store, keys, log, hooks: metrics.hooks, metrics },
     );
     await relay.start();
+    if (o.metrics && o.metrics !== 'off') {
+      const server = http.createServer((req, res) => {
+        const path = (req.url ?? '/').split('?')[0];
+        if (path === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
+          metrics.text().then(
+            (text) => {
+              res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
+              res.end(req.method === 'HEAD' ? undefined : text);
+            },
+            (e: Error) => {
+              res.writeHead(500, { 'content-type': 'text/plain' });
+              res.end(`metrics failed: ${e.message}\n`);
+            },
+          );
+          return;
+        }
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        res.end('not found: metrics are at /metrics\n');
+      });
+      const port = await relay.attachMetrics(server);
+      log.info({ event: 'metrics-listening', port }, 'metrics listening on /metrics');
+    }
     if (o.control !== 'off') {
+      const dashboard = new Dashboard({
+        store,
+        keys,
+        log,
+        relayId: id,
+        region: o.region,
+        operatorKey: o.operatorKey,
+        controlUrl: () => relay.urls().controlUrl,
+        metrics,
+        connections: relay.connections,
+      });
       const control = createControlServer({
+        extra: (req, res, url) => dashboard.handle(req, res, url),
         store,
         keys,
         log,
@@ -146,6 +204,8 @@ program
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
   });
+
+registerRelayServiceCommands(program);
 
 const keysCmd = program.command('keys').description('fleet signing keys');
 keysCmd
@@ -253,7 +313,7 @@ async function main(): Promise<void> {
     await program.parseAsync(process.argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode);
-    if (e instanceof KeyFileError || e instanceof UsageError || e instanceof RelayConfigError) die(e.message);
+    if (e instanceof KeyFileError || e instanceof UsageError || e instanceof RelayConfigError || e instanceof ServiceError) die(e.message);
     if (e instanceof StoreError) die(`store: ${e.message}`);
     if (e instanceof ApiError) die(`${e.message} (${e.code})`, 2);
     die((e as Error).message ?? String(e));

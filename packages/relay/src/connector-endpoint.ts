@@ -36,7 +36,7 @@ export class ConnectorEndpoint {
   private readonly wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
-    maxPayload: 64 * 1024 * 1024,
+    maxPayload: 4 * 1024 * 1024, // our messages are at most one 256 KiB frame or a 64 KiB batch
     skipUTF8Validation: true,
   });
 

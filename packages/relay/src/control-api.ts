@@ -2,12 +2,12 @@ import http from 'node:http';
 import { randomInt } from 'node:crypto';
 import { z } from 'zod';
 import type { Logger } from 'pino';
-import { randomId, sealTo, signToken, verifyToken, TokenError, TokenKind, type AccountClaims, type EnrollClaims } from '@tunnel/protocol';
+import { randomId, sealTo, signToken, verifyToken, TokenError, TokenKind, type AccountClaims, type EnrollClaims, type TunnelClaims } from '@tunnel/protocol';
 import type { Store, Tunnel, Presence } from './store/types.js';
 import { StoreError } from './store/types.js';
 import type { FleetKeys } from './keys.js';
 import { ApiError } from './api-error.js';
-import { authenticateAccount, authenticateOperator } from './control-auth.js';
+import { authenticateAccount, authenticateOperator, bearer } from './control-auth.js';
 import { signTunnelToken, relayUrls, ensureAccount } from './provisioning.js';
 
 export interface ControlApiDeps {
@@ -148,6 +148,22 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
     // Hand the sealed credential out once.
     await store.deleteLoginSession(code);
     return send(res, 200, { state: 'approved', sealedCredential: s.sealedCredential });
+  }
+  if (p === '/v1/connector/routes' && m === 'GET') {
+    // A connector asks, with its own tunnel credential, which hostnames it
+    // serves (shown in `tunnel run`'s status block). Nothing secret in the answer.
+    const tok = bearer(req.headers.authorization);
+    let claims: TunnelClaims;
+    try {
+      claims = verifyToken(TokenKind.Tunnel, tok, d.keys.publicKey).claims as unknown as TunnelClaims;
+    } catch {
+      throw new ApiError(401, 'invalid_credential', 'tunnel credential rejected');
+    }
+    if (typeof claims.tunnelId !== 'string' || (typeof claims.jti === 'string' && (await store.isRevoked(claims.jti)))) throw new ApiError(403, 'credential_revoked', 'tunnel credential has been revoked');
+    const tunnel = await store.getTunnel(claims.tunnelId);
+    if (!tunnel || tunnel.accountId !== claims.accountId) throw new ApiError(403, 'tunnel_deleted', `tunnel ${claims.tunnelId} no longer exists`);
+    const routes = await store.listRoutes({ tunnelId: tunnel.id });
+    return send(res, 200, { tunnelId: tunnel.id, tunnelName: tunnel.name, hostnames: routes.map((r) => r.hostname) });
   }
   if (p === '/v1/enroll' && m === 'POST') {
     const body = z.object({ token: z.string().min(10).max(16_384) }).parse(await readJson(req));

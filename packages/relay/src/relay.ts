@@ -13,6 +13,9 @@ import type { FleetKeys } from './keys.js';
 import { FleetView } from './fleet-view.js';
 import { PeerAuth } from './peer-auth.js';
 import { PeerForwarder, createPeerServer } from './peer-forwarding.js';
+import { PeerHeaders } from './peer-auth.js';
+import type { RelayMetrics } from './metrics.js';
+import { logRequestWhenDone } from './request-log.js';
 
 export interface RelayOptions {
   id: string;
@@ -24,6 +27,8 @@ export interface RelayOptions {
     control?: ListenAddress;
     /** Relay-to-relay forwarding endpoint; without it this relay neither forwards nor is forwarded to. */
     peer?: ListenAddress;
+    /** Prometheus `/metrics` listener. */
+    metrics?: ListenAddress;
   };
   /** cert/key for the HTTPS listener and for wss:// on the connector endpoint. */
   tls?: { cert: string; key: string };
@@ -44,6 +49,8 @@ export interface RelayDeps {
   keys: FleetKeys;
   log: Logger;
   hooks?: ProxyHooks;
+  /** Wire bytes, connection events and gauges (the caller also passes `metrics.hooks` as `hooks`). */
+  metrics?: RelayMetrics;
 }
 
 export interface BoundPorts {
@@ -52,6 +59,7 @@ export interface BoundPorts {
   connect: number;
   control?: number;
   peer?: number;
+  metrics?: number;
 }
 
 type RelayState = 'created' | 'running' | 'draining' | 'stopped';
@@ -60,7 +68,7 @@ export class Relay {
   readonly connections = new TunnelConnections();
   readonly routes: RouteTable;
   private state: RelayState = 'created';
-  private readonly servers: { public: Array<http.Server | https.Server>; connect?: http.Server | https.Server; control?: http.Server; peer?: http.Server } = { public: [] };
+  private readonly servers: { public: Array<http.Server | https.Server>; connect?: http.Server | https.Server; control?: http.Server; peer?: http.Server; metrics?: http.Server } = { public: [] };
   private fleet: FleetView | null = null;
   private forwarder: PeerForwarder | null = null;
   private presenceTimer: NodeJS.Timeout | null = null;
@@ -94,13 +102,16 @@ export class Relay {
     if (this.state !== 'created') throw new Error('relay already started');
     const { log, store } = this.deps;
     await this.routes.load();
+    const metrics = this.deps.metrics;
+    metrics?.attachConnections(this.connections, () => this.publicInFlight());
+    // Connection events carry the relay id (connector id and index come from the connection).
     this.endpoint = new ConnectorEndpoint({
       relayId: this.opts.id,
       region: this.opts.region,
       publicKey: this.deps.keys.publicKey,
       store,
       connections: this.connections,
-      log,
+      log: log.child({ relayId: this.opts.id }),
       isDraining: () => this.state !== 'running',
     });
 
@@ -112,9 +123,15 @@ export class Relay {
       keepAliveTimeout: 65_000,
       maxHeaderSize: 64 * 1024,
     };
+    // One debug line per request with its Tunnel-Request-Id (nothing is attached otherwise).
+    const logRequests = log.isLevelEnabled('debug');
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.trackPublic(res);
+      if (logRequests) logRequestWhenDone(log, req, res, 'public');
       handleRequest(this.ctx, req, res);
+    };
+    const countBytes = (s: http.Server | https.Server, side: 'public' | 'connector') => {
+      if (metrics) s.on('connection', (sock: import('node:net').Socket) => metrics.trackSocket(side, sock));
     };
     const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this.ctx, req, socket, head);
     const ports: BoundPorts = { connect: 0 };
@@ -123,6 +140,7 @@ export class Relay {
       const s = http.createServer(serverOpts, onRequest);
       s.on('upgrade', onUpgrade);
       s.on('clientError', (_e, sock) => sock.destroy());
+      countBytes(s, 'public');
       this.servers.public.push(s);
       ports.http = await listen(s, this.opts.listen.http);
     }
@@ -131,6 +149,7 @@ export class Relay {
       const s = https.createServer({ ...serverOpts, ...tls }, onRequest);
       s.on('upgrade', onUpgrade);
       s.on('clientError', (_e, sock) => sock.destroy());
+      countBytes(s, 'public');
       this.servers.public.push(s);
       ports.https = await listen(s, this.opts.listen.https);
     }
@@ -141,6 +160,7 @@ export class Relay {
       res.end(JSON.stringify({ error: { code: 'upgrade_required', message: 'connectors connect with a WebSocket upgrade to /v1/connect' } }));
     });
     connect.on('upgrade', (req, socket, head) => void this.endpoint.onUpgrade(req, socket, head));
+    countBytes(connect, 'connector');
     this.servers.connect = connect;
     ports.connect = await listen(connect, this.opts.listen.connect);
     if (this.opts.listen.peer) {
@@ -152,6 +172,12 @@ export class Relay {
       this.ctx.forwardToPeer = (route, req, res, requestId) => fwd.forward(route, req, res, requestId);
       this.ctx.forwardUpgradeToPeer = (route, req, socket, head, requestId) => fwd.forwardUpgrade(route, req, socket, head, requestId);
       const peer = createPeerServer(this.ctx, auth, log);
+      if (logRequests) {
+        peer.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+          const id = req.headers[PeerHeaders.requestId];
+          logRequestWhenDone(log, req, res, 'peer', typeof id === 'string' ? id : undefined);
+        });
+      }
       this.servers.peer = peer;
       ports.peer = await listen(peer, this.opts.listen.peer);
     }
@@ -183,6 +209,14 @@ export class Relay {
     const port = await listen(server, this.opts.listen.control!);
     this.ports.control = port;
     await this.publishMembership();
+    return port;
+  }
+
+  /** Attach the Prometheus listener (built by the caller); it stays up while draining. */
+  async attachMetrics(server: http.Server): Promise<number> {
+    this.servers.metrics = server;
+    const port = await listen(server, this.opts.listen.metrics!);
+    this.ports.metrics = port;
     return port;
   }
 
@@ -237,6 +271,7 @@ export class Relay {
 
   private onStoreEvent(e: StoreEvent): void {
     if (e.type === 'tunnel-deleted') {
+      this.deps.metrics?.forgetTunnel(e.tunnelId);
       for (const c of this.connections.forTunnel(e.tunnelId)) c.terminate('tunnel_deleted', `tunnel ${e.tunnelId} was deleted`);
     } else if (e.type === 'revoked') {
       for (const c of this.connections.list()) {
@@ -296,7 +331,7 @@ export class Relay {
     for (const c of this.connections.list()) c.close();
     for (const s of this.servers.public) s.closeAllConnections?.();
     this.endpoint?.close();
-    const all = [...this.servers.public, this.servers.connect, this.servers.control, this.servers.peer].filter((s): s is http.Server => !!s);
+    const all = [...this.servers.public, this.servers.connect, this.servers.control, this.servers.peer, this.servers.metrics].filter((s): s is http.Server => !!s);
     for (const s of all) s.closeAllConnections?.();
     await Promise.all(all.map((s) => closeServer(s)));
     try {

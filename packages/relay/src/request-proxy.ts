@@ -194,6 +194,19 @@ export function proxyOverStream(
     });
   });
 
+  res.once('finish', () => {
+    // The origin answered (e.g. 413) before reading the whole request body.
+    // The response is out, so nothing is lost by resetting the stream; left
+    // half-open it would never close. The client's remaining body is read and
+    // discarded here (as node does for an unread body) so its connection
+    // stays usable, rather than closed under a response still in flight.
+    if (!stream.writableEnded && !stream.destroyed) {
+      ctx.log.debug({ event: 'body-unread', requestId }, 'response finished before the request body: stream reset');
+      req.unpipe(stream);
+      req.resume();
+      stream.destroy();
+    }
+  });
   res.once('close', () => {
     // Client went away before the response finished: cancel upstream.
     if (!res.writableFinished && !stream.destroyed) {

@@ -1,0 +1,302 @@
+import type { Socket } from 'node:net';
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import type { Route, Store } from './store/types.js';
+import type { ProxyHooks } from './request-proxy.js';
+import type { TunnelConnections } from './tunnel-connections.js';
+import type { ConnectorConnection } from './connector-connection.js';
+
+/** Requests one tunnel has seen on this relay, by status class (index 1..5 = 1xx..5xx, 0 = other). */
+export interface TunnelTraffic {
+  readonly tunnelId: string;
+  readonly byClass: number[];
+  total: number;
+  /** 5xx answers (the relay's own error pages included). */
+  errors: number;
+}
+
+const CLASS_LABELS = ['other', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+
+/**
+ * The relay's Prometheus metrics, on a registry of its own. The request path
+ * only bumps plain numbers in a per-tunnel record (no label objects, no
+ * hashing); prom-client reads them at scrape time through `collect()`.
+ * Gauges about connections are computed at scrape time from the live set.
+ */
+export class RelayMetrics {
+  readonly registry = new Registry();
+  private readonly traffic = new Map<string, TunnelTraffic>();
+  private readonly forwarded = new Map<string, number>();
+  private readonly storeErrors = new Map<string, number>();
+  private readonly disconnects = new Map<string, number>();
+  private registrations = 0;
+  private readonly duration: { observe(v: number): void };
+  private readonly bytes = {
+    public: { live: new Set<Socket>(), closedIn: 0, closedOut: 0 },
+    connector: { live: new Set<Socket>(), closedIn: 0, closedOut: 0 },
+  };
+  private connections: TunnelConnections | null = null;
+  private publicInFlight: () => number = () => 0;
+
+  /** Hooks for the request path (ProxyContext.hooks). */
+  readonly hooks: ProxyHooks;
+
+  constructor(o: { relayId: string; region: string; version: string; defaultMetrics?: boolean }) {
+    const registers = [this.registry];
+    if (o.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+
+    new Gauge({
+      name: 'tunnel_relay_info',
+      help: 'Always 1; labels say which relay this is.',
+      labelNames: ['relay', 'region', 'version'],
+      registers,
+    })
+      .labels(o.relayId, o.region, o.version)
+      .set(1);
+
+    const self = this;
+    new Gauge({
+      name: 'tunnel_relay_connector_connections',
+      help: 'Connector connections held by this relay, by state (active: takes requests; draining: finishing in-flight streams).',
+      labelNames: ['relay', 'state'],
+      registers,
+      collect() {
+        const counts: Record<string, number> = { active: 0, draining: 0 };
+        for (const c of self.connections?.list() ?? []) counts[c.state] = (counts[c.state] ?? 0) + 1;
+        this.reset();
+        for (const [state, n] of Object.entries(counts)) if (state !== 'closed') this.labels(o.relayId, state).set(n);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_tunnels_connected',
+      help: 'Tunnels with at least one usable connector connection on this relay.',
+      registers,
+      collect() {
+        const ids = new Set<string>();
+        for (const c of self.connections?.list() ?? []) if (c.usable) ids.add(c.id.tunnelId);
+        this.set(ids.size);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_active_streams',
+      help: 'Request streams open on this relay\'s connector connections.',
+      registers,
+      collect() {
+        let n = 0;
+        for (const c of self.connections?.list() ?? []) n += c.inflight;
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_public_requests_in_flight',
+      help: 'Public requests accepted and not yet finished (forwarded ones included).',
+      registers,
+      collect() {
+        this.set(self.publicInFlight());
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_connector_registrations_total',
+      help: 'Connector connections that registered on this relay.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.registrations);
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_connector_disconnects_total',
+      help: 'Registered connector connections that ended, by reason.',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of self.disconnects) this.inc({ reason }, n);
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_requests_total',
+      help: 'Public requests answered, by tunnel (empty: no route for the hostname) and status class.',
+      labelNames: ['tunnel', 'status_class'],
+      registers,
+      collect() {
+        this.reset();
+        for (const t of self.traffic.values()) {
+          for (let i = 0; i < 6; i++) if (t.byClass[i]! > 0) this.inc({ tunnel: t.tunnelId, status_class: CLASS_LABELS[i]! }, t.byClass[i]!);
+        }
+      },
+    });
+    const hist = new Histogram({
+      name: 'tunnel_relay_request_duration_seconds',
+      help: 'End-to-end time of a public request at the relay, from arrival to the last response byte.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.duration = hist.labels();
+    new Counter({
+      name: 'tunnel_relay_bytes_total',
+      help: 'Bytes on the wire: side="public" (clients), side="connector" (connector connections); direction in = received, out = sent.',
+      labelNames: ['side', 'direction'],
+      registers,
+      collect() {
+        this.reset();
+        for (const side of ['public', 'connector'] as const) {
+          const b = self.bytes[side];
+          let inn = b.closedIn;
+          let out = b.closedOut;
+          for (const s of b.live) {
+            inn += s.bytesRead;
+            out += s.bytesWritten;
+          }
+          this.inc({ side, direction: 'in' }, inn);
+          this.inc({ side, direction: 'out' }, out);
+        }
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_forwarded_requests_total',
+      help: 'Public requests forwarded to a peer relay that holds the tunnel\'s connection, by peer.',
+      labelNames: ['peer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [peer, n] of self.forwarded) this.inc({ peer }, n);
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_store_errors_total',
+      help: 'Fleet store operations that failed, by operation.',
+      labelNames: ['op'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [op, n] of self.storeErrors) this.inc({ op }, n);
+      },
+    });
+
+    const traffic = this.traffic;
+    const duration = this.duration;
+    this.hooks = {
+      onResponse(route: Route | undefined, status: number, startedAt: bigint): void {
+        const id = route ? route.tunnelId : '';
+        let t = traffic.get(id);
+        if (t === undefined) {
+          t = { tunnelId: id, byClass: [0, 0, 0, 0, 0, 0], total: 0, errors: 0 };
+          traffic.set(id, t);
+        }
+        const cls = (status / 100) | 0;
+        t.byClass[cls >= 1 && cls <= 5 ? cls : 0]!++;
+        t.total++;
+        if (status >= 500) t.errors++;
+        duration.observe(Number(process.hrtime.bigint() - startedAt) / 1e9);
+      },
+      onForward: (peerId: string): void => {
+        this.forwarded.set(peerId, (this.forwarded.get(peerId) ?? 0) + 1);
+      },
+    };
+  }
+
+  /** Per-tunnel request counts (for the dashboard). */
+  trafficByTunnel(): ReadonlyMap<string, Readonly<TunnelTraffic>> {
+    return this.traffic;
+  }
+
+  forgetTunnel(tunnelId: string): void {
+    this.traffic.delete(tunnelId);
+  }
+
+  /** Count wire bytes of a socket (public client or connector connection). */
+  trackSocket(side: 'public' | 'connector', socket: Socket): void {
+    const b = this.bytes[side];
+    b.live.add(socket);
+    socket.once('close', () => {
+      b.live.delete(socket);
+      b.closedIn += socket.bytesRead;
+      b.closedOut += socket.bytesWritten;
+    });
+  }
+
+  /** Follow the relay's connection set: registrations and disconnect reasons. */
+  attachConnections(connections: TunnelConnections, publicInFlight: () => number): void {
+    this.connections = connections;
+    this.publicInFlight = publicInFlight;
+    const seen = new WeakSet<ConnectorConnection>();
+    connections.onChange(() => {
+      for (const c of connections.list()) {
+        if (seen.has(c)) continue;
+        seen.add(c);
+        this.registrations++;
+        c.once('closed', (reason) => {
+          const r = disconnectReason(reason);
+          this.disconnects.set(r, (this.disconnects.get(r) ?? 0) + 1);
+        });
+      }
+    });
+  }
+
+  storeError(op: string): void {
+    this.storeErrors.set(op, (this.storeErrors.get(op) ?? 0) + 1);
+  }
+
+  /**
+   * The store, with every failed call counted in tunnel_relay_store_errors_total
+   * (by method name). Behaviour is otherwise unchanged.
+   */
+  instrumentStore(store: Store): Store {
+    const cache = new Map<PropertyKey, unknown>();
+    return new Proxy(store, {
+      get: (target, prop, receiver) => {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof v !== 'function' || prop === 'subscribe' || prop === 'close' || prop === 'constructor') {
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        }
+        let wrapped = cache.get(prop);
+        if (!wrapped) {
+          const fn = v as (...a: unknown[]) => unknown;
+          const op = String(prop);
+          wrapped = (...args: unknown[]): unknown => {
+            let r: unknown;
+            try {
+              r = fn.apply(target, args);
+            } catch (e) {
+              this.storeError(op);
+              throw e;
+            }
+            if (r instanceof Promise) {
+              return r.catch((e: unknown) => {
+                if (!isExpected(e)) this.storeError(op);
+                throw e;
+              });
+            }
+            return r;
+          };
+          cache.set(prop, wrapped);
+        }
+        return wrapped;
+      },
+    });
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
+
+/** CONFLICT/NOT_FOUND are answers, not failures of the store. */
+function isExpected(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return (e as { name?: unknown } | null)?.name === 'StoreError' && (code === 'CONFLICT' || code === 'NOT_FOUND');
+}
+
+/** A bounded set of labels for why a connector connection ended. */
+export function disconnectReason(reason: string): string {
+  if (reason.startsWith('tunnel_deleted')) return 'tunnel_deleted';
+  if (reason.startsWith('credential_revoked')) return 'credential_revoked';
+  if (/keepalive|ping/i.test(reason)) return 'keepalive_timeout';
+  if (/session closed|websocket closed with 100[01]|GOAWAY|goaway/i.test(reason)) return 'closed';
+  if (/register|control|protocol/i.test(reason)) return 'protocol_error';
+  return 'network_error';
+}

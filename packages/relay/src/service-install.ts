@@ -1,0 +1,313 @@
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { stringify } from 'yaml';
+import { generateKeyFile, loadKeyFile } from './keys.js';
+
+/**
+ * `tunnel-relay service install|uninstall`: a hardened systemd unit plus
+ * /etc/tunnel-relay/relay.yml. Secrets (the fleet key, the operator key, a
+ * TLS key) stay root-only files that systemd hands to the service through
+ * LoadCredential=, so the service user (DynamicUser) never reads /etc
+ * directly and nothing secret is on a command line.
+ */
+
+export const UNIT_NAME = 'tunnel-relay.service';
+const STATE_DIR = '/var/lib/tunnel-relay';
+
+export class ServiceError extends Error {}
+
+export interface RelayServiceOptions {
+  unitDir: string;
+  configDir: string;
+  /** argv that starts the relay CLI (node + cli.js, or an installed `tunnel-relay`). */
+  exec: string[];
+  store: string;
+  region?: string;
+  id?: string;
+  listen: { http?: string; https?: string; connect?: string; control?: string; peer?: string; metrics?: string };
+  advertiseHost?: string;
+  drainTimeoutMs: number;
+  drainDelayMs: number;
+  tls: boolean;
+}
+
+export function renderRelayUnit(o: RelayServiceOptions): string {
+  const cfg = join(o.configDir, 'relay.yml');
+  const stopSec = Math.ceil((o.drainTimeoutMs + o.drainDelayMs) / 1000) + 15;
+  const lines: Array<[string, string] | string> = [
+    '[Unit]',
+    ['Description', 'tunnel relay: public edge of the tunnel fleet'],
+    ['After', 'network-online.target'],
+    ['Wants', 'network-online.target'],
+    '',
+    '[Service]',
+    ['Type', 'simple'],
+    ['ExecStart', [...o.exec, 'serve', '--config', cfg, '--log-format', 'json'].map(quoteArg).join(' ')],
+    ['Environment', 'TUNNEL_RELAY_KEYS=%d/fleet-key'],
+    ['Environment', 'TUNNEL_RELAY_OPERATOR_KEY_FILE=%d/operator-key'],
+    ['LoadCredential', `fleet-key:${join(o.configDir, 'fleet-key.json')}`],
+    ['LoadCredential', `operator-key:${join(o.configDir, 'operator-key')}`],
+    ...(o.tls
+      ? ([
+          ['Environment', 'TUNNEL_RELAY_TLS_CERT=%d/tls-cert'],
+          ['Environment', 'TUNNEL_RELAY_TLS_KEY=%d/tls-key'],
+          ['LoadCredential', `tls-cert:${join(o.configDir, 'tls-cert.pem')}`],
+          ['LoadCredential', `tls-key:${join(o.configDir, 'tls-key.pem')}`],
+        ] as Array<[string, string]>)
+      : []),
+    ['DynamicUser', 'yes'],
+    ['StateDirectory', 'tunnel-relay'],
+    ['StateDirectoryMode', '0700'],
+    ['WorkingDirectory', STATE_DIR],
+    '# SIGTERM drains: connectors move to other relays, in-flight requests finish.',
+    ['KillSignal', 'SIGTERM'],
+    ['TimeoutStopSec', `${stopSec}s`],
+    ['Restart', 'on-failure'],
+    ['RestartSec', '2s'],
+    ['LimitNOFILE', '1048576'],
+    '# Public listeners may use ports below 1024; nothing else is granted.',
+    ['AmbientCapabilities', 'CAP_NET_BIND_SERVICE'],
+    ['CapabilityBoundingSet', 'CAP_NET_BIND_SERVICE'],
+    ...hardening(),
+    '',
+    '[Install]',
+    ['WantedBy', 'multi-user.target'],
+  ];
+  return header('tunnel-relay service install', 'tunnel-relay service uninstall') + render(lines);
+}
+
+export function renderRelayConfig(o: RelayServiceOptions): string {
+  const listen: Record<string, string> = {};
+  for (const [k, v] of Object.entries(o.listen)) if (v) listen[k] = v;
+  const doc: Record<string, unknown> = {
+    ...(o.id ? { id: o.id } : {}),
+    ...(o.region ? { region: o.region } : {}),
+    store: o.store,
+    listen,
+    ...(o.advertiseHost ? { 'advertise-host': o.advertiseHost } : {}),
+    'drain-timeout': `${o.drainTimeoutMs}ms`,
+    'drain-delay': `${o.drainDelayMs}ms`,
+    log: { level: 'info', format: 'json' },
+  };
+  return (
+    '# tunnel-relay serve settings (written by `tunnel-relay service install`).\n' +
+    '# The fleet key, the operator key and TLS files come from systemd credentials\n' +
+    `# (see ${UNIT_NAME}); flags and TUNNEL_RELAY_* variables override this file.\n` +
+    stringify(doc)
+  );
+}
+
+export function registerRelayServiceCommands(program: Command): void {
+  const service = program.command('service').description('run this relay as a systemd service');
+  service
+    .command('install')
+    .description(`write ${UNIT_NAME} (hardened) and relay.yml, install the keys, and start it`)
+    .addOption(new Option('--unit-dir <dir>', 'where the unit goes').env('TUNNEL_RELAY_UNIT_DIR').default('/etc/systemd/system'))
+    .addOption(new Option('--config-dir <dir>', 'where relay.yml and the keys go').env('TUNNEL_RELAY_CONFIG_DIR').default('/etc/tunnel-relay'))
+    .option('--keys <file>', 'fleet key file to install (default: keep the installed one, or generate a new fleet key)')
+    .option('--operator-key-file <file>', 'operator key to install (default: keep the installed one, or generate one)')
+    .option('--store <url>', 'fleet store: file:DIR or redis://HOST:PORT', `file:${STATE_DIR}/store`)
+    .option('--id <id>', 'relay node id')
+    .option('--region <name>', 'region label')
+    .option('--http <addr>', 'public HTTP listener', ':8080')
+    .option('--https <addr>', 'public HTTPS listener (needs --tls-cert/--tls-key)')
+    .option('--tls-cert <file>', 'certificate (PEM) to install for HTTPS and wss://')
+    .option('--tls-key <file>', 'private key (PEM) to install')
+    .option('--connect <addr>', 'connector endpoint', ':7844')
+    .option('--control <addr>', 'control API and dashboard', ':7000')
+    .option('--peer <addr>', 'relay-to-relay listener', ':7845')
+    .option('--metrics <addr>', 'Prometheus /metrics listener', '127.0.0.1:9464')
+    .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay')
+    .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
+    .option('--drain-delay <ms>', 'how long a draining relay keeps serving before closing listeners', '1000')
+    .option('--exec <command>', 'command that runs tunnel-relay (default: this node and this CLI)')
+    .option('--force', 'replace an existing relay.yml (keys are never replaced: remove them yourself)')
+    .option('--dry-run', 'print the unit and relay.yml instead of writing anything')
+    .option('--no-start', 'do not run systemctl daemon-reload / enable --now')
+    .action((o) => {
+      const opts: RelayServiceOptions = {
+        unitDir: resolve(o.unitDir),
+        configDir: resolve(o.configDir),
+        exec: o.exec ? splitCommand(o.exec) : defaultExec(),
+        store: o.store,
+        region: o.region,
+        id: o.id,
+        listen: { http: o.http, https: o.https, connect: o.connect, control: o.control, peer: o.peer, metrics: o.metrics },
+        advertiseHost: o.advertiseHost,
+        drainTimeoutMs: Number(o.drainTimeout),
+        drainDelayMs: Number(o.drainDelay),
+        tls: !!(o.tlsCert && o.tlsKey),
+      };
+      if (o.https && !opts.tls) throw new ServiceError('--https needs --tls-cert and --tls-key');
+      const unit = renderRelayUnit(opts);
+      const config = renderRelayConfig(opts);
+      const unitPath = join(opts.unitDir, UNIT_NAME);
+      const cfgPath = join(opts.configDir, 'relay.yml');
+      if (o.dryRun) {
+        out(`# ${unitPath}\n${unit}\n# ${cfgPath}\n${config}`);
+        return;
+      }
+      warnIfHidden(opts.exec);
+      mkdirSync(opts.configDir, { recursive: true, mode: 0o755 });
+      if (existsSync(cfgPath) && !o.force) out(`kept     ${cfgPath} (exists; --force replaces it)`);
+      else writeFile(cfgPath, config, 0o644);
+
+      const keyPath = join(opts.configDir, 'fleet-key.json');
+      if (o.keys) {
+        loadKeyFile(o.keys); // refuse to install something that is not a key file
+        if (existsSync(keyPath) && readFileSync(keyPath, 'utf8') !== readFileSync(o.keys, 'utf8')) {
+          throw new ServiceError(`${keyPath} exists and differs from ${o.keys}; replacing a fleet key invalidates every credential issued: remove it first if you mean it`);
+        }
+        copySecret(o.keys, keyPath);
+      } else if (existsSync(keyPath)) {
+        out(`kept     ${keyPath}`);
+      } else {
+        generateKeyFile(keyPath);
+        chmodSync(keyPath, 0o600);
+        out(`wrote    ${keyPath} (new fleet key, mode 0600; copy it to every relay of this fleet)`);
+      }
+      const opPath = join(opts.configDir, 'operator-key');
+      if (o.operatorKeyFile) copySecret(o.operatorKeyFile, opPath);
+      else if (existsSync(opPath)) out(`kept     ${opPath}`);
+      else {
+        writeFileSync(opPath, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
+        chmodSync(opPath, 0o600);
+        out(`wrote    ${opPath} (new operator key, mode 0600: the dashboard login)`);
+      }
+      if (opts.tls) {
+        copySecret(o.tlsCert, join(opts.configDir, 'tls-cert.pem'));
+        copySecret(o.tlsKey, join(opts.configDir, 'tls-key.pem'));
+      }
+      mkdirSync(opts.unitDir, { recursive: true });
+      writeFile(unitPath, unit, 0o644);
+      activate(opts.unitDir, o.start !== false, ['daemon-reload'], ['enable', '--now', UNIT_NAME]);
+    });
+  service
+    .command('uninstall')
+    .description(`stop and remove ${UNIT_NAME} (relay.yml and keys stay unless --purge)`)
+    .addOption(new Option('--unit-dir <dir>', 'where the unit is').env('TUNNEL_RELAY_UNIT_DIR').default('/etc/systemd/system'))
+    .addOption(new Option('--config-dir <dir>', 'where relay.yml and the keys are').env('TUNNEL_RELAY_CONFIG_DIR').default('/etc/tunnel-relay'))
+    .option('--purge', 'also remove relay.yml, the fleet key and the operator key')
+    .option('--dry-run', 'print what would be removed')
+    .action((o) => {
+      const unitPath = join(resolve(o.unitDir), UNIT_NAME);
+      const cfgDir = resolve(o.configDir);
+      const files = [unitPath, ...(o.purge ? ['relay.yml', 'fleet-key.json', 'operator-key', 'tls-cert.pem', 'tls-key.pem'].map((f) => join(cfgDir, f)) : [])];
+      if (o.dryRun) return out(files.filter((f) => existsSync(f)).map((f) => `would remove ${f}`).join('\n') || 'nothing installed');
+      if (!existsSync(unitPath)) out(`no ${unitPath}: not installed`);
+      activate(resolve(o.unitDir), true, ['disable', '--now', UNIT_NAME], null);
+      for (const f of files) if (existsSync(f)) removeFile(f);
+      activate(resolve(o.unitDir), true, ['daemon-reload'], null, true);
+      if (!o.purge) out(`kept     ${cfgDir} (--purge removes relay.yml and the keys); data in ${STATE_DIR} is kept`);
+    });
+}
+
+// ---- shared bits (the connector's service-install.ts has the same) -------------------
+
+function hardening(): Array<[string, string] | string> {
+  return [
+    '# Hardening: read-only system, no home directories, private /tmp and /dev.',
+    ['NoNewPrivileges', 'yes'],
+    ['ProtectSystem', 'strict'],
+    ['ProtectHome', 'yes'],
+    ['PrivateTmp', 'yes'],
+    ['PrivateDevices', 'yes'],
+    ['ProtectKernelTunables', 'yes'],
+    ['ProtectKernelModules', 'yes'],
+    ['ProtectKernelLogs', 'yes'],
+    ['ProtectControlGroups', 'yes'],
+    ['ProtectClock', 'yes'],
+    ['ProtectHostname', 'yes'],
+    ['ProtectProc', 'invisible'],
+    ['RestrictAddressFamilies', 'AF_INET AF_INET6 AF_UNIX'],
+    ['RestrictNamespaces', 'yes'],
+    ['RestrictRealtime', 'yes'],
+    ['RestrictSUIDSGID', 'yes'],
+    ['LockPersonality', 'yes'],
+    ['SystemCallArchitectures', 'native'],
+    ['SystemCallFilter', '@system-service'],
+    ['SystemCallErrorNumber', 'EPERM'],
+    '# Node\'s JIT needs writable+executable memory, so MemoryDenyWriteExecute stays off.',
+    ['UMask', '0077'],
+  ];
+}
+
+function header(installCmd: string, uninstallCmd: string): string {
+  return `# Written by \`${installCmd}\`; remove with \`${uninstallCmd}\`.\n# Requires systemd >= 247 (LoadCredential=, %d).\n`;
+}
+
+function render(lines: Array<[string, string] | string>): string {
+  return lines.map((l) => (typeof l === 'string' ? l : `${l[0]}=${l[1]}`)).join('\n') + '\n';
+}
+
+/** systemd command-line quoting: plain words as they are, anything else double-quoted. */
+function quoteArg(a: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a)) return a.replace(/%/g, '%%');
+  return `"${a.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
+}
+
+function splitCommand(s: string): string[] {
+  return s.trim().split(/\s+/);
+}
+
+function defaultExec(): string[] {
+  const script = process.argv[1] ? realpathSync(process.argv[1]) : '';
+  return [process.execPath, script];
+}
+
+function warnIfHidden(exec: string[]): void {
+  for (const p of exec) {
+    if (/^\/(home|root|run\/user)\//.test(p)) {
+      process.stderr.write(`warning: ${p} is under a home directory, which ProtectHome=yes hides from the service; install the package system-wide or pass --exec\n`);
+    }
+  }
+}
+
+function out(s: string): void {
+  process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+}
+
+function writeFile(path: string, text: string, mode: number): void {
+  writeFileSync(path, text, { mode });
+  chmodSync(path, mode);
+  out(`wrote    ${path}`);
+}
+
+function copySecret(from: string, to: string): void {
+  copyFileSync(from, to);
+  chmodSync(to, 0o600);
+  out(`wrote    ${to} (mode 0600, from ${from})`);
+}
+
+function removeFile(path: string): void {
+  rmSync(path, { force: true });
+  out(`removed  ${path}`);
+}
+
+/** systemd is running here (PID 1) and the unit went to its real directory. */
+function systemdManages(unitDir: string): boolean {
+  return existsSync('/run/systemd/system') && ['/etc/systemd/system', '/lib/systemd/system', '/usr/lib/systemd/system'].includes(unitDir);
+}
+
+function activate(unitDir: string, enabled: boolean, first: string[], second: string[] | null, quiet = false): void {
+  const cmds = [first, ...(second ? [second] : [])];
+  if (!enabled) {
+    if (!quiet) out(`next:    ${cmds.map((c) => `systemctl ${c.join(' ')}`).join(' && ')}`);
+    return;
+  }
+  if (!systemdManages(unitDir)) {
+    if (!quiet) out(`next:    ${cmds.map((c) => `systemctl ${c.join(' ')}`).join(' && ')}  (systemd is not managing ${unitDir} here)`);
+    return;
+  }
+  for (const c of cmds) {
+    try {
+      execFileSync('systemctl', c, { stdio: ['ignore', 'inherit', 'inherit'] });
+      if (!quiet) out(`ran      systemctl ${c.join(' ')}`);
+    } catch (e) {
+      if (!quiet) process.stderr.write(`warning: systemctl ${c.join(' ')} failed: ${(e as Error).message}\n`);
+    }
+  }
+}
