@@ -226,8 +226,18 @@ export class OriginProxy {
           if (DROP_RESPONSE.has(k.toLowerCase())) continue;
           pairs.push([k, rawHeaders[i + 1]!.toString('latin1')]);
         }
+        let encoded: Buffer;
+        try {
+          encoded = encodeResponseHead({ status: statusCode, statusText: statusText ?? '', headers: pairs });
+        } catch (e) {
+          // Over the head limits: the origin's answer cannot cross the tunnel; say so.
+          phase = 'done';
+          abort?.(new Error('response head too large'));
+          this.fail(stream, head, { status: 502, code: 'origin_response_head_too_large', source: 'origin', message: `The origin's response head is over the tunnel's limits (${(e as Error).message}).` }, started);
+          return false;
+        }
         this.hooks.onResponse?.(statusCode, started);
-        return stream.write(encodeResponseHead({ status: statusCode, statusText: statusText ?? '', headers: pairs }));
+        return stream.write(encoded);
       },
       onData: (chunk) => (phase === 'streaming' ? stream.write(chunk) : false),
       onComplete: () => {
@@ -309,7 +319,12 @@ export class OriginProxy {
       socket.on('error', () => stream.destroy());
       stream.on('close', () => socket.destroy());
       socket.on('close', () => stream.destroy());
-      stream.write(encodeResponseHead({ status: res.statusCode ?? 101, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders) }));
+      const encoded = tryEncodeHead(res.statusCode ?? 101, res.statusMessage ?? '', pairsOf(res.rawHeaders));
+      if (!encoded) {
+        socket.destroy();
+        return this.fail(stream, head, HEAD_TOO_LARGE, started);
+      }
+      stream.write(encoded);
       this.hooks.onResponse?.(101, started);
       if (rest.length > 0) stream.write(rest);
       stream.resume();
@@ -318,7 +333,12 @@ export class OriginProxy {
     });
     req.on('response', (res) => {
       settled = true;
-      stream.write(encodeResponseHead({ status: res.statusCode ?? 502, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders).filter(([k]) => !DROP_RESPONSE.has(k.toLowerCase())) }));
+      const encoded = tryEncodeHead(res.statusCode ?? 502, res.statusMessage ?? '', pairsOf(res.rawHeaders).filter(([k]) => !DROP_RESPONSE.has(k.toLowerCase())));
+      if (!encoded) {
+        res.destroy();
+        return this.fail(stream, head, HEAD_TOO_LARGE, started);
+      }
+      stream.write(encoded);
       this.hooks.onResponse?.(res.statusCode ?? 502, started);
       res.pipe(stream);
     });
@@ -336,6 +356,16 @@ export class OriginProxy {
 
   async close(): Promise<void> {
     await this.pools.close();
+  }
+}
+
+const HEAD_TOO_LARGE: OriginFailure = { status: 502, code: 'origin_response_head_too_large', source: 'origin', message: "The origin's response head is over the tunnel's limits." };
+
+function tryEncodeHead(status: number, statusText: string, headers: Array<[string, string]>): Buffer | null {
+  try {
+    return encodeResponseHead({ status, statusText, headers });
+  } catch {
+    return null;
   }
 }
 

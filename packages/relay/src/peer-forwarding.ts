@@ -98,6 +98,11 @@ export class PeerForwarder {
           res.destroy();
           return false;
         }
+        // Streamed responses (SSE) must not wait for a first body byte; small
+        // bodies written this same tick still leave with the head.
+        setImmediate(() => {
+          if (!res.destroyed && !res.writableEnded) res.flushHeaders();
+        });
         return true;
       },
       onData: (chunk) => res.write(chunk),
