@@ -44,7 +44,9 @@ export class SessionError extends Error {
 type SessionState = 'open' | 'closed';
 
 const DEFAULTS = {
-  maxStreamWindow: 1024 * 1024,
+  // Big enough that one stream is not window-bound on a fast link; a paused
+  // reader still holds at most this much, and maxSessionBuffered caps the sum.
+  maxStreamWindow: 4 * 1024 * 1024,
   maxStreams: 4096,
   acceptBacklog: 256,
   maxSessionBuffered: 64 * 1024 * 1024,

@@ -19,10 +19,23 @@ export function wsTransport(ws: WebSocket, options: WsTransportOptions = {}): Tr
   let full = false;
   let handlers: TransportHandlers | null = null;
   const sendOpts = { binary: true, compress: false };
+  // Every message sent in one tick leaves in one writev: ws corks per
+  // message, we cork across them (a frame header and its payload are two).
+  const socket = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket?.uncork();
+  };
 
   return {
     send(chunk) {
       if (ws.readyState !== ws.OPEN) return true;
+      if (!corked && socket) {
+        corked = true;
+        socket.cork();
+        process.nextTick(uncork);
+      }
       const n = chunk.length;
       inFlight += n;
       ws.send(chunk, sendOpts, (err) => {

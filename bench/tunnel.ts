@@ -1,0 +1,558 @@
+// `npm run bench`: real processes — an origin, two relays, a connector with
+// four connections — and, in the same run, direct-to-origin against through
+// the tunnel:
+//
+//   (a) GET 1 KiB, 64 connections, 10 s (wrk if installed, else autocannon): req/s, p50, p99,
+//       CPU µs per request of relays, connector and origin (from /proc), peak RSS
+//   (b) a fixed 1,000 req/s for 10 s (open loop): p50, p99, and what the tunnel adds
+//   (c) one 1 GiB download and one 1 GiB upload, against bare ws moving 1 GiB the same way
+//   (d) RSS of relays and connector, idle and under (a)
+//
+// Load through the tunnel is spread over both relays' public ports. The
+// machine is shared, so single figures are noisy (±25%); the ratios to the
+// direct run and the CPU per request are what to compare.
+//
+// Environment: BENCH_SECONDS (default 10), BENCH_BULK_MIB (default 1024),
+// BENCH_LOADGEN=autocannon (force the fallback), BENCH_PROFILE=1 (run relays
+// and connector under --cpu-prof, drive (a) and (c) through the tunnel only,
+// and print each process's top self-time functions per phase).
+
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, syscalls, fmt, machineInfo, markdownTable, pct, rssBytes, run, sleep, waitUntil, type Json } from './common.js';
+import { formatProfile, newestProfile, summarizeProfile, type ProfileSummary, type ProfileWindow } from './cpuprofile.js';
+import { wsRun } from './runner.js';
+
+const RELAY_CLI = path.join(ROOT, 'packages/relay/dist/cli.js');
+const CONNECTOR_CLI = path.join(ROOT, 'packages/connector/dist/cli.js');
+const ORIGIN = path.join(BENCH_DIST, 'origin.js');
+const LOADGEN = path.join(BENCH_DIST, 'loadgen.js');
+const NODE = process.execPath;
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const WARMUP_SECONDS = 2;
+const CONNECTIONS = 64;
+const RATE = 1000;
+const BULK = Number(process.env.BENCH_BULK_MIB ?? 1024) * MiB;
+const HOST = 'app.test';
+const PROFILE = process.env.BENCH_PROFILE === '1' || process.env.BENCH_PROFILE === 'true';
+const PROFILE_DIR = path.join(RESULTS_DIR, 'profiles', 'tunnel');
+
+const log = (s: string) => process.stderr.write(s + '\n');
+const mono = () => Number(process.hrtime.bigint() / 1000n);
+
+interface Target {
+  host: string;
+  port: number;
+}
+
+function haveWrk(): boolean {
+  if (process.env.BENCH_LOADGEN === 'autocannon') return false;
+  const r = spawnSync('wrk', ['-v'], { stdio: 'ignore' });
+  return !r.error;
+}
+
+// wrk: thread i connects to target i (so -t2 over two relays puts 32
+// connections on each), and done() prints the merged figures as JSON.
+const WRK_LUA = `
+local targets = {}
+for t in string.gmatch(os.getenv("BENCH_TARGETS") or "", "[^,]+") do table.insert(targets, t) end
+local n = 0
+function setup(thread)
+  n = n + 1
+  local t = targets[((n - 1) % #targets) + 1]
+  local host, port = t:match("([^:]+):(%d+)")
+  thread.addr = wrk.lookup(host, port)[1]
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"event":"result","tool":"wrk","requests":%d,"duration_us":%d,"errors":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+`;
+
+interface Phase {
+  out: Json;
+  /** CPU µs of each watched process over the phase. */
+  cpuUs: Record<string, number>;
+  /** Read and write system calls of each watched process over the phase. */
+  sys: Record<string, { r: number; w: number }>;
+  /** Kernel (system) share of each watched process's CPU over the phase. */
+  kernelShare: Record<string, number>;
+  rssPeak: Record<string, number>;
+  window: ProfileWindow;
+}
+
+/**
+ * Run a load child to its result line, with the CPU time of `watch` (and of
+ * the load generator) over the measured part and their peak RSS.
+ */
+async function phase(child: Child, watch: Record<string, number>, timeoutMs = 120_000): Promise<Phase> {
+  const all = { ...watch, loadgen: child.pid };
+  const sample = () => Object.fromEntries(Object.entries(all).map(([k, pid]) => [k, cpuMicros(pid) ?? NaN]));
+  const sampleSys = () => Object.fromEntries(Object.entries(all).map(([k, pid]) => [k, syscalls(pid) ?? { r: NaN, w: NaN }]));
+  const sampleSplit = () => Object.fromEntries(Object.entries(all).map(([k, pid]) => [k, cpuSplit(pid) ?? { user: NaN, sys: NaN }]));
+  let base = sample();
+  let baseSys = sampleSys();
+  let baseSplit = sampleSplit();
+  let fromUs = mono();
+  const rss = new RssSampler(watch).start();
+  child.onLine = (l) => {
+    if (l.event === 'start') {
+      base = sample();
+      baseSys = sampleSys();
+      baseSplit = sampleSplit();
+      fromUs = mono();
+      rss.peak.clear();
+    }
+  };
+  try {
+    const out = await child.waitFor((l) => l.event === 'result', timeoutMs, 'result');
+    const end = sample();
+    const endSys = sampleSys();
+    const endSplit = sampleSplit();
+    const toUs = mono();
+    const rssPeak = rss.stop();
+    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await child.exited;
+    clearTimeout(t);
+    return {
+      out,
+      cpuUs: Object.fromEntries(Object.keys(all).map((k) => [k, end[k]! - base[k]!])),
+      sys: Object.fromEntries(Object.keys(all).map((k) => [k, { r: endSys[k]!.r - baseSys[k]!.r, w: endSys[k]!.w - baseSys[k]!.w }])),
+      kernelShare: Object.fromEntries(
+        Object.keys(all).map((k) => {
+          const u = endSplit[k]!.user - baseSplit[k]!.user;
+          const sy = endSplit[k]!.sys - baseSplit[k]!.sys;
+          return [k, sy / (u + sy)];
+        }),
+      ),
+      rssPeak,
+      window: { fromUs, toUs },
+    };
+  } catch (e) {
+    rss.stop();
+    child.kill('SIGKILL');
+    throw e;
+  }
+}
+
+function closedLoop(targets: Target[], hostHeader: string | undefined, seconds: number, useWrk: boolean, tmp: string): Child {
+  if (useWrk) {
+    const lua = path.join(tmp, 'spread.lua');
+    writeFileSync(lua, WRK_LUA);
+    const args = ['-t', String(targets.length), '-c', String(CONNECTIONS), '-d', `${seconds}s`, '--timeout', '10s', '-s', lua];
+    if (hostHeader) args.push('-H', `Host: ${hostHeader}`);
+    args.push(`http://${targets[0]!.host}:${targets[0]!.port}/`);
+    return new Child('wrk', 'wrk', args, { env: { BENCH_TARGETS: targets.map((t) => `${t.host}:${t.port}`).join(',') } });
+  }
+  return new Child('autocannon', NODE, [LOADGEN, JSON.stringify({ mode: 'ac', targets, hostHeader, seconds, connections: CONNECTIONS })]);
+}
+
+function loadgen(params: Json): Child {
+  return new Child(`loadgen ${params.mode as string}`, NODE, [LOADGEN, JSON.stringify(params)]);
+}
+
+function get(port: number, host: string, urlPath = '/'): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, headers: { host, accept: 'application/json' }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', () => resolve(0));
+    req.setTimeout(5000, () => req.destroy());
+  });
+}
+
+interface Fleet {
+  tmp: string;
+  origin: Child;
+  originPort: number;
+  relays: Array<{ proc: Child; http: number; connect: number }>;
+  /** A third relay the connector is not connected to: every request it takes is forwarded to a peer. */
+  forwarder: { proc: Child; http: number; connect: number };
+  connector: Child;
+  stop(): Promise<void>;
+}
+
+async function startFleet(profile: boolean): Promise<Fleet> {
+  const tmp = mkdtempSync(path.join(tmpdir(), 'tunnel-bench-'));
+  const started: Child[] = [];
+  const prof = (name: string) => {
+    if (!profile) return [];
+    const dir = path.join(PROFILE_DIR, name);
+    mkdirSync(dir, { recursive: true });
+    return ['--cpu-prof', '--cpu-prof-dir', dir];
+  };
+  const stop = async () => {
+    // Connector first (it drains), then relays, then the origin; each by its PID.
+    for (const c of [...started].reverse()) await c.stop(profile ? 15_000 : 3_000);
+    rmSync(tmp, { recursive: true, force: true });
+  };
+  try {
+    const keys = path.join(tmp, 'fleet-key.json');
+    const k = await run('keys generate', NODE, [RELAY_CLI, 'keys', 'generate', '--out', keys]);
+    if (k.code !== 0) throw new Error(`keys generate failed: ${k.stderr}`);
+    const store = `file:${path.join(tmp, 'store')}`;
+
+    const origin = new Child('origin', NODE, [ORIGIN]);
+    started.push(origin);
+    const originPort = (await origin.waitFor((l) => l.event === 'listening', 15_000, 'listening')).port as number;
+
+    // Listeners and flags the relay CLI has grown since: bind what it offers to a free port, drain fast.
+    const help = (await run('relay help', NODE, [RELAY_CLI, 'serve', '--help'])).stdout;
+    const optional = [
+      ...(help.includes('--peer <') ? ['--peer', '127.0.0.1:0'] : []),
+      ...(help.includes('--drain-delay <') ? ['--drain-delay', '0'] : []),
+    ];
+    const relays: Fleet['relays'] = [];
+    for (let i = 0; i < 3; i++) {
+      const proc = new Child(`relay-${i}`, NODE, [
+        ...prof(`relay-${i}`),
+        RELAY_CLI,
+        'serve',
+        '--id',
+        `bench-relay-${i}`,
+        '--store',
+        store,
+        '--keys',
+        keys,
+        '--http',
+        '127.0.0.1:0',
+        '--connect',
+        '127.0.0.1:0',
+        '--control',
+        'off',
+        '--log-format',
+        'json',
+        '--log-level',
+        'info',
+        '--drain-timeout',
+        '2000',
+        ...optional,
+      ]);
+      started.push(proc);
+      const l = await proc.waitFor((x) => x.event === 'listening', 20_000, 'listening');
+      const ports = l.ports as { http: number; connect: number };
+      relays.push({ proc, http: ports.http, connect: ports.connect });
+    }
+    const forwarder = relays.pop()!;
+    const relayUrls = relays.map((r) => `ws://127.0.0.1:${r.connect}`);
+    const t = await run('tunnel create', NODE, [
+      RELAY_CLI,
+      'tunnel',
+      'create',
+      'bench',
+      '--hostname',
+      HOST,
+      '--store',
+      store,
+      '--keys',
+      keys,
+      ...relayUrls.flatMap((u) => ['--relay-url', u]),
+    ]);
+    if (t.code !== 0) throw new Error(`tunnel create failed: ${t.stderr}`);
+    const token = t.stdout.trim();
+
+    const connector = new Child(
+      'connector',
+      NODE,
+      [
+        ...prof('connector'),
+        CONNECTOR_CLI,
+        'run',
+        '--url',
+        `http://127.0.0.1:${originPort}`,
+        ...relayUrls.flatMap((u) => ['--relay', u]),
+        '--ha-connections',
+        '4',
+        '--log-format',
+        'json',
+        '--loglevel',
+        'info',
+        '--grace-period',
+        '2s',
+        '--no-discover',
+      ],
+      { env: { TUNNEL_TOKEN: token } },
+    );
+    started.push(connector);
+    await waitUntil(() => connector.count((l) => l.event === 'registered') >= 4 || !connector.running, 20_000, 'connector: 4 registered connections');
+    if (!connector.running) throw new Error(`connector exited: ${connector.stderr}`);
+    // The route reaches every relay through the store within a second or so.
+    for (const r of [...relays, forwarder]) await waitUntil(async () => (await get(r.http, HOST)) === 200, 15_000, `200 from relay :${r.http}`);
+    return { tmp, origin, originPort, relays, forwarder, connector, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+async function measure(): Promise<void> {
+  const startedAt = Date.now();
+  const useWrk = haveWrk();
+  const fleet = await startFleet(false);
+  try {
+    const { origin, relays, connector } = fleet;
+    const perRelay = relays.map((_r, i) => connector.count((l) => l.event === 'registered' && l.relayId === `bench-relay-${i}`));
+    log(`bench: origin :${fleet.originPort}, relays :${relays.map((r) => r.http).join(' :')}, connector registered ${perRelay.join(' + ')}; load: ${useWrk ? 'wrk' : 'autocannon'}`);
+    const direct: Target[] = [
+      { host: '127.0.0.1', port: fleet.originPort },
+      { host: '127.0.0.1', port: fleet.originPort },
+    ];
+    const tunnel: Target[] = relays.map((r) => ({ host: '127.0.0.1', port: r.http }));
+    const pids = { relay0: relays[0]!.proc.pid, relay1: relays[1]!.proc.pid, connector: connector.pid, origin: origin.pid };
+    // Idle: RSS, and the CPU the processes burn with no traffic (timers, store rescans, keepalives).
+    await sleep(500);
+    const idleFrom = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMicros(pid) ?? NaN]));
+    const idleT0 = Date.now();
+    await sleep(3000);
+    const idleSecs = (Date.now() - idleT0) / 1000;
+    const idleCpuMsPerSec = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((cpuMicros(pid) ?? NaN) - idleFrom[k]!) / 1000 / idleSecs])) as Record<keyof typeof pids, number>;
+    const idleRss = { relay0: rssBytes(pids.relay0)!, relay1: rssBytes(pids.relay1)!, connector: rssBytes(pids.connector)! };
+
+    // (a) closed loop, 64 connections.
+    await phase(closedLoop(direct, undefined, WARMUP_SECONDS, useWrk, fleet.tmp), {});
+    const aDirect = await phase(closedLoop(direct, undefined, SECONDS, useWrk, fleet.tmp), { origin: pids.origin });
+    log(`  (a) direct: ${fmt((aDirect.out.requests as number) / SECONDS)} req/s`);
+    await phase(closedLoop(tunnel, HOST, WARMUP_SECONDS, useWrk, fleet.tmp), {});
+    const aTunnel = await phase(closedLoop(tunnel, HOST, SECONDS, useWrk, fleet.tmp), pids);
+    log(`  (a) tunnel: ${fmt((aTunnel.out.requests as number) / SECONDS)} req/s`);
+
+    // (b) open loop at a fixed rate.
+    const rate = (targets: Target[], hostHeader?: string) =>
+      phase(loadgen({ mode: 'rate', targets, hostHeader, rate: RATE, seconds: SECONDS, warmupSeconds: 1, connections: 16 }), pids);
+    const bDirect = await rate(direct);
+    const bTunnel = await rate(tunnel, HOST);
+    log(`  (b) p99 direct ${(bDirect.out.p99_ms as number).toFixed(2)} ms, tunnel ${(bTunnel.out.p99_ms as number).toFixed(2)} ms`);
+
+    // (c) bulk, each direction next to bare ws moving the same bytes the same way.
+    const bare = async (dir: 'c2s' | 's2c') =>
+      (await wsRun({ kind: 'bare', test: 'bulk', dir, mask: 'zero', streams: 1, bytes: BULK, chunk: 64 * 1024, warmupBytes: 0 }))[0]!;
+    const bulkWatch = { relay0: pids.relay0, connector: pids.connector, origin: pids.origin };
+    const bareDown = await bare('c2s');
+    const downTunnel = await phase(loadgen({ mode: 'download', targets: [tunnel[0]], hostHeader: HOST, path: `/download?bytes=${BULK}`, bytes: BULK }), bulkWatch);
+    const downDirect = await phase(loadgen({ mode: 'download', targets: [direct[0]], path: `/download?bytes=${BULK}`, bytes: BULK }), bulkWatch);
+    log(`  (c) download: bare ws c→s ${fmt(bareDown.mbps as number)}, tunnel ${fmt(downTunnel.out.mbps as number)}, direct ${fmt(downDirect.out.mbps as number)} MB/s`);
+    const bareUp = await bare('s2c');
+    const upTunnel = await phase(loadgen({ mode: 'upload', targets: [tunnel[0]], hostHeader: HOST, path: '/upload', bytes: BULK }), bulkWatch);
+    const upDirect = await phase(loadgen({ mode: 'upload', targets: [direct[0]], path: '/upload', bytes: BULK }), bulkWatch);
+    log(`  (c) upload: bare ws s→c ${fmt(bareUp.mbps as number)}, tunnel ${fmt(upTunnel.out.mbps as number)}, direct ${fmt(upDirect.out.mbps as number)} MB/s`);
+
+    // (e) a relay holding no connection forwards to a peer that does, vs a relay that holds one.
+    const fwdPids = { ...pids, forwarder: fleet.forwarder.proc.pid };
+    const eOwn = await phase(closedLoop([tunnel[0]!, tunnel[0]!], HOST, SECONDS, useWrk, fleet.tmp), fwdPids);
+    const eFwd = await phase(closedLoop([{ host: '127.0.0.1', port: fleet.forwarder.http }, { host: '127.0.0.1', port: fleet.forwarder.http }], HOST, SECONDS, useWrk, fleet.tmp), fwdPids);
+    log(`  (e) own connection ${fmt((eOwn.out.requests as number) / SECONDS)} req/s, forwarded ${fmt((eFwd.out.requests as number) / SECONDS)} req/s`);
+
+    // ---- figures ----
+    const reqs = (p: Phase) => p.out.requests as number;
+    const rps = (p: Phase) => reqs(p) / ((p.out.duration_us as number) / 1e6);
+    const ms = (us: unknown) => (us as number) / 1000;
+    const perReq = (p: Phase, k: string) => p.cpuUs[k]! / reqs(p);
+    const cpu = {
+      originDirect: perReq(aDirect, 'origin'),
+      originTunnel: perReq(aTunnel, 'origin'),
+      relays: (aTunnel.cpuUs.relay0! + aTunnel.cpuUs.relay1!) / reqs(aTunnel),
+      connector: perReq(aTunnel, 'connector'),
+      loadgenDirect: perReq(aDirect, 'loadgen'),
+      loadgenTunnel: perReq(aTunnel, 'loadgen'),
+    };
+    const relayConnectorCpu = cpu.relays + cpu.connector;
+    const nsB = (r: Json) => ((r.cpuNsPerByte as number) ?? NaN).toFixed(2);
+    const bulkNs = (p: Phase) => (((p.cpuUs.relay0! + p.cpuUs.connector!) * 1000) / BULK).toFixed(2);
+    const sysPerReq = (p: Phase, keys: string[]) => {
+      const n = reqs(p);
+      const r = keys.reduce((a, k) => a + p.sys[k]!.r, 0) / n;
+      const w = keys.reduce((a, k) => a + p.sys[k]!.w, 0) / n;
+      return `${r.toFixed(2)} + ${w.toFixed(2)}`;
+    };
+    // At a low fixed rate little is batched: CPU per request, net of what the processes burn idle.
+    const bSecs = (bTunnel.window.toUs - bTunnel.window.fromUs) / 1e6;
+    const bReqs = bTunnel.out.requests as number;
+    const net = (k: keyof typeof pids) => (bTunnel.cpuUs[k]! - idleCpuMsPerSec[k] * 1000 * bSecs) / bReqs;
+    const cpuAtRate = { relays: net('relay0') + net('relay1'), connector: net('connector'), origin: net('origin') };
+    const loadRss = aTunnel.rssPeak;
+    const relayPlusConnector = Math.max(loadRss.relay0 ?? 0, loadRss.relay1 ?? 0) + (loadRss.connector ?? 0);
+    const added99 = (bTunnel.out.p99_ms as number) - (bDirect.out.p99_ms as number);
+    const added50 = (bTunnel.out.p50_ms as number) - (bDirect.out.p50_ms as number);
+    const mb = (b: number) => `${(b / MiB).toFixed(0)} MB`;
+    const ok = (b: boolean) => (b ? 'yes' : '**NO**');
+    const errs = [aDirect, aTunnel].map((p) => p.out.errors as number);
+    const rows: string[][] = [
+      [`(a) GET 1 KiB, ${CONNECTIONS} conns, ${SECONDS} s: req/s`, fmt(rps(aDirect)), fmt(rps(aTunnel)), pct(rps(aTunnel) / rps(aDirect)), '≥ 40%', ok(rps(aTunnel) / rps(aDirect) >= 0.4)],
+      ['(a) p50 latency', `${ms(aDirect.out.p50_us).toFixed(2)} ms`, `${ms(aTunnel.out.p50_us).toFixed(2)} ms`, `${(ms(aTunnel.out.p50_us) / ms(aDirect.out.p50_us)).toFixed(1)}×`, '', ''],
+      ['(a) p99 latency', `${ms(aDirect.out.p99_us).toFixed(2)} ms`, `${ms(aTunnel.out.p99_us).toFixed(2)} ms`, `${(ms(aTunnel.out.p99_us) / ms(aDirect.out.p99_us)).toFixed(1)}×`, '', ''],
+      [`(b) fixed ${fmt(RATE)} req/s, ${SECONDS} s: p50`, `${(bDirect.out.p50_ms as number).toFixed(2)} ms`, `${(bTunnel.out.p50_ms as number).toFixed(2)} ms`, `+${added50.toFixed(2)} ms`, '', ''],
+      [`(b) fixed ${fmt(RATE)} req/s, ${SECONDS} s: p99`, `${(bDirect.out.p99_ms as number).toFixed(2)} ms`, `${(bTunnel.out.p99_ms as number).toFixed(2)} ms`, `+${added99.toFixed(2)} ms`, '≤ +2 ms', ok(added99 <= 2)],
+      [`(c) ${BULK / MiB} MiB download, MB/s`, fmt(downDirect.out.mbps as number), fmt(downTunnel.out.mbps as number), pct((downTunnel.out.mbps as number) / (downDirect.out.mbps as number)), '', ''],
+      ['(c) download vs bare ws client→server (same bytes)', `bare ws ${fmt(bareDown.mbps as number)}`, fmt(downTunnel.out.mbps as number), pct((downTunnel.out.mbps as number) / (bareDown.mbps as number)), '≥ 70% of bare ws', ok((downTunnel.out.mbps as number) / (bareDown.mbps as number) >= 0.7)],
+      [`(c) ${BULK / MiB} MiB upload, MB/s`, fmt(upDirect.out.mbps as number), fmt(upTunnel.out.mbps as number), pct((upTunnel.out.mbps as number) / (upDirect.out.mbps as number)), '', ''],
+      ['(c) upload vs bare ws server→client (same bytes)', `bare ws ${fmt(bareUp.mbps as number)}`, fmt(upTunnel.out.mbps as number), pct((upTunnel.out.mbps as number) / (bareUp.mbps as number)), '≥ 70% of bare ws', ok((upTunnel.out.mbps as number) / (bareUp.mbps as number) >= 0.7)],
+      [
+        '(c) CPU ns per byte, download / upload: relay-0 + connector (bare ws: both ends)',
+        `bare ws ${nsB(bareDown)} / ${nsB(bareUp)}`,
+        `${bulkNs(downTunnel)} / ${bulkNs(upTunnel)}`,
+        '',
+        '',
+        '',
+      ],
+      ['(d) RSS idle: relay-0 / relay-1 / connector', '', `${mb(idleRss.relay0)} / ${mb(idleRss.relay1)} / ${mb(idleRss.connector)}`, '', '', ''],
+      ['(d) idle CPU, ms per s: relay-0 / relay-1 / connector / origin', '', `${idleCpuMsPerSec.relay0.toFixed(1)} / ${idleCpuMsPerSec.relay1.toFixed(1)} / ${idleCpuMsPerSec.connector.toFixed(1)} / ${idleCpuMsPerSec.origin.toFixed(1)}`, '', '', ''],
+      ['(d) RSS peak under (a): relay-0 / relay-1 / connector', '', `${mb(loadRss.relay0 ?? 0)} / ${mb(loadRss.relay1 ?? 0)} / ${mb(loadRss.connector ?? 0)}`, '', '', ''],
+      ['(d) RSS under (a): relay (larger) + connector', '', mb(relayPlusConnector), '', '≤ 150 MB', ok(relayPlusConnector <= 150 * MiB)],
+      ['(d) RSS peak during the downloads: relay-0 / connector', '', `${mb(downTunnel.rssPeak.relay0 ?? 0)} / ${mb(downTunnel.rssPeak.connector ?? 0)}`, '', '', ''],
+      ['CPU µs/request under (a): origin', fmt(cpu.originDirect, 1), fmt(cpu.originTunnel, 1), '', '', ''],
+      ['CPU µs/request under (a): relays (both, per request)', '', fmt(cpu.relays, 1), '', '', ''],
+      ['CPU µs/request under (a): connector', '', fmt(cpu.connector, 1), '', '', ''],
+      [
+        'kernel share of CPU under (a): origin / relay-0 / connector',
+        pct(aDirect.kernelShare.origin),
+        `${pct(aTunnel.kernelShare.origin)} / ${pct(aTunnel.kernelShare.relay0)} / ${pct(aTunnel.kernelShare.connector)}`,
+        '',
+        '',
+        '',
+      ],
+      ['CPU µs/request under (a): relay + connector', '', fmt(relayConnectorCpu, 1), '', '≤ 200 µs', ok(relayConnectorCpu <= 200)],
+      [`CPU µs/request at a fixed ${fmt(RATE)} req/s (b), net of idle: relays / connector`, '', `${fmt(cpuAtRate.relays, 1)} / ${fmt(cpuAtRate.connector, 1)}`, '', '', ''],
+      [
+        'syscalls/request under (a), reads + writes: origin / relays / connector',
+        sysPerReq(aDirect, ['origin']),
+        `${sysPerReq(aTunnel, ['origin'])} / ${sysPerReq(aTunnel, ['relay0', 'relay1'])} / ${sysPerReq(aTunnel, ['connector'])}`,
+        '',
+        '',
+        '',
+      ],
+      [
+        `syscalls/request at ${fmt(RATE)} req/s (b): origin / relays / connector`,
+        sysPerReq(bDirect, ['origin']),
+        `${sysPerReq(bTunnel, ['origin'])} / ${sysPerReq(bTunnel, ['relay0', 'relay1'])} / ${sysPerReq(bTunnel, ['connector'])}`,
+        '',
+        '',
+        '',
+      ],
+      [`CPU µs/request under (a): load generator (${useWrk ? 'wrk' : 'autocannon'})`, fmt(cpu.loadgenDirect, 1), fmt(cpu.loadgenTunnel, 1), '', '', ''],
+      ['(e) relay holding the connection: req/s, p99', '', `${fmt(rps(eOwn))}, ${ms(eOwn.out.p99_us).toFixed(2)} ms`, '', '', ''],
+      ['(e) relay forwarding to that peer: req/s, p99', '', `${fmt(rps(eFwd))}, ${ms(eFwd.out.p99_us).toFixed(2)} ms`, `${pct(rps(eFwd) / rps(eOwn))} of own`, '', ''],
+      ['(e) CPU µs/request of the forwarding relay', '', fmt(eFwd.cpuUs.forwarder! / reqs(eFwd), 1), '', '', ''],
+    ];
+    const table = markdownTable(['measurement', 'direct', 'through tunnel', 'tunnel vs direct', 'target', 'met'], rows);
+    const note =
+      `Real processes on one 2-core machine shared with other work (figures ±25%; compare the ratios and CPU per request). ` +
+      `Origin, relays, connector and load generator share the CPU. Load through the tunnel spread over both relays (Host: ${HOST}); ` +
+      `connector with 4 connections (${perRelay.join(' + ')} per relay). (a) ${useWrk ? 'wrk -t2' : 'autocannon (percentiles combined by request-weighted mean)'}, ` +
+      `after a ${WARMUP_SECONDS} s warm-up; errors direct/tunnel: ${errs.join('/')}. (b) open-loop undici client, latency from dispatch to the last body byte. ` +
+      `(c) one stream each way; bare ws = a ws client and server process moving the same bytes as 64 KiB binary messages (zero mask for client→server, as the connector). ` +
+      `CPU from /proc/PID/stat (utime+stime) over the measured run divided by its requests.`;
+    process.stdout.write(`\n### bench (tunnel)\n\n${table}\n\n${note}\n`);
+
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    const out = {
+      machine: machineInfo(),
+      params: { seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, connections: CONNECTIONS, rate: RATE, bulkBytes: BULK, loadGenerator: useWrk ? 'wrk' : 'autocannon', connectionsPerRelay: perRelay },
+      a: { direct: aDirect, tunnel: aTunnel, reqPerSec: { direct: rps(aDirect), tunnel: rps(aTunnel), ratio: rps(aTunnel) / rps(aDirect) } },
+      b: { direct: bDirect, tunnel: bTunnel, addedP50Ms: added50, addedP99Ms: added99 },
+      c: {
+        download: { bareWsClientToServer: bareDown, tunnel: downTunnel, direct: downDirect, ratioToBare: (downTunnel.out.mbps as number) / (bareDown.mbps as number) },
+        upload: { bareWsServerToClient: bareUp, tunnel: upTunnel, direct: upDirect, ratioToBare: (upTunnel.out.mbps as number) / (bareUp.mbps as number) },
+      },
+      d: { idleRss, idleCpuMsPerSec, loadRss, relayPlusConnectorUnderLoad: relayPlusConnector },
+      cpuUsPerRequest: { ...cpu, relayPlusConnector: relayConnectorCpu, atFixedRateNetOfIdle: cpuAtRate },
+      peerForwarding: { own: eOwn, forwarded: eFwd, reqPerSecRatio: rps(eFwd) / rps(eOwn), p99Ms: { own: ms(eOwn.out.p99_us), forwarded: ms(eFwd.out.p99_us) } },
+      targets: {
+        reqPerSec40pct: rps(aTunnel) / rps(aDirect) >= 0.4,
+        p99Added2ms: added99 <= 2,
+        download70pctOfBareWs: (downTunnel.out.mbps as number) / (bareDown.mbps as number) >= 0.7,
+        upload70pctOfBareWs: (upTunnel.out.mbps as number) / (bareUp.mbps as number) >= 0.7,
+        rss150MB: relayPlusConnector <= 150 * MiB,
+        cpu200us: relayConnectorCpu <= 200,
+      },
+      table,
+      elapsedSeconds: (Date.now() - startedAt) / 1000,
+    };
+    writeFileSync(path.join(RESULTS_DIR, 'tunnel.json'), JSON.stringify(out, null, 2) + '\n');
+    process.stdout.write(`\nwrote bench/results/tunnel.json (${out.elapsedSeconds.toFixed(0)} s)\n`);
+  } finally {
+    await fleet.stop();
+  }
+}
+
+/** BENCH_PROFILE=1: relays and connector under --cpu-prof; (a) and (c) through the tunnel only. */
+async function profile(): Promise<void> {
+  rmSync(PROFILE_DIR, { recursive: true, force: true });
+  const useWrk = haveWrk();
+  const fleet = await startFleet(true);
+  const windows: Record<string, ProfileWindow> = {};
+  const figures: Record<string, string> = {};
+  let stopped = false;
+  try {
+    const { relays, connector, origin } = fleet;
+    const tunnel: Target[] = relays.map((r) => ({ host: '127.0.0.1', port: r.http }));
+    const pids = { relay0: relays[0]!.proc.pid, relay1: relays[1]!.proc.pid, connector: connector.pid, origin: origin.pid };
+    await phase(closedLoop(tunnel, HOST, WARMUP_SECONDS, useWrk, fleet.tmp), {});
+    const a = await phase(closedLoop(tunnel, HOST, SECONDS, useWrk, fleet.tmp), pids);
+    windows.requests = a.window;
+    const n = a.out.requests as number;
+    figures.requests =
+      `${fmt(n / SECONDS)} req/s under the profiler; CPU µs/request: relays ${fmt((a.cpuUs.relay0! + a.cpuUs.relay1!) / n, 1)}, ` +
+      `connector ${fmt(a.cpuUs.connector! / n, 1)}, origin ${fmt(a.cpuUs.origin! / n, 1)}`;
+    log(`  profile (a): ${figures.requests}`);
+    const b = await phase(loadgen({ mode: 'rate', targets: tunnel, hostHeader: HOST, rate: RATE, seconds: SECONDS, warmupSeconds: 1, connections: 16 }), pids);
+    windows.rate = b.window;
+    const nb = b.out.requests as number;
+    figures.rate =
+      `p50 ${(b.out.p50_ms as number).toFixed(2)} ms, p99 ${(b.out.p99_ms as number).toFixed(2)} ms under the profiler; CPU µs/request: ` +
+      `relays ${fmt((b.cpuUs.relay0! + b.cpuUs.relay1!) / nb, 1)}, connector ${fmt(b.cpuUs.connector! / nb, 1)}, origin ${fmt(b.cpuUs.origin! / nb, 1)}`;
+    log(`  profile (b): ${figures.rate}`);
+    const down = await phase(loadgen({ mode: 'download', targets: [tunnel[0]], hostHeader: HOST, path: `/download?bytes=${BULK}`, bytes: BULK }), pids);
+    windows.download = down.window;
+    figures.download = `${fmt(down.out.mbps as number)} MB/s under the profiler`;
+    const up = await phase(loadgen({ mode: 'upload', targets: [tunnel[0]], hostHeader: HOST, path: '/upload', bytes: BULK }), pids);
+    windows.upload = up.window;
+    figures.upload = `${fmt(up.out.mbps as number)} MB/s under the profiler`;
+    log(`  profile (c): download ${figures.download}, upload ${figures.upload}`);
+    await fleet.stop(); // SIGTERM: the profiles are written as the processes exit
+    stopped = true;
+  } finally {
+    if (!stopped) await fleet.stop();
+  }
+  const summaries: Record<string, Record<string, ProfileSummary>> = {};
+  const titles: Record<string, string> = {
+    requests: `(a) GET 1 KiB, ${CONNECTIONS} connections over both relays`,
+    rate: `(b) fixed ${fmt(RATE)} req/s over both relays`,
+    download: `(c) ${BULK / MiB} MiB download through relay-0`,
+    upload: `(c) ${BULK / MiB} MiB upload through relay-0`,
+  };
+  let text = '\n### bench (tunnel) CPU profiles — figures under the profiler are not benchmark results\n';
+  for (const [ph, w] of Object.entries(windows)) {
+    text += `\n**${titles[ph]}**: ${figures[ph]}\n\n`;
+    summaries[ph] = {};
+    for (const proc of ['relay-0', 'relay-1', 'connector']) {
+      if ((ph === 'download' || ph === 'upload') && proc === 'relay-1') continue; // bulk runs use relay-0 only
+      const f = newestProfile(path.join(PROFILE_DIR, proc));
+      if (!f) {
+        text += `(no profile from ${proc})\n`;
+        continue;
+      }
+      const s = summarizeProfile(f, 30, w);
+      summaries[ph][proc] = s;
+      text += formatProfile(`${proc} — ${ph}`, s, 20) + '\n';
+    }
+  }
+  process.stdout.write(text);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(path.join(RESULTS_DIR, 'tunnel-profile.json'), JSON.stringify({ machine: machineInfo(), figures, windows, summaries }, null, 2) + '\n');
+  process.stdout.write(`\nwrote bench/results/tunnel-profile.json and the raw profiles under bench/results/profiles/tunnel/\n`);
+}
+
+(PROFILE ? profile() : measure()).then(
+  () => process.exit(0),
+  (e: Error) => {
+    process.stderr.write(`bench failed: ${e.stack ?? e.message}\n`);
+    process.exit(1);
+  },
+);
