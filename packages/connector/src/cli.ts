@@ -10,6 +10,11 @@ import { peekClaims } from '@tunnel/protocol';
 import { createStatusServer } from './status-server.js';
 import { registerProvisioningCommands, fetchCredentialsFor } from './provisioning-commands.js';
 import { ControlError } from './control-client.js';
+import { randomUUID } from 'node:crypto';
+import { ConnectorMetrics } from './metrics.js';
+import { logOriginRequests } from './request-log.js';
+import { fetchHostnames, showStatusBlockWhenConnected } from './status-block.js';
+import { registerServiceCommands, ServiceError } from './service-install.js';
 
 class CliError extends Error {}
 
@@ -58,18 +63,47 @@ program
 
     const claimed = peekClaims(token)?.controlUrl;
     const controlUrls = o.discover === false ? [] : [file?.controlUrl, typeof claimed === 'string' ? claimed : undefined].filter((x): x is string => !!x);
-    const connector = new Connector({ token, relays, haConnections, gracePeriodMs, configFile: o.config, url: o.url, ingress, log, controlUrls });
+    const claims = peekClaims(token);
+    const connectorId = randomUUID();
+    const metrics = new ConnectorMetrics({ connectorId, tunnelId: typeof claims?.tunnelId === 'string' ? claims.tunnelId : '', version: CONNECTOR_VERSION });
+    const connector = new Connector({ id: connectorId, token, relays, haConnections, gracePeriodMs, configFile: o.config, url: o.url, ingress, log, controlUrls, hooks: metrics.originHooks });
+    metrics.attach(connector.ha);
+    logOriginRequests(connector.log);
     const metricsAddr: string | undefined = o.metrics ?? (cfg?.metrics ? `${cfg.metrics.host}:${cfg.metrics.port}` : undefined);
+    let metricsUrl: string | undefined;
     if (metricsAddr) {
-      const server = createStatusServer({ ha: connector.ha, connectorId: connector.id });
+      const server = createStatusServer({ ha: connector.ha, connectorId: connector.id, metrics });
       const [host, port] = splitAddr(metricsAddr);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(port, host, () => resolve());
       });
       const a = server.address();
-      log.info({ event: 'metrics', addr: typeof a === 'object' && a ? `${a.address}:${a.port}` : metricsAddr }, 'status server listening');
+      const addr = typeof a === 'object' && a ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : metricsAddr;
+      metricsUrl = `http://${addr}`;
+      log.info({ event: 'metrics', addr, port: typeof a === 'object' && a ? a.port : undefined }, 'status server listening on /ready, /healthcheck, /metrics');
       server.unref();
+    }
+    // On a terminal, a short status block once connected (never into piped or JSON output).
+    if (process.stdout.isTTY) {
+      const statusControlUrls = [file?.controlUrl, typeof claimed === 'string' ? claimed : undefined].filter((x): x is string => !!x);
+      const pretty = o.logFormat === 'pretty' || (o.logFormat !== 'json' && !o.logfile);
+      showStatusBlockWhenConnected({
+        ha: connector.ha,
+        haConnections,
+        connectorId: connector.id,
+        tunnelName: typeof claims?.tunnelName === 'string' ? claims.tunnelName : undefined,
+        hostnames: async () => {
+          const fromApi = await fetchHostnames(statusControlUrls, token);
+          if (fromApi) return { hostnames: fromApi, source: fromApi.length ? 'api' : 'none' };
+          const fromRules = [...new Set(rules.map((r) => r.hostname).filter((h): h is string => !!h))];
+          return { hostnames: fromRules, source: 'ingress' };
+        },
+        metricsUrl: () => metricsUrl,
+        logs: o.logfile ? `${o.logfile} (${o.logFormat === 'pretty' ? 'pretty' : 'JSON lines'})` : `this terminal (${pretty ? 'pretty' : 'JSON lines'}; --logfile FILE to keep them)`,
+        write: (s) => process.stdout.write(s),
+        color: !process.env.NO_COLOR,
+      });
     }
     log.info({ event: 'starting', connectorId: connector.id, relays, haConnections, version: CONNECTOR_VERSION }, 'connector starting');
     connector.start();
@@ -93,6 +127,7 @@ program
   });
 
 registerProvisioningCommands(program);
+registerServiceCommands(program);
 
 const ingressCmd = program.command('ingress').description('check ingress rules');
 ingressCmd
@@ -139,7 +174,7 @@ async function main(): Promise<void> {
         ? e.message
         : e instanceof ControlError
           ? `${e.message} (${e.code})`
-          : e instanceof CredentialError || e instanceof CliError
+          : e instanceof CredentialError || e instanceof CliError || e instanceof ServiceError
           ? e.message
           : ((e as Error).message ?? String(e));
     process.stderr.write(`tunnel: ${msg}\n`);

@@ -24,14 +24,18 @@ export interface ConnectorOptions {
   controlUrls?: string[];
   log: Logger;
   hooks?: OriginProxyHooks;
+  /** Connector id (default: a new random UUID). */
+  id?: string;
 }
 
 type ConnectorState = 'created' | 'running' | 'draining' | 'stopped';
 
 /** `tunnel run`: the HA connections plus the origin proxy, with live ingress reloads. */
 export class Connector {
-  readonly id = randomUUID();
+  readonly id: string;
   readonly ha: HAManager;
+  /** The logger every part of this connector uses: each line carries the connector id. */
+  readonly log: Logger;
   readonly proxy: OriginProxy;
   private state: ConnectorState = 'created';
   private watcher: FSWatcher | null = null;
@@ -41,18 +45,20 @@ export class Connector {
   private readonly fatalWaiters: Array<(r: Extract<CloseReason, { kind: 'refused' | 'revoked' }>) => void> = [];
 
   constructor(private readonly o: ConnectorOptions) {
-    this.proxy = new OriginProxy(o.ingress, o.log, o.hooks);
+    this.id = o.id ?? randomUUID();
+    const log = (this.log = o.log.child({ connectorId: this.id }));
+    this.proxy = new OriginProxy(o.ingress, log, o.hooks);
     this.ha = new HAManager({
       relays: o.relays,
       haConnections: o.haConnections,
       token: o.token,
       connectorId: this.id,
       version: CONNECTOR_VERSION,
-      log: o.log,
+      log,
       gracePeriodMs: o.gracePeriodMs,
       onStream: (s) => this.proxy.handle(s),
     });
-    this.discovery = o.controlUrls?.length ? new RelayDiscovery(o.controlUrls, (urls) => this.ha.setRelays(urls), o.log) : null;
+    this.discovery = o.controlUrls?.length ? new RelayDiscovery(o.controlUrls, (urls) => this.ha.setRelays(urls), log) : null;
     this.ha.on('fatal', (r) => {
       this.fatalReason = r;
       for (const w of this.fatalWaiters.splice(0)) w(r);
@@ -82,11 +88,11 @@ export class Connector {
       const rules = resolveIngress(cfg, this.o.url);
       const ingress = compileIngress(rules, cfg.originRequest ?? ORIGIN_REQUEST_DEFAULTS);
       this.proxy.setIngress(ingress);
-      this.o.log.info({ event: 'config-reloaded', file, rules: ingress.rules.length }, 'ingress reloaded');
+      this.log.info({ event: 'config-reloaded', file, rules: ingress.rules.length }, 'ingress reloaded');
       return true;
     } catch (e) {
       const msg = e instanceof ConfigError ? e.message : (e as Error).message;
-      this.o.log.error({ event: 'config-rejected', file, err: msg }, 'new config rejected; keeping the running ingress');
+      this.log.error({ event: 'config-rejected', file, err: msg }, 'new config rejected; keeping the running ingress');
       return false;
     }
   }
@@ -107,20 +113,20 @@ export class Connector {
       });
       this.watcher.on('error', () => {});
     } catch (e) {
-      this.o.log.warn({ file, err: (e as Error).message }, 'cannot watch config file; reload with SIGHUP');
+      this.log.warn({ file, err: (e as Error).message }, 'cannot watch config file; reload with SIGHUP');
     }
   }
 
   async drain(): Promise<void> {
     if (this.state !== 'running') return;
     this.state = 'draining';
-    this.o.log.info({ event: 'draining', gracePeriodMs: this.o.gracePeriodMs }, 'connector draining');
+    this.log.info({ event: 'draining', gracePeriodMs: this.o.gracePeriodMs }, 'connector draining');
     this.watcher?.close();
     this.discovery?.stop();
     await this.ha.drain();
     await this.proxy.close();
     this.state = 'stopped';
-    this.o.log.info({ event: 'stopped' }, 'connector stopped');
+    this.log.info({ event: 'stopped' }, 'connector stopped');
   }
 
   async stop(): Promise<void> {

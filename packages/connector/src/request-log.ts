@@ -58,15 +58,23 @@ export function logOriginRequests(log: Logger): () => void {
     const { request, error } = m as { request: UndiciRequest; error: Error };
     done(request, error);
   };
-  diagnostics.subscribe('undici:request:create', onCreate);
-  diagnostics.subscribe('undici:request:headers', onHeaders);
-  diagnostics.subscribe('undici:request:trailers', onTrailers);
-  diagnostics.subscribe('undici:request:error', onError);
+  // A subscriber that throws would surface as an uncaught exception: never let one.
+  const safe = (fn: (m: unknown) => void) => (m: unknown) => {
+    try {
+      fn(m);
+    } catch {
+      /* a log line is not worth a crash */
+    }
+  };
+  const subs: Array<[string, (m: unknown) => void]> = [
+    ['undici:request:create', safe(onCreate)],
+    ['undici:request:headers', safe(onHeaders)],
+    ['undici:request:trailers', safe(onTrailers)],
+    ['undici:request:error', safe(onError)],
+  ];
+  for (const [name, fn] of subs) diagnostics.subscribe(name, fn);
   return () => {
-    diagnostics.unsubscribe('undici:request:create', onCreate);
-    diagnostics.unsubscribe('undici:request:headers', onHeaders);
-    diagnostics.unsubscribe('undici:request:trailers', onTrailers);
-    diagnostics.unsubscribe('undici:request:error', onError);
+    for (const [name, fn] of subs) diagnostics.unsubscribe(name, fn);
   };
 }
 

@@ -104,10 +104,10 @@ export function showStatusBlockWhenConnected(o: {
   const onChange = () => {
     const ready = o.ha.readyConnections;
     if (ready === 0 || shown) return;
-    names ??= o.hostnames();
-    if (ready >= o.haConnections) return void show();
+    names ??= o.hostnames().catch(() => ({ hostnames: [], source: 'none' as const }));
+    if (ready >= o.haConnections) return void show().catch(() => {});
     if (!timer) {
-      timer = setTimeout(() => void show(), o.settleMs ?? 4_000);
+      timer = setTimeout(() => void show().catch(() => {}), o.settleMs ?? 4_000);
       timer.unref();
     }
   };

@@ -4,13 +4,16 @@ import type { HAManager } from './ha-manager.js';
 export interface StatusServerOptions {
   ha: HAManager;
   connectorId: string;
-  /** Extra routes (e.g. /metrics) served by the same listener. */
+  /** Prometheus text for `/metrics`. */
+  metrics?: { text(): Promise<string>; readonly contentType: string };
+  /** Extra routes served by the same listener. */
   extra?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
 }
 
 /**
  * `--metrics ADDR`: `/ready` is 200 once one connection is registered (503
- * before and whenever none is), `/healthcheck` answers while the process runs.
+ * before and whenever none is), `/healthcheck` answers while the process
+ * runs, `/metrics` is the Prometheus text.
  */
 export function createStatusServer(o: StatusServerOptions): http.Server {
   return http.createServer((req, res) => {
@@ -25,6 +28,19 @@ export function createStatusServer(o: StatusServerOptions): http.Server {
     if (path === '/healthcheck') {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('OK\n');
+      return;
+    }
+    if (path === '/metrics' && o.metrics) {
+      o.metrics.text().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': o.metrics!.contentType, 'cache-control': 'no-store' });
+          res.end(req.method === 'HEAD' ? undefined : text);
+        },
+        (e: Error) => {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(`metrics failed: ${e.message}\n`);
+        },
+      );
       return;
     }
     if (o.extra?.(req, res)) return;

@@ -132,7 +132,8 @@ svg.spark polyline { fill: none; stroke: var(--accent); stroke-width: 1.5; }
 svg.spark polyline.err { stroke: var(--bad); }
 .tunnel .grid { border: none; border-radius: 0; }
 .none { color: var(--muted); padding: 10px 14px; }
-.msg { min-height: 1.4em; margin: 6px 2px; }
+.msg { margin: 6px 2px; }
+.msg:empty { display: none; }
 .msg.ok { color: var(--ok); } .msg.bad { color: var(--bad); }
 tr.flash td { background: #fff8c5; }
 input[type=text], input[type=password] { font: inherit; padding: 5px 8px; border: 1px solid #b6bec8; border-radius: 6px; }
@@ -143,6 +144,7 @@ main.login label { display: block; font-weight: 600; margin-bottom: 6px; }
 main.login input[type=password] { width: 100%; margin-bottom: 14px; }
 main.login button { width: 100%; padding: 8px; }
 main.login .hint { color: var(--muted); font-size: 13px; margin-top: 14px; }
+main.login .hint code { white-space: nowrap; }
 .error { color: var(--bad); background: var(--bad-bg); border-radius: 8px; padding: 8px 12px; font-weight: 600; }
 `;
 
@@ -162,7 +164,18 @@ export const APP_JS = `
   }
 
   var state = null, receivedAt = 0, history = {}, HIST = 60;
-  var wanted = (/^#login=([A-Za-z0-9-]+)$/.exec(location.hash) || [])[1];
+  // #login=CODE (the link 'tunnel login' prints) picks out that code's row.
+  var wanted = null;
+  function readHash() { wanted = (/^#login=([A-Za-z0-9-]+)$/.exec(location.hash) || [])[1] || null; }
+  function focusWanted() {
+    var tr = wanted && document.querySelector('#logins tr[data-code="' + wanted + '"]');
+    if (!tr || tr.className === 'flash') return;
+    tr.className = 'flash';
+    tr.querySelector('input').focus();
+    tr.scrollIntoView({ block: 'center' });
+  }
+  readHash();
+  window.addEventListener('hashchange', function () { readHash(); focusWanted(); });
 
   function fmtAge(ms) {
     var s = Math.max(0, Math.round(ms / 1000));
@@ -265,12 +278,12 @@ export const APP_JS = `
           '<td><button class="approve" type="button">Approve</button></td>';
         tr.querySelector('button').addEventListener('click', function () { approve(l.code, tr); });
         body.appendChild(tr);
-        if (l.code === wanted) { tr.className = 'flash'; tr.querySelector('input').focus(); }
       }
       tr.querySelector('[data-age]').textContent = fmtAge(now() - l.createdAt) + ' ago';
       tr.querySelector('.expires').textContent = fmtAge(l.expiresAt - now());
     });
     $('#logins-section').hidden = state.logins.length === 0 && !$('#approve-msg').textContent;
+    focusWanted();
   }
 
   function approve(code, tr) {

@@ -319,7 +319,9 @@ export class Dashboard {
       this.timer.unref();
     }
     void this.snapshot(250).then(
-      (s) => res.write(`event: state\ndata: ${JSON.stringify(s)}\n\n`),
+      (s) => {
+        if (!res.writableEnded && !res.destroyed) res.write(`event: state\ndata: ${JSON.stringify(s)}\n\n`);
+      },
       () => {},
     );
     return true;
@@ -337,7 +339,12 @@ export class Dashboard {
     const frame = `event: state\ndata: ${JSON.stringify(state)}\n\n`;
     const now = Date.now();
     for (const s of this.subscribers) {
+      if (s.res.writableEnded || s.res.destroyed) {
+        this.subscribers.delete(s);
+        continue;
+      }
       if (s.exp <= now) {
+        this.subscribers.delete(s);
         s.res.end('event: logout\ndata: {}\n\n');
         continue;
       }
@@ -504,7 +511,7 @@ function html(res: http.ServerResponse, status: number, body: string): boolean {
     'cache-control': 'no-store',
     'content-security-policy': CSP,
     'x-content-type-options': 'nosniff',
-    'referrer-policy': 'no-referrer',
+    'referrer-policy': 'same-origin',
     'x-frame-options': 'DENY',
   });
   res.end(body);

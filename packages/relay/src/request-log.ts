@@ -24,6 +24,8 @@ export function responseRequestId(res: ServerResponse): string | undefined {
  */
 export function logRequestWhenDone(log: Logger, req: IncomingMessage, res: ServerResponse, kind: 'public' | 'peer', peerRequestId?: string): void {
   const started = process.hrtime.bigint();
+  // Read now: by 'close' the socket may already be detached from the request.
+  const clientIp = req.socket?.remoteAddress;
   res.once('close', () => {
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     log.debug(
@@ -37,7 +39,7 @@ export function logRequestWhenDone(log: Logger, req: IncomingMessage, res: Serve
         status: res.headersSent ? res.statusCode : null,
         complete: res.writableFinished,
         ms: Math.round(ms * 100) / 100,
-        clientIp: req.socket.remoteAddress,
+        clientIp,
       },
       'request',
     );

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
+import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { generateKeyFile, loadKeyFile } from './keys.js';
@@ -120,7 +121,7 @@ export function registerRelayServiceCommands(program: Command): void {
     .option('--control <addr>', 'control API and dashboard', ':7000')
     .option('--peer <addr>', 'relay-to-relay listener', ':7845')
     .option('--metrics <addr>', 'Prometheus /metrics listener', '127.0.0.1:9464')
-    .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay')
+    .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay (default: this machine\'s host name)')
     .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
     .option('--drain-delay <ms>', 'how long a draining relay keeps serving before closing listeners', '1000')
     .option('--exec <command>', 'command that runs tunnel-relay (default: this node and this CLI)')
@@ -136,7 +137,7 @@ export function registerRelayServiceCommands(program: Command): void {
         region: o.region,
         id: o.id,
         listen: { http: o.http, https: o.https, connect: o.connect, control: o.control, peer: o.peer, metrics: o.metrics },
-        advertiseHost: o.advertiseHost,
+        advertiseHost: o.advertiseHost ?? hostname(),
         drainTimeoutMs: Number(o.drainTimeout),
         drainDelayMs: Number(o.drainDelay),
         tls: !!(o.tlsCert && o.tlsKey),

@@ -1,0 +1,267 @@
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { stringify } from 'yaml';
+import { loadConfig, parseConfig, resolveIngress } from './config.js';
+import { compileIngress } from './ingress.js';
+import { resolveToken } from './credentials.js';
+import { fetchCredentialsFor } from './provisioning-commands.js';
+
+/**
+ * `tunnel service install|uninstall`: a hardened systemd unit that runs
+ * `tunnel run --config /etc/tunnel/config.yml`, the config, and the run
+ * token in a root-only file that systemd hands to the service through
+ * LoadCredential= (read via TUNNEL_TOKEN_FILE): the credential is never on a
+ * command line, in the unit, or readable by the service user directly.
+ */
+
+export const UNIT_NAME = 'tunnel.service';
+
+export class ServiceError extends Error {}
+
+export interface ConnectorServiceOptions {
+  unitDir: string;
+  configDir: string;
+  exec: string[];
+  gracePeriodMs: number;
+  metrics?: string;
+}
+
+export function renderConnectorUnit(o: ConnectorServiceOptions): string {
+  const cfg = join(o.configDir, 'config.yml');
+  const stopSec = Math.ceil(o.gracePeriodMs / 1000) + 15;
+  const lines: Array<[string, string] | string> = [
+    '[Unit]',
+    ['Description', 'tunnel connector: publishes a private origin through the tunnel relays (outbound only)'],
+    ['After', 'network-online.target'],
+    ['Wants', 'network-online.target'],
+    '',
+    '[Service]',
+    ['Type', 'simple'],
+    ['ExecStart', [...o.exec, 'run', '--config', cfg, '--log-format', 'json', ...(o.metrics ? ['--metrics', o.metrics] : [])].map(quoteArg).join(' ')],
+    '# The run token: a root-only file, handed over as a systemd credential.',
+    ['LoadCredential', `tunnel-token:${join(o.configDir, 'token')}`],
+    ['Environment', 'TUNNEL_TOKEN_FILE=%d/tunnel-token'],
+    ['Environment', 'TUNNEL_HOME=%S/tunnel'],
+    ['DynamicUser', 'yes'],
+    ['StateDirectory', 'tunnel'],
+    ['StateDirectoryMode', '0700'],
+    '# SIGTERM drains: no new requests, in-flight ones finish within the grace period.',
+    ['KillSignal', 'SIGTERM'],
+    ['TimeoutStopSec', `${stopSec}s`],
+    ['Restart', 'on-failure'],
+    ['RestartSec', '5s'],
+    '# Exit 2/3: the relays refused or revoked the credential; restarting will not help.',
+    ['RestartPreventExitStatus', '2 3'],
+    ['LimitNOFILE', '65536'],
+    ['CapabilityBoundingSet', ''],
+    ['AmbientCapabilities', ''],
+    ...hardening(),
+    '',
+    '[Install]',
+    ['WantedBy', 'multi-user.target'],
+  ];
+  return header('tunnel service install', 'tunnel service uninstall') + render(lines);
+}
+
+/** config.yml for `--url`: the one origin, plus the settings given. */
+export function renderConnectorConfig(o: { url: string; relays?: string[]; haConnections?: number; metrics?: string; gracePeriod?: string }): string {
+  const doc: Record<string, unknown> = {
+    ...(o.relays?.length ? { relays: o.relays } : {}),
+    'ha-connections': o.haConnections ?? 4,
+    metrics: o.metrics ?? '127.0.0.1:20241',
+    'grace-period': o.gracePeriod ?? '30s',
+    ingress: [{ service: o.url }],
+  };
+  return '# tunnel run settings (written by `tunnel service install`).\n# The run token is not here: systemd passes it as a credential (TUNNEL_TOKEN_FILE).\n' + stringify(doc);
+}
+
+export function registerServiceCommands(program: Command): void {
+  const service = program.command('service').description('run the connector as a systemd service');
+  service
+    .command('install')
+    .description(`write ${UNIT_NAME} (hardened), /etc/tunnel/config.yml and the token file, and start it`)
+    .argument('[name]', 'tunnel name (its credentials are read from TUNNEL_HOME)')
+    .addOption(new Option('--token <token>', 'tunnel run token (prefer TUNNEL_TOKEN or --token-file)').env('TUNNEL_TOKEN'))
+    .addOption(new Option('--token-file <file>', 'read the run token from this file').env('TUNNEL_TOKEN_FILE'))
+    .option('--credentials-file <file>', 'tunnel credentials file (<TUNNEL-ID>.json)')
+    .option('--url <url>', 'publish this one origin')
+    .option('--config <file>', 'install this config.yml (ingress rules) instead of --url')
+    .option('--relay <url...>', 'relay connector endpoints (default: from the credential)')
+    .option('--ha-connections <n>', 'connections to keep (with --url)', '4')
+    .option('--metrics <addr>', 'serve /ready, /healthcheck and /metrics here', '127.0.0.1:20241')
+    .option('--grace-period <duration>', 'SIGTERM drain time (with --url)', '30s')
+    .addOption(new Option('--unit-dir <dir>', 'where the unit goes').env('TUNNEL_SERVICE_UNIT_DIR').default('/etc/systemd/system'))
+    .addOption(new Option('--config-dir <dir>', 'where config.yml and the token go').env('TUNNEL_SERVICE_CONFIG_DIR').default('/etc/tunnel'))
+    .option('--exec <command>', 'command that runs `tunnel` (default: this node and this CLI)')
+    .option('--force', 'replace an existing config.yml and token')
+    .option('--dry-run', 'print the unit and config instead of writing anything')
+    .option('--no-start', 'do not run systemctl daemon-reload / enable --now')
+    .action(async (name: string | undefined, o, cmd: Command) => {
+      const unitDir = resolve(o.unitDir);
+      const configDir = resolve(o.configDir);
+      if (!o.url && !o.config) throw new ServiceError('say what to publish: --url URL (one origin) or --config FILE (ingress rules)');
+      if (o.url && o.config) throw new ServiceError('--url and --config are exclusive');
+      let config: string;
+      let gracePeriodMs = 30_000;
+      let metrics: string | undefined;
+      if (o.config) {
+        const cfg = loadConfig(o.config); // refuse to install a config that would not start
+        compileIngress(resolveIngress(cfg, undefined), cfg.originRequest);
+        gracePeriodMs = cfg.gracePeriod;
+        // The file's own metrics address wins unless --metrics is given.
+        metrics = !cfg.metrics || cmd.getOptionValueSource('metrics') !== 'default' ? o.metrics : undefined;
+        config = readFileSync(o.config, 'utf8');
+        for (const p of [cfg.credentialsFile, cfg.tokenFile]) {
+          if (p) process.stderr.write(`warning: ${o.config} names ${p}; the service reads the token from TUNNEL_TOKEN_FILE instead\n`);
+        }
+      } else {
+        config = renderConnectorConfig({ url: o.url, relays: o.relay, haConnections: Number(o.haConnections), metrics: o.metrics, gracePeriod: o.gracePeriod });
+        const cfg = parseConfig(config, '(generated config.yml)');
+        compileIngress(resolveIngress(cfg, undefined), cfg.originRequest);
+        gracePeriodMs = cfg.gracePeriod;
+      }
+      const opts: ConnectorServiceOptions = {
+        unitDir,
+        configDir,
+        exec: o.exec ? o.exec.trim().split(/\s+/) : defaultExec(),
+        gracePeriodMs,
+        metrics,
+      };
+      const unit = renderConnectorUnit(opts);
+      const unitPath = join(unitDir, UNIT_NAME);
+      const cfgPath = join(configDir, 'config.yml');
+      const tokenPath = join(configDir, 'token');
+      if (o.dryRun) {
+        process.stdout.write(`# ${unitPath}\n${unit}\n# ${cfgPath}\n${config}`);
+        return;
+      }
+      const { token } = resolveToken({
+        token: o.token,
+        tokenFile: o.tokenFile,
+        credentialsFile: o.credentialsFile ?? (name ? await fetchCredentialsFor(name) : undefined),
+      });
+      warnIfHidden(opts.exec);
+      mkdirSync(configDir, { recursive: true, mode: 0o755 });
+      for (const p of [cfgPath, tokenPath]) {
+        if (existsSync(p) && !o.force) throw new ServiceError(`${p} exists: pass --force to replace it (or \`tunnel service uninstall --purge\` first)`);
+      }
+      writeFile(cfgPath, config, 0o644);
+      writeFile(tokenPath, token + '\n', 0o600, ' (mode 0600, root only)');
+      mkdirSync(unitDir, { recursive: true });
+      writeFile(unitPath, unit, 0o644);
+      activate(unitDir, o.start !== false, [['daemon-reload'], ['enable', '--now', UNIT_NAME]]);
+    });
+  service
+    .command('uninstall')
+    .description(`stop and remove ${UNIT_NAME} (config.yml and the token stay unless --purge)`)
+    .addOption(new Option('--unit-dir <dir>', 'where the unit is').env('TUNNEL_SERVICE_UNIT_DIR').default('/etc/systemd/system'))
+    .addOption(new Option('--config-dir <dir>', 'where config.yml and the token are').env('TUNNEL_SERVICE_CONFIG_DIR').default('/etc/tunnel'))
+    .option('--purge', 'also remove config.yml and the token')
+    .option('--dry-run', 'print what would be removed')
+    .action((o) => {
+      const unitDir = resolve(o.unitDir);
+      const configDir = resolve(o.configDir);
+      const unitPath = join(unitDir, UNIT_NAME);
+      const files = [unitPath, ...(o.purge ? [join(configDir, 'config.yml'), join(configDir, 'token')] : [])];
+      if (o.dryRun) {
+        const present = files.filter((f) => existsSync(f));
+        process.stdout.write((present.length ? present.map((f) => `would remove ${f}`).join('\n') : 'nothing installed') + '\n');
+        return;
+      }
+      if (!existsSync(unitPath)) out(`no ${unitPath}: not installed`);
+      activate(unitDir, true, [['disable', '--now', UNIT_NAME]], true);
+      for (const f of files) {
+        if (!existsSync(f)) continue;
+        rmSync(f, { force: true });
+        out(`removed  ${f}`);
+      }
+      activate(unitDir, true, [['daemon-reload']], true);
+      if (!o.purge) out(`kept     ${configDir} (--purge removes config.yml and the token)`);
+    });
+}
+
+// ---- shared bits (the relay's service-install.ts has the same) ------------------------
+
+function hardening(): Array<[string, string] | string> {
+  return [
+    '# Hardening: read-only system, no home directories, private /tmp and /dev.',
+    ['NoNewPrivileges', 'yes'],
+    ['ProtectSystem', 'strict'],
+    ['ProtectHome', 'yes'],
+    ['PrivateTmp', 'yes'],
+    ['PrivateDevices', 'yes'],
+    ['ProtectKernelTunables', 'yes'],
+    ['ProtectKernelModules', 'yes'],
+    ['ProtectKernelLogs', 'yes'],
+    ['ProtectControlGroups', 'yes'],
+    ['ProtectClock', 'yes'],
+    ['ProtectHostname', 'yes'],
+    ['ProtectProc', 'invisible'],
+    ['RestrictAddressFamilies', 'AF_INET AF_INET6 AF_UNIX'],
+    ['RestrictNamespaces', 'yes'],
+    ['RestrictRealtime', 'yes'],
+    ['RestrictSUIDSGID', 'yes'],
+    ['LockPersonality', 'yes'],
+    ['SystemCallArchitectures', 'native'],
+    ['SystemCallFilter', '@system-service'],
+    ['SystemCallErrorNumber', 'EPERM'],
+    '# Node\'s JIT needs writable+executable memory, so MemoryDenyWriteExecute stays off.',
+    ['UMask', '0077'],
+  ];
+}
+
+function header(installCmd: string, uninstallCmd: string): string {
+  return `# Written by \`${installCmd}\`; remove with \`${uninstallCmd}\`.\n# Requires systemd >= 247 (LoadCredential=, %d).\n`;
+}
+
+function render(lines: Array<[string, string] | string>): string {
+  return lines.map((l) => (typeof l === 'string' ? l : `${l[0]}=${l[1]}`)).join('\n') + '\n';
+}
+
+function quoteArg(a: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a)) return a.replace(/%/g, '%%');
+  return `"${a.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
+}
+
+function defaultExec(): string[] {
+  const script = process.argv[1] ? realpathSync(process.argv[1]) : '';
+  return [process.execPath, script];
+}
+
+function warnIfHidden(exec: string[]): void {
+  for (const p of exec) {
+    if (/^\/(home|root|run\/user)\//.test(p)) {
+      process.stderr.write(`warning: ${p} is under a home directory, which ProtectHome=yes hides from the service; install the package system-wide or pass --exec\n`);
+    }
+  }
+}
+
+function out(s: string): void {
+  process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+}
+
+function writeFile(path: string, text: string, mode: number, note = ''): void {
+  writeFileSync(path, text, { mode });
+  chmodSync(path, mode);
+  out(`wrote    ${path}${note}`);
+}
+
+function systemdManages(unitDir: string): boolean {
+  return existsSync('/run/systemd/system') && ['/etc/systemd/system', '/lib/systemd/system', '/usr/lib/systemd/system'].includes(unitDir);
+}
+
+function activate(unitDir: string, enabled: boolean, cmds: string[][], quiet = false): void {
+  const shown = cmds.map((c) => `systemctl ${c.join(' ')}`).join(' && ');
+  if (!enabled) return void (quiet || out(`next:    ${shown}`));
+  if (!systemdManages(unitDir)) return void (quiet || out(`next:    ${shown}  (systemd is not managing ${unitDir} here)`));
+  for (const c of cmds) {
+    try {
+      execFileSync('systemctl', c, { stdio: ['ignore', 'inherit', 'inherit'] });
+      if (!quiet) out(`ran      systemctl ${c.join(' ')}`);
+    } catch (e) {
+      if (!quiet) process.stderr.write(`warning: systemctl ${c.join(' ')} failed: ${(e as Error).message}\n`);
+    }
+  }
+}

@@ -1,0 +1,149 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { request } from 'undici';
+import { startFleet, type Fleet } from './harness/fleet.js';
+import { startOrigin, type Origin } from './harness/origin.js';
+import { waitFor } from './harness/wait.js';
+import { req } from './harness/http.js';
+import { CONNECTOR_CLI, Proc, tempDir, type RelayProc } from './harness/procs.js';
+
+// The operator dashboard in a real browser (Debian's Chromium driven by
+// playwright-core): login refused with a wrong key, the connector's four
+// connections, a request counter rising live while requests are sent (no
+// reload), and a `tunnel login` code approved from the page.
+
+const CHROMIUM = '/usr/bin/chromium';
+const OPERATOR_KEY = 'dashboard-operator-key-0123456789';
+const ARTIFACTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../test-artifacts');
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium) {
+  if (process.env.CI === 'true') console.log(`[fail] ${CHROMIUM} is missing and CI=true: .ci/run installs chromium`);
+  else console.log(`[skip] dashboard browser tests: ${CHROMIUM} is not installed (apt-get install -y chromium)`);
+}
+
+describe.skipIf(!haveChromium && process.env.CI !== 'true')('dashboard in a real browser', () => {
+  let fleet: Fleet;
+  let origin: Origin;
+  let browser: Browser;
+  let page: Page;
+  let relay: RelayProc;
+  const tmp = tempDir('tunnel-dash-');
+
+  beforeAll(async () => {
+    if (!haveChromium) throw new Error(`${CHROMIUM} is required when CI=true (.ci/run installs chromium)`);
+    origin = await startOrigin((q, s) => s.end(`hello ${q.url}`));
+    const keyFile = path.join(tmp.dir, 'operator-key');
+    writeFileSync(keyFile, OPERATOR_KEY + '\n', { mode: 0o600 });
+    fleet = await startFleet({ relays: 2, relayArgs: ['--operator-key-file', keyFile] });
+    relay = fleet.relays[0]!;
+    await fleet.connector({ url: origin.url });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await fleet?.close();
+    await origin?.close();
+    tmp.cleanup();
+  });
+
+  it('refuses a wrong operator key with a clear message and no session', async () => {
+    await page.goto(`${relay.controlUrl}/dashboard/`);
+    await page.fill('#key', 'not-the-key');
+    const [resp] = await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+    expect(resp?.status()).toBe(401);
+    expect(await page.textContent('#login-error')).toContain('Wrong operator key');
+    expect(await page.isVisible('#key')).toBe(true);
+    expect((await page.context().cookies()).filter((c) => c.name === 'tunnel_dash')).toHaveLength(0);
+    // The API is closed without a session, too.
+    const api = await request(`${relay.controlUrl}/dashboard/api/state`);
+    expect(api.statusCode).toBe(401);
+    await api.body.dump();
+  });
+
+  it('logs in and shows relays, the tunnel with its hostname, and the connector\'s four connections', async () => {
+    await page.fill('#key', OPERATOR_KEY);
+    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+    const cookie = (await page.context().cookies()).find((c) => c.name === 'tunnel_dash');
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
+    await page.waitForSelector('#live.on', { timeout: 10_000 });
+    const card = page.locator('[data-testid="tunnel-app"]');
+    await card.waitFor({ timeout: 10_000 });
+    await expect.poll(() => card.locator('tr.conn').count(), { timeout: 10_000 }).toBe(4);
+    const rows = await card.locator('tr.conn').evaluateAll((trs) => trs.map((tr) => ({ index: tr.getAttribute('data-index'), text: (tr as HTMLElement).innerText })));
+    expect(rows.map((r) => r.index).sort()).toEqual(['0', '1', '2', '3']);
+    const relayIds = new Set(fleet.relays.map((r) => r.id));
+    for (const r of rows) expect([...relayIds].some((id) => r.text.includes(id))).toBe(true);
+    // Both relays hold connections, and both are listed healthy.
+    expect(new Set(rows.map((r) => [...relayIds].find((id) => r.text.includes(id))))).toEqual(relayIds);
+    for (const id of relayIds) expect(await page.locator(`tr[data-relay="${id}"] .badge.healthy`).count()).toBe(1);
+    expect(await card.locator('.chip').allTextContents()).toEqual([fleet.hostname]);
+  });
+
+  it('shows the request counter rising live while requests are sent, without a reload', async () => {
+    await page.evaluate(() => ((window as unknown as { __noReload: number }).__noReload = 42));
+    const counter = page.locator('[data-testid="tunnel-app"] [data-testid="requests"]');
+    const start = Number(await counter.textContent());
+    const N = 40;
+    // Spread over a few seconds and over both relays, so the page sees it climb.
+    const seen = new Set<number>();
+    const watch = setInterval(() => {
+      counter.textContent().then((t) => seen.add(Number(t)), () => {});
+    }, 100);
+    for (let i = 0; i < N; i++) {
+      const r = await req(`${fleet.relays[i % 2]!.publicUrl}/live/${i}`, { host: fleet.hostname });
+      expect(r.status).toBe(200);
+      if (i % 10 === 9) {
+        await waitFor(async () => {
+          const v = Number(await counter.textContent());
+          seen.add(v);
+          return v >= start + i + 1;
+        }, 5_000, { message: `counter at ${start + i + 1}` });
+      }
+    }
+    await page.waitForFunction((want) => Number(document.querySelector('[data-testid="tunnel-app"] [data-testid="requests"]')?.textContent) >= want, start + N, { timeout: 10_000 });
+    clearInterval(watch);
+    expect(Number(await counter.textContent())).toBe(start + N);
+    // It rose in steps (live), not in one jump after a reload.
+    expect([...seen].filter((v) => v > start && v < start + N).length).toBeGreaterThanOrEqual(2);
+    expect(await page.evaluate(() => (window as unknown as { __noReload?: number }).__noReload)).toBe(42);
+    expect(Number(await page.locator('[data-testid="tunnel-app"] [data-testid="rps"]').textContent())).toBeGreaterThanOrEqual(0);
+  });
+
+  it('approves a pending `tunnel login` code from the page, and the CLI completes', async () => {
+    const home = path.join(tmp.dir, 'login-home');
+    const login = new Proc('login', process.execPath, [CONNECTOR_CLI, 'login', '--relay', relay.controlUrl!, '--poll-interval', '100'], { TUNNEL_HOME: home });
+    const code = await waitFor(() => /approve this code: ([A-Z0-9]{4}-[A-Z0-9]{4})/.exec(login.stdout)?.[1], 10_000, { message: 'login code printed' });
+    // The link the CLI prints opens the dashboard on that code.
+    const approveUrl = /in the relay dashboard: (\S+)/.exec(login.stdout)?.[1];
+    expect(approveUrl).toBe(`${relay.controlUrl}/dashboard/#login=${code}`);
+    await page.goto(approveUrl!);
+    const row = page.locator(`#logins tr[data-code="${code}"]`);
+    await row.waitFor({ timeout: 10_000 });
+    expect(await row.getAttribute('class')).toBe('flash');
+    await row.locator('input.account').fill('dash-ops');
+    // A little steady traffic, so the screenshot shows live rates too.
+    let n = 0;
+    const load = setInterval(() => void req(`${fleet.relays[n % 2]!.publicUrl}/bg/${n++}`, { host: fleet.hostname }).catch(() => {}), 40);
+    try {
+      await page.waitForFunction(() => Number(document.querySelector('[data-testid="tunnel-app"] [data-testid="rps"]')?.textContent) > 0, undefined, { timeout: 10_000 });
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+    } finally {
+      clearInterval(load);
+    }
+    await row.locator('button.approve').click();
+    await page.waitForSelector('#approve-msg.ok', { timeout: 10_000 });
+    expect(await page.textContent('#approve-msg')).toBe(`Approved ${code} for account dash-ops.`);
+    const { code: exit } = await login.exited;
+    expect(exit, login.stderr).toBe(0);
+    expect(login.stdout).toContain('Logged in to account dash-ops');
+    await expect.poll(() => page.locator(`#logins tr[data-code="${code}"]`).count(), { timeout: 5_000 }).toBe(0);
+  });
+});

@@ -1,0 +1,210 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { CONNECTOR_CLI, Proc, RELAY_CLI, createTunnel, startConnector, startRelay, stopAll, tempDir, type LogLine, type RelayProc } from './harness/procs.js';
+import { startOrigin, type Origin } from './harness/origin.js';
+import { waitFor } from './harness/wait.js';
+import { req } from './harness/http.js';
+
+// Logs: JSON lines to stdout or to --log-file/--logfile, pretty on request;
+// every connection event is one line with connector id, connection index and
+// relay id; one request is found by its Tunnel-Request-Id on the relay and on
+// the connector; and on a terminal `tunnel run` prints a status block (never
+// into piped JSON output).
+
+function fileLogs(file: string): LogLine[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+}
+
+const CONNECTION_EVENTS = new Set(['dial', 'registered', 'goaway', 'lost', 'backoff', 'drained']);
+
+describe('logs', () => {
+  const tmp = tempDir('tunnel-logs-');
+  const keys = path.join(tmp.dir, 'fleet-key.json');
+  const store = `file:${path.join(tmp.dir, 'store')}`;
+  const relayFile = path.join(tmp.dir, 'logs', 'relay-b.log');
+  const connFile = path.join(tmp.dir, 'logs', 'connector.log');
+  let origin: Origin;
+  let relayA: RelayProc;
+  let relayB: Proc;
+  let relayBPublic: string;
+  let relayBConnect: string;
+  let connector: Proc;
+  let token: string;
+
+  beforeAll(async () => {
+    generateKeyFile(keys);
+    origin = await startOrigin((q, s) => s.end(`origin ${q.url} rid=${String(q.headers['tunnel-request-id'])}`));
+    relayA = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-a' });
+    // Relay B logs to a file (JSON, debug): nothing on stdout.
+    relayB = new Proc('relay-b', process.execPath, [
+      RELAY_CLI, 'serve', '--id', 'relay-b', '--store', store, '--keys', keys,
+      '--http', '127.0.0.1:0', '--connect', '127.0.0.1:0', '--control', '127.0.0.1:0', '--peer', '127.0.0.1:0',
+      '--drain-delay', '200', '--log-level', 'debug', '--log-file', relayFile,
+    ], {}, tmp.dir);
+    const listening = await waitFor(() => fileLogs(relayFile).find((l) => l.event === 'listening'), 15_000, { message: 'relay-b listening (in its log file)' });
+    const ports = listening.ports as { http: number; connect: number };
+    relayBPublic = `http://127.0.0.1:${ports.http}`;
+    relayBConnect = `ws://127.0.0.1:${ports.connect}`;
+    token = await createTunnel({ dir: tmp.dir, store, keys, name: 'logs', hostnames: ['logs.test'], relays: [relayA.connectUrl, relayBConnect] });
+    connector = await startConnector({
+      token,
+      relays: [relayA.connectUrl, relayBConnect],
+      url: origin.url,
+      waitRegistered: 0,
+      extraArgs: ['--logfile', connFile, '--no-discover'],
+    });
+    await waitFor(() => fileLogs(connFile).filter((l) => l.event === 'registered').length >= 4, 15_000, { message: 'connector: 4 registered (in its log file)' });
+  });
+  afterAll(async () => {
+    await stopAll();
+    await origin?.close();
+    tmp.cleanup();
+  });
+
+  it('--log-file / --logfile take the JSON lines; stdout stays empty', () => {
+    expect(relayB.stdout).toBe('');
+    expect(connector.stdout).toBe('');
+    const lines = readFileSync(connFile, 'utf8').trim().split('\n');
+    for (const l of lines) expect(() => JSON.parse(l)).not.toThrow();
+    expect(fileLogs(relayFile).every((l) => l.name === 'tunnel-relay')).toBe(true);
+  });
+
+  it('one request is found by its Tunnel-Request-Id on the relay and on the connector', async () => {
+    for (const [relayName, publicUrl] of [['relay-a', relayA.publicUrl], ['relay-b', relayBPublic]] as const) {
+      const res = await waitFor(async () => {
+        const r = await req(`${publicUrl}/trace/${relayName}?q=1`, { host: 'logs.test' });
+        return r.status === 200 ? r : null;
+      }, 5_000);
+      const rid = res.header('tunnel-request-id')!;
+      expect(rid).toMatch(/^[0-9a-f]{21}$/);
+      expect(res.text).toBe(`origin /trace/${relayName}?q=1 rid=${rid}`);
+      const relayLogs = () => (relayName === 'relay-a' ? relayA.proc.logs : fileLogs(relayFile));
+      const atRelay = await waitFor(() => relayLogs().find((l) => l.requestId === rid && l.event === 'request'), 5_000, { message: `${relayName} request line` });
+      expect(atRelay).toMatchObject({ level: 20, method: 'GET', host: 'logs.test', path: `/trace/${relayName}?q=1`, status: 200, complete: true, kind: 'public' });
+      const atConnector = await waitFor(() => fileLogs(connFile).find((l) => l.requestId === rid), 5_000, { message: 'connector request line' });
+      expect(atConnector).toMatchObject({ level: 20, event: 'origin-request', method: 'GET', path: `/trace/${relayName}?q=1`, status: 200, origin: origin.url });
+      expect(typeof atConnector.connectorId).toBe('string');
+    }
+  });
+
+  it('a request forwarded between relays carries the same id on both, and on the connector', async () => {
+    // Relay C holds no connection of the tunnel: it forwards to A or B over the peer endpoint.
+    const relayC = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-c' });
+    const res = await waitFor(async () => {
+      const r = await req(`${relayC.publicUrl}/forwarded`, { host: 'logs.test' });
+      return r.status === 200 ? r : null;
+    }, 10_000, { message: 'forwarded request' });
+    const rid = res.header('tunnel-request-id')!;
+    expect(res.text).toBe(`origin /forwarded rid=${rid}`);
+    const atC = await waitFor(() => relayC.proc.logs.find((l) => l.event === 'request' && l.requestId === rid), 5_000, { message: 'relay-c line' });
+    expect(atC).toMatchObject({ kind: 'public', status: 200, path: '/forwarded' });
+    const served = await waitFor(
+      () => [...relayA.proc.logs, ...fileLogs(relayFile)].find((l) => l.event === 'request' && l.requestId === rid),
+      5_000,
+      { message: 'serving relay line' },
+    );
+    expect(served).toMatchObject({ kind: 'peer', status: 200, path: '/forwarded' });
+    expect(await waitFor(() => fileLogs(connFile).find((l) => l.requestId === rid), 5_000)).toMatchObject({ event: 'origin-request', status: 200 });
+    await relayC.proc.stop();
+  });
+
+  it('every connection event is one line with connector id, connection index and relay id', async () => {
+    // Drain relay A (GoAway: its connections move to B and drain), then kill B:
+    // the connector logs goaway, drained, lost and backoff too.
+    await relayA.proc.stop();
+    await waitFor(() => fileLogs(connFile).filter((l) => l.event === 'drained').length >= 2, 10_000, { message: 'drained lines' });
+    await waitFor(() => fileLogs(connFile).filter((l) => l.event === 'registered' && l.relayId === 'relay-b').length >= 4, 10_000, { message: 'all on relay-b' });
+    await relayB.kill9();
+    await waitFor(() => fileLogs(connFile).some((l) => l.event === 'backoff'), 10_000, { message: 'backoff lines' });
+
+    const lines = fileLogs(connFile).filter((l) => CONNECTION_EVENTS.has(String(l.event)));
+    const connectorId = fileLogs(connFile).find((l) => l.event === 'starting')?.connectorId;
+    expect(connectorId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(new Set(lines.map((l) => l.event))).toEqual(CONNECTION_EVENTS);
+    for (const l of lines) {
+      expect(l.connectorId, JSON.stringify(l)).toBe(connectorId);
+      expect(l.connIndex, JSON.stringify(l)).toEqual(expect.any(Number));
+      expect('relayId' in l, JSON.stringify(l)).toBe(true);
+      // The relay id is known for every event but a first dial to a relay never reached.
+      if (l.event !== 'dial' && l.event !== 'backoff') expect(l.relayId, JSON.stringify(l)).toMatch(/^relay-[ab]$/);
+    }
+    const lost = lines.filter((l) => l.event === 'lost');
+    expect(lost.length).toBeGreaterThanOrEqual(1);
+    for (const l of lost) expect(l).toMatchObject({ relayId: 'relay-b', reasonKind: 'network', reason: expect.any(String) });
+    for (const l of lines.filter((x) => x.event === 'drained')) expect(l.relayId).toBe('relay-a');
+    // After relay-b has been seen, a dial to it names it.
+    expect(lines.some((l) => l.event === 'dial' && l.relayId === 'relay-b')).toBe(true);
+    // Relay side: its connection lines carry relay id, connector id and index.
+    const relaySide = relayA.proc.logs.filter((l) => l.event === 'active');
+    expect(relaySide.length).toBeGreaterThanOrEqual(2);
+    for (const l of relaySide) expect(l).toMatchObject({ relayId: 'relay-a', connectorId, connIndex: expect.any(Number) });
+    await connector.stop();
+  });
+
+  it('--log-format pretty writes lines for people', async () => {
+    const file = path.join(tmp.dir, 'logs', 'pretty.log');
+    const p = new Proc('relay-pretty', process.execPath, [
+      RELAY_CLI, 'serve', '--id', 'relay-pretty', '--store', `file:${path.join(tmp.dir, 'store-pretty')}`, '--keys', keys,
+      '--http', '127.0.0.1:0', '--connect', '127.0.0.1:0', '--control', 'off', '--peer', 'off',
+      '--log-format', 'pretty', '--log-file', file,
+    ], {}, tmp.dir);
+    const text = await waitFor(() => (existsSync(file) && readFileSync(file, 'utf8').includes('relay listening') ? readFileSync(file, 'utf8') : null), 15_000, { message: 'pretty log line' });
+    await p.stop();
+    const line = text.split('\n').find((l) => l.includes('relay listening'))!;
+    expect(line.startsWith('{')).toBe(false);
+    expect(line).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(tunnel-relay\): relay listening/);
+    expect(text).not.toMatch(/\x1b\[/); // no colour codes in a file
+  });
+
+  const haveScript = spawnSync('sh', ['-c', 'command -v script'], { encoding: 'utf8' }).status === 0;
+  if (!haveScript) console.log(process.env.CI === 'true' ? '[fail] script(1) is missing and CI=true' : '[skip] script(1) (bsdutils) is not installed: the terminal status block test is skipped');
+  it.skipIf(!haveScript && process.env.CI !== 'true')('`tunnel run` on a terminal prints a status block; piped JSON output has none', async () => {
+    if (!haveScript) throw new Error('script(1) is required when CI=true (.ci/run installs bsdutils)');
+    // The hostnames come from the control API named in the token (relay-a's or
+    // relay-b's, both gone by now): bring a relay up on that control port.
+    const claims = JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString('utf8')) as { controlUrl: string };
+    const relay = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-tty', ports: { control: Number(new URL(claims.controlUrl).port) } });
+    // Piped (the harness): stdout is nothing but JSON lines.
+    const piped = await startConnector({ token, relays: [relay.connectUrl], url: origin.url, extraArgs: ['--no-discover'] });
+    for (const l of piped.stdout.trim().split('\n')) expect(l.startsWith('{'), l).toBe(true);
+    expect(piped.stdout).not.toContain('Public hostname');
+    await piped.stop();
+
+    // A pseudo-terminal via script(1), in its own process group (ended by its id below).
+    const cmd = [process.execPath, CONNECTOR_CLI, 'run', '--url', origin.url, '--relay', relay.connectUrl, '--no-discover', '--metrics', '127.0.0.1:0', '--loglevel', 'warn'];
+    const child: ChildProcess = spawn('script', ['-qefc', cmd.map((a) => `'${a}'`).join(' '), '/dev/null'], {
+      env: { ...process.env, TUNNEL_TOKEN: token, NO_COLOR: '1', TERM: 'dumb' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise((r) => child.once('exit', r));
+    try {
+      await waitFor(() => out.includes('Logs'), 20_000, { message: 'status block on the terminal' });
+    } finally {
+      try {
+        process.kill(-child.pid!, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+    }
+    await exited;
+    const block = out.replace(/\r/g, '');
+    // script(1) ends the connector with it: its status server goes away.
+    const metricsUrl = /Metrics\s+(http:\/\/\S+)\/metrics/.exec(block)?.[1];
+    await waitFor(() => fetch(`${metricsUrl}/healthcheck`).then(() => false, () => true), 10_000, { message: 'connector under script(1) exited' });
+    expect(block).toContain('tunnel logs connected');
+    expect(block).toMatch(/Public hostname\s+logs\.test/);
+    for (let i = 0; i < 4; i++) expect(block).toMatch(new RegExp(`#${i}\\s+relay-tty \\(local\\)\\s+${relay.connectUrl.replace(/[.]/g, '\\.')}`));
+    expect(block).toMatch(/Metrics\s+http:\/\/127\.0\.0\.1:\d+\/metrics/);
+    expect(block).toMatch(/Logs\s+this terminal \(pretty/);
+  });
+});
