@@ -38,8 +38,10 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
   };
   let tunnelId = '';
 
+  const retired: RelayProc[] = [];
   const restart = async (i: number, how: 'term' | 'kill') => {
     const r = relays[i]!;
+    retired.push(r);
     if (how === 'term') await r.proc.stop(20_000);
     else await r.proc.kill9();
     relays[i] = await startRelay({ dir: tmp.dir, store, keys, id: r.id, ports: { http: r.http, connect: r.connect, control: r.control, peer: r.peer } });
@@ -102,10 +104,16 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
     console.log(`rolling restart: ${stats.ok} ok (${JSON.stringify(stats.byMethod)}), ${stats.failures.length} failed`);
     for (const f of stats.failures) {
       const rid = /request id (\w+)/.exec(f.body ?? '')?.[1];
-      for (const r of relays) for (const l of r.proc.logs) if (rid && JSON.stringify(l).includes(rid)) console.log(r.id, JSON.stringify(l));
+      for (const r of [...retired, ...relays]) for (const l of r.proc.logs) if (rid && JSON.stringify(l).includes(rid)) console.log(r.id, r.proc.pid, JSON.stringify(l));
+      for (const l of connector.logs) if (rid && JSON.stringify(l).includes(rid)) console.log('connector', JSON.stringify(l));
+      const when = [...retired, ...relays].flatMap((r) => r.proc.logs).find((l) => rid && JSON.stringify(l).includes(rid))?.time as number | undefined;
+      if (when) {
+        for (const r of [...retired, ...relays]) for (const l of r.proc.logs) if (Math.abs((l.time as number) - when) < 300 && l.level !== 20) console.log('  near', r.id, r.proc.pid, JSON.stringify(l).slice(0, 300));
+        for (const l of connector.logs) if (Math.abs((l.time as number) - when) < 300) console.log('  near connector', JSON.stringify(l).slice(0, 300));
+      }
       const r = relays.find((x) => x.id === f.relay);
       console.log('failure', JSON.stringify(f));
-      if (r) console.log(r.id, 'first logs', r.proc.logs.slice(0, 25).map((l) => `${l.time} ${l.msg} ${l.event ?? ''} ${l.code ?? ''} ${l.err ?? ''}`).join('\n'));
+
     }
     expect(stats.failures).toEqual([]);
     expect(stats.ok).toBeGreaterThan(50);

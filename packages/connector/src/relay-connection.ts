@@ -232,7 +232,9 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
     this._state = 'closed';
     const r = this.closeReason ?? reason;
     if (this.session && !this.session.closed) this.session.destroy();
-    if (this.ws.readyState !== WebSocket.CLOSED) this.ws.terminate();
+    // A graceful close (CLOSING) still has the last responses to flush: let
+    // the close handshake finish (abort() arms a 1 s terminate as backstop).
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
     this.emit('closed', r);
   }
 }
