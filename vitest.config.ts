@@ -15,6 +15,8 @@ export default defineConfig({
     },
   },
   test: {
+    // The default report for people; a JSON one that .ci/run sums up in a plain closing line.
+    reporters: ['default', ['json', { outputFile: 'test-artifacts/vitest.json' }]],
     projects: [
       {
         extends: true,
