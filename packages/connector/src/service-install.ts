@@ -1,7 +1,7 @@
-import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
+import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/protocol';
 import { stringify } from 'yaml';
 import { loadConfig, parseConfig, resolveIngress } from './config.js';
 import { compileIngress } from './ingress.js';
@@ -62,7 +62,7 @@ export function renderConnectorUnit(o: ConnectorServiceOptions): string {
     '[Install]',
     ['WantedBy', 'multi-user.target'],
   ];
-  return header('tunnel service install', 'tunnel service uninstall') + render(lines);
+  return unitHeader('tunnel service install', 'tunnel service uninstall') + renderUnit(lines);
 }
 
 /** config.yml for `--url`: the one origin, plus the settings given. */
@@ -147,10 +147,10 @@ export function registerServiceCommands(program: Command): void {
       for (const p of [cfgPath, tokenPath]) {
         if (existsSync(p) && !o.force) throw new ServiceError(`${p} exists: pass --force to replace it (or \`tunnel service uninstall --purge\` first)`);
       }
-      writeFile(cfgPath, config, 0o644);
-      writeFile(tokenPath, token + '\n', 0o600, ' (mode 0600, root only)');
+      writeUnitFile(cfgPath, config, 0o644);
+      writeUnitFile(tokenPath, token + '\n', 0o600, ' (mode 0600, root only)');
       mkdirSync(unitDir, { recursive: true });
-      writeFile(unitPath, unit, 0o644);
+      writeUnitFile(unitPath, unit, 0o644);
       activate(unitDir, o.start !== false, [['daemon-reload'], ['enable', '--now', UNIT_NAME]]);
     });
   service
@@ -170,98 +170,25 @@ export function registerServiceCommands(program: Command): void {
         process.stdout.write((present.length ? present.map((f) => `would remove ${f}`).join('\n') : 'nothing installed') + '\n');
         return;
       }
-      if (!existsSync(unitPath)) out(`no ${unitPath}: not installed`);
+      if (!existsSync(unitPath)) say(`no ${unitPath}: not installed`);
       activate(unitDir, true, [['disable', '--now', UNIT_NAME]], true);
       for (const f of files) {
         if (!existsSync(f)) continue;
         rmSync(f, { force: true });
-        out(`removed  ${f}`);
+        say(`removed  ${f}`);
       }
       activate(unitDir, true, [['daemon-reload']], true);
-      if (!o.purge) out(`kept     ${configDir} (--purge removes config.yml and the token)`);
+      if (!o.purge) say(`kept     ${configDir} (--purge removes config.yml and the token)`);
     });
 }
 
-// ---- shared bits (the relay's service-install.ts has the same) ------------------------
 
-function hardening(): Array<[string, string] | string> {
-  return [
-    '# Hardening: read-only system, no home directories, private /tmp and /dev.',
-    ['NoNewPrivileges', 'yes'],
-    ['ProtectSystem', 'strict'],
-    ['ProtectHome', 'yes'],
-    ['PrivateTmp', 'yes'],
-    ['PrivateDevices', 'yes'],
-    ['ProtectKernelTunables', 'yes'],
-    ['ProtectKernelModules', 'yes'],
-    ['ProtectKernelLogs', 'yes'],
-    ['ProtectControlGroups', 'yes'],
-    ['ProtectClock', 'yes'],
-    ['ProtectHostname', 'yes'],
-    ['ProtectProc', 'invisible'],
-    ['RestrictAddressFamilies', 'AF_INET AF_INET6 AF_UNIX'],
-    ['RestrictNamespaces', 'yes'],
-    ['RestrictRealtime', 'yes'],
-    ['RestrictSUIDSGID', 'yes'],
-    ['LockPersonality', 'yes'],
-    ['SystemCallArchitectures', 'native'],
-    ['SystemCallFilter', '@system-service'],
-    ['SystemCallErrorNumber', 'EPERM'],
-    '# Node\'s JIT needs writable+executable memory, so MemoryDenyWriteExecute stays off.',
-    ['UMask', '0077'],
-  ];
-}
 
-function header(installCmd: string, uninstallCmd: string): string {
-  return `# Written by \`${installCmd}\`; remove with \`${uninstallCmd}\`.\n# Requires systemd >= 247 (LoadCredential=, %d).\n`;
-}
 
-function render(lines: Array<[string, string] | string>): string {
-  return lines.map((l) => (typeof l === 'string' ? l : `${l[0]}=${l[1]}`)).join('\n') + '\n';
-}
 
-function quoteArg(a: string): string {
-  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a)) return a.replace(/%/g, '%%');
-  return `"${a.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
-}
 
-function defaultExec(): string[] {
-  const script = process.argv[1] ? realpathSync(process.argv[1]) : '';
-  return [process.execPath, script];
-}
 
-function warnIfHidden(exec: string[]): void {
-  for (const p of exec) {
-    if (/^\/(home|root|run\/user)\//.test(p)) {
-      process.stderr.write(`warning: ${p} is under a home directory, which ProtectHome=yes hides from the service; install the package system-wide or pass --exec\n`);
-    }
-  }
-}
 
-function out(s: string): void {
-  process.stdout.write(s.endsWith('\n') ? s : s + '\n');
-}
 
-function writeFile(path: string, text: string, mode: number, note = ''): void {
-  writeFileSync(path, text, { mode });
-  chmodSync(path, mode);
-  out(`wrote    ${path}${note}`);
-}
 
-function systemdManages(unitDir: string): boolean {
-  return existsSync('/run/systemd/system') && ['/etc/systemd/system', '/lib/systemd/system', '/usr/lib/systemd/system'].includes(unitDir);
-}
 
-function activate(unitDir: string, enabled: boolean, cmds: string[][], quiet = false): void {
-  const shown = cmds.map((c) => `systemctl ${c.join(' ')}`).join(' && ');
-  if (!enabled) return void (quiet || out(`next:    ${shown}`));
-  if (!systemdManages(unitDir)) return void (quiet || out(`next:    ${shown}  (systemd is not managing ${unitDir} here)`));
-  for (const c of cmds) {
-    try {
-      execFileSync('systemctl', c, { stdio: ['ignore', 'inherit', 'inherit'] });
-      if (!quiet) out(`ran      systemctl ${c.join(' ')}`);
-    } catch (e) {
-      if (!quiet) process.stderr.write(`warning: systemctl ${c.join(' ')} failed: ${(e as Error).message}\n`);
-    }
-  }
-}

@@ -12,3 +12,4 @@ export * from './token.js';
 export * from './credentials.js';
 export * from './head-stream.js';
 export * from './logger.js';
+export * from './systemd-unit.js';

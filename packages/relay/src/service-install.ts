@@ -1,9 +1,9 @@
-import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
+import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/protocol';
 import { stringify } from 'yaml';
 import { generateKeyFile, loadKeyFile } from './keys.js';
 
@@ -77,7 +77,7 @@ export function renderRelayUnit(o: RelayServiceOptions): string {
     '[Install]',
     ['WantedBy', 'multi-user.target'],
   ];
-  return header('tunnel-relay service install', 'tunnel-relay service uninstall') + render(lines);
+  return unitHeader('tunnel-relay service install', 'tunnel-relay service uninstall') + renderUnit(lines);
 }
 
 export function renderRelayConfig(o: RelayServiceOptions): string {
@@ -148,13 +148,13 @@ export function registerRelayServiceCommands(program: Command): void {
       const unitPath = join(opts.unitDir, UNIT_NAME);
       const cfgPath = join(opts.configDir, 'relay.yml');
       if (o.dryRun) {
-        out(`# ${unitPath}\n${unit}\n# ${cfgPath}\n${config}`);
+        say(`# ${unitPath}\n${unit}\n# ${cfgPath}\n${config}`);
         return;
       }
       warnIfHidden(opts.exec);
       mkdirSync(opts.configDir, { recursive: true, mode: 0o755 });
-      if (existsSync(cfgPath) && !o.force) out(`kept     ${cfgPath} (exists; --force replaces it)`);
-      else writeFile(cfgPath, config, 0o644);
+      if (existsSync(cfgPath) && !o.force) say(`kept     ${cfgPath} (exists; --force replaces it)`);
+      else writeUnitFile(cfgPath, config, 0o644);
 
       const keyPath = join(opts.configDir, 'fleet-key.json');
       if (o.keys) {
@@ -164,27 +164,27 @@ export function registerRelayServiceCommands(program: Command): void {
         }
         copySecret(o.keys, keyPath);
       } else if (existsSync(keyPath)) {
-        out(`kept     ${keyPath}`);
+        say(`kept     ${keyPath}`);
       } else {
         generateKeyFile(keyPath);
         chmodSync(keyPath, 0o600);
-        out(`wrote    ${keyPath} (new fleet key, mode 0600; copy it to every relay of this fleet)`);
+        say(`wrote    ${keyPath} (new fleet key, mode 0600; copy it to every relay of this fleet)`);
       }
       const opPath = join(opts.configDir, 'operator-key');
       if (o.operatorKeyFile) copySecret(o.operatorKeyFile, opPath);
-      else if (existsSync(opPath)) out(`kept     ${opPath}`);
+      else if (existsSync(opPath)) say(`kept     ${opPath}`);
       else {
         writeFileSync(opPath, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
         chmodSync(opPath, 0o600);
-        out(`wrote    ${opPath} (new operator key, mode 0600: the dashboard login)`);
+        say(`wrote    ${opPath} (new operator key, mode 0600: the dashboard login)`);
       }
       if (opts.tls) {
         copySecret(o.tlsCert, join(opts.configDir, 'tls-cert.pem'));
         copySecret(o.tlsKey, join(opts.configDir, 'tls-key.pem'));
       }
       mkdirSync(opts.unitDir, { recursive: true });
-      writeFile(unitPath, unit, 0o644);
-      activate(opts.unitDir, o.start !== false, ['daemon-reload'], ['enable', '--now', UNIT_NAME]);
+      writeUnitFile(unitPath, unit, 0o644);
+      activate(opts.unitDir, o.start !== false, [['daemon-reload'], ['enable', '--now', UNIT_NAME]]);
     });
   service
     .command('uninstall')
@@ -197,118 +197,37 @@ export function registerRelayServiceCommands(program: Command): void {
       const unitPath = join(resolve(o.unitDir), UNIT_NAME);
       const cfgDir = resolve(o.configDir);
       const files = [unitPath, ...(o.purge ? ['relay.yml', 'fleet-key.json', 'operator-key', 'tls-cert.pem', 'tls-key.pem'].map((f) => join(cfgDir, f)) : [])];
-      if (o.dryRun) return out(files.filter((f) => existsSync(f)).map((f) => `would remove ${f}`).join('\n') || 'nothing installed');
-      if (!existsSync(unitPath)) out(`no ${unitPath}: not installed`);
-      activate(resolve(o.unitDir), true, ['disable', '--now', UNIT_NAME], null);
+      if (o.dryRun) return say(files.filter((f) => existsSync(f)).map((f) => `would remove ${f}`).join('\n') || 'nothing installed');
+      if (!existsSync(unitPath)) say(`no ${unitPath}: not installed`);
+      activate(resolve(o.unitDir), true, [['disable', '--now', UNIT_NAME]]);
       for (const f of files) if (existsSync(f)) removeFile(f);
-      activate(resolve(o.unitDir), true, ['daemon-reload'], null, true);
-      if (!o.purge) out(`kept     ${cfgDir} (--purge removes relay.yml and the keys); data in ${STATE_DIR} is kept`);
+      activate(resolve(o.unitDir), true, [['daemon-reload']], true);
+      if (!o.purge) say(`kept     ${cfgDir} (--purge removes relay.yml and the keys); data in ${STATE_DIR} is kept`);
     });
 }
 
-// ---- shared bits (the connector's service-install.ts has the same) -------------------
 
-function hardening(): Array<[string, string] | string> {
-  return [
-    '# Hardening: read-only system, no home directories, private /tmp and /dev.',
-    ['NoNewPrivileges', 'yes'],
-    ['ProtectSystem', 'strict'],
-    ['ProtectHome', 'yes'],
-    ['PrivateTmp', 'yes'],
-    ['PrivateDevices', 'yes'],
-    ['ProtectKernelTunables', 'yes'],
-    ['ProtectKernelModules', 'yes'],
-    ['ProtectKernelLogs', 'yes'],
-    ['ProtectControlGroups', 'yes'],
-    ['ProtectClock', 'yes'],
-    ['ProtectHostname', 'yes'],
-    ['ProtectProc', 'invisible'],
-    ['RestrictAddressFamilies', 'AF_INET AF_INET6 AF_UNIX'],
-    ['RestrictNamespaces', 'yes'],
-    ['RestrictRealtime', 'yes'],
-    ['RestrictSUIDSGID', 'yes'],
-    ['LockPersonality', 'yes'],
-    ['SystemCallArchitectures', 'native'],
-    ['SystemCallFilter', '@system-service'],
-    ['SystemCallErrorNumber', 'EPERM'],
-    '# Node\'s JIT needs writable+executable memory, so MemoryDenyWriteExecute stays off.',
-    ['UMask', '0077'],
-  ];
-}
 
-function header(installCmd: string, uninstallCmd: string): string {
-  return `# Written by \`${installCmd}\`; remove with \`${uninstallCmd}\`.\n# Requires systemd >= 247 (LoadCredential=, %d).\n`;
-}
 
-function render(lines: Array<[string, string] | string>): string {
-  return lines.map((l) => (typeof l === 'string' ? l : `${l[0]}=${l[1]}`)).join('\n') + '\n';
-}
 
-/** systemd command-line quoting: plain words as they are, anything else double-quoted. */
-function quoteArg(a: string): string {
-  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a)) return a.replace(/%/g, '%%');
-  return `"${a.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$')}"`;
-}
 
 function splitCommand(s: string): string[] {
   return s.trim().split(/\s+/);
 }
 
-function defaultExec(): string[] {
-  const script = process.argv[1] ? realpathSync(process.argv[1]) : '';
-  return [process.execPath, script];
-}
 
-function warnIfHidden(exec: string[]): void {
-  for (const p of exec) {
-    if (/^\/(home|root|run\/user)\//.test(p)) {
-      process.stderr.write(`warning: ${p} is under a home directory, which ProtectHome=yes hides from the service; install the package system-wide or pass --exec\n`);
-    }
-  }
-}
 
-function out(s: string): void {
-  process.stdout.write(s.endsWith('\n') ? s : s + '\n');
-}
 
-function writeFile(path: string, text: string, mode: number): void {
-  writeFileSync(path, text, { mode });
-  chmodSync(path, mode);
-  out(`wrote    ${path}`);
-}
 
 function copySecret(from: string, to: string): void {
   copyFileSync(from, to);
   chmodSync(to, 0o600);
-  out(`wrote    ${to} (mode 0600, from ${from})`);
+  say(`wrote    ${to} (mode 0600, from ${from})`);
 }
 
 function removeFile(path: string): void {
   rmSync(path, { force: true });
-  out(`removed  ${path}`);
+  say(`removed  ${path}`);
 }
 
-/** systemd is running here (PID 1) and the unit went to its real directory. */
-function systemdManages(unitDir: string): boolean {
-  return existsSync('/run/systemd/system') && ['/etc/systemd/system', '/lib/systemd/system', '/usr/lib/systemd/system'].includes(unitDir);
-}
 
-function activate(unitDir: string, enabled: boolean, first: string[], second: string[] | null, quiet = false): void {
-  const cmds = [first, ...(second ? [second] : [])];
-  if (!enabled) {
-    if (!quiet) out(`next:    ${cmds.map((c) => `systemctl ${c.join(' ')}`).join(' && ')}`);
-    return;
-  }
-  if (!systemdManages(unitDir)) {
-    if (!quiet) out(`next:    ${cmds.map((c) => `systemctl ${c.join(' ')}`).join(' && ')}  (systemd is not managing ${unitDir} here)`);
-    return;
-  }
-  for (const c of cmds) {
-    try {
-      execFileSync('systemctl', c, { stdio: ['ignore', 'inherit', 'inherit'] });
-      if (!quiet) out(`ran      systemctl ${c.join(' ')}`);
-    } catch (e) {
-      if (!quiet) process.stderr.write(`warning: systemctl ${c.join(' ')} failed: ${(e as Error).message}\n`);
-    }
-  }
-}
