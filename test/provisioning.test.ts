@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { statSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { statSync, readFileSync, readdirSync, existsSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { generateKeyFile } from '../packages/relay/src/keys.js';
 import { Proc, RELAY_CLI, CONNECTOR_CLI, runCli, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
@@ -127,13 +127,23 @@ describe('provisioning: login → create → route → run', () => {
     }, 5_000);
     expect(res.text).toBe('origin saw web.bob.test /');
 
+    await run.stop();
+
+    // `tunnel run` with no arguments: config.yml in TUNNEL_HOME names the tunnel and its ingress.
+    writeFileSync(path.join(bob, 'config.yml'), `tunnel: web\ningress:\n  - hostname: web.bob.test\n    service: ${origin.url}\n  - service: http_status:404\n`);
+    const validate = await tunnel(bob, ['ingress', 'validate']);
+    expect(validate.stdout).toContain(`OK: ${path.join(bob, 'config.yml')}: 2 ingress rules`);
+    const bare = new Proc('connector-bare', process.execPath, [CONNECTOR_CLI, 'run', '--log-format', 'json'], { TUNNEL_HOME: bob, TUNNEL_TOKEN: '' });
+    await waitFor(() => bare.countLogs((l) => l.event === 'registered') >= 4, 15_000, { message: 'run with the default config' });
+    expect((await req(`${relays[1]!.publicUrl}/cfg`, { host: 'web.bob.test' })).text).toBe('origin saw web.bob.test /cfg');
+    await bare.stop();
+
     // Secrets never reach the logs, even at debug level.
     const cert = JSON.parse(readFileSync(path.join(bob, 'cert.json'), 'utf8')) as { credential: string };
-    for (const p of [run, relays[0]!.proc, relays[1]!.proc]) {
+    for (const p of [run, bare, relays[0]!.proc, relays[1]!.proc]) {
       expect(p.stdout).not.toContain(token.split('.')[1]);
       expect(p.stdout).not.toContain(cert.credential.split('.')[1]);
     }
-    await run.stop();
   });
 
   it('refusals: each with its exit code and message', async () => {

@@ -9,6 +9,7 @@ import { resolveToken, relaysFor, CredentialError } from './credentials.js';
 import { peekClaims } from '@tunnel/protocol';
 import { createStatusServer } from './status-server.js';
 import { registerProvisioningCommands, fetchCredentialsFor } from './provisioning-commands.js';
+import { defaultConfigPath } from './tunnel-home.js';
 import { ControlError } from './control-client.js';
 import { randomUUID } from 'node:crypto';
 import { ConnectorMetrics } from './metrics.js';
@@ -45,8 +46,11 @@ program
   .addOption(new Option('--loglevel <level>', 'log level').choices(LOG_LEVELS as unknown as string[]))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
   .option('--logfile <file>', 'write logs to this file instead of stdout')
-  .action(async (name: string | undefined, o) => {
+  .action(async (nameArg: string | undefined, o) => {
+    // No --config and no --url: the config cloudflared users keep in their home or /etc.
+    if (!o.config && !o.url) o.config = defaultConfigPath();
     const cfg = loadOptionalConfig(o.config);
+    const name = nameArg ?? cfg?.tunnel;
     const log = createLogger({ name: 'tunnel', level: o.loglevel ?? cfg?.loglevel ?? 'info', format: o.logFormat, file: o.logfile });
     const rules = resolveIngress(cfg, o.url);
     const ingress = compileIngress(rules, cfg?.originRequest ?? ORIGIN_REQUEST_DEFAULTS);
@@ -133,8 +137,9 @@ const ingressCmd = program.command('ingress').description('check ingress rules')
 ingressCmd
   .command('validate')
   .description('validate the ingress rules of a config file')
-  .option('--config <file>', 'config file', 'config.yml')
+  .option('--config <file>', 'config file (default: ./config.yml, TUNNEL_HOME/config.yml, /etc/tunnel/config.yml)')
   .action((o) => {
+    o.config ??= defaultConfigPath() ?? 'config.yml';
     const cfg = loadConfig(o.config);
     const rules = resolveIngress(cfg, undefined);
     compileIngress(rules, cfg.originRequest);
@@ -143,8 +148,9 @@ ingressCmd
 ingressCmd
   .command('rule <url>')
   .description('print the ingress rule that matches URL')
-  .option('--config <file>', 'config file', 'config.yml')
+  .option('--config <file>', 'config file (default: ./config.yml, TUNNEL_HOME/config.yml, /etc/tunnel/config.yml)')
   .action((url: string, o) => {
+    o.config ??= defaultConfigPath() ?? 'config.yml';
     const cfg = loadConfig(o.config);
     const ingress = compileIngress(resolveIngress(cfg, undefined), cfg.originRequest);
     const m = ruleForUrl(ingress, url);

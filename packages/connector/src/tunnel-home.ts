@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -23,6 +23,20 @@ export function findCredentialsByName(name: string): string | undefined {
       if (v.tunnelName === name || v.tunnelId === name) return path;
     } catch {
       /* not a credentials file */
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The config file to use when none is named, as cloudflared searches its
+ * directories: ./config.yml, TUNNEL_HOME (~/.tunnel), then /etc/tunnel.
+ */
+export function defaultConfigPath(): string | undefined {
+  for (const dir of [process.cwd(), tunnelHome(), '/etc/tunnel']) {
+    for (const name of ['config.yml', 'config.yaml']) {
+      const p = join(dir, name);
+      if (existsSync(p)) return p;
     }
   }
   return undefined;
