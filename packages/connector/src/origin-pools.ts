@@ -11,6 +11,17 @@ import type { OriginRequestConfig, Service } from './config.js';
  */
 export class OriginPools {
   private readonly pools = new Map<string, Pool>();
+  /** Per compiled rule, so the hot path skips building the key (a reload makes new rules). */
+  private readonly byRule = new WeakMap<object, Pool>();
+
+  forRule(rule: { service: Service; originRequest: OriginRequestConfig }): Pool {
+    let p = this.byRule.get(rule);
+    if (!p) {
+      p = this.get(rule.service as Extract<Service, { kind: 'http' | 'unix' }>, rule.originRequest);
+      this.byRule.set(rule, p);
+    }
+    return p;
+  }
 
   get(service: Extract<Service, { kind: 'http' | 'unix' }>, o: OriginRequestConfig): Pool {
     const origin = service.kind === 'http' ? service.url.origin : 'http://localhost';

@@ -157,7 +157,7 @@ export class OriginProxy {
   private proxyHttp(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint, attempt: number): void {
     const svc = rule.service as Extract<CompiledRule['service'], { kind: 'http' | 'unix' }>;
     const o = rule.originRequest;
-    const pool = this.pools.get(svc, o);
+    const pool = this.pools.forRule(rule);
     const headers = this.originHeaders(head, o);
     const bodyless = !hasRequestBody(head);
     const basePath = svc.kind === 'http' && svc.url.pathname !== '/' ? svc.url.pathname.replace(/\/$/, '') : '';

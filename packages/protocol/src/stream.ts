@@ -83,6 +83,11 @@ export class YamuxStream extends Duplex {
     return this._state;
   }
 
+  /** The peer has sent FIN: everything it will send is already buffered here. */
+  get remoteEnded(): boolean {
+    return this._state === 'remote_closed' || this._state === 'closed';
+  }
+
   /** Bytes received but not yet read by the consumer. */
   get receiveBuffered(): number {
     return this.pushed - this.seenConsumed;

@@ -180,6 +180,26 @@ export function proxyOverStream(
       return;
     }
     state = 'streaming';
+    stream.once('end', () => {
+      state = 'done';
+      ctx.hooks.onResponse?.(route, status, started);
+    });
+    // The rest of the message that carried the head (body, FIN) is parsed
+    // before the next tick: decide then between one write and a pipe.
+    process.nextTick(sendBody);
+  });
+
+  const sendBody = () => {
+    if (state !== 'streaming' || res.destroyed) return;
+    if (stream.remoteEnded) {
+      // The whole response is already here (the common small response):
+      // head and body leave in one write, with no pipe to set up.
+      const parts: Buffer[] = [];
+      let c: Buffer | null;
+      while ((c = stream.read() as Buffer | null) !== null) parts.push(c);
+      res.end(parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : Buffer.concat(parts));
+      return;
+    }
     stream.pipe(res);
     // writeHead only stores the head; node sends it with the first body
     // write. A body that comes later (SSE, streamed or long-held responses)
@@ -188,11 +208,7 @@ export function proxyOverStream(
     setImmediate(() => {
       if (!res.writableEnded && !res.destroyed) res.flushHeaders();
     });
-    stream.once('end', () => {
-      state = 'done';
-      ctx.hooks.onResponse?.(route, status, started);
-    });
-  });
+  };
 
   res.once('finish', () => {
     // The origin answered (e.g. 413) before reading the whole request body.
