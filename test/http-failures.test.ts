@@ -247,10 +247,21 @@ describe('data path failures', () => {
         this.push(Buffer.alloc(256 * 1024, 0x42));
       },
     });
-    const req = http.request({ host: '127.0.0.1', port: ports[0], method: 'POST', path: '/early', agent: false, setHost: false, headers: { host: 'app.test', 'x-tag': 'early-0', 'content-length': String(size) } });
+    // A keep-alive client: with `Connection: close` the server rightly closes
+    // after its early answer, and the client's still-running upload may then
+    // hit EPIPE before it reads the answer (a race of the client, not ours).
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const req = http.request({ host: '127.0.0.1', port: ports[0], method: 'POST', path: '/early', agent, setHost: false, headers: { host: 'app.test', 'x-tag': 'early-0', 'content-length': String(size) } });
     req.on('error', () => {});
     body.pipe(req);
-    const [res] = (await once(req, 'response')) as [http.IncomingMessage];
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no response within 15 s')), 15_000);
+      req.once('response', (r) => {
+        clearTimeout(t);
+        resolve(r);
+      });
+    });
+    body.unpipe(req);
     const chunks: Buffer[] = [];
     for await (const c of res) chunks.push(c as Buffer);
     expect(res.statusCode).toBe(413);
@@ -260,6 +271,7 @@ describe('data path failures', () => {
     const rid = res.headers['tunnel-request-id'];
     await fleet.relays[0]!.proc.waitForLog((l) => l.event === 'body-unread' && l.requestId === rid, 5_000);
     req.destroy();
+    agent.destroy();
   });
 
   it('a client that disconnects mid-upload aborts the origin request (its body is not passed off as complete)', async () => {
