@@ -1004,7 +1004,7 @@ export class FileStore implements Store {
       if (approval && approval.value.createdAt === e.value.createdAt) continue;
       out.push({ ...e.value, state: 'pending' });
     }
-    return out.sort((a, b) => a.createdAt - b.createdAt);
+    return out.sort((a, b) => a.createdAt - b.createdAt || byKey<PendingLoginSession>((x) => x.code)(a, b));
   }
 
   // --- membership and presence -----------------------------------------------------------

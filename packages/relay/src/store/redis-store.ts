@@ -770,7 +770,7 @@ export class RedisStore implements Store {
     return raw
       .map((j) => this.parse(loginSessionSchema, j, this.k('login:*')) as LoginSession)
       .filter((s): s is PendingLoginSession => s.state === 'pending' && s.expiresAt > now)
-      .sort((a, b) => a.createdAt - b.createdAt);
+      .sort((a, b) => a.createdAt - b.createdAt || byKey<PendingLoginSession>((x) => x.code)(a, b));
   }
 
   // --- membership and presence -------------------------------------------------------
