@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { boxKeyPair, openSealed } from '@tunnel/protocol';
+import { boxKeyPair, openSealed, peekClaims } from '@tunnel/protocol';
 import { api, certPath, readCert, writeSecretFile, ControlError, type AccountCert } from './control-client.js';
 import { tunnelHome, findCredentialsByName } from './tunnel-home.js';
 import type { TunnelCredentialsFile } from './credentials.js';
@@ -74,8 +74,8 @@ export function registerProvisioningCommands(program: Command): void {
         const r = await api<{ state: string; sealedCredential?: string }>(base, 'GET', `/v1/login/${code}`);
         if (r.body.state === 'approved' && r.body.sealedCredential) {
           const credential = openSealed(keys.secretKey, r.body.sealedCredential).toString('utf8');
-          const claims = JSON.parse(Buffer.from(credential.split('.')[0]!, 'base64url').toString('utf8')) as { accountId: string; accountName: string };
-          saveCert({ accountId: claims.accountId, accountName: claims.accountName, controlUrl: base, credential });
+          const claims = peekClaims(credential);
+          saveCert({ accountId: String(claims?.accountId ?? ''), accountName: String(claims?.accountName ?? ''), controlUrl: base, credential });
           return;
         }
         if (Date.now() > expiresAt + 5_000) throw new ControlError(410, 'login_expired', `login code ${code} expired: run \`tunnel login\` again`);

@@ -6,8 +6,8 @@ import type { RequestHead } from '@tunnel/protocol';
 import { PeerAuth, PeerHeaders, isPeerHeader } from './peer-auth.js';
 import type { FleetView } from './fleet-view.js';
 import type { Route } from './store/types.js';
-import { RelayErrors, sendError, renderError } from './error-page.js';
-import { proxyOverStream, upgradeOverStream, type ProxyContext } from './request-proxy.js';
+import { RelayErrors, sendError } from './error-page.js';
+import { proxyOverStream, rawError, stripV4Mapped, upgradeOverStream, type ProxyContext } from './request-proxy.js';
 
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect']);
 
@@ -41,7 +41,7 @@ export class PeerForwarder {
     const time = Date.now();
     const host = req.headers.host ?? '';
     const path = req.url ?? '/';
-    const ip = (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const ip = stripV4Mapped(sock.remoteAddress ?? '');
     return [
       PeerHeaders.from, this.selfId,
       PeerHeaders.time, String(time),
@@ -157,10 +157,7 @@ export class PeerForwarder {
       socket.write(lines + 'Connection: close\r\n\r\n');
       pres.pipe(socket);
     });
-    out.on('error', () => {
-      const { type, body } = renderError(RelayErrors.peerFailed(), req.headers.accept, requestId);
-      socket.end(`HTTP/1.1 502 Bad Gateway\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-    });
+    out.on('error', () => rawError(socket, req, RelayErrors.peerFailed(), requestId));
     out.end();
     return true;
   }
@@ -222,7 +219,7 @@ export function createPeerServer(ctx: ProxyContext, auth: PeerAuth, log: Logger)
     const c = check(req);
     if ('status' in c) return void socket.end(`HTTP/1.1 ${c.status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     const conn = ctx.connections.pick(c.route.tunnelId);
-    if (!conn) return void socket.end('HTTP/1.1 530 Tunnel Offline\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    if (!conn) return rawError(socket, req, RelayErrors.tunnelOffline(req.headers.host ?? ''), c.head.requestId);
     upgradeOverStream(ctx, conn, req, socket, head, c.head);
   });
   return server;

@@ -127,8 +127,8 @@ export class Relay {
     const logRequests = log.isLevelEnabled('debug');
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.trackPublic(res);
-      if (logRequests) logRequestWhenDone(log, req, res, 'public');
-      handleRequest(this.ctx, req, res);
+      const requestId = handleRequest(this.ctx, req, res);
+      if (logRequests) logRequestWhenDone(log, req, res, 'public', requestId);
     };
     const countBytes = (s: http.Server | https.Server, side: 'public' | 'connector') => {
       if (metrics) s.on('connection', (sock: import('node:net').Socket) => metrics.trackSocket(side, sock));

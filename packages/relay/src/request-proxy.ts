@@ -67,27 +67,27 @@ export function makeRequestHead(req: IncomingMessage, kind: RequestHead['kind'],
   };
 }
 
-function stripV4Mapped(ip: string): string {
+export function stripV4Mapped(ip: string): string {
   return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
 }
 
-/** Entry point for every public HTTP request. */
-export function handleRequest(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse): void {
+/** Entry point for every public HTTP request; returns the Tunnel-Request-Id it assigned. */
+export function handleRequest(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse): string {
   const started = process.hrtime.bigint();
   const requestId = newRequestId();
   const host = req.headers.host;
   const route = host ? ctx.routes.lookup(host) : undefined;
   if (!route) {
     fail(ctx, req, res, undefined, RelayErrors.unknownHostname(host ?? '(no Host header)'), requestId, started);
-    return;
+    return requestId;
   }
   const conn = ctx.connections.pick(route.tunnelId);
   if (!conn) {
-    if (ctx.forwardToPeer?.(route, req, res, requestId)) return;
-    fail(ctx, req, res, route, RelayErrors.tunnelOffline(host!), requestId, started);
-    return;
+    if (!ctx.forwardToPeer?.(route, req, res, requestId)) fail(ctx, req, res, route, RelayErrors.tunnelOffline(host!), requestId, started);
+    return requestId;
   }
   proxyOverStream(ctx, conn, route, req, res, makeRequestHead(req, 'http', requestId), started, 0);
+  return requestId;
 }
 
 /** Proxy one request over a stream of `conn`; also used for requests forwarded by a peer relay. */
@@ -312,7 +312,8 @@ export function upgradeOverStream(
   });
 }
 
-function rawError(socket: Duplex, req: IncomingMessage, info: TunnelErrorInfo, requestId: string): void {
+/** An error answer written straight to a socket (upgrade paths have no ServerResponse). */
+export function rawError(socket: Duplex, req: IncomingMessage, info: TunnelErrorInfo, requestId: string): void {
   const { type, body } = renderError(info, req.headers.accept, requestId);
   socket.end(
     `HTTP/1.1 ${info.status} ${info.code}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +

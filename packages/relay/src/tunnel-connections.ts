@@ -42,12 +42,6 @@ export class TunnelConnections {
     return best ?? fallback;
   }
 
-  hasTunnel(tunnelId: string): boolean {
-    const set = this.byTunnel.get(tunnelId);
-    if (!set) return false;
-    for (const c of set) if (c.usable) return true;
-    return false;
-  }
 
   forTunnel(tunnelId: string): ConnectorConnection[] {
     return [...(this.byTunnel.get(tunnelId) ?? [])];
