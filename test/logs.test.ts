@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { generateKeyFile } from '../packages/relay/src/keys.js';
 import { CONNECTOR_CLI, Proc, RELAY_CLI, createTunnel, startConnector, startRelay, stopAll, tempDir, type LogLine, type RelayProc } from './harness/procs.js';
@@ -177,34 +177,68 @@ describe('logs', () => {
     expect(piped.stdout).not.toContain('Public hostname');
     await piped.stop();
 
-    // A pseudo-terminal via script(1), in its own process group (ended by its id below).
-    const cmd = [process.execPath, CONNECTOR_CLI, 'run', '--url', origin.url, '--relay', relay.connectUrl, '--no-discover', '--metrics', '127.0.0.1:0', '--loglevel', 'warn'];
+    // A pseudo-terminal via script(1). SHELL=/bin/sh: where that is dash, the
+    // connector runs as the shell's child, as it does under a login shell.
+    const logFile = path.join(tmp.dir, 'logs', 'tty.log');
+    const cmd = [process.execPath, CONNECTOR_CLI, 'run', '--url', origin.url, '--relay', relay.connectUrl, '--no-discover', '--metrics', '127.0.0.1:0', '--loglevel', 'info', '--logfile', logFile];
     const child: ChildProcess = spawn('script', ['-qefc', cmd.map((a) => `'${a}'`).join(' '), '/dev/null'], {
-      env: { ...process.env, TUNNEL_TOKEN: token, NO_COLOR: '1', TERM: 'dumb' },
+      env: { ...process.env, TUNNEL_TOKEN: token, NO_COLOR: '1', TERM: 'dumb', SHELL: '/bin/sh' },
       stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
     });
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
     const exited = new Promise((r) => child.once('exit', r));
+    let inside: number[] = [];
     try {
       await waitFor(() => out.includes('Logs'), 20_000, { message: 'status block on the terminal' });
+      inside = descendants(child.pid!);
+      // The terminal goes away (as when its window is closed): the connector
+      // gets SIGHUP with no terminal left, and drains and exits rather than
+      // taking it for a reload and living on as an orphan.
+      child.kill('SIGKILL');
+      await exited;
+      const block = out.replace(/\r/g, '');
+      const metricsUrl = /Metrics\s+(http:\/\/\S+)\/metrics/.exec(block)?.[1];
+      expect(metricsUrl).toBeDefined();
+      await waitFor(() => fetch(`${metricsUrl}/healthcheck`).then(() => false, () => true), 15_000, { message: 'connector exited after its terminal closed' });
+      const logged = readFileSync(logFile, 'utf8');
+      expect(logged).toContain('terminal closed: draining and exiting');
+      expect(logged).toContain('connector stopped');
     } finally {
-      try {
-        process.kill(-child.pid!, 'SIGTERM');
-      } catch {
-        /* gone */
+      for (const pid of [child.pid!, ...inside]) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
       }
     }
-    await exited;
     const block = out.replace(/\r/g, '');
-    // script(1) ends the connector with it: its status server goes away.
-    const metricsUrl = /Metrics\s+(http:\/\/\S+)\/metrics/.exec(block)?.[1];
-    await waitFor(() => fetch(`${metricsUrl}/healthcheck`).then(() => false, () => true), 10_000, { message: 'connector under script(1) exited' });
     expect(block).toContain('tunnel logs connected');
     expect(block).toMatch(/Public hostname\s+logs\.test/);
     for (let i = 0; i < 4; i++) expect(block).toMatch(new RegExp(`#${i}\\s+relay-tty \\(local\\)\\s+${relay.connectUrl.replace(/[.]/g, '\\.')}`));
     expect(block).toMatch(/Metrics\s+http:\/\/127\.0\.0\.1:\d+\/metrics/);
-    expect(block).toMatch(/Logs\s+this terminal \(pretty/);
+    expect(block).toMatch(new RegExp(`Logs\\s+${logFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(JSON lines\\)`));
   });
 });
+
+/** PIDs of every live process below `root` (read from /proc), children first. */
+function descendants(root: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      // "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      parentOf.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  const out: number[] = [];
+  const walk = (pid: number) => {
+    for (const [c, p] of parentOf) if (p === pid) (walk(c), out.push(c));
+  };
+  walk(root);
+  return out;
+}

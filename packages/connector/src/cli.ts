@@ -12,6 +12,7 @@ import { registerProvisioningCommands, fetchCredentialsFor } from './provisionin
 import { defaultConfigPath } from './tunnel-home.js';
 import { ControlError } from './control-client.js';
 import { randomUUID } from 'node:crypto';
+import { isatty } from 'node:tty';
 import { ConnectorMetrics } from './metrics.js';
 import { logOriginRequests } from './request-log.js';
 import { fetchHostnames, showStatusBlockWhenConnected } from './status-block.js';
@@ -122,7 +123,19 @@ program
     };
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
-    process.on('SIGHUP', () => connector.reload());
+    // SIGHUP means "reload" for a service, but for a connector started on a
+    // terminal it also arrives when that terminal closes. A hung-up terminal
+    // no longer answers isatty(), so that case shuts down like SIGTERM instead
+    // of leaving an orphan that writes its logs nowhere.
+    const ttyFds = [0, 1, 2].filter((fd) => isatty(fd));
+    process.on('SIGHUP', () => {
+      if (ttyFds.length > 0 && !ttyFds.some((fd) => isatty(fd))) {
+        log.warn({ signal: 'SIGHUP' }, 'terminal closed: draining and exiting');
+        onSignal('SIGHUP');
+        return;
+      }
+      connector.reload();
+    });
 
     const reason = await connector.fatal();
     await connector.stop();
