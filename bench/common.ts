@@ -201,6 +201,20 @@ export function cpuSplit(pid: number): { user: number; sys: number } | null {
   }
 }
 
+/**
+ * CPU µs of a process's main (JavaScript) thread; the rest of cpuMicros is
+ * other threads, in Node mostly V8's parallel and concurrent GC helpers.
+ */
+export function mainThreadMicros(pid: number): number | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return ((Number(rest[11]) + Number(rest[12])) * 1e6) / clkTck;
+  } catch {
+    return null;
+  }
+}
+
 /** CPU time (user + system) of a process in microseconds; null when it is gone. */
 export function cpuMicros(pid: number): number | null {
   const c = cpuSplit(pid);

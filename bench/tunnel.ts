@@ -22,7 +22,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, syscalls, fmt, machineInfo, markdownTable, pct, rssBytes, run, sleep, waitUntil, type Json } from './common.js';
+import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, mainThreadMicros, syscalls, fmt, machineInfo, markdownTable, pct, rssBytes, run, sleep, waitUntil, type Json } from './common.js';
 import { formatProfile, newestProfile, summarizeProfile, type ProfileSummary, type ProfileWindow } from './cpuprofile.js';
 import { wsRun } from './runner.js';
 
@@ -40,6 +40,8 @@ const BULK = Number(process.env.BENCH_BULK_MIB ?? 1024) * MiB;
 const HOST = 'app.test';
 const PROFILE = process.env.BENCH_PROFILE === '1' || process.env.BENCH_PROFILE === 'true';
 const PROFILE_DIR = path.join(RESULTS_DIR, 'profiles', 'tunnel');
+/** Extra node flags for relays and connector, to try runtime settings (e.g. "--max-semi-space-size=32"). */
+const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 
 const log = (s: string) => process.stderr.write(s + '\n');
 const mono = () => Number(process.hrtime.bigint() / 1000n);
@@ -79,6 +81,8 @@ interface Phase {
   out: Json;
   /** CPU µs of each watched process over the phase. */
   cpuUs: Record<string, number>;
+  /** Of which on the main (JavaScript) thread; the rest is mostly V8's GC helper threads. */
+  mainUs: Record<string, number>;
   /** Read and write system calls of each watched process over the phase. */
   sys: Record<string, { r: number; w: number }>;
   /** Kernel (system) share of each watched process's CPU over the phase. */
@@ -94,9 +98,11 @@ interface Phase {
 async function phase(child: Child, watch: Record<string, number>, timeoutMs = 120_000): Promise<Phase> {
   const all = { ...watch, loadgen: child.pid };
   const sample = () => Object.fromEntries(Object.entries(all).map(([k, pid]) => [k, cpuMicros(pid) ?? NaN]));
+  const sampleMain = () => Object.fromEntries(Object.entries(all).map(([k, pid]) => [k, mainThreadMicros(pid) ?? NaN]));
   const sampleSys = () => Object.fromEntries(Object.entries(all).map(([k, pid]) => [k, syscalls(pid) ?? { r: NaN, w: NaN }]));
   const sampleSplit = () => Object.fromEntries(Object.entries(all).map(([k, pid]) => [k, cpuSplit(pid) ?? { user: NaN, sys: NaN }]));
   let base = sample();
+  let baseMain = sampleMain();
   let baseSys = sampleSys();
   let baseSplit = sampleSplit();
   let fromUs = mono();
@@ -104,6 +110,7 @@ async function phase(child: Child, watch: Record<string, number>, timeoutMs = 12
   child.onLine = (l) => {
     if (l.event === 'start') {
       base = sample();
+      baseMain = sampleMain();
       baseSys = sampleSys();
       baseSplit = sampleSplit();
       fromUs = mono();
@@ -113,6 +120,7 @@ async function phase(child: Child, watch: Record<string, number>, timeoutMs = 12
   try {
     const out = await child.waitFor((l) => l.event === 'result', timeoutMs, 'result');
     const end = sample();
+    const endMain = sampleMain();
     const endSys = sampleSys();
     const endSplit = sampleSplit();
     const toUs = mono();
@@ -123,6 +131,7 @@ async function phase(child: Child, watch: Record<string, number>, timeoutMs = 12
     return {
       out,
       cpuUs: Object.fromEntries(Object.keys(all).map((k) => [k, end[k]! - base[k]!])),
+      mainUs: Object.fromEntries(Object.keys(all).map((k) => [k, endMain[k]! - baseMain[k]!])),
       sys: Object.fromEntries(Object.keys(all).map((k) => [k, { r: endSys[k]!.r - baseSys[k]!.r, w: endSys[k]!.w - baseSys[k]!.w }])),
       kernelShare: Object.fromEntries(
         Object.keys(all).map((k) => {
@@ -212,6 +221,7 @@ async function startFleet(profile: boolean): Promise<Fleet> {
     const relays: Fleet['relays'] = [];
     for (let i = 0; i < 3; i++) {
       const proc = new Child(`relay-${i}`, NODE, [
+        ...NODE_FLAGS,
         ...prof(`relay-${i}`),
         RELAY_CLI,
         'serve',
@@ -262,6 +272,7 @@ async function startFleet(profile: boolean): Promise<Fleet> {
       'connector',
       NODE,
       [
+        ...NODE_FLAGS,
         ...prof('connector'),
         CONNECTOR_CLI,
         'run',
@@ -549,7 +560,27 @@ async function profile(): Promise<void> {
   process.stdout.write(`\nwrote bench/results/tunnel-profile.json and the raw profiles under bench/results/profiles/tunnel/\n`);
 }
 
-(PROFILE ? profile() : measure()).then(
+/**
+ * BENCH_ONLY=bulk: the (c) transfers alone, with CPU split into the main
+ * thread and the rest (GC helpers); for trying changes quickly, not for the README.
+ */
+async function bulkOnly(): Promise<void> {
+  const fleet = await startFleet(false);
+  try {
+    const { relays, connector, origin } = fleet;
+    const target: Target = { host: '127.0.0.1', port: relays[0]!.http };
+    const watch = { relay0: relays[0]!.proc.pid, connector: connector.pid, origin: origin.pid };
+    const ns = (p: Phase, k: string) => `${((p.cpuUs[k]! * 1000) / BULK).toFixed(2)} (main ${((p.mainUs[k]! * 1000) / BULK).toFixed(2)})`;
+    for (const [mode, urlPath] of [['download', `/download?bytes=${BULK}`], ['upload', '/upload']] as const) {
+      const p = await phase(loadgen({ mode, targets: [target], hostHeader: HOST, path: urlPath, bytes: BULK }), watch);
+      log(`  ${mode}: ${fmt(p.out.mbps as number)} MB/s; CPU ns/byte relay ${ns(p, 'relay0')}, connector ${ns(p, 'connector')}, origin ${ns(p, 'origin')}, client ${ns(p, 'loadgen')}; peak RSS relay ${fmt((p.rssPeak.relay0 ?? 0) / MiB)} MB, connector ${fmt((p.rssPeak.connector ?? 0) / MiB)} MB`);
+    }
+  } finally {
+    await fleet.stop();
+  }
+}
+
+(PROFILE ? profile() : process.env.BENCH_ONLY === 'bulk' ? bulkOnly() : measure()).then(
   () => process.exit(0),
   (e: Error) => {
     process.stderr.write(`bench failed: ${e.stack ?? e.message}\n`);

@@ -3,9 +3,10 @@ import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import * as path from 'node:path';
 import { startFleet, type Fleet } from './harness/fleet.js';
 import { startOrigin, type Origin } from './harness/origin.js';
-import { startConnector, startRelay, type Proc } from './harness/procs.js';
+import { startConnector, startRelay, type Proc, type RelayProc } from './harness/procs.js';
 import { req } from './harness/http.js';
 import { waitFor } from './harness/wait.js';
+import { parsePromText } from './harness/prom-text.js';
 
 // What cloudflared users complain about: the credential in `ps`, config
 // reloads that drop traffic, and tunnels that never come back after an outage.
@@ -81,6 +82,43 @@ describe('connector resilience', () => {
     await c.stop();
   });
 
+  it('with one relay left, keeps all four connections on it and warns once; spreads again when the other returns', async () => {
+    const c = await startConnector({ token: fleet.token, relays: fleet.relays.map((r) => r.connectUrl), url: a.url, extraArgs: ['--metrics', '127.0.0.1:0'] });
+    const port = (await c.waitForLog((l) => l.event === 'metrics')).port as number;
+    const byRelay = async (): Promise<Map<string, number>> => {
+      const fams = parsePromText(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+      const m = new Map<string, number>();
+      for (const s of fams.get('tunnel_connections')?.samples ?? []) if (s.labels.state === 'registered' && s.value > 0) m.set(s.labels.relay!, s.value);
+      return m;
+    };
+    const [keep, victim] = [fleet.relays[0]!, fleet.relays[1]!];
+    await waitFor(async () => (await byRelay()).size === 2, 10_000, { message: 'connections over both relays' });
+    const warnings = () => c.countLogs((l) => l.event === 'single-relay');
+    expect(warnings()).toBe(0);
+
+    await victim.proc.kill9();
+    await waitFor(async () => {
+      const m = await byRelay();
+      return m.size === 1 && m.get(keep.id) === 4;
+    }, 10_000, { message: `all four connections on ${keep.id}` });
+    const warn = await c.waitForLog((l) => l.event === 'single-relay', 10_000, 'single-relay warning');
+    expect(warn.level).toBe(40);
+    expect(warn.relay).toBe(keep.connectUrl);
+    // The connector keeps trying the dead relay (each backoff expiry is a new
+    // attempt to spread); none of those repeats the warning.
+    const failed = () => c.countLogs((l) => l.event === 'dial-failed' && l.relay === victim.connectUrl);
+    const before = failed();
+    await waitFor(() => failed() >= before + 2, 20_000, { message: 'more attempts at the dead relay' });
+    expect(warnings()).toBe(1);
+    expect(c.running).toBe(true);
+
+    const back = await startRelay({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, id: victim.id, ports: { http: victim.http, connect: victim.connect, control: victim.control, peer: victim.peer } });
+    fleet.relays[1] = back;
+    await waitFor(async () => (await byRelay()).size === 2, 20_000, { message: 'spread over both relays again' });
+    expect(warnings()).toBe(1);
+    await c.stop();
+  });
+
   it('heals by itself after every relay was unreachable', async () => {
     const c = await startConnector({ token: fleet.token, relays: fleet.relays.map((r) => r.connectUrl), url: a.url, extraArgs: ['--no-discover'] });
     const before = c.countLogs((l) => l.event === 'registered');
@@ -91,7 +129,7 @@ describe('connector resilience', () => {
       console.log(c.logs.slice(-30).map((l) => JSON.stringify(l)).join('\n'));
       throw e;
     });
-    const back = [];
+    const back: RelayProc[] = [];
     for (const r of old) back.push(await startRelay({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, id: r.id, ports: { http: r.http, connect: r.connect, control: r.control, peer: r.peer } }));
     fleet.relays.splice(0, fleet.relays.length, ...back);
     await waitFor(() => c.countLogs((l) => l.event === 'registered') >= before + 4, 25_000, { message: 'four connections again' });

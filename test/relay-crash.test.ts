@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { request } from 'undici';
 import { generateKeyFile } from '../packages/relay/src/keys.js';
@@ -71,5 +72,29 @@ describe('relay crash safety (embedded store)', () => {
       for (const r of acked.routes) expect(haveR.has(r), `round ${round}: route ${r} lost`).toBe(true);
     }
     expect(acked.tunnels.size).toBeGreaterThan(20);
+  });
+
+  it('a corrupted store stops `serve` and the CLI with the file named, instead of starting empty', async () => {
+    const keys = path.join(tmp.dir, 'corrupt-key.json');
+    generateKeyFile(keys);
+    const dir = path.join(tmp.dir, 'corrupt-store');
+    const store = `file:${dir}`;
+    const made = await runCli(RELAY_CLI, ['tunnel', 'create', 'app', '--hostname', 'app.corrupt.test', '--store', store, '--keys', keys]);
+    expect(made.code, made.stderr).toBe(0);
+    const record = path.join(dir, 'tunnels', readdirSync(path.join(dir, 'tunnels')).find((f) => f.endsWith('.json'))!);
+    const good = readFileSync(record);
+    writeFileSync(record, good.subarray(0, Math.floor(good.length / 2))); // a torn write no rename could produce
+
+    const serve = await runCli(RELAY_CLI, ['serve', '--id', 'relay-corrupt', '--store', store, '--keys', keys, '--http', '127.0.0.1:0', '--connect', '127.0.0.1:0', '--control', 'off', '--peer', 'off'], {}, tmp.dir, 15_000);
+    expect(serve.code).not.toBe(0);
+    expect(serve.code).not.toBeNull(); // it exited by itself, it did not hang
+    expect(serve.stderr).toContain(`corrupt store record ${record}`);
+    expect(serve.stdout).not.toMatch(/"event":"listening"/);
+
+    const again = await runCli(RELAY_CLI, ['tunnel', 'create', 'other', '--hostname', 'other.corrupt.test', '--store', store, '--keys', keys]);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain('corrupt store record');
+    // Nothing was overwritten: the operator can repair the record by hand.
+    expect(readFileSync(record).length).toBe(Math.floor(good.length / 2));
   });
 });

@@ -304,19 +304,37 @@ export class HAManager extends EventEmitter<HAEvents> {
     this.emit('connection', { event, connIndex: slot.index, relayUrl, relayId: conn.relayId || this.relayIds.get(relayUrl) || '', ...(reason ? { reason } : {}), conn });
   }
 
+  /**
+   * Warn once when every registered connection is on one relay because no
+   * other is up (the fleet lists one, or the others fail to connect): there
+   * is no relay redundancy. Not again until connections were really spread:
+   * each retry of a dead relay is not a new episode.
+   */
+  private warnIfOnOneRelay(): void {
+    const inUse = new Set(this.slots.filter((s) => s.current?.state === 'registered').map((s) => s.current!.opts.relayUrl));
+    if (inUse.size >= 2) {
+      this.warnedSingleRelay = false;
+      return;
+    }
+    if (inUse.size === 0 || this.warnedSingleRelay) return;
+    const [relay] = inUse;
+    const others = this.relays.filter((r) => r.url !== relay);
+    if (others.length > 0 && !others.every((r) => r.failures > 0)) return; // another may still come up
+    this.warnedSingleRelay = true;
+    const message =
+      others.length > 0
+        ? `only one of ${this.relays.length} relays is reachable: all connections are on it`
+        : 'only one relay is up: all connections are on it (no relay redundancy)';
+    this.o.log.warn({ event: 'single-relay', relays: this.relays.length, relay, unreachable: others.map((r) => r.url) }, message);
+  }
+
   /** Spread connections over relays again after one came back (or a new one joined). */
   private rebalance(): void {
     if (this.state !== 'running') return;
     const now = Date.now();
     const usable = this.relays.filter((r) => r.avoidUntil <= now);
-    if (usable.length <= 1) {
-      if (this.relays.length > 1 && this.readyConnections > 0 && !this.warnedSingleRelay) {
-        this.warnedSingleRelay = true;
-        this.o.log.warn({ event: 'single-relay', relays: this.relays.length }, 'only one relay is reachable: all connections are on it');
-      }
-      return;
-    }
-    this.warnedSingleRelay = false;
+    this.warnIfOnOneRelay();
+    if (usable.length <= 1) return;
     if (this.slots.some((s) => s.pending)) return; // one move at a time
     const counts = usable.map((r) => ({ r, n: this.slotsOn(r.url) }));
     counts.sort((a, b) => a.n - b.n);
