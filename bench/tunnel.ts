@@ -580,7 +580,46 @@ async function bulkOnly(): Promise<void> {
   }
 }
 
-(PROFILE ? profile() : process.env.BENCH_ONLY === 'bulk' ? bulkOnly() : measure()).then(
+/**
+ * BENCH_ONLY=rate: (b) alone, direct then through the tunnel; with
+ * BENCH_NODE_FLAGS=--trace-gc it also lists the GC pauses of relays and
+ * connector, to see what the latency tail is made of.
+ */
+async function rateOnly(): Promise<void> {
+  const fleet = await startFleet(false);
+  try {
+    const { relays, connector, origin } = fleet;
+    const direct: Target[] = [{ host: '127.0.0.1', port: fleet.originPort }];
+    const tunnel: Target[] = relays.map((r) => ({ host: '127.0.0.1', port: r.http }));
+    const pids = { relay0: relays[0]!.proc.pid, relay1: relays[1]!.proc.pid, connector: connector.pid, origin: origin.pid };
+    const run1 = (targets: Target[], hostHeader?: string) => phase(loadgen({ mode: 'rate', targets, hostHeader, rate: RATE, seconds: SECONDS, warmupSeconds: 1, connections: 16 }), pids);
+    const show = (name: string, p: Phase) => {
+      const o = p.out;
+      const n = o.requests as number;
+      log(`  ${name}: p50 ${(o.p50_ms as number).toFixed(2)} p90 ${(o.p90_ms as number).toFixed(2)} p99 ${(o.p99_ms as number).toFixed(2)} p99.9 ${(o.p999_ms as number).toFixed(2)} max ${(o.max_ms as number).toFixed(2)} ms; CPU µs/request relays ${fmt((p.cpuUs.relay0! + p.cpuUs.relay1!) / n, 1)}, connector ${fmt(p.cpuUs.connector! / n, 1)}, origin ${fmt(p.cpuUs.origin! / n, 1)}; of which main thread: relays ${fmt((p.mainUs.relay0! + p.mainUs.relay1!) / n, 1)}, connector ${fmt(p.mainUs.connector! / n, 1)}; kernel share relay-0 ${pct(p.kernelShare.relay0!)}, connector ${pct(p.kernelShare.connector!)}; syscalls/request relay-0 ${((p.sys.relay0!.r + p.sys.relay0!.w) / n).toFixed(1)}, connector ${((p.sys.connector!.r + p.sys.connector!.w) / n).toFixed(1)}`);
+    };
+    show('direct', await run1(direct));
+    const marks = [...relays.map((r) => r.proc), connector].map((c) => c.stdout.length);
+    show('tunnel', await run1(tunnel, HOST));
+    [...relays.map((r) => r.proc), connector].forEach((c, i) => {
+      const pauses = c.stdout
+        .slice(marks[i])
+        .split('\n')
+        .map((l) => /ms: (Scavenge|Mark-Compact|Mark-Sweep|Minor Mark-Sweep)[^,]*, ([\d.]+) \/ ([\d.]+) ms/.exec(l))
+        .filter((m): m is RegExpExecArray => m !== null)
+        .map((m) => ({ kind: m[1]!, ms: Number(m[2]) }));
+      if (pauses.length === 0) return;
+      const byKind = new Map<string, number[]>();
+      for (const x of pauses) byKind.set(x.kind, [...(byKind.get(x.kind) ?? []), x.ms]);
+      log(`  ${c.name} GC: ${[...byKind].map(([k, v]) => `${v.length} ${k} (max ${Math.max(...v).toFixed(1)} ms, total ${v.reduce((a, b) => a + b, 0).toFixed(0)} ms)`).join(', ')}`);
+    });
+  } finally {
+    await fleet.stop();
+  }
+}
+
+const only = process.env.BENCH_ONLY;
+(PROFILE ? profile() : only === 'bulk' ? bulkOnly() : only === 'rate' ? rateOnly() : measure()).then(
   () => process.exit(0),
   (e: Error) => {
     process.stderr.write(`bench failed: ${e.stack ?? e.message}\n`);

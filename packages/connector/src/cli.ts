@@ -17,6 +17,7 @@ import { ConnectorMetrics } from './metrics.js';
 import { logOriginRequests } from './request-log.js';
 import { fetchHostnames, showStatusBlockWhenConnected } from './status-block.js';
 import { registerServiceCommands, ServiceError } from './service-install.js';
+import { registerAccessCommands, AccessError } from './access-tcp.js';
 
 class CliError extends Error {}
 
@@ -145,6 +146,7 @@ program
 
 registerProvisioningCommands(program);
 registerServiceCommands(program);
+registerAccessCommands(program);
 
 const ingressCmd = program.command('ingress').description('check ingress rules');
 ingressCmd
@@ -193,7 +195,7 @@ async function main(): Promise<void> {
         ? e.message
         : e instanceof ControlError
           ? `${e.message} (${e.code})`
-          : e instanceof CredentialError || e instanceof CliError || e instanceof ServiceError
+          : e instanceof CredentialError || e instanceof CliError || e instanceof ServiceError || e instanceof AccessError
           ? e.message
           : ((e as Error).message ?? String(e));
     process.stderr.write(`tunnel: ${msg}\n`);

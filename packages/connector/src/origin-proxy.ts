@@ -9,6 +9,7 @@ import type { OriginRequestConfig } from './config.js';
 import { OriginPools } from './origin-pools.js';
 import { classifyOriginError, failureBody, type OriginFailure } from './origin-errors.js';
 import { helloWorld } from './hello-world.js';
+import { bridgeTcp, wantsTcp } from './tcp-bridge.js';
 
 export interface OriginProxyHooks {
   onRequest?(): void;
@@ -102,7 +103,18 @@ export class OriginProxy {
         return this.respond(stream, head, r.status, r.headers, r.body, started);
       }
       case 'tcp':
-        return this.fail(stream, head, { status: 502, code: 'tcp_service_over_http', source: 'connector', message: 'This rule serves raw TCP, which cannot answer an HTTP request.' }, started);
+        if (wantsTcp(head)) {
+          return bridgeTcp(stream, svc, rule.originRequest.connectTimeout, {
+            connected: () => this.hooks.onResponse?.(101, started),
+            failed: (f) => this.fail(stream, head, f, started),
+          });
+        }
+        return this.fail(
+          stream,
+          head,
+          { status: 502, code: 'tcp_service_over_http', source: 'connector', message: `This hostname serves raw TCP: reach it with \`tunnel access tcp --hostname ${head.host}\`.` },
+          started,
+        );
     }
   }
 

@@ -143,8 +143,14 @@ export class PeerForwarder {
       if (head.length) psock.write(head);
       psock.on('error', () => socket.destroy());
       socket.on('error', () => psock.destroy());
-      socket.on('close', () => psock.destroy());
-      psock.on('close', () => socket.destroy());
+      // After a clean end in one direction the pipe ends the other side with
+      // its last bytes still queued: only an abrupt close tears down the pair.
+      socket.on('close', () => {
+        if (!socket.readableEnded) psock.destroy();
+      });
+      psock.on('close', () => {
+        if (!psock.readableEnded) socket.destroy();
+      });
       psock.pipe(socket);
       socket.pipe(psock);
     });

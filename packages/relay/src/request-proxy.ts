@@ -276,7 +276,7 @@ export function upgradeOverStream(
   } catch {
     return rawError(socket, req, RelayErrors.connectorStreamFailed(), head.requestId);
   }
-  stream.on('error', () => socket.destroy());
+  stream.on('error', () => resetSocket(socket));
   socket.on('close', () => stream.destroy());
   let encoded: Buffer;
   try {
@@ -319,4 +319,19 @@ export function rawError(socket: Duplex, req: IncomingMessage, info: TunnelError
     `HTTP/1.1 ${info.status} ${info.code}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
       `Tunnel-Error: ${info.code}\r\nTunnel-Error-Source: ${info.source}\r\nTunnel-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
   );
+}
+
+/**
+ * End an upgraded client connection whose tunnel stream was reset with a TCP
+ * RST rather than a FIN, so a raw TCP client (`tunnel access tcp`) sees a cut
+ * connection, not a clean end. TLS sockets cannot be reset; they are destroyed.
+ */
+function resetSocket(socket: Duplex): void {
+  const s = socket as Duplex & { resetAndDestroy?: () => void };
+  try {
+    if (typeof s.resetAndDestroy === 'function') return void s.resetAndDestroy();
+  } catch {
+    /* not a plain TCP socket */
+  }
+  socket.destroy();
 }

@@ -1,0 +1,156 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { startFleet, type Fleet } from './harness/fleet.js';
+import { CONNECTOR_CLI, Proc, runCli, type RelayProc } from './harness/procs.js';
+import { req } from './harness/http.js';
+import { waitFor } from './harness/wait.js';
+
+// A tcp:// ingress rule reached with `tunnel access tcp`, the way SSH is
+// published with cloudflared: a real TCP origin, relays, a connector, and the
+// access client in both of its forms (a local listener, and stdin/stdout for
+// ssh -o ProxyCommand).
+
+/** An echo origin that keeps answering after the client's FIN, then ends: half-close must survive the trip. */
+function startEcho(): Promise<{ port: number; server: net.Server; close(): Promise<void> }> {
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    s.on('data', (d) => s.write(d));
+    s.on('end', () => s.end('<eof>'));
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      resolve({ port: (server.address() as net.AddressInfo).port, server, close: () => new Promise((r) => server.close(() => r())) });
+    });
+  });
+}
+
+/** Send `data`, half-close, and collect everything until the other side ends. */
+function roundTrip(port: number, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('end', () => {
+      s.end();
+      resolve(Buffer.concat(got));
+    });
+    s.on('error', reject);
+    s.setTimeout(30_000, () => s.destroy(new Error('round trip timed out')));
+    s.end(data);
+  });
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('tcp:// services and `tunnel access tcp`', () => {
+  let fleet: Fleet;
+  let echo: Awaited<ReturnType<typeof startEcho>>;
+  let relay: RelayProc;
+  let connector: Proc;
+  const access = (args: string[]) => new Proc('access', process.execPath, [CONNECTOR_CLI, 'access', 'tcp', '--hostname', fleet.hostname, ...args]);
+
+  beforeAll(async () => {
+    echo = await startEcho();
+    fleet = await startFleet({ relays: 2 });
+    relay = fleet.relays[0]!;
+    // One connection, to relay-0 only: relay-1 must forward the upgrade to its peer.
+    connector = await fleet.connector({ url: `tcp://127.0.0.1:${echo.port}`, ha: 1, relays: [relay.connectUrl], extraArgs: ['--no-discover'] });
+  });
+  afterAll(async () => {
+    await fleet?.close();
+    await echo?.close();
+  });
+
+  it('--url listens locally and carries each connection, bytes exact and half-close kept, through either relay', async () => {
+    for (const via of fleet.relays) {
+      const p = access(['--url', '127.0.0.1:0', '--relay', via.publicUrl]);
+      try {
+        const m = await waitFor(() => /listening on 127\.0\.0\.1:(\d+)/.exec(p.stderr), 10_000, { message: 'access listening' });
+        const port = Number(m[1]);
+        const payloads = [Buffer.from('hello\n'), randomBytes(3 * 1024 * 1024), randomBytes(100_000)];
+        const echoed = await Promise.all(payloads.map((d) => roundTrip(port, d)));
+        echoed.forEach((got, i) => {
+          expect(got.length, `${via.id} payload ${i}`).toBe(payloads[i]!.length + 5);
+          expect(sha(got)).toBe(sha(Buffer.concat([payloads[i]!, Buffer.from('<eof>')])));
+        });
+      } finally {
+        await p.stop();
+      }
+    }
+  });
+
+  it('stdin/stdout (ssh ProxyCommand): the answer on stdout, exit 0 when the origin ends', async () => {
+    const child = spawn(process.execPath, [CONNECTOR_CLI, 'access', 'tcp', '--hostname', fleet.hostname, '--relay', relay.publicUrl], { stdio: ['pipe', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      let err = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      child.stdin.end('SSH-2.0-test\r\n');
+      const code = await Promise.race([exited, waitFor(() => false, 15_000, { message: 'access (stdio) to exit' }).then(() => null)]);
+      expect(err).toBe('');
+      expect(code).toBe(0);
+      expect(out).toBe('SSH-2.0-test\r\n<eof>');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('a plain HTTP request to the tcp hostname gets a 502 naming the access command', async () => {
+    const r = await req(`${relay.publicUrl}/`, { host: fleet.hostname, headers: { accept: 'application/json' } });
+    expect(r.status).toBe(502);
+    expect(r.header('tunnel-error')).toBe('tcp_service_over_http');
+    expect(r.text).toContain('tunnel access tcp --hostname');
+  });
+
+  it('an origin that refuses: the access client says why and exits non-zero', async () => {
+    await echo.close();
+    try {
+      const r = await runCli(CONNECTOR_CLI, ['access', 'tcp', '--hostname', fleet.hostname, '--relay', relay.publicUrl], {}, undefined, 15_000);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^tunnel: refused: 502 origin_refused \(from the origin\)/);
+    } finally {
+      echo = await new Promise((resolve) => {
+        const again = echo.server.listen(echo.port, '127.0.0.1', () => resolve({ ...echo, server: again }));
+      });
+    }
+  });
+
+  it('an unknown hostname and an unreachable relay are clear errors', async () => {
+    const unknown = await runCli(CONNECTOR_CLI, ['access', 'tcp', '--hostname', 'nope.test', '--relay', relay.publicUrl], {}, undefined, 15_000);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/refused: 404 unknown_hostname/);
+    const closed = await new Promise<number>((r) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const port = (s.address() as net.AddressInfo).port;
+        s.close(() => r(port));
+      });
+    });
+    const down = await runCli(CONNECTOR_CLI, ['access', 'tcp', '--hostname', fleet.hostname, '--relay', `http://127.0.0.1:${closed}`], {}, undefined, 15_000);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/cannot reach 127\.0\.0\.1:\d+: .*ECONNREFUSED/);
+  });
+
+  it('a connection cut mid-way (the connector dies) is reported and exits non-zero, never passed off as complete', async () => {
+    const child = spawn(process.execPath, [CONNECTOR_CLI, 'access', 'tcp', '--hostname', fleet.hostname, '--relay', relay.publicUrl], { stdio: ['pipe', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      let err = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      child.stdin.write('ping\n'); // and keep stdin open: the session is live
+      await waitFor(() => out === 'ping\n', 10_000, { message: 'echo through the tunnel' });
+      await connector.kill9();
+      const code = await Promise.race([exited, waitFor(() => false, 15_000, { message: 'access (stdio) to exit' }).then(() => null)]);
+      expect(code).toBe(1);
+      expect(err).toMatch(/^tunnel: the connection to .* was cut/);
+      expect(out).toBe('ping\n');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+});
