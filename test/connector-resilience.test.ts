@@ -123,12 +123,19 @@ describe('connector resilience', () => {
     const c = await startConnector({ token: fleet.token, relays: fleet.relays.map((r) => r.connectUrl), url: a.url, extraArgs: ['--no-discover'] });
     const before = c.countLogs((l) => l.event === 'registered');
     const old = [...fleet.relays];
+    const afterKill = c.logs.length;
     for (const r of old) await r.proc.kill9();
     // Down long enough for several failed attempts and growing backoff.
     await waitFor(() => c.countLogs((l) => l.event === 'backoff') >= 8, 20_000, { message: 'connector backing off' }).catch((e) => {
       console.log(c.logs.slice(-30).map((l) => JSON.stringify(l)).join('\n'));
       throw e;
     });
+    // Logged once per state change: each connection's first failed retry is
+    // an info line, the many that follow are debug (the harness keeps both).
+    const since = (pred: (l: (typeof c.logs)[number]) => boolean) => c.logs.slice(afterKill).filter(pred).length;
+    expect(since((l) => l.event === 'backoff' && l.level === 30)).toBeLessThanOrEqual(4);
+    expect(since((l) => l.event === 'backoff' && l.level === 20)).toBeGreaterThanOrEqual(4);
+    expect(since((l) => l.event === 'dial' && l.level === 30)).toBeLessThanOrEqual(4);
     const back: RelayProc[] = [];
     for (const r of old) back.push(await startRelay({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, id: r.id, ports: { http: r.http, connect: r.connect, control: r.control, peer: r.peer } }));
     fleet.relays.splice(0, fleet.relays.length, ...back);

@@ -30,6 +30,8 @@ interface Slot {
   current: RelayConnection | null;
   pending: RelayConnection | null;
   failures: number;
+  /** Kind of failure last logged at info: a retry that fails the same way again is logged at debug. */
+  failingWith: CloseReason['kind'] | null;
   timer: NodeJS.Timeout | null;
 }
 
@@ -87,7 +89,7 @@ export class HAManager extends EventEmitter<HAEvents> {
     super();
     if (o.relays.length === 0) throw new Error('no relays to connect to');
     this.relays = dedupe(o.relays).map((url) => ({ url, failures: 0, avoidUntil: 0, lastError: '' }));
-    this.slots = Array.from({ length: o.haConnections }, (_, index) => ({ index, current: null, pending: null, failures: 0, timer: null }));
+    this.slots = Array.from({ length: o.haConnections }, (_, index) => ({ index, current: null, pending: null, failures: 0, failingWith: null, timer: null }));
   }
 
   start(): void {
@@ -203,7 +205,8 @@ export class HAManager extends EventEmitter<HAEvents> {
     });
     slot.pending = conn;
     const { log } = this.o;
-    log.info({ event: 'dial', connIndex: slot.index, relayId: this.relayIds.get(relayUrl) ?? null, relay: relayUrl }, 'dialing relay');
+    // Retries during an outage are debug lines: the state change was logged once already.
+    log[slot.failures === 0 ? 'info' : 'debug']({ event: 'dial', connIndex: slot.index, relayId: this.relayIds.get(relayUrl) ?? null, relay: relayUrl }, 'dialing relay');
     this.note('dial', slot, conn, relayUrl);
     conn.on('registered', (info) => {
       this.relayIds.set(relayUrl, info.relayId);
@@ -213,6 +216,7 @@ export class HAManager extends EventEmitter<HAEvents> {
         health.avoidUntil = 0;
       }
       slot.failures = 0;
+      slot.failingWith = null;
       const old = slot.current;
       slot.current = conn;
       if (slot.pending === conn) slot.pending = null;
@@ -289,7 +293,9 @@ export class HAManager extends EventEmitter<HAEvents> {
     // A lost registered connection is replaced at once on another relay; repeated failures back off.
     const delay = neverRegistered ? backoff(++slot.failures) : Math.floor(Math.random() * 50);
     if (slot.failures > 0) {
-      log.info({ event: 'backoff', connIndex: slot.index, relayId, relay: relayUrl, delayMs: delay, failures: slot.failures, reason: reason.message }, 'retrying connection');
+      const changed = slot.failingWith !== reason.kind;
+      slot.failingWith = reason.kind;
+      log[changed ? 'info' : 'debug']({ event: 'backoff', connIndex: slot.index, relayId, relay: relayUrl, delayMs: delay, failures: slot.failures, reason: reason.message }, 'retrying connection');
       this.note('backoff', slot, conn, relayUrl, reason.kind);
     }
     slot.timer = setTimeout(() => {
