@@ -244,9 +244,25 @@ export function rssBytes(pid: number): number | null {
   }
 }
 
-/** Peak RSS of a set of processes, sampled every `intervalMs` until stopped. */
+/**
+ * Anonymous (private) resident memory of a process: RSS without the file
+ * pages of the node binary and libraries (≈ 45 MB here), which every Node
+ * process on the host maps and shares.
+ */
+export function privateRssBytes(pid: number): number | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /RssAnon:\s+(\d+) kB/.exec(s);
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Peak RSS (and peak private RSS) of a set of processes, sampled every `intervalMs` until stopped. */
 export class RssSampler {
   readonly peak = new Map<string, number>();
+  readonly privatePeak = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   constructor(private readonly procs: Record<string, number>, private readonly intervalMs = 200) {}
   start(): this {
@@ -258,6 +274,8 @@ export class RssSampler {
     for (const [name, pid] of Object.entries(this.procs)) {
       const r = rssBytes(pid);
       if (r !== null && r > (this.peak.get(name) ?? 0)) this.peak.set(name, r);
+      const a = privateRssBytes(pid);
+      if (a !== null && a > (this.privatePeak.get(name) ?? 0)) this.privatePeak.set(name, a);
     }
   }
   stop(): Record<string, number> {

@@ -22,7 +22,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, mainThreadMicros, syscalls, fmt, machineInfo, markdownTable, pct, rssBytes, run, sleep, waitUntil, type Json } from './common.js';
+import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, mainThreadMicros, privateRssBytes, syscalls, fmt, machineInfo, markdownTable, pct, rssBytes, run, sleep, waitUntil, type Json } from './common.js';
 import { formatProfile, newestProfile, summarizeProfile, type ProfileSummary, type ProfileWindow } from './cpuprofile.js';
 import { wsRun } from './runner.js';
 
@@ -88,6 +88,8 @@ interface Phase {
   /** Kernel (system) share of each watched process's CPU over the phase. */
   kernelShare: Record<string, number>;
   rssPeak: Record<string, number>;
+  /** Peak anonymous RSS: without the shared file pages of the node binary. */
+  privateRssPeak: Record<string, number>;
   window: ProfileWindow;
 }
 
@@ -115,6 +117,7 @@ async function phase(child: Child, watch: Record<string, number>, timeoutMs = 12
       baseSplit = sampleSplit();
       fromUs = mono();
       rss.peak.clear();
+      rss.privatePeak.clear();
     }
   };
   try {
@@ -125,6 +128,7 @@ async function phase(child: Child, watch: Record<string, number>, timeoutMs = 12
     const endSplit = sampleSplit();
     const toUs = mono();
     const rssPeak = rss.stop();
+    const privateRssPeak = Object.fromEntries(rss.privatePeak);
     const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
     await child.exited;
     clearTimeout(t);
@@ -141,6 +145,7 @@ async function phase(child: Child, watch: Record<string, number>, timeoutMs = 12
         }),
       ),
       rssPeak,
+      privateRssPeak,
       window: { fromUs, toUs },
     };
   } catch (e) {
@@ -325,6 +330,7 @@ async function measure(): Promise<void> {
     const idleSecs = (Date.now() - idleT0) / 1000;
     const idleCpuMsPerSec = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((cpuMicros(pid) ?? NaN) - idleFrom[k]!) / 1000 / idleSecs])) as Record<keyof typeof pids, number>;
     const idleRss = { relay0: rssBytes(pids.relay0)!, relay1: rssBytes(pids.relay1)!, connector: rssBytes(pids.connector)! };
+    const idlePrivateRss = { relay0: privateRssBytes(pids.relay0)!, relay1: privateRssBytes(pids.relay1)!, connector: privateRssBytes(pids.connector)! };
 
     // (a) closed loop, 64 connections.
     await phase(closedLoop(direct, undefined, WARMUP_SECONDS, useWrk, fleet.tmp), {});
@@ -389,6 +395,9 @@ async function measure(): Promise<void> {
     const cpuAtRate = { relays: net('relay0') + net('relay1'), connector: net('connector'), origin: net('origin') };
     const loadRss = aTunnel.rssPeak;
     const relayPlusConnector = Math.max(loadRss.relay0 ?? 0, loadRss.relay1 ?? 0) + (loadRss.connector ?? 0);
+    const loadPrivate = aTunnel.privateRssPeak;
+    const privatePlus = Math.max(loadPrivate.relay0 ?? 0, loadPrivate.relay1 ?? 0) + (loadPrivate.connector ?? 0);
+    const sharedPages = idleRss.connector - idlePrivateRss.connector;
     const added99 = (bTunnel.out.p99_ms as number) - (bDirect.out.p99_ms as number);
     const added50 = (bTunnel.out.p50_ms as number) - (bDirect.out.p50_ms as number);
     const mb = (b: number) => `${(b / MiB).toFixed(0)} MB`;
@@ -413,9 +422,11 @@ async function measure(): Promise<void> {
         '',
       ],
       ['(d) RSS idle: relay-0 / relay-1 / connector', '', `${mb(idleRss.relay0)} / ${mb(idleRss.relay1)} / ${mb(idleRss.connector)}`, '', '', ''],
+      ['(d) private memory (RssAnon) idle: relay-0 / relay-1 / connector', '', `${mb(idlePrivateRss.relay0)} / ${mb(idlePrivateRss.relay1)} / ${mb(idlePrivateRss.connector)}`, '', '', ''],
       ['(d) idle CPU, ms per s: relay-0 / relay-1 / connector / origin', '', `${idleCpuMsPerSec.relay0.toFixed(1)} / ${idleCpuMsPerSec.relay1.toFixed(1)} / ${idleCpuMsPerSec.connector.toFixed(1)} / ${idleCpuMsPerSec.origin.toFixed(1)}`, '', '', ''],
       ['(d) RSS peak under (a): relay-0 / relay-1 / connector', '', `${mb(loadRss.relay0 ?? 0)} / ${mb(loadRss.relay1 ?? 0)} / ${mb(loadRss.connector ?? 0)}`, '', '', ''],
       ['(d) RSS under (a): relay (larger) + connector', '', mb(relayPlusConnector), '', '≤ 150 MB', ok(relayPlusConnector <= 150 * MiB)],
+      ['(d) private memory (RssAnon) under (a): relay (larger) + connector', '', `${mb(privatePlus)} (RSS less ≈ ${mb(sharedPages)} of shared node binary pages each)`, '', '', ''],
       ['(d) RSS peak during the downloads: relay-0 / connector', '', `${mb(downTunnel.rssPeak.relay0 ?? 0)} / ${mb(downTunnel.rssPeak.connector ?? 0)}`, '', '', ''],
       ['CPU µs/request under (a): origin', fmt(cpu.originDirect, 1), fmt(cpu.originTunnel, 1), '', '', ''],
       ['CPU µs/request under (a): relays (both, per request)', '', fmt(cpu.relays, 1), '', '', ''],
@@ -471,7 +482,7 @@ async function measure(): Promise<void> {
         download: { bareWsClientToServer: bareDown, tunnel: downTunnel, direct: downDirect, ratioToBare: (downTunnel.out.mbps as number) / (bareDown.mbps as number) },
         upload: { bareWsServerToClient: bareUp, tunnel: upTunnel, direct: upDirect, ratioToBare: (upTunnel.out.mbps as number) / (bareUp.mbps as number) },
       },
-      d: { idleRss, idleCpuMsPerSec, loadRss, relayPlusConnectorUnderLoad: relayPlusConnector },
+      d: { idleRss, idlePrivateRss, idleCpuMsPerSec, loadRss, relayPlusConnectorUnderLoad: relayPlusConnector, loadPrivateRss: loadPrivate, relayPlusConnectorPrivateUnderLoad: privatePlus },
       cpuUsPerRequest: { ...cpu, relayPlusConnector: relayConnectorCpu, atFixedRateNetOfIdle: cpuAtRate },
       peerForwarding: { own: eOwn, forwarded: eFwd, reqPerSecRatio: rps(eFwd) / rps(eOwn), p99Ms: { own: ms(eOwn.out.p99_us), forwarded: ms(eFwd.out.p99_us) } },
       targets: {

@@ -29,6 +29,11 @@ export interface SessionOptions {
   keepaliveTimeoutMs?: number;
   /** Small frames are copied into one batch; larger payloads are sent as they are. */
   coalesceBelow?: number;
+  /**
+   * How long the ACK of a peer-opened stream may wait to ride on the
+   * stream's first outbound frame (0: send it at once, as hashicorp/yamux does).
+   */
+  ackDelayMs?: number;
 }
 
 export class SessionError extends Error {
@@ -54,6 +59,11 @@ const DEFAULTS = {
   keepaliveIntervalMs: 15_000,
   keepaliveTimeoutMs: 10_000,
   coalesceBelow: 16 * 1024,
+  // A request's response usually follows within a millisecond or two; its
+  // head carries the ACK, saving a message (a write here, a wakeup and a read
+  // on the peer) per stream. The peer needs the ACK only for the window bonus
+  // past 256 KiB, so a stream that answers slowly is acknowledged soon anyway.
+  ackDelayMs: 20,
 };
 
 /** Most bytes we hand the transport in one batched message. */
@@ -91,6 +101,10 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   private flushScheduled = false;
   private transportFull = false;
   private drainWaiters: Array<() => void> = [];
+
+  // Delayed ACKs: accepted streams whose ACK has not gone out yet.
+  private readonly unacked = new Map<number, YamuxStream>();
+  private ackTimer: NodeJS.Timeout | null = null;
 
   // Inbound parser: header bytes (possibly split), then the payload of a Data frame.
   private readonly hdr = Buffer.alloc(HEADER_SIZE);
@@ -217,12 +231,30 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
 
   sendData(id: number, payload: Buffer): void {
     if (this.state !== 'open') return;
+    if (this.unacked.size !== 0) {
+      const s = this.unacked.get(id);
+      if (s) {
+        this.unacked.delete(id);
+        this.enqueue(encodeHeader(FrameType.WindowUpdate, Flag.ACK, id, s.initialWindowBonus()));
+      }
+    }
     this.enqueue(encodeHeader(FrameType.Data, 0, id, payload.length));
     this.enqueue(payload);
   }
 
   sendWindowUpdate(id: number, flags: number, delta: number): void {
     if (this.state !== 'open') return;
+    if (this.unacked.size !== 0) {
+      const s = this.unacked.get(id);
+      if (s) {
+        this.unacked.delete(id);
+        // A reset needs no ACK; anything else carries it and the window bonus.
+        if (!(flags & Flag.RST)) {
+          flags |= Flag.ACK;
+          delta += s.initialWindowBonus();
+        }
+      }
+    }
     this.enqueue(encodeHeader(FrameType.WindowUpdate, flags, id, delta));
   }
 
@@ -237,6 +269,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
 
   retire(stream: YamuxStream): void {
     if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
+    if (this.unacked.get(stream.id) === stream) this.unacked.delete(stream.id);
   }
 
   // ---- outbound ------------------------------------------------------------------
@@ -259,6 +292,14 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
       setImmediate(this.flushBound);
     }
   }
+
+  /** Streams that sent nothing within ackDelayMs get a bare ACK. */
+  private readonly ackAllBound = () => {
+    this.ackTimer = null;
+    if (this.state !== 'open') return;
+    for (const [id, s] of this.unacked) this.enqueue(encodeHeader(FrameType.WindowUpdate, Flag.ACK, id, s.initialWindowBonus()));
+    this.unacked.clear();
+  };
 
   private readonly flushBound = () => {
     this.flushScheduled = false;
@@ -425,7 +466,11 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   private deliver(s: YamuxStream): void {
     s.off('error', ignoreError);
     s.markAccepted();
-    this.sendWindowUpdate(s.id, Flag.ACK, s.initialWindowBonus());
+    if (this.opts.ackDelayMs <= 0) this.sendWindowUpdate(s.id, Flag.ACK, s.initialWindowBonus());
+    else {
+      this.unacked.set(s.id, s);
+      this.ackTimer ??= setTimeout(this.ackAllBound, this.opts.ackDelayMs);
+    }
     this.emit('stream', s);
   }
 
@@ -498,6 +543,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     }
     this.state = 'closed';
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.unacked.clear();
     this.payloadLeft = 0;
     const reason = err ?? new SessionError('CLOSED', 'session closed');
     for (const p of this.pings.values()) {

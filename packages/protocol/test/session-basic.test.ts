@@ -428,7 +428,7 @@ describe('limits', () => {
 
   it('a once() listener takes one backlogged stream; the rest stay queued for the next listener', async () => {
     const cap = new CaptureTransport();
-    const s = new Session(cap, { client: false, keepaliveIntervalMs: 0 });
+    const s = new Session(cap, { client: false, keepaliveIntervalMs: 0, ackDelayMs: 0 });
     for (const id of [1, 3, 5]) cap.feed(frame(FrameType.WindowUpdate, Flag.SYN, id, 0));
     const [first] = (await nextEvent(s, 'stream')) as [YamuxStream];
     first.on('error', () => {});
@@ -548,6 +548,74 @@ describe('limits', () => {
     const out = cap.output();
     expect(out.subarray(out.length - 12)).toEqual(frame(FrameType.GoAway, 0, 0, GoAwayCode.ProtocolError));
     expect(cap.ended).toBe(true);
+  });
+});
+
+describe('delayed ACK', () => {
+  const accepted = async (ackDelayMs?: number) => {
+    const cap = new CaptureTransport();
+    const s = new Session(cap, { client: false, keepaliveIntervalMs: 0, ...(ackDelayMs === undefined ? {} : { ackDelayMs }) });
+    const got = nextEvent(s, 'stream');
+    cap.feed(frame(FrameType.WindowUpdate, Flag.SYN, 1, 0));
+    const [st] = (await got) as [YamuxStream];
+    st.on('error', () => {});
+    return { cap, s, st };
+  };
+
+  it('the ACK and its window bonus ride in the same message as the first data frame', async () => {
+    const { cap, s, st } = await accepted();
+    await turn();
+    expect(cap.written.length).toBe(0); // no bare ACK message
+    st.write(Buffer.from('response head'));
+    await turn();
+    expect(cap.written.length).toBe(1);
+    const frames = parseFrames(cap.written[0]!).frames;
+    expect(frames.map((f) => [f.type, f.flags, f.streamId])).toEqual([
+      [FrameType.WindowUpdate, Flag.ACK, 1],
+      [FrameType.Data, 0, 1],
+    ]);
+    expect(frames[0]!.length).toBe(4 * 1024 * 1024 - INITIAL_WINDOW); // the default window's bonus
+    s.destroy();
+  });
+
+  it('a FIN with nothing written carries the ACK; a reset needs none', async () => {
+    const a = await accepted();
+    a.st.end();
+    a.st.resume();
+    await turn();
+    const fin = parseFrames(a.cap.output()).frames;
+    expect(fin).toHaveLength(1);
+    expect(fin[0]!.flags).toBe(Flag.FIN | Flag.ACK);
+    a.s.destroy();
+
+    const b = await accepted();
+    b.st.destroy();
+    await turn();
+    const rst = parseFrames(b.cap.output()).frames;
+    expect(rst.map((f) => f.flags)).toEqual([Flag.RST]);
+    b.s.destroy();
+  });
+
+  it('a stream that sends nothing is acknowledged within ackDelayMs, once', async () => {
+    const { cap, s, st } = await accepted(5);
+    await waitFor(() => cap.written.length > 0, 2_000, 'bare ACK');
+    const frames = parseFrames(cap.output()).frames;
+    expect(frames.map((f) => [f.type, f.flags, f.streamId])).toEqual([[FrameType.WindowUpdate, Flag.ACK, 1]]);
+    // Data written after the timer's ACK carries no second one.
+    st.write(Buffer.from('late'));
+    await turn();
+    expect(parseFrames(cap.output()).frames.map((f) => [f.type, f.flags])).toEqual([
+      [FrameType.WindowUpdate, Flag.ACK],
+      [FrameType.Data, 0],
+    ]);
+    s.destroy();
+  });
+
+  it('ackDelayMs 0 acknowledges at once, as hashicorp/yamux does', async () => {
+    const { cap, s } = await accepted(0);
+    await turn();
+    expect(parseFrames(cap.output()).frames.map((f) => f.flags)).toEqual([Flag.ACK]);
+    s.destroy();
   });
 });
 

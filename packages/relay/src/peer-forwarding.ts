@@ -10,6 +10,44 @@ import { RelayErrors, sendError } from './error-page.js';
 import { proxyOverStream, rawError, stripV4Mapped, upgradeOverStream, type ProxyContext } from './request-proxy.js';
 
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect']);
+/** Bodies up to this size are read before forwarding, so the request can be retried on another holder. */
+const RETRY_BODY_LIMIT = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
+/** A peer's own "I hold no usable connection" answers, given before any stream opens: safe to retry elsewhere. */
+const REFUSALS = new Set(['tunnel_offline', 'relay_draining']);
+
+function isRefusal(status: number, raw: Buffer[]): boolean {
+  if (status !== 530 && status !== 503) return false;
+  let code = '';
+  let source = '';
+  for (let k = 0; k < raw.length; k += 2) {
+    const name = raw[k]!.toString('latin1').toLowerCase();
+    if (name === 'tunnel-error') code = raw[k + 1]!.toString('latin1');
+    else if (name === 'tunnel-error-source') source = raw[k + 1]!.toString('latin1');
+  }
+  return source === 'relay' && REFUSALS.has(code);
+}
+
+/** Read a body of known small length; null if the client went away first. */
+function readSmallBody(req: http.IncomingMessage, length: number, done: (body: Buffer | null) => void): void {
+  const parts: Buffer[] = [];
+  let size = 0;
+  let finished = false;
+  const finish = (b: Buffer | null) => {
+    if (finished) return;
+    finished = true;
+    done(b);
+  };
+  req.on('data', (c: Buffer) => {
+    parts.push(c);
+    size += c.length;
+  });
+  req.once('end', () => finish(size === length ? Buffer.concat(parts, size) : null));
+  req.once('error', () => finish(null));
+  req.once('close', () => {
+    if (!req.readableEnded) finish(null);
+  });
+}
 
 /**
  * Forwarding a public request to the relay that holds the tunnel's
@@ -52,6 +90,13 @@ export class PeerForwarder {
     ];
   }
 
+  /**
+   * Serve a request on this relay's own connections, if it now has one (set
+   * by the relay): where a peer turns a forwarded request away, the
+   * connector has often just moved its connection here.
+   */
+  serveLocally: ((route: Route, req: http.IncomingMessage, res: http.ServerResponse, requestId: string, body: Buffer) => boolean) | null = null;
+
   forward(route: Route, req: http.IncomingMessage, res: http.ServerResponse, requestId: string): boolean {
     const peers = this.fleet.peersFor(route.tunnelId);
     if (peers.length === 0) return false;
@@ -63,27 +108,61 @@ export class PeerForwarder {
       headers.push(raw[i]!, raw[i + 1]!);
     }
     headers.push(...this.metaHeaders(req, requestId));
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
-    this.attempt(peers, 0, req, res, headers, hasBody, requestId);
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (!chunked && length === 0) {
+      this.attempt(route, peers, 0, req, res, headers, EMPTY, requestId);
+    } else if (!chunked && length <= RETRY_BODY_LIMIT) {
+      // A small body is read first, so a peer that turns the request away
+      // (it is draining, or its connection just left) can be retried.
+      readSmallBody(req, length, (body) => {
+        if (body === null) return void res.destroy();
+        this.attempt(route, peers, 0, req, res, headers, body, requestId);
+      });
+    } else {
+      this.attempt(route, peers, 0, req, res, headers, null, requestId);
+    }
     return true;
   }
 
-  private attempt(peers: { id: string; peerUrl: string }[], i: number, req: http.IncomingMessage, res: http.ServerResponse, headers: string[], hasBody: boolean, requestId: string): void {
+  /** `body`: the whole body when it was read first (retryable); null: stream `req`, no retry. */
+  private attempt(route: Route, peers: { id: string; peerUrl: string }[], i: number, req: http.IncomingMessage, res: http.ServerResponse, headers: string[], body: Buffer | null, requestId: string): void {
     const peer = peers[i]!;
     this.onForward?.(peer.id);
     let started = false;
+    let refused = false;
     let resume: (() => void) | null = null;
     let abort: ((e?: Error) => void) | null = null;
     const onDrain = () => resume?.();
     res.on('drain', onDrain);
-    res.once('close', () => {
+    const onClose = () => {
       if (!res.writableFinished) abort?.(new Error('client went away'));
-    });
+    };
+    res.once('close', onClose);
+    const retry = (why: string): boolean => {
+      if (body === null || res.destroyed || res.headersSent) return false;
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      this.log.debug({ requestId, peer: peer.id, why }, 'peer relay could not serve; retrying');
+      if (this.serveLocally?.(route, req, res, requestId, body)) return true;
+      if (i + 1 < peers.length) {
+        this.attempt(route, peers, i + 1, req, res, headers, body, requestId);
+        return true;
+      }
+      return false;
+    };
     const handler: Dispatcher.DispatchHandler = {
       onConnect: (a) => {
         abort = a;
       },
       onHeaders: (status, raw, r, statusText) => {
+        if (body !== null && isRefusal(status, raw)) {
+          // The peer holds no usable connection any more: try elsewhere
+          // rather than pass its 530/503 on.
+          refused = true;
+          abort?.(new Error('peer refused'));
+          return false;
+        }
         started = true;
         resume = r;
         const flat: string[] = [];
@@ -113,14 +192,19 @@ export class PeerForwarder {
       onError: (err) => {
         res.off('drain', onDrain);
         if (started) return void res.destroy(err);
+        if (refused) {
+          if (retry('refused')) return;
+          return sendError(req, res, RelayErrors.tunnelOffline(req.headers.host ?? ''), requestId);
+        }
         this.log.warn({ requestId, peer: peer.id, err: err.message }, 'forwarding to peer relay failed');
-        // Nothing reached the client yet; a bodyless request can try the next holder.
-        if (!hasBody && i + 1 < peers.length && !res.destroyed) return this.attempt(peers, i + 1, req, res, headers, hasBody, requestId);
+        // Nothing reached the client yet, but the peer may have passed the
+        // request on before failing: only a bodyless one is tried again.
+        if (body !== null && body.length === 0 && retry(err.message)) return;
         sendError(req, res, RelayErrors.peerFailed(), requestId);
       },
     };
     this.pool(peer.peerUrl).dispatch(
-      { method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: hasBody ? req : null, blocking: false } as Dispatcher.DispatchOptions,
+      { method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: body ?? req, blocking: false } as Dispatcher.DispatchOptions,
       handler,
     );
   }

@@ -100,6 +100,8 @@ export function proxyOverStream(
   head: RequestHead,
   started: bigint,
   attempt: number,
+  /** The request body, already read (a peer forwarder buffered it to be able to retry); else `req` is piped. */
+  readBody?: Buffer,
 ): void {
   const requestId = head.requestId;
   let stream: YamuxStream;
@@ -107,10 +109,10 @@ export function proxyOverStream(
     stream = conn.openStream();
   } catch {
     const other = attempt === 0 ? ctx.connections.pick(route.tunnelId, conn) : undefined;
-    if (other) return proxyOverStream(ctx, other, route, req, res, head, started, attempt + 1);
+    if (other) return proxyOverStream(ctx, other, route, req, res, head, started, attempt + 1, readBody);
     return fail(ctx, req, res, route, RelayErrors.connectorStreamFailed(), requestId, started);
   }
-  const bodyless = !hasBody(req);
+  const bodyless = readBody ? readBody.length === 0 : !hasBody(req);
   let encoded: Buffer;
   try {
     encoded = encodeRequestHead(head);
@@ -120,7 +122,10 @@ export function proxyOverStream(
     return fail(ctx, req, res, route, RelayErrors.headTooLarge((e as Error).message), requestId, started);
   }
   if (bodyless) stream.end(encoded);
-  else {
+  else if (readBody) {
+    stream.write(encoded);
+    stream.end(readBody);
+  } else {
     stream.write(encoded);
     req.pipe(stream);
   }
@@ -141,7 +146,7 @@ export function proxyOverStream(
         const other = ctx.connections.pick(route.tunnelId, conn);
         if (other) {
           ctx.log.debug({ requestId, err: err.message }, 'retrying on another connection');
-          return proxyOverStream(ctx, other, route, req, res, head, started, attempt + 1);
+          return proxyOverStream(ctx, other, route, req, res, head, started, attempt + 1, readBody);
         }
       }
     }

@@ -1,0 +1,128 @@
+// The forwarding relay's side of peer forwarding, against real HTTP servers
+// on 127.0.0.1 standing in for peer relays: a peer that turns a forwarded
+// request away (its connection just left, or it is draining) is not the
+// client's problem when the request can be sent elsewhere.
+import { afterEach, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
+import { pino } from 'pino';
+import { request } from 'undici';
+import { PeerForwarder } from '../src/peer-forwarding.js';
+import { PeerAuth } from '../src/peer-auth.js';
+import type { FleetView } from '../src/fleet-view.js';
+import type { Route } from '../src/store/types.js';
+
+const route: Route = { hostname: 'app.test', tunnelId: 't1', accountId: 'a1', createdAt: 0 };
+const servers: http.Server[] = [];
+
+function listen(handler: http.RequestListener): Promise<{ url: string; server: http.Server }> {
+  const server = http.createServer(handler);
+  servers.push(server);
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server })));
+}
+
+function readAll(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    let s = '';
+    req.setEncoding('utf8').on('data', (d: string) => (s += d));
+    req.on('end', () => resolve(s));
+  });
+}
+
+/** A peer that answers as a relay holding no usable connection does. */
+function refusingPeer(seen: string[], code = 'tunnel_offline', source = 'relay', status = 530) {
+  return listen(async (req, res) => {
+    seen.push(`${req.method} ${await readAll(req)}`);
+    res.writeHead(status, { 'tunnel-error': code, 'tunnel-error-source': source, 'content-type': 'text/plain' });
+    res.end(`${status} ${code}`);
+  });
+}
+
+function servingPeer(name: string, seen: string[]) {
+  return listen(async (req, res) => {
+    const body = await readAll(req);
+    seen.push(`${req.method} ${body}`);
+    res.end(`${name}:${req.method}:${body}`);
+  });
+}
+
+/** A public listener that forwards everything to `peers`, in that order. */
+async function forwarding(peers: Array<{ id: string; url: string }>, local?: (body: Buffer, res: http.ServerResponse) => boolean) {
+  const fleet = { peersFor: () => peers.map((p) => ({ id: p.id, peerUrl: p.url })) } as unknown as FleetView;
+  const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests'), fleet, pino({ level: 'silent' }));
+  if (local) fwd.serveLocally = (_route, _req, res, _id, body) => local(body, res);
+  const pub = await listen((req, res) => {
+    if (!fwd.forward(route, req, res, 'req-1')) res.writeHead(599).end();
+  });
+  return pub.url;
+}
+
+afterEach(async () => {
+  for (const s of servers.splice(0)) {
+    const closed = new Promise((r) => s.close(r));
+    s.closeAllConnections(); // keep-alive sockets from the forwarder's pool and the client
+    await closed;
+  }
+});
+
+describe('peer forwarding: a peer that turns the request away', () => {
+  it('a POST with a small body goes on to the next holder, body intact', async () => {
+    const refused: string[] = [];
+    const served: string[] = [];
+    const a = await refusingPeer(refused);
+    const b = await servingPeer('b', served);
+    const url = await forwarding([{ id: 'a', url: a.url }, { id: 'b', url: b.url }]);
+    const r = await request(`${url}/x`, { method: 'POST', body: 'payload-1', headers: { 'content-length': '9' } });
+    expect(r.statusCode).toBe(200);
+    expect(await r.body.text()).toBe('b:POST:payload-1');
+    expect(refused).toEqual(['POST payload-1']);
+    expect(served).toEqual(['POST payload-1']);
+  });
+
+  it('a connection that arrived here meanwhile is preferred to the next peer', async () => {
+    const served: string[] = [];
+    const a = await refusingPeer([], 'relay_draining', 'relay', 503);
+    const b = await servingPeer('b', served);
+    const url = await forwarding([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], (body, res) => {
+      res.end(`local:${body.toString()}`);
+      return true;
+    });
+    const r = await request(`${url}/x`, { method: 'GET' });
+    expect(await r.body.text()).toBe('local:');
+    expect(served).toEqual([]);
+  });
+
+  it('with nowhere else to go the client gets a 530 tunnel_offline from this relay', async () => {
+    const a = await refusingPeer([]);
+    const url = await forwarding([{ id: 'a', url: a.url }]);
+    const r = await request(`${url}/x`, { method: 'POST', body: 'p', headers: { 'content-length': '1', accept: 'application/json' } });
+    expect(r.statusCode).toBe(530);
+    expect(r.headers['tunnel-error']).toBe('tunnel_offline');
+    expect(r.headers['tunnel-request-id']).toBe('req-1');
+    await r.body.dump();
+  });
+
+  it("the origin's or connector's own 503 is the answer, not a reason to retry", async () => {
+    const served: string[] = [];
+    const a = await refusingPeer([], 'origin_unavailable', 'origin', 503);
+    const b = await servingPeer('b', served);
+    const url = await forwarding([{ id: 'a', url: a.url }, { id: 'b', url: b.url }]);
+    const r = await request(`${url}/x`);
+    expect(r.statusCode).toBe(503);
+    expect(r.headers['tunnel-error']).toBe('origin_unavailable');
+    await r.body.dump();
+    expect(served).toEqual([]);
+  });
+
+  it('a streamed (chunked) body is not held back, so it is not retried either', async () => {
+    const served: string[] = [];
+    const a = await refusingPeer([]);
+    const b = await servingPeer('b', served);
+    const url = await forwarding([{ id: 'a', url: a.url }, { id: 'b', url: b.url }]);
+    const r = await request(`${url}/x`, { method: 'POST', body: Readable.from([Buffer.from('chunk')]) });
+    expect(r.statusCode).toBe(530);
+    await r.body.dump();
+    expect(served).toEqual([]);
+  });
+});
