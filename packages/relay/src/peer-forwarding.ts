@@ -204,7 +204,7 @@ export class PeerForwarder {
       },
     };
     this.pool(peer.peerUrl).dispatch(
-      { method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: body ?? req, blocking: false } as Dispatcher.DispatchOptions,
+      { method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: body === null ? req : body.length === 0 ? null : body, blocking: false } as Dispatcher.DispatchOptions,
       handler,
     );
   }
