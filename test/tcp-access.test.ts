@@ -6,6 +6,7 @@ import { startFleet, type Fleet } from './harness/fleet.js';
 import { CONNECTOR_CLI, Proc, runCli, type RelayProc } from './harness/procs.js';
 import { req } from './harness/http.js';
 import { waitFor } from './harness/wait.js';
+import { parsePromText, sumOf } from './harness/prom-text.js';
 
 // A tcp:// ingress rule reached with `tunnel access tcp`, the way SSH is
 // published with cloudflared: a real TCP origin, relays, a connector, and the
@@ -53,7 +54,7 @@ describe('tcp:// services and `tunnel access tcp`', () => {
 
   beforeAll(async () => {
     echo = await startEcho();
-    fleet = await startFleet({ relays: 2 });
+    fleet = await startFleet({ relays: 2, relayArgs: ['--metrics', '127.0.0.1:0'] });
     relay = fleet.relays[0]!;
     // One connection, to relay-0 only: relay-1 must forward the upgrade to its peer.
     connector = await fleet.connector({ url: `tcp://127.0.0.1:${echo.port}`, ha: 1, relays: [relay.connectUrl], extraArgs: ['--no-discover'] });
@@ -63,7 +64,19 @@ describe('tcp:// services and `tunnel access tcp`', () => {
     await echo?.close();
   });
 
+  /** Upgrades counted by the relays, by status class (summed over both). */
+  const upgradesCounted = async (cls: string): Promise<number> => {
+    let n = 0;
+    for (const r of fleet.relays) {
+      const port = (await r.proc.waitForLog((x) => x.event === 'metrics-listening')).port as number;
+      const fams = parsePromText(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+      n += sumOf(fams, 'tunnel_relay_requests_total', { status_class: cls });
+    }
+    return n;
+  };
+
   it('--url listens locally and carries each connection, bytes exact and half-close kept, through either relay', async () => {
+    const before = await upgradesCounted('1xx');
     for (const via of fleet.relays) {
       const p = access(['--url', '127.0.0.1:0', '--relay', via.publicUrl]);
       try {
@@ -79,6 +92,8 @@ describe('tcp:// services and `tunnel access tcp`', () => {
         await p.stop();
       }
     }
+    // Each carried connection is one request in the relays' metrics (a 101), counted where it was served.
+    expect(await upgradesCounted('1xx')).toBe(before + 6);
   });
 
   it('stdin/stdout (ssh ProxyCommand): the answer on stdout, exit 0 when the origin ends', async () => {
@@ -123,6 +138,7 @@ describe('tcp:// services and `tunnel access tcp`', () => {
     const unknown = await runCli(CONNECTOR_CLI, ['access', 'tcp', '--hostname', 'nope.test', '--relay', relay.publicUrl], {}, undefined, 15_000);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/refused: 404 unknown_hostname/);
+    expect(await upgradesCounted('4xx')).toBeGreaterThanOrEqual(1);
     const closed = await new Promise<number>((r) => {
       const s = net.createServer().listen(0, '127.0.0.1', () => {
         const port = (s.address() as net.AddressInfo).port;

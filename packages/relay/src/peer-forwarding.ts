@@ -310,7 +310,7 @@ export function createPeerServer(ctx: ProxyContext, auth: PeerAuth, log: Logger)
     if ('status' in c) return void socket.end(`HTTP/1.1 ${c.status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     const conn = ctx.connections.pick(c.route.tunnelId);
     if (!conn) return rawError(socket, req, RelayErrors.tunnelOffline(req.headers.host ?? ''), c.head.requestId);
-    upgradeOverStream(ctx, conn, req, socket, head, c.head);
+    upgradeOverStream(ctx, conn, req, socket, head, c.head, c.route);
   });
   return server;
 }

@@ -254,17 +254,24 @@ function fail(
 
 /** A public HTTP upgrade (WebSocket): the stream becomes a raw two-way pipe after a 101. */
 export function handleUpgrade(ctx: ProxyContext, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const started = process.hrtime.bigint();
   const requestId = newRequestId();
   socket.on('error', () => {});
   const host = req.headers.host;
   const route = host ? ctx.routes.lookup(host) : undefined;
-  if (!route) return rawError(socket, req, RelayErrors.unknownHostname(host ?? '(no Host header)'), requestId);
+  if (!route) return upgradeFailed(ctx, socket, req, undefined, RelayErrors.unknownHostname(host ?? '(no Host header)'), requestId, started);
   const conn = ctx.connections.pick(route.tunnelId);
   if (!conn) {
     if (ctx.forwardUpgradeToPeer?.(route, req, socket, head, requestId)) return;
-    return rawError(socket, req, RelayErrors.tunnelOffline(host!), requestId);
+    return upgradeFailed(ctx, socket, req, route, RelayErrors.tunnelOffline(host!), requestId, started);
   }
-  upgradeOverStream(ctx, conn, req, socket, head, makeRequestHead(req, 'websocket', requestId));
+  upgradeOverStream(ctx, conn, req, socket, head, makeRequestHead(req, 'websocket', requestId), route, started);
+}
+
+/** An upgrade answered with an error by this relay: counted like any request. */
+function upgradeFailed(ctx: ProxyContext, socket: Duplex, req: IncomingMessage, route: Route | undefined, info: TunnelErrorInfo, requestId: string, started: bigint): void {
+  rawError(socket, req, info, requestId);
+  ctx.hooks.onResponse?.(route, info.status, started);
 }
 
 export function upgradeOverStream(
@@ -274,12 +281,15 @@ export function upgradeOverStream(
   socket: Duplex,
   clientHead: Buffer,
   head: RequestHead,
+  /** For the request metrics: counted when the answer's head is known (101 or not). */
+  route?: Route,
+  started: bigint = process.hrtime.bigint(),
 ): void {
   let stream: YamuxStream;
   try {
     stream = conn.openStream();
   } catch {
-    return rawError(socket, req, RelayErrors.connectorStreamFailed(), head.requestId);
+    return upgradeFailed(ctx, socket, req, route, RelayErrors.connectorStreamFailed(), head.requestId, started);
   }
   stream.on('error', () => resetSocket(socket));
   socket.on('close', () => stream.destroy());
@@ -288,12 +298,12 @@ export function upgradeOverStream(
     encoded = encodeRequestHead(head);
   } catch (e) {
     stream.destroy();
-    return rawError(socket, req, RelayErrors.headTooLarge((e as Error).message), head.requestId);
+    return upgradeFailed(ctx, socket, req, route, RelayErrors.headTooLarge((e as Error).message), head.requestId, started);
   }
   stream.write(encoded);
   if (clientHead.length > 0) stream.write(clientHead);
   readHead(stream, (err, body) => {
-    if (err) return rawError(socket, req, RelayErrors.connectorStreamFailed(), head.requestId);
+    if (err) return upgradeFailed(ctx, socket, req, route, RelayErrors.connectorStreamFailed(), head.requestId, started);
     let lines: string;
     let status: number;
     try {
@@ -304,9 +314,10 @@ export function upgradeOverStream(
       lines += `Tunnel-Request-Id: ${head.requestId}\r\n\r\n`;
     } catch {
       stream.destroy();
-      return rawError(socket, req, RelayErrors.badResponseHead(), head.requestId);
+      return upgradeFailed(ctx, socket, req, route, RelayErrors.badResponseHead(), head.requestId, started);
     }
     socket.write(lines, 'latin1');
+    ctx.hooks.onResponse?.(route, status, started);
     if (status === 101) {
       stream.pipe(socket);
       socket.pipe(stream);
