@@ -82,6 +82,24 @@ describe('connector resilience', () => {
     await c.stop();
   });
 
+  it('SIGTERM drains: an in-flight request finishes, then the connector exits at once, well inside the grace period', async () => {
+    const c = await startConnector({ token: fleet.token, relays: fleet.relays.map((r) => r.connectUrl), url: a.url, extraArgs: ['--grace-period', '60s'] });
+    slowRelease = null;
+    const inflight = req(`${fleet.relays[0]!.publicUrl}/slow`, { host: fleet.hostname });
+    await waitFor(() => slowRelease !== null, 5_000, { message: 'slow request at the origin' });
+    c.signal('SIGTERM');
+    await c.waitForLog((l) => l.event === 'draining', 5_000, 'connector draining');
+    // The three idle connections leave; the busy one waits for its request.
+    await waitFor(() => c.countLogs((l) => l.event === 'drained') >= 3, 10_000, { message: 'idle connections drained' });
+    expect(c.running).toBe(true);
+    const released = Date.now();
+    slowRelease!();
+    expect((await inflight).text).toBe('slow done');
+    const { code } = await c.exited;
+    expect(code).toBe(0);
+    expect(Date.now() - released).toBeLessThan(5_000); // not the 60 s grace period
+  });
+
   it('with one relay left, keeps all four connections on it and warns once; spreads again when the other returns', async () => {
     const c = await startConnector({ token: fleet.token, relays: fleet.relays.map((r) => r.connectUrl), url: a.url, extraArgs: ['--metrics', '127.0.0.1:0'] });
     const port = (await c.waitForLog((l) => l.event === 'metrics')).port as number;

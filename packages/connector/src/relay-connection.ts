@@ -203,15 +203,21 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
       };
     });
     this.drainAcked = null;
-    const deadline = Date.now() + graceMs;
+    // In-flight streams finish (each one's close is an event), or the grace period ends.
     await new Promise<void>((resolve) => {
-      const check = () => {
-        if (this._state === 'closed' || this.streams === 0 || Date.now() >= deadline) {
-          clearInterval(t);
-          resolve();
-        }
+      const session = this.session;
+      const done = () => {
+        clearTimeout(t);
+        session?.off('streamclosed', check);
+        session?.off('close', done);
+        resolve();
       };
-      const t = setInterval(check, 25);
+      const check = () => {
+        if (this._state === 'closed' || this.streams === 0) done();
+      };
+      const t = setTimeout(done, graceMs);
+      session?.on('streamclosed', check);
+      session?.once('close', done);
       check();
     });
     this.abort({ kind: 'local', message: 'drained' });

@@ -71,6 +71,8 @@ const BATCH_LIMIT = 64 * 1024;
 
 export interface SessionEvents {
   stream: [YamuxStream];
+  /** A stream left the session (both directions done, or reset); for owners that wait for idle. */
+  streamclosed: [];
   goaway: [code: number];
   close: [err?: SessionError];
 }
@@ -268,7 +270,10 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   }
 
   retire(stream: YamuxStream): void {
-    if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
+    if (this.streams.get(stream.id) === stream) {
+      this.streams.delete(stream.id);
+      this.emit('streamclosed');
+    }
     if (this.unacked.get(stream.id) === stream) this.unacked.delete(stream.id);
   }
 

@@ -36,6 +36,8 @@ export interface ConnectorConnectionEvents {
   active: [];
   draining: [];
   closed: [reason: string];
+  /** No request stream in flight any more (a drain waits for this). */
+  idle: [];
 }
 
 export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents> {
@@ -75,7 +77,7 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
     const done = () => {
       if (!counted) return;
       counted = false;
-      this.inflight--;
+      if (--this.inflight === 0) this.emit('idle');
     };
     s.once('close', done);
     return s;

@@ -305,10 +305,30 @@ export class Relay {
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     const publicClosed = Promise.all(this.servers.public.map((s) => closeServer(s)));
     for (const s of this.servers.public) s.closeIdleConnections?.();
-    const deadline = started + this.opts.drainTimeoutMs;
-    while (Date.now() < deadline && (this.connections.list().some((c) => c.inflight > 0) || this.publicInFlight() > 0)) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    // In-flight requests finish (public ones and connector streams each say
+    // so when they end), or the drain timeout ends the wait.
+    await new Promise<void>((resolve) => {
+      const conns = this.connections.list();
+      const done = () => {
+        clearTimeout(t);
+        this.onPublicSettled = null;
+        for (const c of conns) {
+          c.off('idle', check);
+          c.off('closed', check);
+        }
+        resolve();
+      };
+      const check = () => {
+        if (!this.connections.list().some((c) => c.inflight > 0) && this.publicInFlight() === 0) done();
+      };
+      const t = setTimeout(done, Math.max(0, started + this.opts.drainTimeoutMs - Date.now()));
+      for (const c of conns) {
+        c.on('idle', check);
+        c.on('closed', check);
+      }
+      this.onPublicSettled = check;
+      check();
+    });
     for (const s of this.servers.public) s.closeAllConnections?.();
     await publicClosed;
     log.info({ event: 'drained', relayId: this.opts.id, ms: Date.now() - started }, 'relay drained');
@@ -320,9 +340,13 @@ export class Relay {
   publicInFlight(): number {
     return this.inflightPublic;
   }
+  /** Set while a drain waits: told when the last public request finishes. */
+  private onPublicSettled: (() => void) | null = null;
   trackPublic(res: http.ServerResponse): void {
     this.inflightPublic++;
-    res.once('close', () => this.inflightPublic--);
+    res.once('close', () => {
+      if (--this.inflightPublic === 0) this.onPublicSettled?.();
+    });
   }
 
   async stop(): Promise<void> {
