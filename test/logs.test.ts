@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { generateKeyFile } from '../packages/relay/src/keys.js';
 import { CONNECTOR_CLI, Proc, RELAY_CLI, createTunnel, startConnector, startRelay, stopAll, tempDir, type LogLine, type RelayProc } from './harness/procs.js';
@@ -179,41 +179,49 @@ describe('logs', () => {
 
     // A pseudo-terminal via script(1). SHELL=/bin/sh: where that is dash, the
     // connector runs as the shell's child, as it does under a login shell.
-    const logFile = path.join(tmp.dir, 'logs', 'tty.log');
-    const cmd = [process.execPath, CONNECTOR_CLI, 'run', '--url', origin.url, '--relay', relay.connectUrl, '--no-discover', '--metrics', '127.0.0.1:0', '--loglevel', 'info', '--logfile', logFile];
-    const child: ChildProcess = spawn('script', ['-qefc', cmd.map((a) => `'${a}'`).join(' '), '/dev/null'], {
-      env: { ...process.env, TUNNEL_TOKEN: token, NO_COLOR: '1', TERM: 'dumb', SHELL: '/bin/sh' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    const exited = new Promise((r) => child.once('exit', r));
-    let inside: number[] = [];
-    try {
-      await waitFor(() => out.includes('Logs'), 20_000, { message: 'status block on the terminal' });
-      inside = descendants(child.pid!);
-      // The terminal goes away (as when its window is closed): the connector
-      // gets SIGHUP with no terminal left, and drains and exits rather than
-      // taking it for a reload and living on as an orphan.
-      child.kill('SIGKILL');
-      await exited;
-      const block = out.replace(/\r/g, '');
-      const metricsUrl = /Metrics\s+(http:\/\/\S+)\/metrics/.exec(block)?.[1];
-      expect(metricsUrl).toBeDefined();
-      await waitFor(() => fetch(`${metricsUrl}/healthcheck`).then(() => false, () => true), 15_000, { message: 'connector exited after its terminal closed' });
-      const logged = readFileSync(logFile, 'utf8');
-      expect(logged).toContain('terminal closed: draining and exiting');
-      expect(logged).toContain('connector stopped');
-    } finally {
-      for (const pid of [child.pid!, ...inside]) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* already gone */
+    const onTerminal = async (name: string, close: (script: ChildProcess) => void): Promise<{ out: string; logged: string }> => {
+      const logFile = path.join(tmp.dir, 'logs', `${name}.log`);
+      const cmd = [process.execPath, CONNECTOR_CLI, 'run', '--url', origin.url, '--relay', relay.connectUrl, '--no-discover', '--metrics', '127.0.0.1:0', '--loglevel', 'info', '--logfile', logFile];
+      const child: ChildProcess = spawn('script', ['-qefc', cmd.map((a) => `'${a}'`).join(' '), '/dev/null'], {
+        env: { ...process.env, TUNNEL_TOKEN: token, NO_COLOR: '1', TERM: 'dumb', SHELL: '/bin/sh' },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+      let inside: number[] = [];
+      try {
+        await waitFor(() => out.includes('Logs'), 20_000, { message: `${name}: status block on the terminal` });
+        inside = descendants(child.pid!);
+        close(child);
+        const metricsUrl = /Metrics\s+(http:\/\/\S+)\/metrics/.exec(out.replace(/\r/g, ''))?.[1];
+        expect(metricsUrl).toBeDefined();
+        await waitFor(() => fetch(`${metricsUrl}/healthcheck`).then(() => false, () => true), 15_000, { message: `${name}: connector exited` });
+        return { out: out.replace(/\r/g, ''), logged: readFileSync(logFile, 'utf8') };
+      } finally {
+        for (const pid of [child.pid!, ...inside]) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            /* already gone */
+          }
         }
       }
-    }
-    const block = out.replace(/\r/g, '');
+    };
+    // The terminal goes away (its window is closed): SIGHUP with no terminal
+    // left; the connector drains and exits rather than taking it for a reload
+    // and living on as an orphan.
+    const closed = await onTerminal('tty-closed', (script) => script.kill('SIGKILL'));
+    expect(closed.logged).toContain('terminal closed: draining and exiting');
+    expect(closed.logged).toContain('connector stopped');
+    // The shell that ran it exits while the terminal stays (script(1) passes
+    // SIGTERM to its shell): under dash the connector gets SIGHUP, re-parented;
+    // where the shell exec'd it, the SIGTERM reaches it directly. Either way it drains and exits.
+    const shellGone = await onTerminal('shell-exit', (script) => script.kill('SIGTERM'));
+    expect(shellGone.logged).toContain('connector stopped');
+    if (realpathSync('/bin/sh').endsWith('dash')) expect(shellGone.logged).toContain('terminal closed: draining and exiting');
+    const out = closed.out;
+    const logFile = path.join(tmp.dir, 'logs', 'tty-closed.log');
+    const block = out;
     expect(block).toContain('tunnel logs connected');
     expect(block).toMatch(/Public hostname\s+logs\.test/);
     for (let i = 0; i < 4; i++) expect(block).toMatch(new RegExp(`#${i}\\s+relay-tty \\(local\\)\\s+${relay.connectUrl.replace(/[.]/g, '\\.')}`));

@@ -125,12 +125,14 @@ program
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
     // SIGHUP means "reload" for a service, but for a connector started on a
-    // terminal it also arrives when that terminal closes. A hung-up terminal
-    // no longer answers isatty(), so that case shuts down like SIGTERM instead
-    // of leaving an orphan that writes its logs nowhere.
+    // terminal it also arrives when that terminal closes (a hung-up terminal
+    // no longer answers isatty()) or when the shell that ran it exits (we are
+    // re-parented). Those shut down like SIGTERM instead of leaving an orphan
+    // that writes its logs nowhere.
     const ttyFds = [0, 1, 2].filter((fd) => isatty(fd));
+    const startPpid = process.ppid;
     process.on('SIGHUP', () => {
-      if (ttyFds.length > 0 && !ttyFds.some((fd) => isatty(fd))) {
+      if (ttyFds.length > 0 && (!ttyFds.some((fd) => isatty(fd)) || process.ppid !== startPpid)) {
         log.warn({ signal: 'SIGHUP' }, 'terminal closed: draining and exiting');
         onSignal('SIGHUP');
         return;
