@@ -209,19 +209,28 @@ export class PeerForwarder {
     );
   }
 
+  /** Like serveLocally, for an upgrade (set by the relay). */
+  upgradeLocally: ((route: Route, req: http.IncomingMessage, socket: Duplex, head: Buffer, requestId: string) => boolean) | null = null;
+
   forwardUpgrade(route: Route, req: http.IncomingMessage, socket: Duplex, head: Buffer, requestId: string): boolean {
-    const peer = this.fleet.peersFor(route.tunnelId)[0];
-    if (!peer) return false;
+    const peers = this.fleet.peersFor(route.tunnelId);
+    if (peers.length === 0) return false;
+    this.upgradeAttempt(route, peers, 0, req, socket, head, requestId);
+    return true;
+  }
+
+  private upgradeAttempt(route: Route, peers: { id: string; peerUrl: string }[], i: number, req: http.IncomingMessage, socket: Duplex, head: Buffer, requestId: string): void {
+    const peer = peers[i]!;
     this.onForward?.(peer.id);
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !isPeerHeader(k)) headers[k] = v;
     const meta = this.metaHeaders(req, requestId);
-    for (let i = 0; i < meta.length; i += 2) headers[meta[i]!] = meta[i + 1]!;
+    for (let k = 0; k < meta.length; k += 2) headers[meta[k]!] = meta[k + 1]!;
     const u = new URL(peer.peerUrl);
     const out = http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers });
     out.on('upgrade', (pres, psock: Duplex, phead: Buffer) => {
       let lines = `HTTP/1.1 101 ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
-      for (let i = 0; i < pres.rawHeaders.length; i += 2) lines += `${pres.rawHeaders[i]}: ${pres.rawHeaders[i + 1]}\r\n`;
+      for (let k = 0; k < pres.rawHeaders.length; k += 2) lines += `${pres.rawHeaders[k]}: ${pres.rawHeaders[k + 1]}\r\n`;
       socket.write(lines + '\r\n');
       if (phead.length) socket.write(phead);
       if (head.length) psock.write(head);
@@ -239,17 +248,25 @@ export class PeerForwarder {
       socket.pipe(psock);
     });
     out.on('response', (pres) => {
+      if (isRefusal(pres.statusCode ?? 0, pres.rawHeaders.map((x) => Buffer.from(x, 'latin1')))) {
+        // The peer holds no usable connection any more; nothing of the
+        // client's has been sent yet, so go elsewhere.
+        pres.resume();
+        this.log.debug({ requestId, peer: peer.id }, 'peer relay could not serve the upgrade; retrying');
+        if (this.upgradeLocally?.(route, req, socket, head, requestId)) return;
+        if (i + 1 < peers.length) return this.upgradeAttempt(route, peers, i + 1, req, socket, head, requestId);
+        return rawError(socket, req, RelayErrors.tunnelOffline(req.headers.host ?? ''), requestId);
+      }
       let lines = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? ''}\r\n`;
-      for (let i = 0; i < pres.rawHeaders.length; i += 2) {
-        if (pres.rawHeaders[i]!.toLowerCase() === 'connection') continue;
-        lines += `${pres.rawHeaders[i]}: ${pres.rawHeaders[i + 1]}\r\n`;
+      for (let k = 0; k < pres.rawHeaders.length; k += 2) {
+        if (pres.rawHeaders[k]!.toLowerCase() === 'connection') continue;
+        lines += `${pres.rawHeaders[k]}: ${pres.rawHeaders[k + 1]}\r\n`;
       }
       socket.write(lines + 'Connection: close\r\n\r\n');
       pres.pipe(socket);
     });
     out.on('error', () => rawError(socket, req, RelayErrors.peerFailed(), requestId));
     out.end();
-    return true;
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { ConnectorEndpoint } from './connector-endpoint.js';
 import { TunnelConnections } from './tunnel-connections.js';
 import { RouteTable } from './route-table.js';
-import { handleRequest, handleUpgrade, makeRequestHead, proxyOverStream, type ProxyContext, type ProxyHooks } from './request-proxy.js';
+import { handleRequest, handleUpgrade, makeRequestHead, proxyOverStream, upgradeOverStream, type ProxyContext, type ProxyHooks } from './request-proxy.js';
 import { listen, closeServer, type ListenAddress } from './listen.js';
 import type { Store, StoreEvent } from './store/types.js';
 import type { FleetKeys } from './keys.js';
@@ -170,6 +170,12 @@ export class Relay {
       this.forwarder = new PeerForwarder(this.opts.id, auth, this.fleet, log, this.deps.hooks?.onForward);
       const fwd = this.forwarder;
       this.ctx.forwardToPeer = (route, req, res, requestId) => fwd.forward(route, req, res, requestId);
+      fwd.upgradeLocally = (route, req, socket, head, requestId) => {
+        const conn = this.ctx.connections.pick(route.tunnelId);
+        if (!conn) return false;
+        upgradeOverStream(this.ctx, conn, req, socket, head, makeRequestHead(req, 'websocket', requestId), route);
+        return true;
+      };
       fwd.serveLocally = (route, req, res, requestId, body) => {
         const conn = this.ctx.connections.pick(route.tunnelId);
         if (!conn) return false;

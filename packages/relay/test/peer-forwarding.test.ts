@@ -4,7 +4,7 @@
 // client's problem when the request can be sent elsewhere.
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { request } from 'undici';
@@ -124,5 +124,71 @@ describe('peer forwarding: a peer that turns the request away', () => {
     expect(r.statusCode).toBe(530);
     await r.body.dump();
     expect(served).toEqual([]);
+  });
+});
+
+describe('peer forwarding of upgrades: a refusing peer', () => {
+  /** A peer whose upgrade answer is a relay refusal, or a 101 that echoes. */
+  const upgradePeer = async (refuse: boolean, seen: string[]) => {
+    const p = await listen((_req, res) => res.writeHead(400).end());
+    p.server.on('upgrade', (req, socket) => {
+      seen.push(req.url ?? '');
+      if (refuse) {
+        socket.end('HTTP/1.1 530 Tunnel Offline\r\nTunnel-Error: tunnel_offline\r\nTunnel-Error-Source: relay\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: tunnel-tcp\r\nConnection: Upgrade\r\n\r\n');
+      socket.pipe(socket);
+    });
+    return p;
+  };
+
+  const dialUpgrade = (url: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const u = new URL(url);
+      const s = connect(Number(u.port), '127.0.0.1');
+      let got = '';
+      s.setEncoding('latin1');
+      s.on('data', (d: string) => {
+        got += d;
+        if (got.includes('\r\n\r\n') && got.startsWith('HTTP/1.1 101') && !got.endsWith('ping')) s.write('ping');
+        if (got.endsWith('ping') || (got.includes('\r\n\r\n') && !got.startsWith('HTTP/1.1 101'))) {
+          s.destroy();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+      s.write('GET /u HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: tunnel-tcp\r\n\r\n');
+    });
+
+  it('goes on to the next holder, and the upgraded stream flows', async () => {
+    const refused: string[] = [];
+    const served: string[] = [];
+    const a = await upgradePeer(true, refused);
+    const b = await upgradePeer(false, served);
+    const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }, { id: 'b', peerUrl: b.url }] } as unknown as FleetView;
+    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests'), fleet, pino({ level: 'silent' }));
+    const pub = await listen((_req, res) => res.writeHead(400).end());
+    pub.server.on('upgrade', (req, socket, head) => {
+      if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();
+    });
+    const got = await dialUpgrade(pub.url);
+    expect(got.startsWith('HTTP/1.1 101')).toBe(true);
+    expect(got.endsWith('ping')).toBe(true);
+    expect(refused).toEqual(['/u']);
+    expect(served).toEqual(['/u']);
+  });
+
+  it('with nowhere else to go, the client gets 530 tunnel_offline', async () => {
+    const a = await upgradePeer(true, []);
+    const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }] } as unknown as FleetView;
+    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests'), fleet, pino({ level: 'silent' }));
+    const pub = await listen((_req, res) => res.writeHead(400).end());
+    pub.server.on('upgrade', (req, socket, head) => {
+      if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();
+    });
+    const got = await dialUpgrade(pub.url);
+    expect(got).toMatch(/^HTTP\/1\.1 530 tunnel_offline\r\n/);
+    expect(got).toContain('Tunnel-Request-Id: req-u');
   });
 });
