@@ -101,7 +101,9 @@ describe('connector resilience', () => {
   });
 
   it('with one relay left, keeps all four connections on it and warns once; spreads again when the other returns', async () => {
-    const c = await startConnector({ token: fleet.token, relays: fleet.relays.map((r) => r.connectUrl), url: a.url, extraArgs: ['--metrics', '127.0.0.1:0'] });
+    // --no-discover: the relay list stays as given, so the dead relay keeps
+    // being retried (discovery would drop it once its membership expires).
+    const c = await startConnector({ token: fleet.token, relays: fleet.relays.map((r) => r.connectUrl), url: a.url, extraArgs: ['--metrics', '127.0.0.1:0', '--no-discover'] });
     const port = (await c.waitForLog((l) => l.event === 'metrics')).port as number;
     const byRelay = async (): Promise<Map<string, number>> => {
       const fams = parsePromText(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
@@ -119,7 +121,7 @@ describe('connector resilience', () => {
       const m = await byRelay();
       return m.size === 1 && m.get(keep.id) === 4;
     }, 10_000, { message: `all four connections on ${keep.id}` });
-    const warn = await c.waitForLog((l) => l.event === 'single-relay', 10_000, 'single-relay warning');
+    const warn = await c.waitForLog((l) => l.event === 'single-relay', 15_000, 'single-relay warning');
     expect(warn.level).toBe(40);
     expect(warn.relay).toBe(keep.connectUrl);
     // The connector keeps trying the dead relay (each backoff expiry is a new
