@@ -9,6 +9,7 @@ import type { FleetKeys } from './keys.js';
 import { ApiError } from './api-error.js';
 import { authenticateAccount, authenticateOperator, bearer } from './control-auth.js';
 import { signTunnelToken, relayUrls, ensureAccount } from './provisioning.js';
+import { readBody } from './read-body.js';
 
 export interface ControlApiDeps {
   store: Store;
@@ -89,16 +90,11 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
 }
 
 async function readJson(req: http.IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    n += c.length;
-    if (n > MAX_BODY) throw new ApiError(413, 'body_too_large', 'request body over 64 KiB');
-    chunks.push(c);
-  }
-  if (n === 0) return {};
+  const body = await readBody(req, MAX_BODY);
+  if (body === null) throw new ApiError(413, 'body_too_large', 'request body over 64 KiB');
+  if (body.length === 0) return {};
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return JSON.parse(body.toString('utf8'));
   } catch {
     throw new ApiError(400, 'bad_json', 'request body is not valid JSON');
   }

@@ -11,6 +11,7 @@ import { approveLogin } from './control-api.js';
 import { ApiError } from './api-error.js';
 import { bearer } from './control-auth.js';
 import { APP_CSS, APP_JS, dashboardHtml, loginHtml } from './dashboard-page.js';
+import { readBody } from './read-body.js';
 
 export interface DashboardDeps {
   store: Store;
@@ -145,7 +146,7 @@ export class Dashboard {
     const approve = /^\/dashboard\/api\/logins\/([^/]+)\/approve$/.exec(p);
     if (approve && m === 'POST') {
       this.sameOrigin(req);
-      const body = await readBody(req, MAX_FORM);
+      const body = await readForm(req, MAX_FORM);
       let account = 'default';
       if (body.length) {
         let parsed: unknown;
@@ -181,7 +182,7 @@ export class Dashboard {
   private async login(req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> {
     this.sameOrigin(req);
     const ip = req.socket.remoteAddress ?? '';
-    const form = new URLSearchParams(await readBody(req, MAX_FORM));
+    const form = new URLSearchParams(await readForm(req, MAX_FORM));
     const next = safeNext(form.get('next') ?? '');
     if (!this.d.operatorKey || !this.sessionKey) {
       return html(res, 403, loginHtml({ error: 'This relay has no operator key configured: start it with --operator-key-file FILE (or TUNNEL_RELAY_OPERATOR_KEY) to use the dashboard.', disabled: true }));
@@ -525,15 +526,10 @@ function json(res: http.ServerResponse, status: number, body: unknown): boolean 
   return true;
 }
 
-async function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    n += c.length;
-    if (n > limit) throw new ApiError(413, 'body_too_large', 'request body too large');
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks).toString('utf8');
+async function readForm(req: http.IncomingMessage, limit: number): Promise<string> {
+  const body = await readBody(req, limit);
+  if (body === null) throw new ApiError(413, 'body_too_large', 'request body too large');
+  return body.toString('utf8');
 }
 
 function cookieValue(header: string | undefined, name: string): string | undefined {

@@ -8,6 +8,7 @@ import type { FleetView } from './fleet-view.js';
 import type { Route } from './store/types.js';
 import { RelayErrors, sendError } from './error-page.js';
 import { proxyOverStream, rawError, stripV4Mapped, upgradeOverStream, type ProxyContext } from './request-proxy.js';
+import { readBody } from './read-body.js';
 
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect']);
 /** Bodies up to this size are read before forwarding, so the request can be retried on another holder. */
@@ -16,37 +17,17 @@ const EMPTY = Buffer.alloc(0);
 /** A peer's own "I hold no usable connection" answers, given before any stream opens: safe to retry elsewhere. */
 const REFUSALS = new Set(['tunnel_offline', 'relay_draining']);
 
-function isRefusal(status: number, raw: Buffer[]): boolean {
+/** `raw`: alternating names and values, as undici (Buffers) or node:http (strings) give them. */
+function isRefusal(status: number, raw: ReadonlyArray<Buffer | string>): boolean {
   if (status !== 530 && status !== 503) return false;
   let code = '';
   let source = '';
   for (let k = 0; k < raw.length; k += 2) {
-    const name = raw[k]!.toString('latin1').toLowerCase();
-    if (name === 'tunnel-error') code = raw[k + 1]!.toString('latin1');
-    else if (name === 'tunnel-error-source') source = raw[k + 1]!.toString('latin1');
+    const name = String(raw[k]).toLowerCase();
+    if (name === 'tunnel-error') code = String(raw[k + 1]);
+    else if (name === 'tunnel-error-source') source = String(raw[k + 1]);
   }
   return source === 'relay' && REFUSALS.has(code);
-}
-
-/** Read a body of known small length; null if the client went away first. */
-function readSmallBody(req: http.IncomingMessage, length: number, done: (body: Buffer | null) => void): void {
-  const parts: Buffer[] = [];
-  let size = 0;
-  let finished = false;
-  const finish = (b: Buffer | null) => {
-    if (finished) return;
-    finished = true;
-    done(b);
-  };
-  req.on('data', (c: Buffer) => {
-    parts.push(c);
-    size += c.length;
-  });
-  req.once('end', () => finish(size === length ? Buffer.concat(parts, size) : null));
-  req.once('error', () => finish(null));
-  req.once('close', () => {
-    if (!req.readableEnded) finish(null);
-  });
 }
 
 /**
@@ -115,10 +96,13 @@ export class PeerForwarder {
     } else if (!chunked && length <= RETRY_BODY_LIMIT) {
       // A small body is read first, so a peer that turns the request away
       // (it is draining, or its connection just left) can be retried.
-      readSmallBody(req, length, (body) => {
-        if (body === null) return void res.destroy();
-        this.attempt(route, peers, 0, req, res, headers, body, requestId);
-      });
+      readBody(req, length).then(
+        (body) => {
+          if (body === null || body.length !== length) return void res.destroy();
+          this.attempt(route, peers, 0, req, res, headers, body, requestId);
+        },
+        () => res.destroy(), // the client went away mid-body
+      );
     } else {
       this.attempt(route, peers, 0, req, res, headers, null, requestId);
     }
@@ -248,7 +232,7 @@ export class PeerForwarder {
       socket.pipe(psock);
     });
     out.on('response', (pres) => {
-      if (isRefusal(pres.statusCode ?? 0, pres.rawHeaders.map((x) => Buffer.from(x, 'latin1')))) {
+      if (isRefusal(pres.statusCode ?? 0, pres.rawHeaders)) {
         // The peer holds no usable connection any more; nothing of the
         // client's has been sent yet, so go elsewhere.
         pres.resume();
