@@ -10,6 +10,7 @@
 
 import { WebSocketServer, WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
+import type { Writable } from 'node:stream';
 import { Session, duplexTransport, memoryDuplexPair, wsTransport, zeroMask, type YamuxStream } from '@tunnel/protocol';
 
 export type Test = 'bulk' | 'pingpong' | 'idle';
@@ -58,8 +59,8 @@ function heap(): { heapUsed: number; external: number; arrayBuffers: number } {
 
 // ---- writing with backpressure -----------------------------------------------------
 
-/** Write `total` bytes of `chunk`-sized writes, honouring write() === false. */
-function pump(s: YamuxStream, total: number, chunk: Buffer, done: () => void): void {
+/** Write `total` bytes of `chunk`-sized writes, honouring write() === false; then end `s` unless told not to. */
+function pump(s: Writable, total: number, chunk: Buffer, o: { end: boolean } = { end: true }): void {
   let left = total;
   const go = () => {
     while (left > 0) {
@@ -70,8 +71,7 @@ function pump(s: YamuxStream, total: number, chunk: Buffer, done: () => void): v
         return;
       }
     }
-    s.end();
-    done();
+    if (o.end) s.end();
   };
   go();
 }
@@ -101,7 +101,7 @@ function muxBulkSend(session: Session, streams: number, bytes: number, chunkSize
       s.on('end', () => {
         if (--left === 0) resolve(now() - t0);
       });
-      pump(s, per, chunk, () => {});
+      pump(s, per, chunk);
     }
   });
 }
@@ -214,18 +214,7 @@ async function memRole(p: PeerParams): Promise<void> {
         got += d.length;
         if (got >= total) resolve(now() - t0);
       });
-      let left = total;
-      const go = () => {
-        while (left > 0) {
-          const n = Math.min(chunk.length, left);
-          left -= n;
-          if (!a.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
-            a.once('drain', go);
-            return;
-          }
-        }
-      };
-      go();
+      pump(a, total, chunk, { end: false }); // the pair stays open: the reader counts bytes, not an end
     });
     report({ event: 'result', test: p.test, bytes: total, ms, mbps: total / 1e6 / (ms / 1000) });
     process.exit(0);

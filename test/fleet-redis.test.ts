@@ -116,6 +116,12 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
 
     }
     expect(stats.failures).toEqual([]);
+    // Each drain ended when its last request did (events), not at the 30 s drain timeout.
+    for (const r of retired) {
+      const drained = r.proc.logs.find((l) => l.event === 'drained');
+      expect(drained, `${r.id} drained`).toBeDefined();
+      expect(drained!.ms as number).toBeLessThan(10_000);
+    }
     expect(stats.ok).toBeGreaterThan(50);
     expect(stats.byMethod.POST ?? 0).toBeGreaterThan(10);
   });

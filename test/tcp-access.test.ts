@@ -43,6 +43,28 @@ function roundTrip(port: number, data: Buffer): Promise<Buffer> {
   });
 }
 
+/** `tunnel access tcp` on stdin/stdout, as ssh runs it for a ProxyCommand. */
+function stdioAccess(hostname: string, relayUrl: string) {
+  const child = spawn(process.execPath, [CONNECTOR_CLI, 'access', 'tcp', '--hostname', hostname, '--relay', relayUrl], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const io = { out: '', err: '' };
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (io.out += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (io.err += d));
+  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return {
+    child,
+    io,
+    /** Its exit code; fails the test if it has not exited within `ms`. */
+    exited(ms = 15_000): Promise<number | null> {
+      let t: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`access (stdio) still running after ${ms} ms`)), ms)));
+      return Promise.race([exit, late]).finally(() => clearTimeout(t));
+    },
+    kill(): void {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('tcp:// services and `tunnel access tcp`', () => {
@@ -97,21 +119,23 @@ describe('tcp:// services and `tunnel access tcp`', () => {
   });
 
   it('stdin/stdout (ssh ProxyCommand): the answer on stdout, exit 0 when the origin ends', async () => {
-    const child = spawn(process.execPath, [CONNECTOR_CLI, 'access', 'tcp', '--hostname', fleet.hostname, '--relay', relay.publicUrl], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const a = stdioAccess(fleet.hostname, relay.publicUrl);
     try {
-      let out = '';
-      let err = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-      child.stdin.end('SSH-2.0-test\r\n');
-      const code = await Promise.race([exited, waitFor(() => false, 15_000, { message: 'access (stdio) to exit' }).then(() => null)]);
-      expect(err).toBe('');
+      a.child.stdin.end('SSH-2.0-test\r\n');
+      const code = await a.exited();
+      expect(a.io.err).toBe('');
       expect(code).toBe(0);
-      expect(out).toBe('SSH-2.0-test\r\n<eof>');
+      expect(a.io.out).toBe('SSH-2.0-test\r\n<eof>');
     } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
+      a.kill();
     }
+  });
+
+  it('a connector given one relay says once that it has no relay redundancy', async () => {
+    const warn = await connector.waitForLog((l) => l.event === 'single-relay', 10_000, 'single-relay warning');
+    expect(warn.level).toBe(40);
+    expect(warn.msg).toBe('only one relay is up: all connections are on it (no relay redundancy)');
+    expect(connector.countLogs((l) => l.event === 'single-relay')).toBe(1);
   });
 
   it('a plain HTTP request to the tcp hostname gets a 502 naming the access command', async () => {
@@ -151,22 +175,16 @@ describe('tcp:// services and `tunnel access tcp`', () => {
   });
 
   it('a connection cut mid-way (the connector dies) is reported and exits non-zero, never passed off as complete', async () => {
-    const child = spawn(process.execPath, [CONNECTOR_CLI, 'access', 'tcp', '--hostname', fleet.hostname, '--relay', relay.publicUrl], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const a = stdioAccess(fleet.hostname, relay.publicUrl);
     try {
-      let out = '';
-      let err = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-      child.stdin.write('ping\n'); // and keep stdin open: the session is live
-      await waitFor(() => out === 'ping\n', 10_000, { message: 'echo through the tunnel' });
+      a.child.stdin.write('ping\n'); // and keep stdin open: the session is live
+      await waitFor(() => a.io.out === 'ping\n', 10_000, { message: 'echo through the tunnel' });
       await connector.kill9();
-      const code = await Promise.race([exited, waitFor(() => false, 15_000, { message: 'access (stdio) to exit' }).then(() => null)]);
-      expect(code).toBe(1);
-      expect(err).toMatch(/^tunnel: the connection to .* was cut/);
-      expect(out).toBe('ping\n');
+      expect(await a.exited()).toBe(1);
+      expect(a.io.err).toMatch(/^tunnel: the connection to .* was cut/);
+      expect(a.io.out).toBe('ping\n');
     } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
+      a.kill();
     }
   });
 });
