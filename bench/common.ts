@@ -233,27 +233,18 @@ export function syscalls(pid: number): { r: number; w: number } | null {
   }
 }
 
-/** Resident set size in bytes (VmRSS); null when the process is gone. */
-export function rssBytes(pid: number): number | null {
-  try {
-    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /VmRSS:\s+(\d+) kB/.exec(s);
-    return m ? Number(m[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
-}
-
 /**
- * Anonymous (private) resident memory of a process: RSS without the file
- * pages of the node binary and libraries (≈ 45 MB here), which every Node
- * process on the host maps and shares.
+ * Resident memory of a process from one read of /proc/PID/status: `rss`
+ * (VmRSS) and `private` (RssAnon: RSS without the file pages of the node
+ * binary and libraries, ≈ 45 MB here, which every Node process on the host
+ * maps and shares). Null when the process is gone.
  */
-export function privateRssBytes(pid: number): number | null {
+export function residentBytes(pid: number): { rss: number; private: number } | null {
   try {
     const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /RssAnon:\s+(\d+) kB/.exec(s);
-    return m ? Number(m[1]) * 1024 : null;
+    const rss = /VmRSS:\s+(\d+) kB/.exec(s);
+    const anon = /RssAnon:\s+(\d+) kB/.exec(s);
+    return rss && anon ? { rss: Number(rss[1]) * 1024, private: Number(anon[1]) * 1024 } : null;
   } catch {
     return null;
   }
@@ -272,10 +263,10 @@ export class RssSampler {
   }
   private sample(): void {
     for (const [name, pid] of Object.entries(this.procs)) {
-      const r = rssBytes(pid);
-      if (r !== null && r > (this.peak.get(name) ?? 0)) this.peak.set(name, r);
-      const a = privateRssBytes(pid);
-      if (a !== null && a > (this.privatePeak.get(name) ?? 0)) this.privatePeak.set(name, a);
+      const m = residentBytes(pid);
+      if (m === null) continue;
+      if (m.rss > (this.peak.get(name) ?? 0)) this.peak.set(name, m.rss);
+      if (m.private > (this.privatePeak.get(name) ?? 0)) this.privatePeak.set(name, m.private);
     }
   }
   stop(): Record<string, number> {

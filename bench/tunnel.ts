@@ -22,7 +22,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, mainThreadMicros, privateRssBytes, syscalls, fmt, machineInfo, markdownTable, pct, rssBytes, run, sleep, waitUntil, type Json } from './common.js';
+import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, mainThreadMicros, residentBytes, syscalls, fmt, machineInfo, markdownTable, pct, run, sleep, waitUntil, type Json } from './common.js';
 import { formatProfile, newestProfile, summarizeProfile, type ProfileSummary, type ProfileWindow } from './cpuprofile.js';
 import { wsRun } from './runner.js';
 
@@ -329,8 +329,9 @@ async function measure(): Promise<void> {
     await sleep(3000);
     const idleSecs = (Date.now() - idleT0) / 1000;
     const idleCpuMsPerSec = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((cpuMicros(pid) ?? NaN) - idleFrom[k]!) / 1000 / idleSecs])) as Record<keyof typeof pids, number>;
-    const idleRss = { relay0: rssBytes(pids.relay0)!, relay1: rssBytes(pids.relay1)!, connector: rssBytes(pids.connector)! };
-    const idlePrivateRss = { relay0: privateRssBytes(pids.relay0)!, relay1: privateRssBytes(pids.relay1)!, connector: privateRssBytes(pids.connector)! };
+    const idle = { relay0: residentBytes(pids.relay0)!, relay1: residentBytes(pids.relay1)!, connector: residentBytes(pids.connector)! };
+    const idleRss = { relay0: idle.relay0.rss, relay1: idle.relay1.rss, connector: idle.connector.rss };
+    const idlePrivateRss = { relay0: idle.relay0.private, relay1: idle.relay1.private, connector: idle.connector.private };
 
     // (a) closed loop, 64 connections.
     await phase(closedLoop(direct, undefined, WARMUP_SECONDS, useWrk, fleet.tmp), {});
