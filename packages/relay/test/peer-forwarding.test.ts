@@ -179,6 +179,29 @@ describe('peer forwarding of upgrades: a refusing peer', () => {
     expect(served).toEqual(['/u']);
   });
 
+  it('a connection that arrived here meanwhile is preferred to the next peer', async () => {
+    const served: string[] = [];
+    const a = await upgradePeer(true, []);
+    const b = await upgradePeer(false, served);
+    const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }, { id: 'b', peerUrl: b.url }] } as unknown as FleetView;
+    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests'), fleet, pino({ level: 'silent' }));
+    let local = 0;
+    fwd.upgradeLocally = (_route, _req, socket) => {
+      local++;
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: tunnel-tcp\r\nConnection: Upgrade\r\n\r\n');
+      socket.pipe(socket);
+      return true;
+    };
+    const pub = await listen((_req, res) => res.writeHead(400).end());
+    pub.server.on('upgrade', (req, socket, head) => {
+      if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();
+    });
+    const got = await dialUpgrade(pub.url);
+    expect(got.endsWith('ping')).toBe(true);
+    expect(local).toBe(1);
+    expect(served).toEqual([]);
+  });
+
   it('with nowhere else to go, the client gets 530 tunnel_offline', async () => {
     const a = await upgradePeer(true, []);
     const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }] } as unknown as FleetView;
