@@ -5,7 +5,8 @@
 // Ctrl-C drains and stops everything.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, existsSync, openSync, rmSync } from 'node:fs';
+import { mkdirSync, existsSync, openSync, rmSync, writeFileSync, writeSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +36,9 @@ const children = [];
 function start(name, cli, argv, env = {}) {
   const out = openSync(path.join(logs, `${name}.log`), 'a');
   const child = spawn(process.execPath, [cli, ...argv], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', out] });
+  // The JSON log lines come on stdout, which we read to follow start-up; the
+  // file gets every one of them too, as they arrive, so `tail -f` works.
+  child.stdout.on('data', (d) => writeSync(out, d));
   children.push({ name, child });
   let buf = '';
   const lines = [];
@@ -101,6 +105,10 @@ async function main() {
   mkdirSync(logs, { recursive: true });
   const keys = path.join(dir, 'fleet-key.json');
   if (!existsSync(keys)) execFileSync(process.execPath, [RELAY, 'keys', 'generate', '--out', keys], { stdio: 'ignore' });
+  // An operator key, so the dashboard works out of the box; kept across runs, never on a command line.
+  const operatorKeyFile = path.join(dir, 'operator-key');
+  if (!existsSync(operatorKeyFile)) writeFileSync(operatorKeyFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
+  const operatorKey = readFileSync(operatorKeyFile, 'utf8').trim();
   const store = `file:${path.join(dir, 'store')}`;
   const relays = [];
   for (const [i, base] of [[0, 8080], [1, 8081]]) {
@@ -109,7 +117,7 @@ async function main() {
       'serve', '--id', `relay-${'ab'[i]}`, '--store', store, '--keys', keys,
       '--http', `127.0.0.1:${ports.http}`, '--connect', `127.0.0.1:${ports.connect}`,
       '--control', `127.0.0.1:${ports.control}`, '--peer', `127.0.0.1:${ports.peer}`,
-      '--log-format', 'json', '--drain-delay', '100',
+      '--log-format', 'json', '--drain-delay', '100', '--operator-key-file', operatorKeyFile,
     ]);
     const l = await r.waitFor((j) => j.event === 'listening');
     const c = await r.waitFor((j) => j.event === 'control-listening');
@@ -138,7 +146,8 @@ async function main() {
       `         curl -H 'Host: ${hostname}' http://127.0.0.1:${b}/`,
       '',
       `  4 connections over ${relayIds.size} relays (${[...relayIds].join(', ')}); logs in ${logs}`,
-      `  Control API: http://127.0.0.1:${relays[0].control}   Ctrl-C to stop.`,
+      `  Dashboard:   http://127.0.0.1:${relays[0].control}/dashboard   operator key: ${operatorKey}`,
+      `               (kept in ${operatorKeyFile})   Ctrl-C to stop.`,
       '',
     ].join('\n') + '\n',
   );

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Proc } from './harness/procs.js';
 import { waitFor } from './harness/wait.js';
@@ -17,6 +18,26 @@ describe('npm start (the local demo)', () => {
       expect(r.status).toBe(200);
       expect(r.json<{ hello: string; path: string }>()).toMatchObject({ hello: 'world', path: '/hello' });
     }
+    // The operator key it printed opens the dashboard (a session cookie and a redirect, not the login page again).
+    const dash = /Dashboard:\s+(http:\/\/127\.0\.0\.1:\d+)\/dashboard\s+operator key: (\S+)/.exec(demo.stdout);
+    expect(dash, demo.stdout).not.toBeNull();
+    const login = await req(`${dash![1]}/dashboard/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: dash![1]! },
+      body: `key=${encodeURIComponent(dash![2]!)}`,
+    });
+    expect(login.status).toBe(303);
+    expect(String(login.headers['set-cookie'])).toMatch(/=/);
+
+    // Every log line the processes print reaches their files under .demo/logs as it is printed.
+    const logDir = /logs in (\S+)/.exec(demo.stdout)![1]!;
+    for (const name of ['relay-a', 'relay-b', 'connector']) {
+      const lines = readFileSync(path.join(logDir, `${name}.log`), 'utf8').split('\n').filter(Boolean);
+      expect(lines.length, `${name}.log`).toBeGreaterThan(0);
+      const events = lines.map((l) => (JSON.parse(l) as { event?: string }).event);
+      expect(events, `${name}.log`).toContain(name === 'connector' ? 'registered' : 'listening');
+    }
+
     demo.signal('SIGINT');
     const { code } = await demo.exited;
     expect(code).toBe(0);
