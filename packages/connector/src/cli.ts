@@ -18,6 +18,7 @@ import { logOriginRequests } from './request-log.js';
 import { fetchHostnames, showStatusBlockWhenConnected } from './status-block.js';
 import { registerServiceCommands, ServiceError } from './service-install.js';
 import { registerAccessCommands, AccessError } from './access-tcp.js';
+import { relayTrust, CaFileError } from './ca-trust.js';
 
 class CliError extends Error {}
 
@@ -25,7 +26,12 @@ const program = new Command('tunnel')
   .description('Publish a private origin through the tunnel relays, dialing out only.')
   .version(CONNECTOR_VERSION)
   .showHelpAfterError()
-  .exitOverride();
+  .exitOverride()
+  .addOption(new Option('--ca-file <file>', 'trust this CA (PEM) for relays, on top of the system store: for a fleet with a private CA (NODE_EXTRA_CA_CERTS works too)').env('TUNNEL_CA_FILE'))
+  .hook('preAction', (cmd) => {
+    const caFile = cmd.opts().caFile as string | undefined;
+    if (caFile) relayTrust.use(caFile);
+  });
 
 function loadOptionalConfig(file: string | undefined): ConnectorConfig | undefined {
   return file ? loadConfig(file) : undefined;
@@ -42,6 +48,8 @@ program
   .option('--url <url>', 'publish this one origin (instead of ingress rules)')
   .option('--relay <url...>', 'relay connector endpoints (ws:// or wss://); default: from the config or the credential')
   .option('--no-discover', 'use only the relays given; do not follow the fleet\'s live relay list')
+  .option('--discovery-interval <duration>', 'how often to ask for the fleet\'s live relay list', '5s')
+  .addOption(new Option('--fleet-key <key>', 'fleet public key that signs relay lists (for credentials issued without one)').env('TUNNEL_FLEET_KEY'))
   .option('--ha-connections <n>', 'connections to keep, spread over the relays')
   .option('--grace-period <duration>', 'how long SIGTERM waits for in-flight requests (e.g. 30s)')
   .option('--metrics <addr>', 'serve /ready, /healthcheck and /metrics on HOST:PORT')
@@ -70,9 +78,24 @@ program
     const claimed = peekClaims(token)?.controlUrl;
     const controlUrls = o.discover === false ? [] : [file?.controlUrl, typeof claimed === 'string' ? claimed : undefined].filter((x): x is string => !!x);
     const claims = peekClaims(token);
+    const fleetKey = fleetKeyFor(o.fleetKey, claims?.fleetKey, file?.fleetKey);
     const connectorId = randomUUID();
     const metrics = new ConnectorMetrics({ connectorId, tunnelId: typeof claims?.tunnelId === 'string' ? claims.tunnelId : '', version: CONNECTOR_VERSION });
-    const connector = new Connector({ id: connectorId, token, relays, haConnections, gracePeriodMs, configFile: o.config, url: o.url, ingress, log, controlUrls, hooks: metrics.originHooks });
+    const connector = new Connector({
+      id: connectorId,
+      token,
+      relays,
+      haConnections,
+      gracePeriodMs,
+      configFile: o.config,
+      url: o.url,
+      ingress,
+      log,
+      controlUrls,
+      fleetKey,
+      discoveryIntervalMs: parseDuration(o.discoveryInterval),
+      hooks: metrics.originHooks,
+    });
     metrics.attach(connector.ha);
     logOriginRequests(connector.log);
     const metricsAddr: string | undefined = o.metrics ?? (cfg?.metrics ? `${cfg.metrics.host}:${cfg.metrics.port}` : undefined);
@@ -174,6 +197,14 @@ ingressCmd
     process.stdout.write(`Matched ${describeRule(m.rule, m.index)}\n`);
   });
 
+/** --fleet-key wins (an operator vouching for an old credential), then the signed token's, then the credentials file's. */
+function fleetKeyFor(flag: string | undefined, claimed: unknown, fromFile: string | undefined): string | null {
+  const key = flag ?? (typeof claimed === 'string' ? claimed : undefined) ?? fromFile;
+  if (key === undefined) return null;
+  if (!/^[A-Za-z0-9_-]{43}$/.test(key)) throw new CliError(`fleet key ${JSON.stringify(key.slice(0, 60))} is not an Ed25519 public key (43 base64url characters)`);
+  return key;
+}
+
 function splitAddr(addr: string): [string, number] {
   const i = addr.lastIndexOf(':');
   const host = i > 0 ? addr.slice(0, i) : '127.0.0.1';
@@ -197,7 +228,7 @@ async function main(): Promise<void> {
         ? e.message
         : e instanceof ControlError
           ? `${e.message} (${e.code})`
-          : e instanceof CredentialError || e instanceof CliError || e instanceof ServiceError || e instanceof AccessError
+          : e instanceof CredentialError || e instanceof CliError || e instanceof ServiceError || e instanceof AccessError || e instanceof CaFileError
           ? e.message
           : ((e as Error).message ?? String(e));
     process.stderr.write(`tunnel: ${msg}\n`);

@@ -22,6 +22,10 @@ export interface ConnectorOptions {
   ingress: Ingress;
   /** Control API URLs to learn the live relay list from (empty: use `relays` as given). */
   controlUrls?: string[];
+  /** Fleet public key that signs relay lists (from the credential); null turns discovery off. */
+  fleetKey?: string | null;
+  /** How often to ask for the relay list. */
+  discoveryIntervalMs?: number;
   log: Logger;
   hooks?: OriginProxyHooks;
   /** Connector id (default: a new random UUID). */
@@ -58,7 +62,14 @@ export class Connector {
       gracePeriodMs: o.gracePeriodMs,
       onStream: (s) => this.proxy.handle(s),
     });
-    this.discovery = o.controlUrls?.length ? new RelayDiscovery(o.controlUrls, (urls) => this.ha.setRelays(urls), log) : null;
+    this.discovery = o.controlUrls?.length
+      ? new RelayDiscovery(o.controlUrls, (urls) => this.ha.setRelays(urls), log, {
+          fleetKey: o.fleetKey ?? null,
+          // Started on wss:// (any of the given relays): never move to ws://.
+          secureOnly: o.relays.some((u) => u.startsWith('wss://')),
+          everyMs: o.discoveryIntervalMs,
+        })
+      : null;
     this.ha.on('fatal', (r) => {
       this.fatalReason = r;
       for (const w of this.fatalWaiters.splice(0)) w(r);

@@ -2,6 +2,7 @@ import { request } from 'undici';
 import { readFileSync, writeFileSync, mkdirSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { tunnelHome } from './tunnel-home.js';
+import { relayTrust, certificateHint } from './ca-trust.js';
 
 /** A refusal or failure from the relay's control API, with its stable code. */
 export class ControlError extends Error {
@@ -20,6 +21,8 @@ export interface AccountCert {
   accountName: string;
   controlUrl: string;
   credential: string;
+  /** The private CA given to `tunnel login --ca-file`, used by later commands too. */
+  caFile?: string;
 }
 
 export function certPath(): string {
@@ -36,7 +39,15 @@ export function readCert(): AccountCert {
     throw new ControlError(0, 'not_logged_in', code === 'ENOENT' ? `no ${path}: run \`tunnel login --relay URL\` first` : `cannot read ${path}: ${(e as Error).message}`);
   }
   if (typeof v.credential !== 'string' || typeof v.controlUrl !== 'string') throw new ControlError(0, 'bad_cert', `${path} is not an account credential; run \`tunnel login\` again`);
-  return { accountId: String(v.accountId ?? ''), accountName: String(v.accountName ?? ''), controlUrl: v.controlUrl, credential: v.credential };
+  // An explicit --ca-file / TUNNEL_CA_FILE wins over the one saved at login.
+  if (typeof v.caFile === 'string' && v.caFile && !relayTrust.file) relayTrust.use(v.caFile);
+  return {
+    accountId: String(v.accountId ?? ''),
+    accountName: String(v.accountName ?? ''),
+    controlUrl: v.controlUrl,
+    credential: v.credential,
+    ...(typeof v.caFile === 'string' && v.caFile ? { caFile: v.caFile } : {}),
+  };
 }
 
 /** Files holding credentials are created 0600 inside a 0700 TUNNEL_HOME. */
@@ -56,10 +67,12 @@ export async function api<T>(baseUrl: string, method: string, path: string, o: {
       body: o.body !== undefined ? JSON.stringify(o.body) : undefined,
       headersTimeout: 15_000,
       bodyTimeout: 15_000,
+      dispatcher: relayTrust.dispatcher(),
     });
   } catch (e) {
-    const err = e as { code?: string; message: string };
-    throw new ControlError(0, 'unreachable', `cannot reach the control API at ${baseUrl}: ${err.code ?? err.message}`);
+    const err = e as { code?: string; message: string; cause?: { code?: string } };
+    const code = err.code ?? err.cause?.code;
+    throw new ControlError(0, 'unreachable', `cannot reach the control API at ${baseUrl}: ${code ?? err.message}${certificateHint(code)}`);
   }
   const text = await r.body.text();
   let body: unknown;

@@ -12,6 +12,8 @@ export interface TunnelCredentialsFile {
   token: string;
   relays: string[];
   controlUrl?: string;
+  /** Fleet public key that signs relay lists. */
+  fleetKey?: string;
 }
 
 export interface TokenSources {
@@ -63,6 +65,7 @@ export function readCredentialsFile(path: string): TunnelCredentialsFile {
     token: f.token,
     relays: Array.isArray(f.relays) ? f.relays.map(String) : [],
     ...(f.controlUrl ? { controlUrl: String(f.controlUrl) } : {}),
+    ...(typeof f.fleetKey === 'string' ? { fleetKey: f.fleetKey } : {}),
   };
 }
 

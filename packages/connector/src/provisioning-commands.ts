@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { boxKeyPair, openSealed, peekClaims } from '@tunnel/protocol';
 import { api, certPath, readCert, writeSecretFile, ControlError, type AccountCert } from './control-client.js';
 import { tunnelHome, findCredentialsByName } from './tunnel-home.js';
+import { relayTrust } from './ca-trust.js';
 import type { TunnelCredentialsFile } from './credentials.js';
 
 interface TunnelRecord {
@@ -51,7 +52,7 @@ export function registerProvisioningCommands(program: Command): void {
   program
     .command('login')
     .description('log in to a relay fleet: approve a short code (or use --enroll TOKEN), writes TUNNEL_HOME/cert.json')
-    .requiredOption('--relay <url>', 'a relay control API URL, e.g. https://relay.example.com:7000')
+    .requiredOption('--relay <url>', 'a relay control API URL, e.g. https://relay.example.com:7000 (a private CA: --ca-file or NODE_EXTRA_CA_CERTS)')
     .option('--enroll <token>', 'non-interactive: an enrollment token from `tunnel-relay account create`')
     .option('--poll-interval <ms>', 'how often to ask whether the code was approved', '1000')
     .action(async (o: { relay: string; enroll?: string; pollInterval: string }) => {
@@ -59,7 +60,7 @@ export function registerProvisioningCommands(program: Command): void {
       if (existsSync(certPath())) err(`note: replacing ${certPath()}`);
       if (o.enroll) {
         const r = await api<{ credential: string; accountId: string; accountName: string }>(base, 'POST', '/v1/enroll', { body: { token: o.enroll } });
-        saveCert({ accountId: r.body.accountId, accountName: r.body.accountName, controlUrl: base, credential: r.body.credential });
+        saveCert({ accountId: r.body.accountId, accountName: r.body.accountName, controlUrl: base, credential: r.body.credential, ...caFileField() });
         return;
       }
       const keys = boxKeyPair();
@@ -75,7 +76,7 @@ export function registerProvisioningCommands(program: Command): void {
         if (r.body.state === 'approved' && r.body.sealedCredential) {
           const credential = openSealed(keys.secretKey, r.body.sealedCredential).toString('utf8');
           const claims = peekClaims(credential);
-          saveCert({ accountId: String(claims?.accountId ?? ''), accountName: String(claims?.accountName ?? ''), controlUrl: base, credential });
+          saveCert({ accountId: String(claims?.accountId ?? ''), accountName: String(claims?.accountName ?? ''), controlUrl: base, credential, ...caFileField() });
           return;
         }
         if (Date.now() > expiresAt + 5_000) throw new ControlError(410, 'login_expired', `login code ${code} expired: run \`tunnel login\` again`);
@@ -184,6 +185,11 @@ export function registerProvisioningCommands(program: Command): void {
       await api(cert.controlUrl, 'DELETE', `/v1/routes/${encodeURIComponent(hostname)}`, { auth: cert.credential });
       out(`Deleted route ${hostname}`);
     });
+}
+
+/** Later commands (`tunnel create`, `tunnel run NAME`) talk to the same relays: keep the CA login used. */
+function caFileField(): { caFile?: string } {
+  return relayTrust.file ? { caFile: relayTrust.file } : {};
 }
 
 function saveCert(c: AccountCert): void {

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
+import { relayTrust } from './ca-trust.js';
 import {
   ControlDecoder,
   encodeControl,
@@ -77,6 +78,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
       skipUTF8Validation: true,
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
       generateMask: zeroMask,
+      ...relayTrust.tlsOptions(),
     });
     this.ws.on('unexpected-response', (_req, res) => {
       const chunks: Buffer[] = [];

@@ -1,4 +1,5 @@
 import { request } from 'undici';
+import { relayTrust } from './ca-trust.js';
 import type { HAManager, ConnectionInfo } from './ha-manager.js';
 
 export interface StatusBlockInfo {
@@ -43,6 +44,7 @@ export async function fetchHostnames(controlUrls: string[], token: string): Prom
   for (const base of controlUrls) {
     try {
       const r = await request(base.replace(/\/+$/, '') + '/v1/connector/routes', {
+        dispatcher: relayTrust.dispatcher(),
         headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
         headersTimeout: 2_000,
         bodyTimeout: 2_000,

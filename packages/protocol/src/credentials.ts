@@ -12,6 +12,12 @@ export interface TunnelClaims {
   relays: string[];
   /** Relay control API, where the connector learns the live relay list. */
   controlUrl?: string;
+  /**
+   * The fleet's Ed25519 public key (base64url): the connector verifies signed
+   * relay lists with it. Absent in tokens issued before signed lists; such a
+   * connector keeps to the relays its token names.
+   */
+  fleetKey?: string;
   iat: number;
 }
 
@@ -21,8 +27,35 @@ export interface AccountClaims {
   accountId: string;
   accountName: string;
   controlUrl: string;
+  /** The fleet's public key, as in TunnelClaims. */
+  fleetKey?: string;
   iat: number;
 }
+
+/** One relay of a signed relay list (`GET /v1/relays`). */
+export interface RelayListEntry {
+  id: string;
+  region: string;
+  connectUrl: string;
+  controlUrl: string;
+  publicUrl: string;
+  draining: boolean;
+}
+
+/**
+ * `GET /v1/relays` answers `{relays, signed}`: `signed` is a RelayList token
+ * over the same list, valid for a short while, so a connector follows only
+ * relays the fleet vouches for, however it fetched the list.
+ */
+export interface RelayListClaims {
+  /** Only what a connector acts on, so a list of ~80 relays still fits in MAX_TOKEN_LENGTH. */
+  relays: Array<Pick<RelayListEntry, 'id' | 'connectUrl' | 'controlUrl' | 'draining'>>;
+  iat: number;
+  exp: number;
+}
+
+/** How long a signed relay list stays valid: a replayed old list cannot outlive this. */
+export const RELAY_LIST_TTL_SECONDS = 120;
 
 /** A single-use-in-spirit enrollment token an operator hands a user (`--enroll`). */
 export interface EnrollClaims {
@@ -36,6 +69,7 @@ export const TokenKind = {
   Tunnel: 'tunnel',
   Account: 'account',
   Enroll: 'enroll',
+  RelayList: 'relay-list',
 } as const;
 
 /**

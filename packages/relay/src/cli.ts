@@ -9,7 +9,8 @@ import { generateKeyFile, loadKeyFile, KeyFileError } from './keys.js';
 import { openStore } from './store/open.js';
 import { StoreError } from './store/types.js';
 import { issueTunnelToken, ensureAccount } from './provisioning.js';
-import { createControlServer, approveLogin, issueEnrollToken } from './control-api.js';
+import { controlRequestHandler, approveLogin, issueEnrollToken } from './control-api.js';
+import { TlsConfigError } from './listener-tls.js';
 import { ApiError } from './api-error.js';
 import { peekClaims } from '@tunnel/protocol';
 import { readFileSync } from 'node:fs';
@@ -69,6 +70,8 @@ function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) 
     metrics: pick<string | undefined>('metrics', l.metrics),
     tlsCert: pick<string | undefined>('tlsCert', cfg.tls?.cert),
     tlsKey: pick<string | undefined>('tlsKey', cfg.tls?.key),
+    tlsCa: pick<string | undefined>('tlsCa', cfg.tls?.ca),
+    insecureHttpControl: pick<boolean>('insecureHttpControl', cfg['insecure-http-control']),
     advertiseHost: pick<string>('advertiseHost', cfg['advertise-host']),
     drainTimeout: pick<string | number>('drainTimeout', cfg['drain-timeout']),
     drainDelay: pick<string | number>('drainDelay', cfg['drain-delay']),
@@ -93,8 +96,10 @@ program
   .option('--region <name>', 'region label shown to operators', 'local')
   .option('--http <addr>', 'public HTTP listener (HOST:PORT, :PORT; "off" to disable)', ':8080')
   .option('--https <addr>', 'public HTTPS listener (needs --tls-cert/--tls-key)')
-  .addOption(new Option('--tls-cert <file>', 'certificate (PEM) for HTTPS and wss://').env('TUNNEL_RELAY_TLS_CERT'))
-  .addOption(new Option('--tls-key <file>', 'private key (PEM) for HTTPS and wss://').env('TUNNEL_RELAY_TLS_KEY'))
+  .addOption(new Option('--tls-cert <file>', 'certificate (PEM) for HTTPS, wss://, the control API and the peer endpoint (reloaded on change and SIGHUP)').env('TUNNEL_RELAY_TLS_CERT'))
+  .addOption(new Option('--tls-key <file>', 'private key (PEM) of --tls-cert').env('TUNNEL_RELAY_TLS_KEY'))
+  .addOption(new Option('--tls-ca <file>', 'CA bundle (PEM) that verifies other relays of the fleet (default: system CAs and NODE_EXTRA_CA_CERTS)').env('TUNNEL_RELAY_TLS_CA'))
+  .option('--insecure-http-control', 'without --tls-cert: serve the connector endpoint, control API and peer endpoint in plain HTTP on non-loopback addresses (only behind a TLS-terminating proxy or on a trusted network)', false)
   .option('--connect <addr>', 'connector endpoint listener', ':7844')
   .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
   .option('--peer <addr>', 'relay-to-relay forwarding listener ("off" to disable)', ':7845')
@@ -115,6 +120,8 @@ program
     const id = o.id ?? `${hostname().split('.')[0]}-${randomBytes(3).toString('hex')}`;
     const metrics = new RelayMetrics({ relayId: id, region: o.region, version: VERSION });
     const store = metrics.instrumentStore(await openStore(o.store));
+    if (!!o.tlsCert !== !!o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
+    if (o.tlsCa && !o.tlsCert) throw new UsageError('--tls-ca verifies other relays over TLS: it needs --tls-cert/--tls-key');
     const relay = new Relay(
       {
         id,
@@ -128,7 +135,8 @@ program
           metrics: o.metrics && o.metrics !== 'off' ? parseListen(o.metrics) : undefined,
         },
         drainDelayMs: Number(o.drainDelay),
-        tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : undefined,
+        tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey, ...(o.tlsCa ? { ca: o.tlsCa } : {}) } : undefined,
+        insecureHttpControl: o.insecureHttpControl,
         advertise: { host: o.advertiseHost },
         drainTimeoutMs: Number(o.drainTimeout),
       },
@@ -168,8 +176,9 @@ program
         controlUrl: () => relay.urls().controlUrl,
         metrics,
         connections: relay.connections,
+        ...(relay.certificate ? { peerTls: { dispatcher: relay.certificate.peerDispatcher() } } : {}),
       });
-      const control = createControlServer({
+      const control = controlRequestHandler({
         extra: (req, res, url) => dashboard.handle(req, res, url),
         store,
         keys,
@@ -203,6 +212,10 @@ program
     };
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
+    // SIGHUP re-reads the certificate (also reloaded when its files change); it never stops the relay.
+    process.on('SIGHUP', () => {
+      if (!relay.reloadCertificate('SIGHUP')) log.info({ event: 'sighup', tls: !!relay.certificate }, 'SIGHUP: nothing to reload');
+    });
   });
 
 registerRelayServiceCommands(program);
@@ -313,7 +326,7 @@ async function main(): Promise<void> {
     await program.parseAsync(process.argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode);
-    if (e instanceof KeyFileError || e instanceof UsageError || e instanceof RelayConfigError || e instanceof ServiceError) die(e.message);
+    if (e instanceof KeyFileError || e instanceof UsageError || e instanceof RelayConfigError || e instanceof ServiceError || e instanceof TlsConfigError) die(e.message);
     if (e instanceof StoreError) die(`store: ${e.message}`);
     if (e instanceof ApiError) die(`${e.message} (${e.code})`, 2);
     die((e as Error).message ?? String(e));

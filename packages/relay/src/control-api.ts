@@ -10,6 +10,14 @@ import { ApiError } from './api-error.js';
 import { authenticateAccount, authenticateOperator, bearer } from './control-auth.js';
 import { signTunnelToken, relayUrls, ensureAccount } from './provisioning.js';
 import { readBody } from './read-body.js';
+import { SignedRelayList } from './signed-relay-list.js';
+
+const relayLists = new WeakMap<ControlApiDeps, SignedRelayList>();
+function relayList(d: ControlApiDeps): SignedRelayList {
+  let l = relayLists.get(d);
+  if (!l) relayLists.set(d, (l = new SignedRelayList(d.store, d.keys)));
+  return l;
+}
 
 export interface ControlApiDeps {
   store: Store;
@@ -52,13 +60,18 @@ export function normalizeCode(c: string): string {
  * Every error is `{error: {code, message}}` with a stable code.
  */
 export function createControlServer(d: ControlApiDeps): http.Server {
-  return http.createServer((req, res) => {
+  return http.createServer(controlRequestHandler(d));
+}
+
+/** The control API's routes, for a server the relay builds (HTTPS when it has certificates). */
+export function controlRequestHandler(d: ControlApiDeps): http.RequestListener {
+  return (req, res) => {
     handle(d, req, res).catch((e: unknown) => {
       const err = toApiError(e);
       if (err.status >= 500) d.log.error({ err: (e as Error).message, path: req.url }, 'control API error');
       send(res, err.status, err.toJSON());
     });
-  });
+  };
 }
 
 function toApiError(e: unknown): ApiError {
@@ -117,12 +130,7 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
   }
 
   // ---- public -------------------------------------------------------------------------
-  if (p === '/v1/relays' && m === 'GET') {
-    const relays = await store.listRelays();
-    return send(res, 200, {
-      relays: relays.map((r) => ({ id: r.id, region: r.region, connectUrl: r.connectUrl, controlUrl: r.controlUrl, publicUrl: r.publicUrl, draining: r.draining })),
-    });
-  }
+  if (p === '/v1/relays' && m === 'GET') return send(res, 200, await relayList(d).current());
   if (p === '/v1/login' && m === 'POST') {
     const body = z.object({ boxPublicKey: z.string().min(40).max(64) }).parse(await readJson(req));
     for (let attempt = 0; ; attempt++) {
@@ -269,6 +277,7 @@ async function credentialsFor(d: ControlApiDeps, tunnel: Tunnel) {
     token: signTunnelToken(d.keys, tunnel, relays, controlUrl),
     relays,
     controlUrl,
+    fleetKey: d.keys.publicKey,
   };
 }
 
@@ -298,7 +307,7 @@ async function cleanupPresence(store: Store, tunnelId: string): Promise<number> 
 }
 
 export function issueAccountCredential(d: Pick<ControlApiDeps, 'keys' | 'controlUrl'>, accountId: string, accountName: string): string {
-  const claims: AccountClaims = { jti: randomId(12), accountId, accountName, controlUrl: d.controlUrl(), iat: Math.floor(Date.now() / 1000) };
+  const claims: AccountClaims = { jti: randomId(12), accountId, accountName, controlUrl: d.controlUrl(), fleetKey: d.keys.publicKey, iat: Math.floor(Date.now() / 1000) };
   return signToken(TokenKind.Account, claims, d.keys.secretKey);
 }
 

@@ -23,6 +23,8 @@ export interface DashboardDeps {
   controlUrl(): string;
   metrics: RelayMetrics;
   connections: TunnelConnections;
+  /** Set when the relay has certificates: stats are asked of https:// peers only, verified with this. */
+  peerTls?: { dispatcher?: import('undici').Dispatcher };
   /** How often snapshots are pushed to open dashboards. */
   tickMs?: number;
   /** A relay whose heartbeat is older than this is shown as stale. */
@@ -280,9 +282,12 @@ export class Dashboard {
 
   private async peerStats(r: RelayMember): Promise<RelayStats | null> {
     if (!r.controlUrl) return null;
+    // A relay with certificates never sends its stats signature in clear.
+    if (this.d.peerTls && !r.controlUrl.startsWith('https://')) return null;
     try {
       const res = await request(r.controlUrl.replace(/\/+$/, '') + STATS_PATH, {
         headers: { [STATS_HEADER]: this.statsSignature() },
+        ...(this.d.peerTls?.dispatcher ? { dispatcher: this.d.peerTls.dispatcher } : {}),
         headersTimeout: 800,
         bodyTimeout: 800,
       });

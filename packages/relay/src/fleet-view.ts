@@ -20,6 +20,8 @@ export class FleetView {
     private readonly selfId: string,
     private readonly log: Logger,
     private readonly refreshMs = 2_000,
+    /** 'https': a relay with certificates never forwards a request (or its secrets) in clear. */
+    private readonly peerScheme: 'https' | 'any' = 'any',
   ) {}
 
   async start(): Promise<void> {
@@ -43,7 +45,7 @@ export class FleetView {
     for (const id of ids) {
       if (id === this.selfId) continue;
       const m = this.members.get(id);
-      if (m && m.peerUrl && !m.draining && m.lastSeen + 10_000 > now) out.push(m);
+      if (m && m.peerUrl && !m.draining && m.lastSeen + 10_000 > now && (this.peerScheme === 'any' || m.peerUrl.startsWith('https://'))) out.push(m);
     }
     if (out.length > 1) {
       const k = this.rr++ % out.length;

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
@@ -44,12 +45,14 @@ export class PeerForwarder {
     private readonly fleet: FleetView,
     private readonly log: Logger,
     private readonly onForward?: (peerId: string) => void,
+    /** CA bundle that verifies https:// peers (unset: the system store plus NODE_EXTRA_CA_CERTS). */
+    private readonly ca?: string[],
   ) {}
 
   private pool(url: string): Pool {
     let p = this.pools.get(url);
     if (!p) {
-      p = new Pool(url, { connections: 64, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0, connectTimeout: 5_000 });
+      p = new Pool(url, { connections: 64, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0, connectTimeout: 5_000, ...(this.ca ? { connect: { ca: this.ca } } : {}) });
       this.pools.set(url, p);
     }
     return p;
@@ -211,7 +214,10 @@ export class PeerForwarder {
     const meta = this.metaHeaders(req, requestId);
     for (let k = 0; k < meta.length; k += 2) headers[meta[k]!] = meta[k + 1]!;
     const u = new URL(peer.peerUrl);
-    const out = http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers });
+    const out =
+      u.protocol === 'https:'
+        ? https.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers, ...(this.ca ? { ca: this.ca } : {}) })
+        : http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers });
     out.on('upgrade', (pres, psock: Duplex, phead: Buffer) => {
       let lines = `HTTP/1.1 101 ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
       for (let k = 0; k < pres.rawHeaders.length; k += 2) lines += `${pres.rawHeaders[k]}: ${pres.rawHeaders[k + 1]}\r\n`;
@@ -259,7 +265,13 @@ export class PeerForwarder {
 }
 
 /** The peer endpoint: serves forwarded requests from this relay's own connections only. */
-export function createPeerServer(ctx: ProxyContext, auth: PeerAuth, log: Logger): http.Server {
+export function createPeerServer(
+  ctx: ProxyContext,
+  auth: PeerAuth,
+  log: Logger,
+  /** HTTPS on the relay's certificate when it has one. */
+  createServer: (opts: http.ServerOptions, handler: http.RequestListener) => http.Server | https.Server = (o, h) => http.createServer(o, h),
+): http.Server | https.Server {
   const check = (req: http.IncomingMessage): { head: RequestHead; route: Route } | { status: number; code: string; message: string } => {
     const h = (n: string) => {
       const v = req.headers[n];
@@ -293,7 +305,7 @@ export function createPeerServer(ctx: ProxyContext, auth: PeerAuth, log: Logger)
     };
   };
 
-  const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 35_000 }, (req, res) => {
+  const server = createServer({ requestTimeout: 0, keepAliveTimeout: 35_000 }, (req, res) => {
     const c = check(req);
     if ('status' in c) {
       log.warn({ code: c.code, from: req.headers[PeerHeaders.from] }, c.message);

@@ -32,6 +32,7 @@ export function signTunnelToken(keys: FleetKeys, tunnel: Tunnel, relays: string[
     tunnelName: tunnel.name,
     relays,
     ...(controlUrl ? { controlUrl } : {}),
+    fleetKey: keys.publicKey,
     iat: Math.floor(Date.now() / 1000),
   };
   return signToken(TokenKind.Tunnel, claims, keys.secretKey);

@@ -31,7 +31,8 @@ const schema = z.strictObject({
   listen: z
     .strictObject({ http: addr.optional(), https: addr.optional(), connect: addr.optional(), control: addr.optional(), peer: addr.optional(), metrics: addr.optional() })
     .optional(),
-  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1).optional() }).optional(),
+  'insecure-http-control': z.boolean().optional(),
   'advertise-host': z.string().min(1).optional(),
   'drain-timeout': duration.optional(),
   'drain-delay': duration.optional(),
@@ -78,7 +79,7 @@ export function loadRelayConfig(file: string): RelayConfigFile {
     ...c,
     keys: abs(c.keys),
     'operator-key-file': abs(c['operator-key-file']),
-    ...(c.tls ? { tls: { cert: abs(c.tls.cert)!, key: abs(c.tls.key)! } } : {}),
+    ...(c.tls ? { tls: { cert: abs(c.tls.cert)!, key: abs(c.tls.key)!, ...(c.tls.ca ? { ca: abs(c.tls.ca)! } : {}) } } : {}),
     ...(c.store?.startsWith('file:') && !c.store.startsWith('file:/') ? { store: `file:${resolve(base, c.store.slice(5))}` } : {}),
   };
 }

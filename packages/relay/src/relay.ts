@@ -1,6 +1,5 @@
 import http from 'node:http';
 import https from 'node:https';
-import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { ConnectorEndpoint } from './connector-endpoint.js';
@@ -16,6 +15,7 @@ import { PeerForwarder, createPeerServer } from './peer-forwarding.js';
 import { PeerHeaders } from './peer-auth.js';
 import type { RelayMetrics } from './metrics.js';
 import { logRequestWhenDone } from './request-log.js';
+import { RelayCertificate, checkPlainListeners, type ReloadTrigger, type TlsFiles } from './listener-tls.js';
 
 export interface RelayOptions {
   id: string;
@@ -30,8 +30,13 @@ export interface RelayOptions {
     /** Prometheus `/metrics` listener. */
     metrics?: ListenAddress;
   };
-  /** cert/key for the HTTPS listener and for wss:// on the connector endpoint. */
-  tls?: { cert: string; key: string };
+  /**
+   * cert/key for every listener but the plain public `http` one and metrics:
+   * HTTPS, wss:// connector endpoint, control API and peer endpoint.
+   */
+  tls?: TlsFiles;
+  /** Without `tls`: serve connect/control/peer in plain HTTP on non-loopback addresses anyway. */
+  insecureHttpControl?: boolean;
   /** URLs other nodes and connectors should use to reach this relay; derived from the bound ports when unset. */
   advertise?: { host?: string; connectUrl?: string; controlUrl?: string; publicUrl?: string };
   /** How long a drain waits for in-flight requests. */
@@ -68,7 +73,9 @@ export class Relay {
   readonly connections = new TunnelConnections();
   readonly routes: RouteTable;
   private state: RelayState = 'created';
-  private readonly servers: { public: Array<http.Server | https.Server>; connect?: http.Server | https.Server; control?: http.Server; peer?: http.Server; metrics?: http.Server } = { public: [] };
+  private readonly servers: { public: Array<http.Server | https.Server>; connect?: http.Server | https.Server; control?: http.Server | https.Server; peer?: http.Server | https.Server; metrics?: http.Server } = { public: [] };
+  /** Set when certificates are configured: every listener but plain public HTTP and metrics uses it. */
+  readonly certificate: RelayCertificate | null;
   private fleet: FleetView | null = null;
   private forwarder: PeerForwarder | null = null;
   private presenceTimer: NodeJS.Timeout | null = null;
@@ -85,6 +92,8 @@ export class Relay {
     readonly deps: RelayDeps,
   ) {
     this.routes = new RouteTable(deps.store);
+    if (!opts.tls) checkPlainListeners({ connect: opts.listen.connect, control: opts.listen.control, peer: opts.listen.peer }, !!opts.insecureHttpControl);
+    this.certificate = opts.tls ? new RelayCertificate(opts.tls, deps.log) : null;
     this.ctx = { routes: this.routes, connections: this.connections, log: deps.log, hooks: deps.hooks ?? {} };
   }
 
@@ -115,7 +124,7 @@ export class Relay {
       isDraining: () => this.state !== 'running',
     });
 
-    const tls = this.opts.tls ? { cert: readFileSync(this.opts.tls.cert), key: readFileSync(this.opts.tls.key) } : undefined;
+    const cert = this.certificate;
     const serverOpts: http.ServerOptions = {
       // No fixed request deadline: long uploads and long polls are legitimate.
       requestTimeout: 0,
@@ -145,8 +154,8 @@ export class Relay {
       ports.http = await listen(s, this.opts.listen.http);
     }
     if (this.opts.listen.https) {
-      if (!tls) throw new Error('listen.https needs tls.cert and tls.key');
-      const s = https.createServer({ ...serverOpts, ...tls }, onRequest);
+      if (!cert) throw new Error('listen.https needs tls.cert and tls.key');
+      const s = cert.createServer(serverOpts, onRequest);
       s.on('upgrade', onUpgrade);
       s.on('clientError', (_e, sock) => sock.destroy());
       countBytes(s, 'public');
@@ -154,7 +163,7 @@ export class Relay {
       ports.https = await listen(s, this.opts.listen.https);
     }
 
-    const connect = tls ? https.createServer(tls) : http.createServer();
+    const connect = this.createServer({});
     connect.on('request', (_req, res) => {
       res.writeHead(426, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: { code: 'upgrade_required', message: 'connectors connect with a WebSocket upgrade to /v1/connect' } }));
@@ -165,9 +174,10 @@ export class Relay {
     ports.connect = await listen(connect, this.opts.listen.connect);
     if (this.opts.listen.peer) {
       const auth = new PeerAuth(this.deps.keys.secretKey);
-      this.fleet = new FleetView(store, this.opts.id, log);
+      // With certificates, requests are forwarded only to https:// peers, verified with the fleet's CA.
+      this.fleet = new FleetView(store, this.opts.id, log, undefined, cert ? 'https' : 'any');
       await this.fleet.start();
-      this.forwarder = new PeerForwarder(this.opts.id, auth, this.fleet, log, this.deps.hooks?.onForward);
+      this.forwarder = new PeerForwarder(this.opts.id, auth, this.fleet, log, this.deps.hooks?.onForward, cert?.peerCa());
       const fwd = this.forwarder;
       this.ctx.forwardToPeer = (route, req, res, requestId) => fwd.forward(route, req, res, requestId);
       fwd.upgradeLocally = (route, req, socket, head, requestId) => {
@@ -183,7 +193,7 @@ export class Relay {
         return true;
       };
       this.ctx.forwardUpgradeToPeer = (route, req, socket, head, requestId) => fwd.forwardUpgrade(route, req, socket, head, requestId);
-      const peer = createPeerServer(this.ctx, auth, log);
+      const peer = createPeerServer(this.ctx, auth, log, (o, h) => this.createServer(o, h));
       if (logRequests) {
         peer.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
           const id = req.headers[PeerHeaders.requestId];
@@ -206,6 +216,7 @@ export class Relay {
       }, 100);
       this.presenceTimer.unref();
     });
+    cert?.watch();
     this.state = 'running';
     await this.publishMembership();
     const every = this.opts.heartbeatMs ?? 2_000;
@@ -215,8 +226,19 @@ export class Relay {
     return ports;
   }
 
-  /** Attach the control API server (built by the caller, which owns its routes). */
-  async attachControl(server: http.Server): Promise<number> {
+  /** An HTTPS server on the relay's (reloadable) certificate when it has one, else plain HTTP. */
+  createServer(opts: http.ServerOptions, handler?: http.RequestListener): http.Server | https.Server {
+    return this.certificate ? this.certificate.createServer(opts, handler) : http.createServer(opts, handler);
+  }
+
+  /** SIGHUP: re-read the certificate files (they are also watched). */
+  reloadCertificate(trigger: ReloadTrigger): boolean {
+    return this.certificate?.reload(trigger) ?? false;
+  }
+
+  /** Attach the control API (the caller owns its routes); served over TLS when the relay has certificates. */
+  async attachControl(handler: http.RequestListener): Promise<number> {
+    const server = this.createServer({}, handler);
     this.servers.control = server;
     const port = await listen(server, this.opts.listen.control!);
     this.ports.control = port;
@@ -237,7 +259,7 @@ export class Relay {
     const tls = !!this.opts.tls;
     return {
       connectUrl: this.opts.advertise?.connectUrl ?? `${tls ? 'wss' : 'ws'}://${host}:${this.ports.connect}`,
-      controlUrl: this.opts.advertise?.controlUrl ?? (this.ports.control ? `http://${host}:${this.ports.control}` : ''),
+      controlUrl: this.opts.advertise?.controlUrl ?? (this.ports.control ? `${tls ? 'https' : 'http'}://${host}:${this.ports.control}` : ''),
       publicUrl:
         this.opts.advertise?.publicUrl ??
         (this.ports.http ? `http://${host}:${this.ports.http}` : this.ports.https ? `https://${host}:${this.ports.https}` : ''),
@@ -254,7 +276,7 @@ export class Relay {
           id: this.opts.id,
           region: this.opts.region,
           ...this.urls(),
-          peerUrl: this.ports.peer ? `http://${this.opts.advertise?.host ?? '127.0.0.1'}:${this.ports.peer}` : '',
+          peerUrl: this.ports.peer ? `${this.certificate ? 'https' : 'http'}://${this.opts.advertise?.host ?? '127.0.0.1'}:${this.ports.peer}` : '',
           startedAt: this.startedAt,
           lastSeen: Date.now(),
           draining: this.state !== 'running',
@@ -361,6 +383,7 @@ export class Relay {
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
     this.fleet?.stop();
+    this.certificate?.close();
     await this.forwarder?.close();
     this.unsubscribe?.();
     this.routes.close();
