@@ -130,12 +130,15 @@ describe('service install', () => {
   it('tunnel-relay service install writes a verified unit, relay.yml and 0600 keys; the files run a relay', async () => {
     const units = path.join(tmp.dir, 'relay-units');
     const etc = path.join(tmp.dir, 'etc-relay');
-    const dry = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--dry-run']);
+    const plain = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--dry-run']);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/--connect 0\.0\.0\.0:7844, --control 0\.0\.0\.0:7000, --peer 0\.0\.0\.0:7845: a non-loopback address without TLS/);
+    const dry = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--dry-run', '--insecure-http-control']);
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toContain('tunnel-relay.service');
     expect(existsSync(etc)).toBe(false);
 
-    const r = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--keys', keys, '--region', 'eu-test', '--advertise-host', 'relay1.example.net', '--no-start']);
+    const r = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--keys', keys, '--region', 'eu-test', '--advertise-host', 'relay1.example.net', '--no-start', '--insecure-http-control']);
     expect(r.code, r.stderr).toBe(0);
     const unitPath = path.join(units, 'tunnel-relay.service');
     for (const f of ['relay.yml', 'fleet-key.json', 'operator-key']) expect(r.stdout).toContain(path.join(etc, f));
@@ -153,13 +156,13 @@ describe('service install', () => {
     expect(opKey.length).toBeGreaterThanOrEqual(24);
     expect(unit).not.toContain(opKey);
     const cfg = loadRelayConfig(path.join(etc, 'relay.yml'));
-    expect(cfg).toMatchObject({ region: 'eu-test', store: 'file:/var/lib/tunnel-relay/store', 'advertise-host': 'relay1.example.net', listen: { http: ':8080', connect: ':7844', metrics: '127.0.0.1:9464' } });
+    expect(cfg).toMatchObject({ 'insecure-http-control': true, region: 'eu-test', store: 'file:/var/lib/tunnel-relay/store', 'advertise-host': 'relay1.example.net', listen: { http: ':8080', connect: ':7844', metrics: '127.0.0.1:9464' } });
     verifyUnit(unitPath);
 
     // A different fleet key is never replaced behind the operator's back.
     const other = path.join(tmp.dir, 'other-key.json');
     generateKeyFile(other);
-    const clash = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--keys', other, '--no-start']);
+    const clash = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--keys', other, '--no-start', '--insecure-http-control']);
     expect(clash.code).toBe(1);
     expect(clash.stderr).toMatch(/fleet-key\.json exists and differs/);
 

@@ -56,6 +56,19 @@ describe.skipIf(opensslMissing !== null)('TLS: wss:// connector endpoint and HTT
     await dispatcher.close();
   });
 
+  it('the control API and the peer endpoint are TLS too, and the relay advertises https:// and wss://', async () => {
+    const dispatcher = new Agent({ connect: { ca: readFileSync(cert) } });
+    const health = await req(`https://127.0.0.1:${relay.control}/healthz`, { dispatcher });
+    expect(health.json()).toMatchObject({ status: 'ok', relayId: 'relay-tls' });
+    // The peer endpoint answers a TLS client (and refuses an unsigned request).
+    const peer = await req(`https://127.0.0.1:${relay.peer}/`, { host: 'secure.test', dispatcher });
+    expect(peer.header('tunnel-error')).toBe('peer_refused');
+    const list = (await req(`https://127.0.0.1:${relay.control}/v1/relays`, { dispatcher })).json<{ relays: Array<{ connectUrl: string; controlUrl: string }>; signed: string }>();
+    expect(list.relays).toEqual([expect.objectContaining({ connectUrl: `wss://127.0.0.1:${relay.connect}`, controlUrl: `https://127.0.0.1:${relay.control}` })]);
+    expect(typeof list.signed).toBe('string');
+    await dispatcher.close();
+  });
+
   it('a connector that does not trust the relay certificate fails to connect and says why', async () => {
     const c = await startConnector({ token, relays: [`wss://127.0.0.1:${relay.connect}`], url: origin.url, waitRegistered: 0, ha: 1 });
     const lost = await c.waitForLog((l) => l.event === 'backoff', 10_000);

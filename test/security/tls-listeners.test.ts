@@ -113,6 +113,10 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
     const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'secure', hostnames: ['secure.test'], relays: [`wss://127.0.0.1:${a.connect}`] });
     // Only on relay A: relay B serves the hostname by forwarding to A's peer endpoint.
     connector = await startConnector({ token, relays: [`wss://127.0.0.1:${a.connect}`], url: origin.url, ha: 2, extraArgs: ['--no-discover', '--ca-file', ca.cert] });
+    // Relay B forwards once it has seen A's presence for the tunnel.
+    const dispatcher = new Agent({ connect: { ca: caPem, servername: 'secure.test' } });
+    await waitFor(async () => (await req(`https://127.0.0.1:${httpsB}/ready`, { host: 'secure.test', dispatcher })).status === 200, 15_000, { message: 'relay B forwards to relay A' });
+    await dispatcher.close();
   }, 60_000);
   afterAll(async () => {
     await stopAll();

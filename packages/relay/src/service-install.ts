@@ -6,6 +6,8 @@ import { Command, Option } from 'commander';
 import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/protocol';
 import { stringify } from 'yaml';
 import { generateKeyFile, loadKeyFile } from './keys.js';
+import { checkPlainListeners, TlsConfigError } from './listener-tls.js';
+import { parseListen } from './listen.js';
 
 /**
  * `tunnel-relay service install|uninstall`: a hardened systemd unit plus
@@ -33,6 +35,8 @@ export interface RelayServiceOptions {
   drainTimeoutMs: number;
   drainDelayMs: number;
   tls: boolean;
+  /** Without TLS: plain control-plane listeners on non-loopback addresses, said out loud in relay.yml. */
+  insecureHttpControl?: boolean;
 }
 
 export function renderRelayUnit(o: RelayServiceOptions): string {
@@ -89,6 +93,7 @@ export function renderRelayConfig(o: RelayServiceOptions): string {
     store: o.store,
     listen,
     ...(o.advertiseHost ? { 'advertise-host': o.advertiseHost } : {}),
+    ...(o.insecureHttpControl && !o.tls ? { 'insecure-http-control': true } : {}),
     'drain-timeout': `${o.drainTimeoutMs}ms`,
     'drain-delay': `${o.drainDelayMs}ms`,
     log: { level: 'info', format: 'json' },
@@ -124,6 +129,7 @@ export function registerRelayServiceCommands(program: Command): void {
     .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay (default: this machine\'s host name)')
     .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
     .option('--drain-delay <ms>', 'how long a draining relay keeps serving before closing listeners', '1000')
+    .option('--insecure-http-control', 'without --tls-cert: serve the connector endpoint, control API and peer endpoint in plain HTTP off loopback')
     .option('--exec <command>', 'command that runs tunnel-relay (default: this node and this CLI)')
     .option('--force', 'replace an existing relay.yml (keys are never replaced: remove them yourself)')
     .option('--dry-run', 'print the unit and relay.yml instead of writing anything')
@@ -141,8 +147,19 @@ export function registerRelayServiceCommands(program: Command): void {
         drainTimeoutMs: Number(o.drainTimeout),
         drainDelayMs: Number(o.drainDelay),
         tls: !!(o.tlsCert && o.tlsKey),
+        insecureHttpControl: !!o.insecureHttpControl,
       };
       if (o.https && !opts.tls) throw new ServiceError('--https needs --tls-cert and --tls-key');
+      // The relay would refuse these at start; say so now, where the flags are.
+      if (!opts.tls) {
+        const addr = (a: string | undefined) => (a && a !== 'off' ? parseListen(a) : undefined);
+        try {
+          checkPlainListeners({ connect: addr(o.connect), control: addr(o.control), peer: addr(o.peer) }, opts.insecureHttpControl ?? false);
+        } catch (e) {
+          if (e instanceof TlsConfigError) throw new ServiceError(e.message);
+          throw e;
+        }
+      }
       const unit = renderRelayUnit(opts);
       const config = renderRelayConfig(opts);
       const unitPath = join(opts.unitDir, UNIT_NAME);
