@@ -11,6 +11,9 @@ import { startOrigin, type Origin } from '../harness/origin.js';
 import { req } from '../harness/http.js';
 import { waitFor } from '../harness/wait.js';
 import { issueCert, makeCa, opensslMissing, type Ca } from '../harness/certs.js';
+import { peekClaims } from '@tunnel/protocol';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 // With --tls-cert/--tls-key every listener that carries a secret (connector
 // endpoint, control API + dashboard, peer endpoint) and the HTTPS public
@@ -84,6 +87,7 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
   let httpsB: number;
   let origin: Origin;
   let connector: Proc;
+  let tunnelId: string;
   // Relay A reads its certificate files directly (rotated by rename: the file-change reload);
   // relay B through symlinks into another directory (rewritten there: only SIGHUP sees it).
   const certA = path.join(tmp.dir, 'a', 'relay.pem');
@@ -111,6 +115,7 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
     httpsB = httpsPort(b);
     origin = await startOrigin((q, s) => s.end(`secure ${q.headers['x-forwarded-proto']} ${q.url}`));
     const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'secure', hostnames: ['secure.test'], relays: [`wss://127.0.0.1:${a.connect}`] });
+    tunnelId = String(peekClaims(token)!.tunnelId);
     // Only on relay A: relay B serves the hostname by forwarding to A's peer endpoint.
     connector = await startConnector({ token, relays: [`wss://127.0.0.1:${a.connect}`], url: origin.url, ha: 2, extraArgs: ['--no-discover', '--ca-file', ca.cert] });
     // Relay B forwards once it has seen A's presence for the tunnel.
@@ -158,6 +163,39 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
     await dispatcher.close();
     expect(r.status).toBe(200);
     expect(r.text).toBe('secure https /fwd');
+  });
+
+  it('a relay with certificates never forwards to a peer that advertises plain http://', async () => {
+    // A member record naming a plain peer endpoint that claims to hold the tunnel (an old or
+    // misconfigured relay, or a forged record): forwarding it the request would send it in clear.
+    const hits: string[] = [];
+    const plainPeer = http.createServer((q, s) => {
+      hits.push(`${q.method} ${q.url}`);
+      s.end('plain peer');
+    });
+    await new Promise<void>((r) => plainPeer.listen(0, '127.0.0.1', r));
+    const peerUrl = `http://127.0.0.1:${(plainPeer.address() as AddressInfo).port}`;
+    const s = await openStore(store);
+    const dispatcher = new Agent({ connect: { ca: caPem, servername: 'secure.test' } });
+    try {
+      const now = Date.now();
+      await s.heartbeatRelay({ id: 'relay-plain', region: 'x', controlUrl: '', connectUrl: 'ws://127.0.0.1:1', publicUrl: '', peerUrl, startedAt: now, lastSeen: now, draining: false }, 60_000);
+      await s.putPresence('relay-plain', [{ connectionId: 'c-plain', relayId: 'relay-plain', tunnelId, connectorId: 'x', connIndex: 0, version: '0', clientIp: '127.0.0.1', connectedAt: now }], 60_000);
+      // Relay B refreshes its fleet view every 2 s: requests over 5 s (bounded) all go to relay A.
+      const until = Date.now() + 5_000;
+      let n = 0;
+      while (Date.now() < until && n < 2_000) {
+        const r = await req(`https://127.0.0.1:${httpsB}/n${n++}`, { host: 'secure.test', dispatcher });
+        expect(r.text).toMatch(/^secure https \/n\d+$/);
+      }
+      expect(hits).toEqual([]);
+    } finally {
+      await s.removeRelay('relay-plain');
+      await s.close();
+      await dispatcher.close();
+      plainPeer.closeAllConnections();
+      await new Promise((r) => plainPeer.close(r));
+    }
   });
 
   it('`tunnel login --relay https://…` works with a private CA (--ca-file, saved for later commands; NODE_EXTRA_CA_CERTS)', async () => {
