@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Agent } from 'undici';
 import { generateSigningKeyPair, peekClaims, signToken, TokenKind, type RelayListClaims } from '@tunnel/protocol';
 import { generateKeyFile, loadKeyFile } from '../../packages/relay/src/keys.js';
-import { createTunnel, Proc, startRelay, stopAll, tempDir, CONNECTOR_CLI, type RelayProc } from '../harness/procs.js';
+import { createTunnel, Proc, startConnector, startRelay, stopAll, tempDir, CONNECTOR_CLI, type RelayProc } from '../harness/procs.js';
 import { startOrigin, type Origin } from '../harness/origin.js';
 import { req } from '../harness/http.js';
 import { waitFor } from '../harness/wait.js';
@@ -60,15 +60,15 @@ async function startRecorder(tlsPair: { cert: Buffer; key: Buffer }): Promise<Re
   };
 }
 
-type Mode = 'unsigned' | 'wrong-key' | 'ws-downgrade';
+type Mode = 'unsigned' | 'wrong-key' | 'ws-downgrade' | 'replayed-old';
 
 /** The lying control API (https, with a certificate the connector trusts): serves a relay list per `mode`. */
-async function startLiar(tlsPair: { cert: Buffer; key: Buffer }, list: () => { relays: unknown[]; signed?: string }) {
+async function startLiar(tlsPair: { cert: Buffer; key: Buffer }, list: (served: number) => { relays: unknown[]; signed?: string }) {
   let served = 0;
   const server = https.createServer(tlsPair, (q, s) => {
     if (q.url !== '/v1/relays') return void s.writeHead(404).end();
     served++;
-    s.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(list()));
+    s.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(list(served)));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
@@ -111,7 +111,10 @@ describe.skipIf(missing !== null)('discovery trust: a relay list the fleet did n
     tmp.cleanup();
   });
 
-  const lists: Record<Mode, (real: RelayProc[], liarUrl: string) => { relays: unknown[]; signed?: string }> = {
+  const fleetSigned = (relays: RelayListClaims['relays'], iat: number) =>
+    ({ relays, signed: signToken(TokenKind.RelayList, { relays, iat, exp: Math.floor(Date.now() / 1000) + 60 } satisfies RelayListClaims, loadKeyFile(keysFile).secretKey) });
+  const realEntries = (real: RelayProc[]) => real.map((r) => ({ id: r.id, connectUrl: `wss://127.0.0.1:${r.connect}`, controlUrl: `https://127.0.0.1:${r.control}`, draining: !r.proc.running }));
+  const lists: Record<Mode, (real: RelayProc[], liarUrl: string, served: number) => { relays: unknown[]; signed?: string }> = {
     unsigned: (_real, liarUrl) => ({ relays: [{ id: 'evil', connectUrl: recorder.wssUrl, controlUrl: liarUrl, draining: false }] }),
     'wrong-key': (_real, liarUrl) => {
       const relays = [{ id: 'evil', connectUrl: recorder.wssUrl, controlUrl: liarUrl, draining: false }];
@@ -120,25 +123,22 @@ describe.skipIf(missing !== null)('discovery trust: a relay list the fleet did n
       return { relays, signed: signToken(TokenKind.RelayList, claims, generateSigningKeyPair().secretKey) };
     },
     // Signed with the real fleet key (an old relay, a misconfigured one): the ws:// entry is still never followed from wss://.
-    'ws-downgrade': (real, liarUrl) => {
-      const relays = [
-        { id: 'evil', connectUrl: recorder.wsUrl, controlUrl: liarUrl, draining: false },
-        ...real.map((r) => ({ id: r.id, connectUrl: `wss://127.0.0.1:${r.connect}`, controlUrl: `https://127.0.0.1:${r.control}`, draining: !r.proc.running })),
-      ];
-      const now = Math.floor(Date.now() / 1000);
-      const claims: RelayListClaims = { relays, iat: now, exp: now + 60 };
-      return { relays, signed: signToken(TokenKind.RelayList, claims, loadKeyFile(keysFile).secretKey) };
-    },
+    'ws-downgrade': (real, liarUrl) => fleetSigned([{ id: 'evil', connectUrl: recorder.wsUrl, controlUrl: liarUrl, draining: false }, ...realEntries(real)], Math.floor(Date.now() / 1000)),
+    // A genuine list from when the recorder was (say) a fleet member, replayed after a newer one: still within its validity, but older.
+    'replayed-old': (real, liarUrl, served) =>
+      served <= 1
+        ? fleetSigned(realEntries(real), Math.floor(Date.now() / 1000))
+        : fleetSigned([{ id: 'evil', connectUrl: recorder.wssUrl, controlUrl: liarUrl, draining: false }], Math.floor(Date.now() / 1000) - 100),
   };
 
-  it.each(['unsigned', 'wrong-key', 'ws-downgrade'] as const)(
+  it.each(['unsigned', 'wrong-key', 'ws-downgrade', 'replayed-old'] as const)(
     'list %s: the token never reaches the recorder, serving continues, and a relay drain moves connections only to real relays',
     async (mode) => {
       const tlsArgs = ['--tls-cert', leaf.cert, '--tls-key', leaf.key, '--tls-ca', ca.cert, '--https', '127.0.0.1:0'];
       const r1 = await startRelay({ dir: tmp.dir, store, keys: keysFile, id: `r1-${mode}`, extraArgs: tlsArgs });
       const r2 = await startRelay({ dir: tmp.dir, store, keys: keysFile, id: `r2-${mode}`, extraArgs: tlsArgs });
       const real = [r1, r2];
-      const liar = await startLiar(tlsPair, () => lists[mode](real, liar.url));
+      const liar = await startLiar(tlsPair, (served) => lists[mode](real, liar.url, served));
       const relayUrls = real.map((r) => `wss://127.0.0.1:${r.connect}`);
       const token = await createTunnel({ dir: tmp.dir, store, keys: keysFile, name: 'trust', hostnames: ['trust.test'], relays: relayUrls });
       expect(typeof peekClaims(token)?.fleetKey).toBe('string');
@@ -157,7 +157,7 @@ describe.skipIf(missing !== null)('discovery trust: a relay list the fleet did n
       if (mode === 'ws-downgrade') expect(refusals).toHaveLength(0);
       else {
         expect(refusals).toHaveLength(1);
-        expect(refusals[0]!.reason).toBe(mode === 'unsigned' ? 'unsigned' : 'bad-signature');
+        expect(refusals[0]!.reason).toBe({ unsigned: 'unsigned', 'wrong-key': 'bad-signature', 'replayed-old': 'stale' }[mode]);
       }
 
       // Routine drain of relay 1: its connection moves, to relay 2.
@@ -183,4 +183,34 @@ describe.skipIf(missing !== null)('discovery trust: a relay list the fleet did n
     },
     90_000,
   );
+
+  it('a token issued before signed lists (no fleet key) still runs on the relays it names with discovery off; --fleet-key turns discovery back on', async () => {
+    const tlsArgs = ['--tls-cert', leaf.cert, '--tls-key', leaf.key, '--tls-ca', ca.cert, '--https', '127.0.0.1:0'];
+    const r1 = await startRelay({ dir: tmp.dir, store, keys: keysFile, id: 'old-1', extraArgs: tlsArgs });
+    const r2 = await startRelay({ dir: tmp.dir, store, keys: keysFile, id: 'old-2', extraArgs: tlsArgs });
+    const liar = await startLiar(tlsPair, (served) => lists.unsigned([r1, r2], liar.url, served));
+    const relayUrls = [r1, r2].map((r) => `wss://127.0.0.1:${r.connect}`);
+    const fresh = peekClaims(await createTunnel({ dir: tmp.dir, store, keys: keysFile, name: 'trust', hostnames: ['trust.test'], relays: relayUrls }))!;
+    const { kind: _kind, fleetKey, ...claims } = fresh;
+    expect(typeof fleetKey).toBe('string');
+    // The old shape: same claims, no fleetKey; its control URL is the liar's.
+    const old = signToken(TokenKind.Tunnel, { ...claims, controlUrl: liar.url }, loadKeyFile(keysFile).secretKey);
+    const args = ['--ca-file', ca.cert, '--discovery-interval', '200ms', '--grace-period', '2s'];
+    const plain = await startConnector({ token: old, relays: [], url: origin.url, ha: 2, extraArgs: args });
+    expect(plain.countLogs((l) => l.event === 'discovery-off' && l.level === 40)).toBe(1);
+    const keyed = await startConnector({ token: old, relays: [], url: origin.url, ha: 2, extraArgs: [...args, '--fleet-key', String(fleetKey)] });
+    await keyed.waitForLog((l) => l.event === 'relay-list-refused' && l.reason === 'unsigned', 10_000);
+    expect(keyed.countLogs((l) => l.event === 'discovery-off')).toBe(0);
+    const before = [plain, keyed].map((c) => c.countLogs((l) => l.event === 'registered'));
+    await r1.proc.stop(15_000);
+    await waitFor(() => [plain, keyed].every((c, i) => c.countLogs((l) => l.event === 'registered') > before[i]!), 15_000, { message: 'both connectors moved after the drain' });
+    const dispatcher = new Agent({ connect: { ca: caPem, servername: 'trust.test' } });
+    const r = await req(`https://127.0.0.1:${(r2.proc.logs.find((l) => l.event === 'listening')!.ports as { https: number }).https}/old`, { host: 'trust.test', dispatcher });
+    await dispatcher.close();
+    expect(r.text).toBe('trusted /old');
+    for (const c of [plain, keyed]) expect(c.logs.filter((l) => l.event === 'dial').every((l) => relayUrls.includes(String(l.relay)))).toBe(true);
+    expect(recorder.hits).toEqual([]);
+    await Promise.all([plain.stop(), keyed.stop(), r2.proc.stop()]);
+    await liar.close();
+  }, 90_000);
 });
