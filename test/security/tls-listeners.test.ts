@@ -22,6 +22,7 @@ import type { AddressInfo } from 'node:net';
 // connection, and `tunnel login` works against a private CA.
 
 const missing = opensslMissing('TLS listener tests');
+const OPERATOR_KEY = 'tls-listeners-operator-key-0123';
 
 /** TLS handshake to 127.0.0.1:port trusting `ca`; resolves with the served certificate's fingerprint. */
 function handshake(port: number, ca: Buffer): Promise<string> {
@@ -108,7 +109,8 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
     symlinkSync(leafB.cert, certB);
     symlinkSync(leafB.key, keyB);
     generateKeyFile(keys);
-    const tlsArgs = (cert: string, key: string) => ['--tls-cert', cert, '--tls-key', key, '--tls-ca', ca.cert, '--https', '127.0.0.1:0'];
+    writeFileSync(path.join(tmp.dir, 'operator-key'), OPERATOR_KEY);
+    const tlsArgs = (cert: string, key: string) => ['--tls-cert', cert, '--tls-key', key, '--tls-ca', ca.cert, '--https', '127.0.0.1:0', '--operator-key-file', path.join(tmp.dir, 'operator-key')];
     a = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-a', extraArgs: tlsArgs(certA, keyA) });
     b = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-b', extraArgs: tlsArgs(certB, keyB) });
     httpsA = httpsPort(a);
@@ -196,6 +198,33 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
       plainPeer.closeAllConnections();
       await new Promise((r) => plainPeer.close(r));
     }
+  });
+
+  it('the dashboard (over TLS) gets fleet stats from the other relay over https, verified with the fleet CA', async () => {
+    const dispatcher = new Agent({ connect: { ca: caPem } });
+    const base = `https://127.0.0.1:${b.control}`;
+    const login = await request(`${base}/dashboard/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: base },
+      body: new URLSearchParams({ key: OPERATOR_KEY }).toString(),
+      dispatcher,
+    });
+    await login.body.dump();
+    expect(login.statusCode).toBe(303);
+    const setCookie = String(login.headers['set-cookie']);
+    expect(setCookie).toMatch(/; Secure/i);
+    const cookie = setCookie.split(';')[0]!;
+    const state = await waitFor(
+      async () => {
+        const r = await req(`${base}/dashboard/api/state`, { headers: { cookie }, dispatcher });
+        const relays = r.json<{ relays: Array<{ id: string; stats: boolean }> }>().relays;
+        return relays.find((x) => x.id === 'relay-a')?.stats ? relays : null;
+      },
+      15_000,
+      { message: 'relay B dashboard shows relay A stats' },
+    );
+    expect(state.map((x) => x.id)).toContain('relay-a');
+    await dispatcher.close();
   });
 
   it('`tunnel login --relay https://…` works with a private CA (--ca-file, saved for later commands; NODE_EXTRA_CA_CERTS)', async () => {
