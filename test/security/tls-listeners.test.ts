@@ -11,6 +11,7 @@ import { startOrigin, type Origin } from '../harness/origin.js';
 import { req } from '../harness/http.js';
 import { waitFor } from '../harness/wait.js';
 import { issueCert, makeCa, opensslMissing, type Ca } from '../harness/certs.js';
+import { parsePromText, sumOf } from '../harness/prom-text.js';
 import { peekClaims } from '@tunnel/protocol';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -112,7 +113,7 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
     writeFileSync(path.join(tmp.dir, 'operator-key'), OPERATOR_KEY);
     const tlsArgs = (cert: string, key: string) => ['--tls-cert', cert, '--tls-key', key, '--tls-ca', ca.cert, '--https', '127.0.0.1:0', '--operator-key-file', path.join(tmp.dir, 'operator-key')];
     a = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-a', extraArgs: tlsArgs(certA, keyA) });
-    b = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-b', extraArgs: tlsArgs(certB, keyB) });
+    b = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-b', extraArgs: [...tlsArgs(certB, keyB), '--metrics', '127.0.0.1:0'] });
     httpsA = httpsPort(a);
     httpsB = httpsPort(b);
     origin = await startOrigin((q, s) => s.end(`secure ${q.headers['x-forwarded-proto']} ${q.url}`));
@@ -309,5 +310,11 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
     b.proc.signal('SIGHUP');
     await b.proc.waitForLog((l) => l.event === 'tls-reload-failed' && l.trigger === 'SIGHUP', 10_000);
     expect(await handshake(httpsB, caPem)).toBe(new X509Certificate(readFileSync(next.cert)).fingerprint256);
+    // /metrics: one reload served, one refused, and the expiry of the certificate now served.
+    const metricsPort = (await b.proc.waitForLog((l) => l.event === 'metrics-listening')).port as number;
+    const fams = parsePromText((await req(`http://127.0.0.1:${metricsPort}/metrics`)).text);
+    expect(sumOf(fams, 'tunnel_relay_tls_reloads_total', { result: 'ok' })).toBe(1);
+    expect(sumOf(fams, 'tunnel_relay_tls_reloads_total', { result: 'failed' })).toBe(1);
+    expect(sumOf(fams, 'tunnel_relay_tls_certificate_expiry_timestamp_seconds')).toBe(Math.floor(Date.parse(new X509Certificate(readFileSync(next.cert)).validTo) / 1000));
   });
 });

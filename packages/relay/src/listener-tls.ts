@@ -22,6 +22,8 @@ interface LoadedPair {
   cert: Buffer;
   key: Buffer;
   fingerprint: string;
+  /** notAfter, ms since the epoch. */
+  expiresAt: number;
 }
 
 function loadPair(files: TlsFiles): LoadedPair {
@@ -37,15 +39,14 @@ function loadPair(files: TlsFiles): LoadedPair {
   } catch (e) {
     throw new TlsConfigError(`cannot read TLS key ${files.key}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  let fingerprint: string;
   try {
     // Refuses a key that does not belong to the certificate (a half-written rotation).
     createSecureContext({ cert, key });
-    fingerprint = new X509Certificate(cert).fingerprint256;
+    const x509 = new X509Certificate(cert);
+    return { cert, key, fingerprint: x509.fingerprint256, expiresAt: Date.parse(x509.validTo) };
   } catch (e) {
     throw new TlsConfigError(`TLS certificate ${files.cert} / key ${files.key}: ${(e as Error).message}`);
   }
-  return { cert, key, fingerprint };
 }
 
 export type ReloadTrigger = 'file-change' | 'SIGHUP';
@@ -63,6 +64,8 @@ export class RelayCertificate {
   private watchers: FSWatcher[] = [];
   private debounce: NodeJS.Timeout | null = null;
   readonly trustedCa: Buffer | undefined;
+  /** Reloads that swapped in a new pair, and ones refused (for /metrics). */
+  readonly reloads = { ok: 0, failed: 0 };
 
   constructor(
     readonly files: TlsFiles,
@@ -83,6 +86,11 @@ export class RelayCertificate {
     return this.pair.fingerprint;
   }
 
+  /** When the certificate being served expires (ms since the epoch). */
+  get expiresAt(): number {
+    return this.pair.expiresAt;
+  }
+
   createServer(opts: http.ServerOptions, handler?: http.RequestListener): https.Server {
     const s = https.createServer({ ...opts, cert: this.pair.cert, key: this.pair.key }, handler);
     this.servers.add(s);
@@ -96,6 +104,7 @@ export class RelayCertificate {
     try {
       next = loadPair(this.files);
     } catch (e) {
+      this.reloads.failed++;
       this.log.warn({ event: 'tls-reload-failed', trigger, err: (e as Error).message }, 'new TLS certificate not loaded; keeping the running one');
       return false;
     }
@@ -103,6 +112,7 @@ export class RelayCertificate {
     if (changed) {
       for (const s of this.servers) s.setSecureContext({ cert: next.cert, key: next.key });
       this.pair = next;
+      this.reloads.ok++;
     }
     // A file event that changed nothing (an editor touching the directory) is not news; a SIGHUP always answers.
     if (changed || trigger === 'SIGHUP') {

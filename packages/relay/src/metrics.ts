@@ -4,6 +4,7 @@ import type { Route, Store } from './store/types.js';
 import type { ProxyHooks } from './request-proxy.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { ConnectorConnection } from './connector-connection.js';
+import type { RelayCertificate } from './listener-tls.js';
 
 /** Requests one tunnel has seen on this relay, by status class (index 1..5 = 1xx..5xx, 0 = other). */
 export interface TunnelTraffic {
@@ -35,6 +36,7 @@ export class RelayMetrics {
     connector: { live: new Set<Socket>(), closedIn: 0, closedOut: 0 },
   };
   private connections: TunnelConnections | null = null;
+  private certificate: RelayCertificate | null = null;
   private publicInFlight: () => number = () => 0;
 
   /** Hooks for the request path (ProxyContext.hooks). */
@@ -92,6 +94,27 @@ export class RelayMetrics {
       registers,
       collect() {
         this.set(self.publicInFlight());
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_tls_certificate_expiry_timestamp_seconds',
+      help: 'When the certificate the TLS listeners serve expires (Unix time); absent without TLS. Alert well before it.',
+      registers,
+      collect() {
+        this.reset();
+        if (self.certificate) this.set(Math.floor(self.certificate.expiresAt / 1000));
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_tls_reloads_total',
+      help: 'Certificate reloads (file change or SIGHUP): ok swapped in a new pair, failed kept the running one.',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        this.reset();
+        if (!self.certificate) return;
+        this.inc({ result: 'ok' }, self.certificate.reloads.ok);
+        this.inc({ result: 'failed' }, self.certificate.reloads.failed);
       },
     });
     new Counter({
@@ -216,6 +239,11 @@ export class RelayMetrics {
   }
 
   /** Follow the relay's connection set: registrations and disconnect reasons. */
+  /** The relay's certificate, for its expiry and reload counts. */
+  attachCertificate(certificate: RelayCertificate): void {
+    this.certificate = certificate;
+  }
+
   attachConnections(connections: TunnelConnections, publicInFlight: () => number): void {
     this.connections = connections;
     this.publicInFlight = publicInFlight;

@@ -113,6 +113,7 @@ export class Relay {
     await this.routes.load();
     const metrics = this.deps.metrics;
     metrics?.attachConnections(this.connections, () => this.publicInFlight());
+    if (this.certificate) metrics?.attachCertificate(this.certificate);
     // Connection events carry the relay id (connector id and index come from the connection).
     this.endpoint = new ConnectorEndpoint({
       relayId: this.opts.id,
