@@ -12,6 +12,7 @@ import { startOrigin, type Origin } from '../harness/origin.js';
 import { req } from '../harness/http.js';
 import { waitFor } from '../harness/wait.js';
 import { issueCert, makeCa, opensslMissing, type Ca } from '../harness/certs.js';
+import { parsePromText, sumOf } from '../harness/prom-text.js';
 
 // An attacker who can answer the connector's `GET /v1/relays` (a lying
 // control API, or anyone on a plain-HTTP path to one) names a relay of their
@@ -147,7 +148,7 @@ describe.skipIf(missing !== null)('discovery trust: a relay list the fleet did n
       writeFileSync(credFile, JSON.stringify({ accountId: 'a', tunnelId: String(peekClaims(token)!.tunnelId), tunnelName: 'trust', token, relays: relayUrls, controlUrl: liar.url }));
       const connector = new Proc(`connector-${mode}`, process.execPath, [
         CONNECTOR_CLI, 'run', '--credentials-file', credFile, '--url', origin.url, '--ha-connections', '2', '--ca-file', ca.cert,
-        '--discovery-interval', '200ms', '--log-format', 'json', '--loglevel', 'debug', '--grace-period', '2s',
+        '--discovery-interval', '200ms', '--log-format', 'json', '--loglevel', 'debug', '--grace-period', '2s', '--metrics', '127.0.0.1:0',
       ], { TUNNEL_TOKEN: '' });
       await waitFor(() => connector.countLogs((l) => l.event === 'registered') >= 2 || !connector.running, 15_000, { message: 'connector registered twice' });
       expect(connector.running).toBe(true);
@@ -176,6 +177,12 @@ describe.skipIf(missing !== null)('discovery trust: a relay list the fleet did n
       await waitFor(() => liar.served() >= servedNow + 3, 10_000, { message: 'liar asked again after the drain' });
       expect(connector.logs.filter((l) => l.event === 'dial').map((l) => String(l.relay)).filter((u) => !relayUrls.includes(u))).toEqual([]);
       expect(recorder.hits).toEqual([]);
+      // /metrics counts every refused list (logged once) and the real lists followed.
+      const metricsPort = (connector.logs.find((l) => l.event === 'metrics')!.port as number);
+      const fams = parsePromText((await req(`http://127.0.0.1:${metricsPort}/metrics`)).text);
+      const refusedAs = { unsigned: 'unsigned', 'wrong-key': 'bad-signature', 'replayed-old': 'stale', 'ws-downgrade': null }[mode];
+      if (refusedAs) expect(sumOf(fams, 'tunnel_relay_lists_total', { result: refusedAs })).toBeGreaterThanOrEqual(5);
+      expect(sumOf(fams, 'tunnel_relay_lists_total', { result: 'followed' })).toBeGreaterThanOrEqual(1);
       await dispatcher.close();
       await connector.stop();
       await r2.proc.stop();

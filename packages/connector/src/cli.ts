@@ -97,6 +97,7 @@ program
       hooks: metrics.originHooks,
     });
     metrics.attach(connector.ha);
+    metrics.attachDiscovery(connector.discovery);
     logOriginRequests(connector.log);
     const metricsAddr: string | undefined = o.metrics ?? (cfg?.metrics ? `${cfg.metrics.host}:${cfg.metrics.port}` : undefined);
     let metricsUrl: string | undefined;

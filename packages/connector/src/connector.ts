@@ -43,7 +43,7 @@ export class Connector {
   readonly proxy: OriginProxy;
   private state: ConnectorState = 'created';
   private watcher: FSWatcher | null = null;
-  private readonly discovery: RelayDiscovery | null;
+  readonly discovery: RelayDiscovery | null;
   private reloadTimer: NodeJS.Timeout | null = null;
   private fatalReason: Extract<CloseReason, { kind: 'refused' | 'revoked' }> | null = null;
   private readonly fatalWaiters: Array<(r: Extract<CloseReason, { kind: 'refused' | 'revoked' }>) => void> = [];

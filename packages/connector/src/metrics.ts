@@ -23,6 +23,7 @@ export class ConnectorMetrics {
   private closedIn = 0;
   private closedOut = 0;
   private ha: HAManager | null = null;
+  private discovery: { outcomes: ReadonlyMap<string, number> } | null = null;
 
   constructor(o: { connectorId: string; tunnelId: string; version: string; defaultMetrics?: boolean }) {
     const registers = [this.registry];
@@ -66,6 +67,16 @@ export class ConnectorMetrics {
         let n = 0;
         for (const c of self.ha?.connections() ?? []) n += c.streams;
         this.set(n);
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_lists_total',
+      help: 'Relay lists fetched for discovery, by result: followed, or why not (unsigned, bad-signature, expired, stale, malformed).',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [result, n] of self.discovery?.outcomes ?? []) this.inc({ result }, n);
       },
     });
     new Counter({
@@ -133,6 +144,11 @@ export class ConnectorMetrics {
   }
 
   /** Follow the HA manager: connection gauges, events, reconnect reasons, wire bytes. */
+  /** Relay discovery, for the lists it followed and refused. */
+  attachDiscovery(discovery: { outcomes: ReadonlyMap<string, number> } | null): void {
+    this.discovery = discovery;
+  }
+
   attach(ha: HAManager): void {
     this.ha = ha;
     ha.on('connection', (e: ConnectionEvent) => {

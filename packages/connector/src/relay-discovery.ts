@@ -34,6 +34,8 @@ export class RelayDiscovery {
   private timer: NodeJS.Timeout | null = null;
   private lastIssuedAt = 0;
   private readonly warned = new Set<string>();
+  /** Lists fetched, by what became of them (`followed` or a Refusal), for /metrics. */
+  readonly outcomes = new Map<'followed' | Refusal, number>();
 
   constructor(
     seeds: string[],
@@ -81,6 +83,7 @@ export class RelayDiscovery {
   }
 
   private refuse(base: string, why: Refusal, detail: string): void {
+    this.outcomes.set(why, (this.outcomes.get(why) ?? 0) + 1);
     const key = `${base} ${why}`;
     const fields = { event: 'relay-list-refused', controlUrl: base, reason: why, detail };
     if (this.warned.has(key)) return void this.log.debug(fields, 'relay list ignored again');
@@ -127,6 +130,7 @@ export class RelayDiscovery {
         continue;
       }
       this.lastIssuedAt = claims.iat;
+      this.outcomes.set('followed', (this.outcomes.get('followed') ?? 0) + 1);
       const relays = claims.relays.filter((x) => x && typeof x.connectUrl === 'string' && this.schemeAllowed(x.connectUrl, 'connect'));
       for (const x of claims.relays) {
         if (x && typeof x.controlUrl === 'string' && this.schemeAllowed(x.controlUrl, 'control') && !this.controlUrls.includes(x.controlUrl)) this.controlUrls.push(x.controlUrl);
