@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkPlainListeners, isLoopback, TlsConfigError } from '../src/listener-tls.js';
+import { parseListen } from '../src/listen.js';
+import { loadRelayConfig, RelayConfigError } from '../src/relay-config.js';
+
+describe('plain listeners without a certificate', () => {
+  it('knows loopback addresses', () => {
+    for (const h of ['127.0.0.1', '127.8.9.10', '::1', '[::1]', 'localhost', '::ffff:127.0.0.1']) expect(isLoopback(h), h).toBe(true);
+    for (const h of ['0.0.0.0', '::', '', '10.0.0.1', '128.0.0.1', '127.0.0.1.example.com', 'localhost.example.com']) expect(isLoopback(h), h).toBe(false);
+  });
+
+  it('refuses exposed connect/control/peer addresses, naming each, unless told --insecure-http-control', () => {
+    const exposed = { connect: parseListen(':7844'), control: parseListen('10.0.0.5:7000'), peer: parseListen('127.0.0.1:7845') };
+    expect(() => checkPlainListeners(exposed, false)).toThrow(TlsConfigError);
+    expect(() => checkPlainListeners(exposed, false)).toThrow(/^--connect 0\.0\.0\.0:7844, --control 10\.0\.0\.5:7000: a non-loopback address without TLS.*--insecure-http-control/);
+    expect(() => checkPlainListeners(exposed, true)).not.toThrow();
+    expect(() => checkPlainListeners({ connect: parseListen('127.0.0.1:0'), control: parseListen('[::1]:0') }, false)).not.toThrow();
+  });
+});
+
+describe('relay.yml TLS settings', () => {
+  it('reads tls.ca (relative to the file) and insecure-http-control, and names the line of a bad value', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relay-yml-'));
+    try {
+      const file = join(dir, 'relay.yml');
+      writeFileSync(file, 'tls: { cert: relay.pem, key: relay.key, ca: fleet-ca.pem }\ninsecure-http-control: false\n');
+      expect(loadRelayConfig(file)).toMatchObject({ tls: { cert: join(dir, 'relay.pem'), key: join(dir, 'relay.key'), ca: join(dir, 'fleet-ca.pem') }, 'insecure-http-control': false });
+      writeFileSync(file, 'id: r1\ninsecure-http-control: "yes"\n');
+      expect(() => loadRelayConfig(file)).toThrow(RelayConfigError);
+      expect(() => loadRelayConfig(file)).toThrow(/relay\.yml:2:\d+: insecure-http-control: /);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
