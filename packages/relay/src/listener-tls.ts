@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { Agent } from 'undici';
@@ -128,9 +128,15 @@ export class RelayCertificate {
    */
   watch(): void {
     const dirs = new Set([dirname(this.files.cert), dirname(this.files.key)]);
+    const names = new Set([basename(this.files.cert), basename(this.files.key)]);
+    // Only our files (or Kubernetes' `..data` swap, or an event without a name): a log file
+    // written in the same directory must not make every write a reload.
+    const ours = (name: string | Buffer | null) => name === null || names.has(String(name)) || String(name).startsWith('..');
     for (const dir of dirs) {
       try {
-        const w = watch(dir, () => this.scheduleReload());
+        const w = watch(dir, (_event, name) => {
+          if (ours(name)) this.scheduleReload();
+        });
         w.on('error', () => {});
         this.watchers.push(w);
       } catch (e) {
