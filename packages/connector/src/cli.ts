@@ -5,7 +5,8 @@ import { Connector, CONNECTOR_VERSION } from './connector.js';
 import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from './config.js';
 import { compileIngress, describeRule, ruleForUrl } from './ingress.js';
 import { parseDuration } from './duration.js';
-import { resolveToken, relaysFor, CredentialError } from './credentials.js';
+import { resolveToken, relaysFor, tokenExpiry, CredentialError } from './credentials.js';
+import { watchCredential } from './credential-watch.js';
 import { peekClaims } from '@tunnel/protocol';
 import { createStatusServer } from './status-server.js';
 import { registerProvisioningCommands, fetchCredentialsFor } from './provisioning-commands.js';
@@ -64,11 +65,17 @@ program
     const log = createLogger({ name: 'tunnel', level: o.loglevel ?? cfg?.loglevel ?? 'info', format: o.logFormat, file: o.logfile });
     const rules = resolveIngress(cfg, o.url);
     const ingress = compileIngress(rules, cfg?.originRequest ?? ORIGIN_REQUEST_DEFAULTS);
-    const { token, file } = resolveToken({
+    const { token, file, watch } = resolveToken({
       token: o.token,
       tokenFile: o.tokenFile ?? cfg?.tokenFile,
       credentialsFile: o.credentialsFile ?? cfg?.credentialsFile ?? (name ? await credentialsPathFor(name) : undefined),
     });
+    const exp = tokenExpiry(token);
+    if (exp !== undefined && exp * 1000 <= Date.now()) {
+      // Said here, before any dial: the relay would refuse it the same way.
+      process.stderr.write(`tunnel: the tunnel credential expired at ${new Date(exp * 1000).toISOString()} (credential_expired): get a new one with \`tunnel token --rotate NAME\`\n`);
+      process.exit(2);
+    }
     const relays = relaysFor(token, o.relay ?? (cfg?.relays.length ? cfg.relays : (file?.relays ?? [])));
     if (relays.length === 0) throw new CliError('no relays: pass --relay URL, list `relays` in the config, or use a credential that names them');
     const haConnections = Number(o.haConnections ?? cfg?.haConnections ?? 4);
@@ -137,6 +144,7 @@ program
     }
     log.info({ event: 'starting', connectorId: connector.id, relays, haConnections, version: CONNECTOR_VERSION }, 'connector starting');
     connector.start();
+    if (watch) watchCredential(watch, token, (next) => connector.rotateCredential(next), connector.log);
 
     let signals = 0;
     const onSignal = (sig: string) => {

@@ -128,6 +128,11 @@ export class Connector {
     }
   }
 
+  /** A rotated tunnel credential: connections move to it one at a time, without a restart. */
+  rotateCredential(token: string): void {
+    this.ha.rotateToken(token);
+  }
+
   async drain(): Promise<void> {
     if (this.state !== 'running') return;
     this.state = 'draining';

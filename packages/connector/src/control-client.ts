@@ -1,6 +1,7 @@
 import { request } from 'undici';
-import { readFileSync, writeFileSync, mkdirSync, chmodSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync, mkdirSync, renameSync, unlinkSync } from 'node:fs';
+import { join, dirname, basename } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { tunnelHome } from './tunnel-home.js';
 import { relayTrust, certificateHint } from './ca-trust.js';
 
@@ -50,11 +51,29 @@ export function readCert(): AccountCert {
   };
 }
 
-/** Files holding credentials are created 0600 inside a 0700 TUNNEL_HOME. */
+/**
+ * Files holding credentials are created 0600 inside a 0700 TUNNEL_HOME, and
+ * replaced atomically (write a temporary file, rename): a connector watching
+ * the file never reads half of one.
+ */
 export function writeSecretFile(path: string, data: unknown): void {
+  writeSecretText(path, JSON.stringify(data, null, 2) + '\n');
+}
+
+export function writeSecretText(path: string, text: string): void {
   mkdirSync(tunnelHome(), { recursive: true, mode: 0o700 });
-  writeFileSync(path, JSON.stringify(data, null, 2) + '\n', { mode: 0o600 });
-  chmodSync(path, 0o600);
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    renameSync(tmp, path);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* never created */
+    }
+    throw e;
+  }
 }
 
 export async function api<T>(baseUrl: string, method: string, path: string, o: { auth?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {

@@ -16,6 +16,15 @@ export interface TunnelCredentialsFile {
   fleetKey?: string;
 }
 
+/** A file the credential came from (watched for rotation). */
+export type CredentialFile = { kind: 'token-file' | 'credentials-file'; path: string };
+
+/** Seconds since the epoch at which the token expires, if it says. */
+export function tokenExpiry(token: string): number | undefined {
+  const exp = peekClaims(token)?.exp;
+  return typeof exp === 'number' && Number.isFinite(exp) ? exp : undefined;
+}
+
 export interface TokenSources {
   token?: string;
   tokenFile?: string;
@@ -27,7 +36,7 @@ export interface TokenSources {
  * TUNNEL_TOKEN), --token-file, then a credentials file. --token-file and the
  * environment keep the secret out of `ps`.
  */
-export function resolveToken(s: TokenSources): { token: string; source: string; file?: TunnelCredentialsFile } {
+export function resolveToken(s: TokenSources): { token: string; source: string; file?: TunnelCredentialsFile; watch?: CredentialFile } {
   if (s.token) return { token: s.token.trim(), source: '--token' };
   if (s.tokenFile) {
     let t: string;
@@ -37,11 +46,11 @@ export function resolveToken(s: TokenSources): { token: string; source: string; 
       throw new CredentialError(`cannot read token file ${s.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     if (!t) throw new CredentialError(`token file ${s.tokenFile} is empty`);
-    return { token: t, source: s.tokenFile };
+    return { token: t, source: s.tokenFile, watch: { kind: 'token-file', path: s.tokenFile } };
   }
   if (s.credentialsFile) {
     const file = readCredentialsFile(s.credentialsFile);
-    return { token: file.token, source: s.credentialsFile, file };
+    return { token: file.token, source: s.credentialsFile, file, watch: { kind: 'credentials-file', path: s.credentialsFile } };
   }
   throw new CredentialError('no tunnel credential: pass --token, set TUNNEL_TOKEN, use --token-file, or name a tunnel created with `tunnel create`');
 }

@@ -84,9 +84,14 @@ export class HAManager extends EventEmitter<HAEvents> {
   /** Relay ids learned from registrations, so a dial line can name the relay it goes to. */
   private readonly relayIds = new Map<string, string>();
   reconnects = 0;
+  /** The credential new connections present; replaced by a rotation. */
+  private token: string;
+  /** A rotation in progress: slots still on the old credential, replaced one at a time. */
+  private rotation: { queue: number[]; previous: string } | null = null;
 
   constructor(private readonly o: HAOptions) {
     super();
+    this.token = o.token;
     if (o.relays.length === 0) throw new Error('no relays to connect to');
     this.relays = dedupe(o.relays).map((url) => ({ url, failures: 0, avoidUntil: 0, lastError: '' }));
     this.slots = Array.from({ length: o.haConnections }, (_, index) => ({ index, current: null, pending: null, failures: 0, failingWith: null, timer: null }));
@@ -137,6 +142,44 @@ export class HAManager extends EventEmitter<HAEvents> {
 
   relayHealth(): ReadonlyArray<Readonly<RelayHealth>> {
     return this.relays;
+  }
+
+  /**
+   * A rotated credential: every connection is replaced by one presenting the
+   * new credential, one slot at a time and make-before-break (the old one
+   * finishes its streams after the new one registers), so no request fails.
+   */
+  rotateToken(token: string): void {
+    if (token === this.token || this.state !== 'running') return;
+    const previous = this.rotation?.previous ?? this.token;
+    this.token = token;
+    this.rotation = { queue: this.slots.map((s) => s.index), previous };
+    this.o.log.info({ event: 'credential-rotating', connections: this.slots.length }, 'new tunnel credential: replacing connections one at a time');
+    this.rotateNext();
+  }
+
+  private rotateNext(): void {
+    const r = this.rotation;
+    if (!r || this.state !== 'running') return;
+    for (let i = r.queue.shift(); i !== undefined; i = r.queue.shift()) {
+      const slot = this.slots[i]!;
+      const cur = slot.current;
+      // Empty or already moving slots dial with the new credential anyway.
+      if (!cur || slot.pending || cur.opts.token === this.token || cur.state !== 'registered') continue;
+      this.dial(slot, cur.opts.relayUrl);
+      const conn = slot.pending as RelayConnection | null;
+      if (!conn) continue;
+      const next = () => {
+        conn.off('registered', next);
+        conn.off('closed', next);
+        setImmediate(() => this.rotateNext());
+      };
+      conn.on('registered', next);
+      conn.on('closed', next);
+      return;
+    }
+    this.rotation = null;
+    this.o.log.info({ event: 'credential-rotated' }, 'every connection now uses the new tunnel credential');
   }
 
   /** SIGTERM: every connection drains (no new streams, in-flight finish within the grace period). */
@@ -196,7 +239,7 @@ export class HAManager extends EventEmitter<HAEvents> {
     if (this.state !== 'running') return;
     const conn = new RelayConnection({
       relayUrl,
-      token: this.o.token,
+      token: this.token,
       connectorId: this.o.connectorId,
       connIndex: slot.index,
       version: this.o.version,
@@ -254,6 +297,13 @@ export class HAManager extends EventEmitter<HAEvents> {
       // An old connection (replaced, or moved off a draining relay) that finished its streams.
       log.info({ event: 'drained', connIndex: slot.index, relayId, relay: relayUrl, reason: reason.message }, 'connection drained');
       this.note('drained', slot, conn, relayUrl, reason.kind);
+      return;
+    }
+    if ((reason.kind === 'refused' || reason.kind === 'revoked') && this.rotation && conn.opts.token === this.token && this.token !== this.rotation.previous && slot.current?.state === 'registered') {
+      // The new credential is refused while the old one still serves: keep the old one.
+      log.error({ event: 'credential-rotation-refused', connIndex: slot.index, relay: relayUrl, code: reason.code }, `relay refused the new tunnel credential (${reason.message}); keeping the current one`);
+      this.token = this.rotation.previous;
+      this.rotation = null;
       return;
     }
     if (reason.kind === 'refused' || reason.kind === 'revoked') {

@@ -3,10 +3,11 @@ import { Option } from 'commander';
 import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { boxKeyPair, openSealed, peekClaims } from '@tunnel/protocol';
-import { api, certPath, readCert, writeSecretFile, ControlError, type AccountCert } from './control-client.js';
+import { api, certPath, readCert, writeSecretFile, writeSecretText, ControlError, type AccountCert } from './control-client.js';
 import { tunnelHome, findCredentialsByName } from './tunnel-home.js';
 import { relayTrust } from './ca-trust.js';
-import type { TunnelCredentialsFile } from './credentials.js';
+import { resolveToken, type TunnelCredentialsFile } from './credentials.js';
+import { parseDuration } from './duration.js';
 
 interface TunnelRecord {
   id: string;
@@ -53,10 +54,17 @@ export function registerProvisioningCommands(program: Command): void {
     .command('login')
     .description('log in to a relay fleet: approve a short code (or use --enroll TOKEN), writes TUNNEL_HOME/cert.json')
     .requiredOption('--relay <url>', 'a relay control API URL, e.g. https://relay.example.com:7000 (a private CA: --ca-file or NODE_EXTRA_CA_CERTS)')
-    .option('--enroll <token>', 'non-interactive: an enrollment token from `tunnel-relay account create`')
+    .option('--enroll <token>', 'non-interactive: an enrollment token from `tunnel-relay account create` (single use unless issued --reusable)')
+    .option('--refresh', 'exchange the still-valid account credential in cert.json for a fresh one (the old one is revoked)')
     .option('--poll-interval <ms>', 'how often to ask whether the code was approved', '1000')
-    .action(async (o: { relay: string; enroll?: string; pollInterval: string }) => {
+    .action(async (o: { relay: string; enroll?: string; refresh?: boolean; pollInterval: string }) => {
       const base = o.relay.replace(/\/+$/, '');
+      if (o.refresh) {
+        const cert = readCert();
+        const r = await api<{ credential: string; accountId: string; accountName: string }>(base, 'POST', '/v1/account/refresh', { auth: cert.credential });
+        saveCert({ accountId: r.body.accountId, accountName: r.body.accountName, controlUrl: base, credential: r.body.credential, ...(cert.caFile ? { caFile: cert.caFile } : caFileField()) });
+        return;
+      }
       if (existsSync(certPath())) err(`note: replacing ${certPath()}`);
       if (o.enroll) {
         const r = await api<{ credential: string; accountId: string; accountName: string }>(base, 'POST', '/v1/enroll', { body: { token: o.enroll } });
@@ -150,11 +158,36 @@ export function registerProvisioningCommands(program: Command): void {
 
   program
     .command('token <name>')
-    .description('print the tunnel\'s run token (one string `tunnel run --token` accepts alone)')
-    .action(async (name: string) => {
+    .description('print the tunnel\'s run token (one string `tunnel run --token` accepts alone); --rotate replaces it')
+    .option('--rotate', 'issue a new token, rewrite the credentials file (and --token-file), and revoke the old token after --grace')
+    .option('--grace <duration>', 'with --rotate: how long the old token keeps working (running connectors move over meanwhile)', '24h')
+    .option('--token-file <file>', 'with --rotate: the token file a connector runs from (its token is the one retired; the new one is written there)')
+    .action(async (name: string, o: { rotate?: boolean; grace: string; tokenFile?: string }) => {
       const cert = readCert();
-      const r = await api<TunnelCredentialsFile>(cert.controlUrl, 'GET', `/v1/tunnels/${encodeURIComponent(name)}/token`, { auth: cert.credential });
-      out(r.body.token);
+      if (!o.rotate) {
+        const r = await api<TunnelCredentialsFile>(cert.controlUrl, 'GET', `/v1/tunnels/${encodeURIComponent(name)}/token`, { auth: cert.credential });
+        return out(r.body.token);
+      }
+      let graceMs: number;
+      try {
+        graceMs = parseDuration(o.grace);
+      } catch (e) {
+        throw new ControlError(0, 'bad_grace', `--grace: ${(e as Error).message}`);
+      }
+      const credentialsPath = findCredentialsByName(name);
+      const old = o.tokenFile ? resolveToken({ tokenFile: o.tokenFile }).token : credentialsPath ? resolveToken({ credentialsFile: credentialsPath }).token : undefined;
+      if (!old) err(`note: no credentials file for ${name} in ${tunnelHome()} and no --token-file: a new token is issued, but no old one is revoked`);
+      const r = await api<{ credentials: TunnelCredentialsFile; retired: { tokenId: string; revokesAt: number } | null }>(
+        cert.controlUrl,
+        'POST',
+        `/v1/tunnels/${encodeURIComponent(name)}/rotate`,
+        { auth: cert.credential, body: { ...(old ? { token: old } : {}), graceSeconds: Math.round(graceMs / 1000) } },
+      );
+      const path = credentialsPath ?? join(tunnelHome(), `${r.body.credentials.tunnelId}.json`);
+      writeSecretFile(path, r.body.credentials);
+      if (o.tokenFile) writeSecretText(o.tokenFile, r.body.credentials.token + '\n');
+      out(`New token for ${name} written to ${o.tokenFile ? `${o.tokenFile} and ` : ''}${path}; running connectors pick it up without a restart.`);
+      if (r.body.retired) out(`The old token (${r.body.retired.tokenId}) stops working at ${new Date(r.body.retired.revokesAt).toISOString()}.`);
     });
 
   const route = program.command('route').description('route hostnames to tunnels');

@@ -19,6 +19,11 @@ export interface TunnelClaims {
    */
   fleetKey?: string;
   iat: number;
+  /**
+   * Seconds since the epoch. Absent only from credentials issued before
+   * credentials expired (a relay's `--legacy-credentials` decides on those).
+   */
+  exp?: number;
 }
 
 /** `cert.json`: the account credential `tunnel login` obtains. */
@@ -30,6 +35,8 @@ export interface AccountClaims {
   /** The fleet's public key, as in TunnelClaims. */
   fleetKey?: string;
   iat: number;
+  /** Seconds since the epoch; absent only from legacy credentials. */
+  exp?: number;
 }
 
 /** One relay of a signed relay list (`GET /v1/relays`). */
@@ -57,13 +64,20 @@ export interface RelayListClaims {
 /** How long a signed relay list stays valid: a replayed old list cannot outlive this. */
 export const RELAY_LIST_TTL_SECONDS = 120;
 
-/** A single-use-in-spirit enrollment token an operator hands a user (`--enroll`). */
+/** An enrollment token an operator hands a user (`--enroll`): single-use unless `reusable`. */
 export interface EnrollClaims {
   jti: string;
   accountId: string;
   iat: number;
   exp: number;
+  reusable?: boolean;
 }
+
+/** Default lifetimes of what a relay issues (configurable on the relay). */
+export const CredentialLifetime = {
+  accountSeconds: 90 * 24 * 3600,
+  tunnelSeconds: 365 * 24 * 3600,
+} as const;
 
 export const TokenKind = {
   Tunnel: 'tunnel',

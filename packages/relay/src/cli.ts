@@ -18,6 +18,8 @@ import { loadRelayConfig, RelayConfigError, type RelayConfigFile } from './relay
 import http from 'node:http';
 import { RelayMetrics } from './metrics.js';
 import { Dashboard } from './dashboard.js';
+import { LegacyCredentials, parseLifetime, type CredentialPolicy, type LegacyPolicy } from './credential-check.js';
+import { CredentialLifetime } from '@tunnel/protocol';
 import { registerRelayServiceCommands, ServiceError } from './service-install.js';
 
 const VERSION = '0.1.0';
@@ -80,6 +82,9 @@ function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) 
       (o.operatorKey as string | undefined) ??
       readOperatorKey(o.operatorKeyFile as string | undefined) ??
       readOperatorKey(cfg['operator-key-file']),
+    accountTtl: pick<string>('accountCredentialTtl', cfg['account-credential-ttl']),
+    tunnelTtl: pick<string>('tunnelTokenTtl', cfg['tunnel-token-ttl']),
+    legacy: pick<LegacyPolicy>('legacyCredentials', cfg['legacy-credentials']),
     logLevel: pick<string>('logLevel', cfg.log?.level),
     logFormat: pick<string>('logFormat', cfg.log?.format),
     logFile: pick<string | undefined>('logFile', cfg.log?.file),
@@ -106,10 +111,14 @@ program
   .option('--metrics <addr>', 'serve Prometheus /metrics on HOST:PORT (default: off)')
   .option('--drain-delay <ms>', 'on SIGTERM, keep serving this long after reporting draining (for load balancers)', '1000')
   .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay', '127.0.0.1')
+  .option('--advertise-peer-url <url>', 'URL peers use for this relay\'s peer endpoint when it is not advertise-host:PORT (behind NAT or a proxy)')
   .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
   .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard (prefer --operator-key-file)').env('TUNNEL_RELAY_OPERATOR_KEY'))
   .addOption(new Option('--operator-key-file <file>', 'read the operator key from this file').env('TUNNEL_RELAY_OPERATOR_KEY_FILE'))
   .option('--login-ttl <seconds>', 'how long a `tunnel login` code stays valid', '600')
+  .option('--account-credential-ttl <duration>', 'lifetime of account credentials issued here (tunnel login)', '90d')
+  .option('--tunnel-token-ttl <duration>', 'lifetime of tunnel tokens issued here', '365d')
+  .addOption(new Option('--legacy-credentials <policy>', 'credentials issued before they expired (no exp): accept (logged once each) or refuse').choices(['accept', 'refuse']).default('accept'))
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
   .option('--log-file <file>', 'write logs to this file instead of stdout')
@@ -117,6 +126,23 @@ program
     const o = merged(cmd, flags, flags.config ? loadRelayConfig(flags.config) : {});
     const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat as 'json', file: o.logFile });
     const keys = loadKeyFile(o.keys);
+    let policy: CredentialPolicy;
+    try {
+      policy = {
+        accountSeconds: parseLifetime(o.accountTtl, '--account-credential-ttl'),
+        tunnelSeconds: parseLifetime(o.tunnelTtl, '--tunnel-token-ttl'),
+        legacy: o.legacy,
+        legacySeen: new LegacyCredentials(log),
+      };
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    log.info(
+      { event: 'credential-policy', accountCredentialTtlSeconds: policy.accountSeconds, tunnelTokenTtlSeconds: policy.tunnelSeconds, legacyCredentials: policy.legacy },
+      policy.legacy === 'accept'
+        ? 'credentials without an expiry (issued before expiry existed) are accepted and each is logged once as legacy-credential: rotate them, then run with --legacy-credentials refuse'
+        : 'credentials without an expiry are refused',
+    );
     const id = o.id ?? `${hostname().split('.')[0]}-${randomBytes(3).toString('hex')}`;
     const metrics = new RelayMetrics({ relayId: id, region: o.region, version: VERSION });
     const store = metrics.instrumentStore(await openStore(o.store));
@@ -137,10 +163,10 @@ program
         drainDelayMs: Number(o.drainDelay),
         tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey, ...(o.tlsCa ? { ca: o.tlsCa } : {}) } : undefined,
         insecureHttpControl: o.insecureHttpControl,
-        advertise: { host: o.advertiseHost },
+        advertise: { host: o.advertiseHost, ...(flags.advertisePeerUrl ? { peerUrl: String(flags.advertisePeerUrl) } : {}) },
         drainTimeoutMs: Number(o.drainTimeout),
       },
-      { store, keys, log, hooks: metrics.hooks, metrics },
+      { store, keys, log, hooks: metrics.hooks, metrics, policy },
     );
     await relay.start();
     if (o.metrics && o.metrics !== 'off') {
@@ -177,6 +203,7 @@ program
         metrics,
         connections: relay.connections,
         ...(relay.certificate ? { peerTls: { dispatcher: relay.certificate.peerDispatcher() } } : {}),
+        peerAuth: relay.peerAuth,
       });
       const control = controlRequestHandler({
         extra: (req, res, url) => dashboard.handle(req, res, url),
@@ -187,6 +214,7 @@ program
         operatorKey: o.operatorKey,
         controlUrl: () => relay.urls().controlUrl,
         loginTtlMs: Number(o.loginTtl) * 1000,
+        policy,
         isDraining: () => relay.draining,
       });
       const port = await relay.attachControl(control);
@@ -240,12 +268,19 @@ tunnelCmd
   .option('--hostname <host...>', 'hostname(s) to route to the tunnel (exact or *.domain)')
   .option('--account <name>', 'account that owns the tunnel', 'default')
   .option('--relay-url <url...>', 'connector endpoints to put in the token (default: the live relays in the store)')
+  .option('--ttl <duration>', 'how long the token is valid (e.g. 365d, 24h)', `${CredentialLifetime.tunnelSeconds / 86400}d`)
   .action(async (name: string, o) => {
     const keys = loadKeyFile(o.keys);
+    let ttlSeconds: number;
+    try {
+      ttlSeconds = parseLifetime(o.ttl, '--ttl');
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
     const store = await openStore(o.store);
     try {
       const account = await ensureAccount(store, o.account);
-      const { token, tunnel } = await issueTunnelToken(store, keys, { accountId: account.id, name, hostnames: o.hostname ?? [], relays: o.relayUrl });
+      const { token, tunnel } = await issueTunnelToken(store, keys, { accountId: account.id, name, hostnames: o.hostname ?? [], relays: o.relayUrl, ttlSeconds });
       process.stderr.write(`created tunnel ${tunnel.name} (${tunnel.id})${o.hostname ? ` routed from ${o.hostname.join(', ')}` : ''}\n`);
       process.stdout.write(token + '\n');
     } finally {
@@ -260,13 +295,14 @@ accountCmd
   .addOption(storeOpt())
   .addOption(keysOpt())
   .option('--ttl <hours>', 'how long the enrollment token is valid', '24')
+  .option('--reusable', 'the token may enroll more than once (default: single use)')
   .action(async (name: string, o) => {
     const keys = loadKeyFile(o.keys);
     const store = await openStore(o.store);
     try {
       const account = await ensureAccount(store, name);
       process.stderr.write(`account ${account.name} (${account.id})\n`);
-      process.stdout.write(issueEnrollToken(keys, account.id, Math.round(Number(o.ttl) * 3600)) + '\n');
+      process.stdout.write(issueEnrollToken(keys, account.id, Math.round(Number(o.ttl) * 3600), !!o.reusable) + '\n');
     } finally {
       await store.close();
     }

@@ -24,6 +24,8 @@ export interface ConnIdentity {
   tunnelId: string;
   accountId: string;
   tokenId: string;
+  /** When the credential expires (ms); absent for a legacy credential. The relay ends the connection then. */
+  tokenExpiresAt?: number;
   connectorId: string;
   connIndex: number;
   version: string;

@@ -3,7 +3,8 @@ import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { WebSocketServer } from 'ws';
 import type { Logger } from 'pino';
-import { Session, wsTransport, verifyToken, TokenError, TokenKind, type TunnelClaims } from '@tunnel/protocol';
+import { Session, wsTransport } from '@tunnel/protocol';
+import { checkTunnelCredential, type CredentialPolicy } from './credential-check.js';
 import { ConnectorConnection } from './connector-connection.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { Store } from './store/types.js';
@@ -22,6 +23,7 @@ export interface EndpointDeps {
   store: Store;
   connections: TunnelConnections;
   log: Logger;
+  policy: CredentialPolicy;
   isDraining(): boolean;
 }
 
@@ -68,39 +70,9 @@ export class ConnectorEndpoint {
   private async authenticate(req: IncomingMessage): Promise<ConstructorParameters<typeof ConnectorConnection>[1] | Refusal> {
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice(7).trim() : '';
-    if (!token) return { status: 401, code: 'missing_credential', message: 'no tunnel credential (Authorization: Bearer …)' };
-    let claims: TunnelClaims;
-    try {
-      claims = verifyToken(TokenKind.Tunnel, token, this.deps.publicKey).claims as unknown as TunnelClaims;
-    } catch (e) {
-      const why = e instanceof TokenError ? e.code : 'MALFORMED';
-      return {
-        status: 401,
-        code: 'invalid_credential',
-        message:
-          why === 'BAD_SIGNATURE'
-            ? 'tunnel credential signature does not verify (tampered, or issued by another fleet)'
-            : why === 'EXPIRED'
-              ? 'tunnel credential has expired'
-              : why === 'WRONG_KIND'
-                ? 'this is not a tunnel credential (use `tunnel token NAME`)'
-                : 'tunnel credential is malformed',
-      };
-    }
-    if (typeof claims.tunnelId !== 'string' || typeof claims.jti !== 'string' || typeof claims.accountId !== 'string') {
-      return { status: 401, code: 'invalid_credential', message: 'tunnel credential lacks tunnel, account or id' };
-    }
-    try {
-      if (await this.deps.store.isRevoked(claims.jti)) {
-        return { status: 403, code: 'credential_revoked', message: 'tunnel credential has been revoked' };
-      }
-      const tunnel = await this.deps.store.getTunnel(claims.tunnelId);
-      if (!tunnel || tunnel.accountId !== claims.accountId) {
-        return { status: 403, code: 'tunnel_deleted', message: `tunnel ${claims.tunnelId} no longer exists` };
-      }
-    } catch (e) {
-      return { status: 503, code: 'store_unavailable', message: `relay cannot check the credential now: ${(e as Error).message}` };
-    }
+    const checked = await checkTunnelCredential(token, this.deps.publicKey, this.deps.store, this.deps.policy);
+    if ('code' in checked) return checked;
+    const { claims } = checked;
     const connectorId = header(req, 'tunnel-connector-id') ?? '';
     const idx = Number(header(req, 'tunnel-conn-index'));
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(connectorId) || !Number.isInteger(idx) || idx < 0 || idx > 63) {
@@ -111,6 +83,7 @@ export class ConnectorEndpoint {
       tunnelId: claims.tunnelId,
       accountId: claims.accountId,
       tokenId: claims.jti,
+      ...(typeof claims.exp === 'number' ? { tokenExpiresAt: claims.exp * 1000 } : {}),
       connectorId,
       connIndex: idx,
       version: (header(req, 'tunnel-version') ?? 'unknown').slice(0, 64),

@@ -8,6 +8,7 @@ import { StoreError } from './store/types.js';
 import type { FleetKeys } from './keys.js';
 import { ApiError } from './api-error.js';
 import { authenticateAccount, authenticateOperator, bearer } from './control-auth.js';
+import { checkTunnelCredential, DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from './credential-check.js';
 import { signTunnelToken, relayUrls, ensureAccount } from './provisioning.js';
 import { readBody } from './read-body.js';
 import { SignedRelayList } from './signed-relay-list.js';
@@ -28,6 +29,8 @@ export interface ControlApiDeps {
   /** This relay's own control URL (goes into credentials). */
   controlUrl(): string;
   loginTtlMs: number;
+  /** Credential lifetimes and what to do with legacy (no `exp`) credentials. */
+  policy?: CredentialPolicy;
   /** Health turns 503 while the relay drains, so load balancers stop sending. */
   isDraining?: () => boolean;
   /** Extra routes (dashboard, metrics); return true when handled. */
@@ -35,6 +38,9 @@ export interface ControlApiDeps {
 }
 
 const MAX_BODY = 64 * 1024;
+/** Default grace of `tunnel token --rotate`: the old token keeps working this long. */
+export const DEFAULT_ROTATION_GRACE_SECONDS = 24 * 3600;
+const MAX_ROTATION_GRACE_SECONDS = 30 * 24 * 3600;
 const CODE_ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789'; // no 0/O, 1/I
 
 const NameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'names are 1-63 letters, digits, dot, dash, underscore');
@@ -156,16 +162,11 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
   if (p === '/v1/connector/routes' && m === 'GET') {
     // A connector asks, with its own tunnel credential, which hostnames it
     // serves (shown in `tunnel run`'s status block). Nothing secret in the answer.
-    const tok = bearer(req.headers.authorization);
-    let claims: TunnelClaims;
-    try {
-      claims = verifyToken(TokenKind.Tunnel, tok, d.keys.publicKey).claims as unknown as TunnelClaims;
-    } catch {
-      throw new ApiError(401, 'invalid_credential', 'tunnel credential rejected');
-    }
-    if (typeof claims.tunnelId !== 'string' || (typeof claims.jti === 'string' && (await store.isRevoked(claims.jti)))) throw new ApiError(403, 'credential_revoked', 'tunnel credential has been revoked');
-    const tunnel = await store.getTunnel(claims.tunnelId);
-    if (!tunnel || tunnel.accountId !== claims.accountId) throw new ApiError(403, 'tunnel_deleted', `tunnel ${claims.tunnelId} no longer exists`);
+    // The same check as the connector endpoint: expiry, and revocation whatever the jti's shape.
+    const checked = await checkTunnelCredential(bearer(req.headers.authorization), d.keys.publicKey, store, policyOf(d));
+    if ('code' in checked) throw new ApiError(checked.status, checked.code, checked.message);
+    const tunnel = await store.getTunnel(checked.claims.tunnelId);
+    if (!tunnel) throw new ApiError(403, 'tunnel_deleted', `tunnel ${checked.claims.tunnelId} no longer exists`);
     const routes = await store.listRoutes({ tunnelId: tunnel.id });
     return send(res, 200, { tunnelId: tunnel.id, tunnelName: tunnel.name, hostnames: routes.map((r) => r.hostname) });
   }
@@ -178,9 +179,14 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
       const code = e instanceof TokenError ? e.code : 'MALFORMED';
       throw new ApiError(401, code === 'EXPIRED' ? 'enroll_expired' : 'invalid_enroll_token', code === 'EXPIRED' ? 'enrollment token has expired: ask the operator for a new one' : `enrollment token rejected (${code.toLowerCase()})`);
     }
-    if (await store.isRevoked(claims.jti)) throw new ApiError(403, 'enroll_revoked', 'enrollment token was revoked');
+    if (typeof claims.jti !== 'string' || typeof claims.accountId !== 'string') throw new ApiError(401, 'invalid_enroll_token', 'enrollment token lacks its id or account');
+    if (await store.isRevoked(claims.jti)) throw new ApiError(403, claims.reusable === true ? 'enroll_revoked' : 'enroll_used', claims.reusable === true ? 'enrollment token was revoked' : 'enrollment token was already used: ask the operator for a new one');
     const account = await store.getAccount(claims.accountId);
     if (!account) throw new ApiError(403, 'account_deleted', 'the account of this enrollment token no longer exists');
+    // Single use unless issued --reusable: the first enrollment revokes it, atomically fleet-wide.
+    if (claims.reusable !== true && !(await store.revokeOnce(claims.jti, claims.exp * 1000))) {
+      throw new ApiError(403, 'enroll_used', 'enrollment token was already used: ask the operator for a new one');
+    }
     return send(res, 200, { credential: issueAccountCredential(d, account.id, account.name), accountId: account.id, accountName: account.name });
   }
 
@@ -194,15 +200,24 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
       return send(res, 200, approved);
     }
     if (p === '/v1/operator/accounts' && m === 'POST') {
-      const body = z.object({ name: NameSchema }).parse(await readJson(req));
+      const body = z.object({ name: NameSchema, reusable: z.boolean().default(false) }).parse(await readJson(req));
       const account = await ensureAccount(store, body.name);
-      return send(res, 201, { account, enrollToken: issueEnrollToken(d.keys, account.id) });
+      return send(res, 201, { account, enrollToken: issueEnrollToken(d.keys, account.id, undefined, body.reusable) });
     }
     throw new ApiError(404, 'not_found', `no such endpoint ${m} ${p}`);
   }
 
   // ---- account ---------------------------------------------------------------------------
-  const who = await authenticateAccount(store, d.keys.publicKey, req.headers.authorization);
+  const who = await authenticateAccount(store, d.keys.publicKey, req.headers.authorization, policyOf(d));
+  if (p === '/v1/account/refresh' && m === 'POST') {
+    // A still-valid account credential is exchanged for a fresh one; the old
+    // one is revoked at once (cert.json holds only the new one).
+    const account = await store.getAccount(who.accountId);
+    const credential = issueAccountCredential(d, who.accountId, account?.name ?? who.accountName);
+    await store.revoke(who.jti, expiryMs(who.exp));
+    d.log.info({ event: 'account-credential-refreshed', accountId: who.accountId, oldTokenId: who.jti }, 'account credential refreshed');
+    return send(res, 200, { credential, accountId: who.accountId, accountName: account?.name ?? who.accountName });
+  }
   if (p === '/v1/tunnels' && m === 'GET') {
     const tunnels = await store.listTunnels(who.accountId);
     const presence = await store.listPresence();
@@ -231,6 +246,30 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
       return send(res, 200, { deleted: tunnel.id });
     }
     if (action === 'token' && m === 'GET') return send(res, 200, await credentialsFor(d, tunnel));
+    if (action === 'rotate' && m === 'POST') {
+      // Stateless tokens: the caller names the token to retire (its current
+      // credentials file). It must be this fleet's, for this tunnel; expired
+      // is fine (it is dead anyway). It stays valid for the grace period,
+      // so a running connector can move to the new one without a failed request.
+      const body = z
+        .object({ token: z.string().min(10).max(16_384).optional(), graceSeconds: z.number().int().min(0).max(MAX_ROTATION_GRACE_SECONDS).default(DEFAULT_ROTATION_GRACE_SECONDS) })
+        .parse(await readJson(req));
+      let retired: { tokenId: string; revokesAt: number } | null = null;
+      if (body.token) {
+        let old: TunnelClaims;
+        try {
+          old = verifyToken(TokenKind.Tunnel, body.token, d.keys.publicKey, { now: 0 }).claims as unknown as TunnelClaims;
+        } catch (e) {
+          throw new ApiError(400, 'invalid_credential', `the token to rotate is not a tunnel token of this fleet (${e instanceof TokenError ? e.code.toLowerCase() : 'malformed'})`);
+        }
+        if (old.tunnelId !== tunnel.id || typeof old.jti !== 'string') throw new ApiError(400, 'wrong_tunnel', `the token to rotate is not one of tunnel ${tunnel.name}`);
+        const revokesAt = Date.now() + body.graceSeconds * 1000;
+        await store.revoke(old.jti, Math.max(expiryMs(old.exp), revokesAt), revokesAt);
+        retired = { tokenId: old.jti, revokesAt };
+      }
+      d.log.info({ event: 'tunnel-token-rotated', tunnelId: tunnel.id, accountId: who.accountId, oldTokenId: retired?.tokenId ?? null, revokesAt: retired?.revokesAt ?? null }, 'tunnel token rotated');
+      return send(res, 200, { credentials: await credentialsFor(d, tunnel), retired });
+    }
     if (action === 'cleanup' && m === 'POST') return send(res, 200, { removed: await cleanupPresence(store, tunnel.id) });
   }
   if (p === '/v1/routes' && m === 'GET') return send(res, 200, { routes: await store.listRoutes({ accountId: who.accountId }) });
@@ -274,7 +313,7 @@ async function credentialsFor(d: ControlApiDeps, tunnel: Tunnel) {
     accountId: tunnel.accountId,
     tunnelId: tunnel.id,
     tunnelName: tunnel.name,
-    token: signTunnelToken(d.keys, tunnel, relays, controlUrl),
+    token: signTunnelToken(d.keys, tunnel, relays, controlUrl, policyOf(d).tunnelSeconds),
     relays,
     controlUrl,
     fleetKey: d.keys.publicKey,
@@ -306,19 +345,29 @@ async function cleanupPresence(store: Store, tunnelId: string): Promise<number> 
   return removed;
 }
 
-export function issueAccountCredential(d: Pick<ControlApiDeps, 'keys' | 'controlUrl'>, accountId: string, accountName: string): string {
-  const claims: AccountClaims = { jti: randomId(12), accountId, accountName, controlUrl: d.controlUrl(), fleetKey: d.keys.publicKey, iat: Math.floor(Date.now() / 1000) };
+function policyOf(d: Pick<ControlApiDeps, 'policy'>): CredentialPolicy {
+  return d.policy ?? DEFAULT_CREDENTIAL_POLICY;
+}
+
+/** A revocation record outlives the token it revokes: its expiry, or ten years for a legacy one. */
+function expiryMs(exp: number | undefined): number {
+  return typeof exp === 'number' ? exp * 1000 : Date.now() + 10 * 365 * 24 * 3600 * 1000;
+}
+
+export function issueAccountCredential(d: Pick<ControlApiDeps, 'keys' | 'controlUrl' | 'policy'>, accountId: string, accountName: string): string {
+  const now = Math.floor(Date.now() / 1000);
+  const claims: AccountClaims = { jti: randomId(12), accountId, accountName, controlUrl: d.controlUrl(), fleetKey: d.keys.publicKey, iat: now, exp: now + policyOf(d).accountSeconds };
   return signToken(TokenKind.Account, claims, d.keys.secretKey);
 }
 
-export function issueEnrollToken(keys: FleetKeys, accountId: string, ttlSeconds = 24 * 3600): string {
+export function issueEnrollToken(keys: FleetKeys, accountId: string, ttlSeconds = 24 * 3600, reusable = false): string {
   const now = Math.floor(Date.now() / 1000);
-  const claims: EnrollClaims = { jti: randomId(12), accountId, iat: now, exp: now + ttlSeconds };
+  const claims: EnrollClaims = { jti: randomId(12), accountId, iat: now, exp: now + ttlSeconds, ...(reusable ? { reusable: true } : {}) };
   return signToken(TokenKind.Enroll, claims, keys.secretKey);
 }
 
 /** Approve a pending login: the account credential is sealed to the CLI's box key. */
-export async function approveLogin(d: Pick<ControlApiDeps, 'store' | 'keys' | 'controlUrl'>, rawCode: string, accountName: string) {
+export async function approveLogin(d: Pick<ControlApiDeps, 'store' | 'keys' | 'controlUrl' | 'policy'>, rawCode: string, accountName: string) {
   const code = normalizeCode(rawCode);
   const session = await d.store.getLoginSession(code);
   if (!session) throw new ApiError(404, 'login_not_found', `no pending login with code ${code} (unknown or expired)`);

@@ -12,6 +12,7 @@ import { ApiError } from './api-error.js';
 import { bearer } from './control-auth.js';
 import { APP_CSS, APP_JS, dashboardHtml, loginHtml } from './dashboard-page.js';
 import { readBody } from './read-body.js';
+import { PeerAuth, headersDigest, readSignedRequest, type SignedRequest } from './peer-auth.js';
 
 export interface DashboardDeps {
   store: Store;
@@ -25,6 +26,8 @@ export interface DashboardDeps {
   connections: TunnelConnections;
   /** Set when the relay has certificates: stats are asked of https:// peers only, verified with this. */
   peerTls?: { dispatcher?: import('undici').Dispatcher };
+  /** The fleet's relay-to-relay signatures (the same scheme as peer forwarding). */
+  peerAuth: PeerAuth;
   /** How often snapshots are pushed to open dashboards. */
   tickMs?: number;
   /** A relay whose heartbeat is older than this is shown as stale. */
@@ -77,7 +80,8 @@ export interface DashboardState {
 const COOKIE = 'tunnel_dash';
 const SESSION_MS = 12 * 3600 * 1000;
 const STATS_PATH = '/dashboard/api/relay-stats';
-const STATS_HEADER = 'tunnel-relay-stats-auth';
+/** The digest of "no forwarded headers": a stats call signs none. */
+const NO_HEADERS = headersDigest([]);
 const MAX_FORM = 8 * 1024;
 
 /**
@@ -93,7 +97,6 @@ const MAX_FORM = 8 * 1024;
  */
 export class Dashboard {
   private readonly sessionKey: Buffer | null;
-  private readonly statsKey: Buffer;
   private readonly subscribers = new Set<{ res: http.ServerResponse; exp: number }>();
   private readonly loggedOut = new Map<string, number>();
   private readonly failures = new Map<string, { n: number; since: number }>();
@@ -106,7 +109,6 @@ export class Dashboard {
 
   constructor(private readonly d: DashboardDeps) {
     this.sessionKey = d.operatorKey ? createHash('sha256').update('tunnel-dashboard-session/v1\n').update(d.operatorKey).digest() : null;
-    this.statsKey = createHash('sha256').update('tunnel-relay-stats/v1\n').update(d.keys.secretKey).digest();
   }
 
   /** The control API's `extra` hook: true when the request was ours. */
@@ -122,7 +124,7 @@ export class Dashboard {
     if (p === '/dashboard/app.js' && m === 'GET') return this.asset(res, 'text/javascript; charset=utf-8', APP_JS);
     if (p === '/dashboard/app.css' && m === 'GET') return this.asset(res, 'text/css; charset=utf-8', APP_CSS);
     if (p === STATS_PATH && m === 'GET') {
-      if (!this.statsAuthorized(req)) throw new ApiError(401, 'unauthorized', 'relay stats need a fleet signature or the operator key');
+      if (!(await this.statsAuthorized(req))) throw new ApiError(401, 'unauthorized', 'relay stats need a fleet signature or the operator key');
       return json(res, 200, this.localStats());
     }
     if (p === '/dashboard/login' && m === 'POST') return this.login(req, res);
@@ -251,25 +253,42 @@ export class Dashboard {
 
   // ---- relay-to-relay stats ---------------------------------------------------------
 
-  private statsAuthorized(req: http.IncomingMessage): boolean {
-    const h = req.headers[STATS_HEADER];
-    if (typeof h === 'string') {
-      const [t, from, sig] = h.split('.');
-      const time = Number(t);
-      if (from !== undefined && sig !== undefined && Math.abs(Date.now() - time) < 60_000) {
-        const want = Buffer.from(createHmac('sha256', this.statsKey).update(`${t}.${from}`).digest('base64url'));
-        const got = Buffer.from(sig);
-        if (want.length === got.length && timingSafeEqual(want, got)) return true;
-      }
-    }
+  /**
+   * A peer's call signed with the fleet's relay-to-relay scheme (method,
+   * Host, path and query, a nonce claimed in the replay cache), or the
+   * operator key.
+   */
+  private async statsAuthorized(req: http.IncomingMessage): Promise<boolean> {
     const op = bearer(req.headers.authorization);
-    return !!this.d.operatorKey && !!op && constantTimeEqual(op, this.d.operatorKey);
+    if (this.d.operatorKey && op) return constantTimeEqual(op, this.d.operatorKey);
+    const read = readSignedRequest(req);
+    if (typeof read === 'string') return false;
+    // A stats call carries no client, headers or body: only those exact values verify.
+    const { fields, sig } = read;
+    if (fields.clientIp !== '' || fields.scheme !== '' || fields.body.kind !== 'none') return false;
+    const why = await this.d.peerAuth.verify({ ...fields, headers: NO_HEADERS }, sig);
+    if (why) this.d.log.debug({ from: fields.from, why }, 'relay stats call refused');
+    return why === null;
   }
 
-  private statsSignature(): string {
-    const t = String(Date.now());
-    const from = this.d.relayId.replace(/\./g, '_');
-    return `${t}.${from}.${createHmac('sha256', this.statsKey).update(`${t}.${from}`).digest('base64url')}`;
+  private statsHeaders(url: URL): Record<string, string> {
+    const fields: SignedRequest = {
+      from: this.d.relayId,
+      time: Date.now(),
+      nonce: PeerAuth.nonce(),
+      requestId: '',
+      method: 'GET',
+      host: url.host,
+      target: url.pathname + url.search,
+      clientIp: '',
+      scheme: '',
+      headers: NO_HEADERS,
+      body: { kind: 'none' },
+    };
+    const pairs = this.d.peerAuth.headerPairs(fields, this.d.peerAuth.sign(fields));
+    const out: Record<string, string> = {};
+    for (let i = 0; i < pairs.length; i += 2) out[pairs[i]!] = pairs[i + 1]!;
+    return out;
   }
 
   localStats(): RelayStats {
@@ -285,8 +304,9 @@ export class Dashboard {
     // A relay with certificates never sends its stats signature in clear.
     if (this.d.peerTls && !r.controlUrl.startsWith('https://')) return null;
     try {
-      const res = await request(r.controlUrl.replace(/\/+$/, '') + STATS_PATH, {
-        headers: { [STATS_HEADER]: this.statsSignature() },
+      const url = new URL(r.controlUrl.replace(/\/+$/, '') + STATS_PATH);
+      const res = await request(url, {
+        headers: this.statsHeaders(url),
         ...(this.d.peerTls?.dispatcher ? { dispatcher: this.d.peerTls.dispatcher } : {}),
         headersTimeout: 800,
         bodyTimeout: 800,

@@ -1,10 +1,10 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { RequestHead } from '@tunnel/protocol';
-import { PeerAuth, PeerHeaders, isPeerHeader } from './peer-auth.js';
+import { PeerAuth, PeerHeaders, headersDigest, isSignedHeader, readSignedRequest, sha256, type BodySeal, type SignedRequest } from './peer-auth.js';
 import type { FleetView } from './fleet-view.js';
 import type { Route } from './store/types.js';
 import { RelayErrors, sendError } from './error-page.js';
@@ -58,20 +58,27 @@ export class PeerForwarder {
     return p;
   }
 
-  private metaHeaders(req: http.IncomingMessage, requestId: string): string[] {
+  /**
+   * The signed fields of one attempt: each attempt (a retry on another
+   * holder included) gets its own nonce, since the replay cache is shared.
+   */
+  private signed(req: http.IncomingMessage, requestId: string, headers: string, body: BodySeal): { fields: SignedRequest; sig: string; pairs: string[] } {
     const sock = req.socket as { encrypted?: boolean; remoteAddress?: string };
-    const time = Date.now();
-    const host = req.headers.host ?? '';
-    const path = req.url ?? '/';
-    const ip = stripV4Mapped(sock.remoteAddress ?? '');
-    return [
-      PeerHeaders.from, this.selfId,
-      PeerHeaders.time, String(time),
-      PeerHeaders.requestId, requestId,
-      PeerHeaders.clientIp, ip,
-      PeerHeaders.scheme, sock.encrypted ? 'https' : 'http',
-      PeerHeaders.sig, this.auth.sign(this.selfId, time, requestId, req.method ?? 'GET', host, path),
-    ];
+    const fields: SignedRequest = {
+      from: this.selfId,
+      time: Date.now(),
+      nonce: PeerAuth.nonce(),
+      requestId,
+      method: req.method ?? 'GET',
+      host: req.headers.host ?? '',
+      target: req.url ?? '/',
+      clientIp: stripV4Mapped(sock.remoteAddress ?? ''),
+      scheme: sock.encrypted ? 'https' : 'http',
+      headers,
+      body,
+    };
+    const sig = this.auth.sign(fields);
+    return { fields, sig, pairs: this.auth.headerPairs(fields, sig) };
   }
 
   /**
@@ -84,37 +91,45 @@ export class PeerForwarder {
   forward(route: Route, req: http.IncomingMessage, res: http.ServerResponse, requestId: string): boolean {
     const peers = this.fleet.peersFor(route.tunnelId);
     if (peers.length === 0) return false;
+    // Exactly the headers the digest covers are sent: whatever the hop adds
+    // on its own (framing, connection) the receiver neither signs nor passes on.
     const headers: string[] = [];
     const raw = req.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
-      const lk = raw[i]!.toLowerCase();
-      if (HOP.has(lk) || isPeerHeader(lk)) continue;
-      headers.push(raw[i]!, raw[i + 1]!);
+      if (isSignedHeader(raw[i]!.toLowerCase())) headers.push(raw[i]!, raw[i + 1]!);
     }
-    headers.push(...this.metaHeaders(req, requestId));
+    const digest = headersDigest(headers);
     const chunked = req.headers['transfer-encoding'] !== undefined;
     const length = Number(req.headers['content-length'] ?? 0);
-    if (!chunked && length === 0) {
-      this.attempt(route, peers, 0, req, res, headers, EMPTY, requestId);
+    if (!chunked && req.headers['content-length'] === undefined) {
+      this.attempt(route, peers, 0, req, res, headers, digest, EMPTY, requestId);
     } else if (!chunked && length <= RETRY_BODY_LIMIT) {
       // A small body is read first, so a peer that turns the request away
       // (it is draining, or its connection just left) can be retried.
       readBody(req, length).then(
         (body) => {
           if (body === null || body.length !== length) return void res.destroy();
-          this.attempt(route, peers, 0, req, res, headers, body, requestId);
+          this.attempt(route, peers, 0, req, res, headers, digest, body, requestId);
         },
         () => res.destroy(), // the client went away mid-body
       );
     } else {
-      this.attempt(route, peers, 0, req, res, headers, null, requestId);
+      this.attempt(route, peers, 0, req, res, headers, digest, null, requestId);
     }
     return true;
   }
 
   /** `body`: the whole body when it was read first (retryable); null: stream `req`, no retry. */
-  private attempt(route: Route, peers: { id: string; peerUrl: string }[], i: number, req: http.IncomingMessage, res: http.ServerResponse, headers: string[], body: Buffer | null, requestId: string): void {
+  private attempt(route: Route, peers: { id: string; peerUrl: string }[], i: number, req: http.IncomingMessage, res: http.ServerResponse, headers: string[], digest: string, body: Buffer | null, requestId: string): void {
     const peer = peers[i]!;
+    // `body` EMPTY with a Content-Length: 0 from the client is a zero-length digest, not `none`.
+    const seal: BodySeal =
+      body === null
+        ? { kind: 'stream', length: req.headers['transfer-encoding'] !== undefined ? 'chunked' : Number(req.headers['content-length']) }
+        : body.length === 0 && req.headers['content-length'] === undefined
+          ? { kind: 'none' }
+          : { kind: 'digest', length: body.length, sha256: sha256(body) };
+    const signed = this.signed(req, requestId, digest, seal);
     this.onForward?.(peer.id);
     let started = false;
     let refused = false;
@@ -133,7 +148,7 @@ export class PeerForwarder {
       this.log.debug({ requestId, peer: peer.id, why }, 'peer relay could not serve; retrying');
       if (this.serveLocally?.(route, req, res, requestId, body)) return true;
       if (i + 1 < peers.length) {
-        this.attempt(route, peers, i + 1, req, res, headers, body, requestId);
+        this.attempt(route, peers, i + 1, req, res, headers, digest, body, requestId);
         return true;
       }
       return false;
@@ -190,8 +205,15 @@ export class PeerForwarder {
         sendError(req, res, RelayErrors.peerFailed(), requestId);
       },
     };
+    let sendBody: Buffer | Duplex | null;
+    if (body !== null) sendBody = body.length === 0 ? null : body;
+    else {
+      const sealed = this.auth.sealStream(signed.sig);
+      req.on('error', (e) => sealed.destroy(e));
+      sendBody = req.pipe(sealed);
+    }
     this.pool(peer.peerUrl).dispatch(
-      { method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: body === null ? req : body.length === 0 ? null : body, blocking: false } as Dispatcher.DispatchOptions,
+      { method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers: headers.concat(signed.pairs), body: sendBody, blocking: false } as Dispatcher.DispatchOptions,
       handler,
     );
   }
@@ -209,10 +231,13 @@ export class PeerForwarder {
   private upgradeAttempt(route: Route, peers: { id: string; peerUrl: string }[], i: number, req: http.IncomingMessage, socket: Duplex, head: Buffer, requestId: string): void {
     const peer = peers[i]!;
     this.onForward?.(peer.id);
-    const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !isPeerHeader(k)) headers[k] = v;
-    const meta = this.metaHeaders(req, requestId);
-    for (let k = 0; k < meta.length; k += 2) headers[meta[k]!] = meta[k + 1]!;
+    // A flat list keeps the client's order and duplicates, as the digest does;
+    // Connection/Upgrade are the hop's own (not signed) and are set again here.
+    const headers: string[] = [];
+    const raw = req.rawHeaders;
+    for (let k = 0; k < raw.length; k += 2) if (isSignedHeader(raw[k]!.toLowerCase())) headers.push(raw[k]!, raw[k + 1]!);
+    const signed = this.signed(req, requestId, headersDigest(headers), { kind: 'none' });
+    headers.push(...signed.pairs, 'Connection', 'Upgrade', 'Upgrade', String(req.headers.upgrade ?? 'websocket'));
     const u = new URL(peer.peerUrl);
     const out =
       u.protocol === 'https:'
@@ -264,6 +289,11 @@ export class PeerForwarder {
   }
 }
 
+type Checked = { head: RequestHead; route: Route; sig: string; fields: SignedRequest; body: BodySeal } | { status: number; code: string; message: string };
+
+/** Largest body a `digest` seal may announce: the forwarder reads only up to RETRY_BODY_LIMIT whole. */
+const MAX_DIGEST_BODY = RETRY_BODY_LIMIT;
+
 /** The peer endpoint: serves forwarded requests from this relay's own connections only. */
 export function createPeerServer(
   ctx: ProxyContext,
@@ -272,58 +302,102 @@ export function createPeerServer(
   /** HTTPS on the relay's certificate when it has one. */
   createServer: (opts: http.ServerOptions, handler: http.RequestListener) => http.Server | https.Server = (o, h) => http.createServer(o, h),
 ): http.Server | https.Server {
-  const check = (req: http.IncomingMessage): { head: RequestHead; route: Route } | { status: number; code: string; message: string } => {
-    const h = (n: string) => {
-      const v = req.headers[n];
-      return Array.isArray(v) ? v[0] : v;
-    };
-    const from = h(PeerHeaders.from) ?? '';
-    const time = Number(h(PeerHeaders.time));
-    const requestId = h(PeerHeaders.requestId) ?? '';
-    const why = auth.verify(h(PeerHeaders.sig) ?? '', from, time, requestId, req.method ?? 'GET', req.headers.host ?? '', req.url ?? '/');
-    if (why) return { status: 403, code: 'peer_refused', message: `peer request refused: ${why}` };
-    const route = ctx.routes.lookup(req.headers.host ?? '');
+  const refusal = (message: string): Checked => ({ status: 403, code: 'peer_refused', message: `peer request refused: ${message}` });
+  const check = async (req: http.IncomingMessage, upgrade: boolean): Promise<Checked> => {
+    const read = readSignedRequest(req);
+    if (typeof read === 'string') return refusal(read);
+    const { fields, sig } = read;
+    if (upgrade && fields.body.kind !== 'none') return refusal('an upgrade carries no body');
+    if (fields.body.kind === 'digest' && fields.body.length > MAX_DIGEST_BODY) return refusal('digest body over the limit');
+    const upgradeProto = String(req.headers.upgrade ?? '');
+    if (upgrade && upgradeProto.toLowerCase() !== 'websocket') return refusal('only WebSocket upgrades are forwarded');
+    const why = auth.checkSignature(fields, sig);
+    if (why) return refusal(why);
+    const route = ctx.routes.lookup(fields.host);
     if (!route) return { status: 404, code: 'unknown_hostname', message: 'no route for this hostname' };
+    // Only what the signature covers goes on: the signed headers, then the
+    // client's framing as the body seal states it.
     const headers: Array<[string, string]> = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      if (!isPeerHeader(req.rawHeaders[i]!.toLowerCase())) headers.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
+      if (isSignedHeader(req.rawHeaders[i]!.toLowerCase())) headers.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
     }
-    const scheme = h(PeerHeaders.scheme) === 'https' ? 'https' : 'http';
-    const isUpgrade = req.headers.upgrade !== undefined;
+    const b = fields.body;
+    if (b.kind === 'digest') headers.push(['Content-Length', String(b.length)]);
+    else if (b.kind === 'stream') headers.push(b.length === 'chunked' ? ['Transfer-Encoding', 'chunked'] : ['Content-Length', String(b.length)]);
+    if (upgrade) headers.push(['Connection', 'Upgrade'], ['Upgrade', 'websocket']);
     return {
       route,
+      sig,
+      fields,
+      body: b,
       head: {
-        kind: isUpgrade ? 'websocket' : 'http',
-        method: req.method ?? 'GET',
-        path: req.url ?? '/',
-        host: req.headers.host ?? '',
-        scheme,
-        clientIp: h(PeerHeaders.clientIp) ?? '',
-        requestId,
+        kind: upgrade ? 'websocket' : 'http',
+        method: fields.method,
+        path: fields.target,
+        host: fields.host,
+        scheme: fields.scheme === 'https' ? 'https' : 'http',
+        clientIp: fields.clientIp,
+        requestId: fields.requestId,
         headers,
       },
     };
   };
 
-  const server = createServer({ requestTimeout: 0, keepAliveTimeout: 35_000 }, (req, res) => {
-    const c = check(req);
-    if ('status' in c) {
-      log.warn({ code: c.code, from: req.headers[PeerHeaders.from] }, c.message);
-      res.writeHead(c.status, { 'content-type': 'application/json', 'tunnel-error': c.code, 'tunnel-error-source': 'relay' });
-      res.end(JSON.stringify({ error: { code: c.code, message: c.message } }));
-      return;
+  const refuse = (req: http.IncomingMessage, res: http.ServerResponse, c: { status: number; code: string; message: string }) => {
+    log.warn({ code: c.code, from: req.headers[PeerHeaders.from], ip: req.socket.remoteAddress }, c.message);
+    res.writeHead(c.status, { 'content-type': 'application/json', 'tunnel-error': c.code, 'tunnel-error-source': 'relay', connection: 'close' });
+    res.end(JSON.stringify({ error: { code: c.code, message: c.message } }));
+    // Whatever body follows is not read: this connection is done.
+    req.resume();
+  };
+
+  const serve = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const c = await check(req, false);
+    if ('status' in c) return refuse(req, res, c);
+    let body: Buffer | Readable = EMPTY;
+    if (c.body.kind === 'digest') {
+      // The body is checked before the nonce is claimed: an altered copy
+      // costs the sender its request, never the genuine one its nonce.
+      const got = await readBody(req, c.body.length).catch(() => null);
+      if (got === null || got.length !== c.body.length || sha256(got) !== c.body.sha256) {
+        return refuse(req, res, { status: 403, code: 'peer_refused', message: 'peer request refused: body does not match its signed digest' });
+      }
+      body = got;
+    }
+    const replay = await auth.claimNonce(c.fields);
+    if (replay) return refuse(req, res, { status: 403, code: 'peer_refused', message: `peer request refused: ${replay}` });
+    if (c.body.kind === 'stream') {
+      const opened = auth.openStream(c.sig, c.body.length);
+      req.on('error', (e) => opened.destroy(e));
+      opened.on('error', (e) => log.warn({ requestId: c.head.requestId, from: req.headers[PeerHeaders.from], err: e.message }, 'peer request refused mid-body: stream reset'));
+      body = req.pipe(opened);
     }
     const conn = ctx.connections.pick(c.route.tunnelId);
-    if (!conn) return sendError(req, res, RelayErrors.tunnelOffline(req.headers.host ?? ''), c.head.requestId);
-    proxyOverStream(ctx, conn, c.route, req, res, c.head, process.hrtime.bigint(), 0);
+    if (!conn) return sendError(req, res, RelayErrors.tunnelOffline(c.head.host), c.head.requestId);
+    proxyOverStream(ctx, conn, c.route, req, res, c.head, process.hrtime.bigint(), 0, body);
+  };
+
+  const server = createServer({ requestTimeout: 0, keepAliveTimeout: 35_000 }, (req, res) => {
+    serve(req, res).catch((e: unknown) => {
+      log.warn({ err: (e as Error).message }, 'peer request failed');
+      res.destroy();
+    });
   });
   server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {});
-    const c = check(req);
-    if ('status' in c) return void socket.end(`HTTP/1.1 ${c.status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-    const conn = ctx.connections.pick(c.route.tunnelId);
-    if (!conn) return rawError(socket, req, RelayErrors.tunnelOffline(req.headers.host ?? ''), c.head.requestId);
-    upgradeOverStream(ctx, conn, req, socket, head, c.head, c.route);
+    void check(req, true).then(async (c) => {
+      if (!('status' in c)) {
+        const replay = await auth.claimNonce(c.fields);
+        if (replay) c = { status: 403, code: 'peer_refused', message: `peer request refused: ${replay}` };
+      }
+      if ('status' in c) {
+        log.warn({ code: c.code, from: req.headers[PeerHeaders.from] }, c.message);
+        return void socket.end(`HTTP/1.1 ${c.status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      }
+      const conn = ctx.connections.pick(c.route.tunnelId);
+      if (!conn) return rawError(socket, req, RelayErrors.tunnelOffline(c.head.host), c.head.requestId);
+      upgradeOverStream(ctx, conn, req, socket, head, c.head, c.route);
+    });
   });
   return server;
 }

@@ -24,7 +24,8 @@ export async function relayUrls(store: Store, given?: string[]): Promise<string[
   return live.filter((r) => !r.draining && r.connectUrl).map((r) => r.connectUrl);
 }
 
-export function signTunnelToken(keys: FleetKeys, tunnel: Tunnel, relays: string[], controlUrl?: string): string {
+export function signTunnelToken(keys: FleetKeys, tunnel: Tunnel, relays: string[], controlUrl: string | undefined, ttlSeconds: number): string {
+  const now = Math.floor(Date.now() / 1000);
   const claims: TunnelClaims = {
     jti: randomId(12),
     accountId: tunnel.accountId,
@@ -33,7 +34,8 @@ export function signTunnelToken(keys: FleetKeys, tunnel: Tunnel, relays: string[
     relays,
     ...(controlUrl ? { controlUrl } : {}),
     fleetKey: keys.publicKey,
-    iat: Math.floor(Date.now() / 1000),
+    iat: now,
+    exp: now + ttlSeconds,
   };
   return signToken(TokenKind.Tunnel, claims, keys.secretKey);
 }
@@ -42,11 +44,11 @@ export function signTunnelToken(keys: FleetKeys, tunnel: Tunnel, relays: string[
 export async function issueTunnelToken(
   store: Store,
   keys: FleetKeys,
-  o: { accountId: string; name: string; hostnames: string[]; relays?: string[] },
+  o: { accountId: string; name: string; hostnames: string[]; relays?: string[]; ttlSeconds: number },
 ): Promise<{ token: string; tunnel: Tunnel }> {
   const tunnel = (await store.getTunnelByName(o.accountId, o.name)) ?? (await store.createTunnel(o.accountId, o.name));
   for (const h of o.hostnames) await store.addRoute({ hostname: h.toLowerCase(), tunnelId: tunnel.id, accountId: o.accountId });
   const relays = await relayUrls(store, o.relays);
   const live = await store.listRelays();
-  return { token: signTunnelToken(keys, tunnel, relays, live.find((r) => r.controlUrl)?.controlUrl), tunnel };
+  return { token: signTunnelToken(keys, tunnel, relays, live.find((r) => r.controlUrl)?.controlUrl, o.ttlSeconds), tunnel };
 }

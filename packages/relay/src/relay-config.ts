@@ -38,6 +38,10 @@ const schema = z.strictObject({
   'drain-delay': duration.optional(),
   'operator-key-file': z.string().min(1).optional(),
   'login-ttl': duration.optional(),
+  /** Credential lifetimes: 90d, 24h, 30m, 45s. */
+  'account-credential-ttl': z.string().regex(/^\d+[smhd]?$/, 'expected a lifetime like 90d, 24h or 30m').optional(),
+  'tunnel-token-ttl': z.string().regex(/^\d+[smhd]?$/, 'expected a lifetime like 365d, 24h or 30m').optional(),
+  'legacy-credentials': z.enum(['accept', 'refuse']).optional(),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(), format: z.enum(['json', 'pretty', 'auto']).optional(), file: z.string().optional() }).optional(),
 });
 

@@ -10,12 +10,12 @@ import { listen, closeServer, type ListenAddress } from './listen.js';
 import type { Store, StoreEvent } from './store/types.js';
 import type { FleetKeys } from './keys.js';
 import { FleetView } from './fleet-view.js';
-import { PeerAuth } from './peer-auth.js';
+import { PeerAuth, PeerHeaders } from './peer-auth.js';
 import { PeerForwarder, createPeerServer } from './peer-forwarding.js';
-import { PeerHeaders } from './peer-auth.js';
 import type { RelayMetrics } from './metrics.js';
 import { logRequestWhenDone } from './request-log.js';
 import { RelayCertificate, checkPlainListeners, type ReloadTrigger, type TlsFiles } from './listener-tls.js';
+import { DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from './credential-check.js';
 
 export interface RelayOptions {
   id: string;
@@ -38,7 +38,7 @@ export interface RelayOptions {
   /** Without `tls`: serve connect/control/peer in plain HTTP on non-loopback addresses anyway. */
   insecureHttpControl?: boolean;
   /** URLs other nodes and connectors should use to reach this relay; derived from the bound ports when unset. */
-  advertise?: { host?: string; connectUrl?: string; controlUrl?: string; publicUrl?: string };
+  advertise?: { host?: string; connectUrl?: string; controlUrl?: string; publicUrl?: string; peerUrl?: string };
   /** How long a drain waits for in-flight requests. */
   drainTimeoutMs: number;
   /**
@@ -56,6 +56,8 @@ export interface RelayDeps {
   hooks?: ProxyHooks;
   /** Wire bytes, connection events and gauges (the caller also passes `metrics.hooks` as `hooks`). */
   metrics?: RelayMetrics;
+  /** Credential lifetimes and the legacy (no `exp`) policy. */
+  policy?: CredentialPolicy;
 }
 
 export interface BoundPorts {
@@ -86,11 +88,14 @@ export class Relay {
   ports!: BoundPorts;
   readonly startedAt = Date.now();
   private readonly ctx: ProxyContext;
+  /** Signs and checks relay-to-relay requests (forwarding and the dashboard's stats calls). */
+  readonly peerAuth: PeerAuth;
 
   constructor(
     readonly opts: RelayOptions,
     readonly deps: RelayDeps,
   ) {
+    this.peerAuth = new PeerAuth(deps.keys.secretKey, { claim: (key, ttlMs) => deps.store.claimNonce(key, ttlMs) });
     this.routes = new RouteTable(deps.store);
     if (!opts.tls) checkPlainListeners({ connect: opts.listen.connect, control: opts.listen.control, peer: opts.listen.peer }, !!opts.insecureHttpControl);
     this.certificate = opts.tls ? new RelayCertificate(opts.tls, deps.log) : null;
@@ -122,6 +127,7 @@ export class Relay {
       store,
       connections: this.connections,
       log: log.child({ relayId: this.opts.id }),
+      policy: this.deps.policy ?? DEFAULT_CREDENTIAL_POLICY,
       isDraining: () => this.state !== 'running',
     });
 
@@ -174,7 +180,7 @@ export class Relay {
     this.servers.connect = connect;
     ports.connect = await listen(connect, this.opts.listen.connect);
     if (this.opts.listen.peer) {
-      const auth = new PeerAuth(this.deps.keys.secretKey);
+      const auth = this.peerAuth;
       // With certificates, requests are forwarded only to https:// peers, verified with the fleet's CA.
       this.fleet = new FleetView(store, this.opts.id, log, undefined, cert ? 'https' : 'any');
       await this.fleet.start();
@@ -221,7 +227,10 @@ export class Relay {
     this.state = 'running';
     await this.publishMembership();
     const every = this.opts.heartbeatMs ?? 2_000;
-    this.heartbeat = setInterval(() => void this.publishMembership(), every);
+    this.heartbeat = setInterval(() => {
+      void this.publishMembership();
+      void this.endLapsedCredentials();
+    }, every);
     this.heartbeat.unref();
     log.info({ event: 'listening', relayId: this.opts.id, region: this.opts.region, ports }, 'relay listening');
     return ports;
@@ -277,7 +286,7 @@ export class Relay {
           id: this.opts.id,
           region: this.opts.region,
           ...this.urls(),
-          peerUrl: this.ports.peer ? `${this.certificate ? 'https' : 'http'}://${this.opts.advertise?.host ?? '127.0.0.1'}:${this.ports.peer}` : '',
+          peerUrl: this.ports.peer ? (this.opts.advertise?.peerUrl ?? `${this.certificate ? 'https' : 'http'}://${this.opts.advertise?.host ?? '127.0.0.1'}:${this.ports.peer}`) : '',
           startedAt: this.startedAt,
           lastSeen: Date.now(),
           draining: this.state !== 'running',
@@ -309,8 +318,29 @@ export class Relay {
       this.deps.metrics?.forgetTunnel(e.tunnelId);
       for (const c of this.connections.forTunnel(e.tunnelId)) c.terminate('tunnel_deleted', `tunnel ${e.tunnelId} was deleted`);
     } else if (e.type === 'revoked') {
-      for (const c of this.connections.list()) {
-        if (c.id.tokenId === e.tokenId) c.terminate('credential_revoked', 'tunnel credential was revoked');
+      // A rotation's revocation takes effect after its grace period: the
+      // heartbeat sweep ends those connections then.
+      void this.deps.store.isRevoked(e.tokenId).then((now) => {
+        if (!now) return;
+        for (const c of this.connections.list()) {
+          if (c.id.tokenId === e.tokenId) c.terminate('credential_revoked', 'tunnel credential was revoked');
+        }
+      });
+    }
+  }
+
+  /**
+   * Connections whose credential has since expired, or whose revocation
+   * (after a rotation's grace period) has come into effect, are ended: a
+   * connector that rotated has already moved to its new credential.
+   */
+  private async endLapsedCredentials(): Promise<void> {
+    const now = Date.now();
+    for (const c of this.connections.list()) {
+      if (c.id.tokenExpiresAt !== undefined && c.id.tokenExpiresAt <= now) {
+        c.terminate('credential_expired', 'tunnel credential has expired');
+      } else if (await this.deps.store.isRevoked(c.id.tokenId).catch(() => false)) {
+        c.terminate('credential_revoked', 'tunnel credential was revoked');
       }
     }
   }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { decodeResponseHead, encodeRequestHead, readHead, type RequestHead, type YamuxStream } from '@tunnel/protocol';
@@ -100,8 +100,12 @@ export function proxyOverStream(
   head: RequestHead,
   started: bigint,
   attempt: number,
-  /** The request body, already read (a peer forwarder buffered it to be able to retry); else `req` is piped. */
-  readBody?: Buffer,
+  /**
+   * The request body, already read (a peer forwarder buffered it to be able
+   * to retry), or a stream standing for it (a peer's MAC-checked body: if it
+   * fails, the connector stream is reset); else `req` is piped.
+   */
+  readBody?: Buffer | Readable,
 ): void {
   const requestId = head.requestId;
   let stream: YamuxStream;
@@ -112,7 +116,9 @@ export function proxyOverStream(
     if (other) return proxyOverStream(ctx, other, route, req, res, head, started, attempt + 1, readBody);
     return fail(ctx, req, res, route, RelayErrors.connectorStreamFailed(), requestId, started);
   }
-  const bodyless = readBody ? readBody.length === 0 : !hasBody(req);
+  const given = Buffer.isBuffer(readBody) ? readBody : undefined;
+  const source: Readable = readBody !== undefined && !Buffer.isBuffer(readBody) ? readBody : req;
+  const bodyless = given ? given.length === 0 : !hasBody(req);
   let encoded: Buffer;
   try {
     encoded = encodeRequestHead(head);
@@ -121,13 +127,18 @@ export function proxyOverStream(
     stream.destroy();
     return fail(ctx, req, res, route, RelayErrors.headTooLarge((e as Error).message), requestId, started);
   }
-  if (bodyless) stream.end(encoded);
-  else if (readBody) {
+  if (bodyless) {
+    stream.end(encoded);
+    if (source !== req) source.resume();
+  } else if (given) {
     stream.write(encoded);
-    stream.end(readBody);
+    stream.end(given);
   } else {
     stream.write(encoded);
-    req.pipe(stream);
+    // A body source that fails (a bad MAC) resets the stream: the origin
+    // sees an aborted request, never a short one passed off as complete.
+    if (source !== req) source.once('error', (e) => stream.destroy(e));
+    source.pipe(stream);
   }
 
   let state: 'waiting' | 'streaming' | 'done' = 'waiting';
@@ -141,7 +152,7 @@ export function proxyOverStream(
       return;
     }
     state = 'done';
-    if (req.readableEnded || bodyless) {
+    if ((source === req && req.readableEnded) || given !== undefined || bodyless) {
       if (attempt === 0 && (bodyless || IDEMPOTENT.has(head.method)) && !res.destroyed) {
         const other = ctx.connections.pick(route.tunnelId, conn);
         if (other) {

@@ -10,6 +10,7 @@ import { pino } from 'pino';
 import { request } from 'undici';
 import { PeerForwarder } from '../src/peer-forwarding.js';
 import { PeerAuth } from '../src/peer-auth.js';
+import { MemoryReplayCache } from '../src/replay-cache.js';
 import type { FleetView } from '../src/fleet-view.js';
 import type { Route } from '../src/store/types.js';
 
@@ -50,7 +51,7 @@ function servingPeer(name: string, seen: string[]) {
 /** A public listener that forwards everything to `peers`, in that order. */
 async function forwarding(peers: Array<{ id: string; url: string }>, local?: (body: Buffer, res: http.ServerResponse) => boolean) {
   const fleet = { peersFor: () => peers.map((p) => ({ id: p.id, peerUrl: p.url })) } as unknown as FleetView;
-  const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests'), fleet, pino({ level: 'silent' }));
+  const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, pino({ level: 'silent' }));
   if (local) fwd.serveLocally = (_route, _req, res, _id, body) => local(body, res);
   const pub = await listen((req, res) => {
     if (!fwd.forward(route, req, res, 'req-1')) res.writeHead(599).end();
@@ -167,7 +168,7 @@ describe('peer forwarding of upgrades: a refusing peer', () => {
     const a = await upgradePeer(true, refused);
     const b = await upgradePeer(false, served);
     const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }, { id: 'b', peerUrl: b.url }] } as unknown as FleetView;
-    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests'), fleet, pino({ level: 'silent' }));
+    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, pino({ level: 'silent' }));
     const pub = await listen((_req, res) => res.writeHead(400).end());
     pub.server.on('upgrade', (req, socket, head) => {
       if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();
@@ -184,7 +185,7 @@ describe('peer forwarding of upgrades: a refusing peer', () => {
     const a = await upgradePeer(true, []);
     const b = await upgradePeer(false, served);
     const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }, { id: 'b', peerUrl: b.url }] } as unknown as FleetView;
-    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests'), fleet, pino({ level: 'silent' }));
+    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, pino({ level: 'silent' }));
     let local = 0;
     fwd.upgradeLocally = (_route, _req, socket) => {
       local++;
@@ -205,7 +206,7 @@ describe('peer forwarding of upgrades: a refusing peer', () => {
   it('with nowhere else to go, the client gets 530 tunnel_offline', async () => {
     const a = await upgradePeer(true, []);
     const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }] } as unknown as FleetView;
-    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests'), fleet, pino({ level: 'silent' }));
+    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, pino({ level: 'silent' }));
     const pub = await listen((_req, res) => res.writeHead(400).end());
     pub.server.on('upgrade', (req, socket, head) => {
       if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();

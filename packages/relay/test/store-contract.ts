@@ -208,6 +208,43 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect(list[0]).toMatchObject({ tokenId: 'tok-1', expiresAt: exp });
     });
 
+    it('revocations: a deferred one (rotation grace) takes effect at its time; an earlier one wins; across instances', async () => {
+      const a = await open();
+      const b = await open();
+      const exp = Date.now() + 3_600_000;
+      await a.revoke('tok-later', exp, Date.now() + 600);
+      expect(await a.isRevoked('tok-later')).toBe(false);
+      await waitFor(async () => (await b.listRevocations()).some((r) => r.tokenId === 'tok-later'), 2_000);
+      expect(await b.isRevoked('tok-later')).toBe(false);
+      await waitFor(async () => (await a.isRevoked('tok-later')) && (await b.isRevoked('tok-later')), 3_000);
+      // An immediate revocation cuts a pending grace short; a later grace never extends one.
+      await a.revoke('tok-grace', exp, Date.now() + 3_600_000);
+      expect(await a.isRevoked('tok-grace')).toBe(false);
+      await a.revoke('tok-grace', exp);
+      expect(await a.isRevoked('tok-grace')).toBe(true);
+      await a.revoke('tok-grace', exp + 5, Date.now() + 3_600_000);
+      expect(await a.isRevoked('tok-grace')).toBe(true);
+      expect((await a.listRevocations()).find((r) => r.tokenId === 'tok-grace')).toMatchObject({ expiresAt: exp + 5 });
+    });
+
+    it('revokeOnce: of parallel claims from two instances exactly one wins', async () => {
+      const a = await open();
+      const b = await open();
+      const exp = Date.now() + 3_600_000;
+      const wins = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).revokeOnce('enroll-1', exp)));
+      expect(wins.filter(Boolean)).toHaveLength(1);
+      expect(await a.isRevoked('enroll-1')).toBe(true);
+      expect(await a.revokeOnce('enroll-1', exp)).toBe(false);
+    });
+
+    it('claimNonce: first claim wins, a repeat is refused until the TTL passes', async () => {
+      const a = await open();
+      expect(await a.claimNonce('relay-a\nn1', 300)).toBe(true);
+      expect(await a.claimNonce('relay-a\nn1', 300)).toBe(false);
+      expect(await a.claimNonce('relay-a\nn2', 300)).toBe(true);
+      await waitFor(async () => a.claimNonce('relay-a\nn1', 300), 3_000);
+    });
+
     it('login sessions: create, approve once, list pending, delete', async () => {
       const s = await open();
       const acme = await s.createAccount('acme');

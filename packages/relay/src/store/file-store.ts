@@ -25,6 +25,7 @@
 // mirror, so changes made by other processes are announced too, and a local
 // write that the watcher later sees again is not announced twice.
 
+import { MemoryReplayCache } from '../replay-cache.js';
 import { promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -919,16 +920,37 @@ export class FileStore implements Store {
 
   // --- revocations ---------------------------------------------------------------
 
-  async revoke(tokenId: string, expiresAtMs: number): Promise<void> {
-    const rec: Revocation = { tokenId, expiresAt: Math.max(0, Math.ceil(expiresAtMs)), revokedAt: Date.now() };
+  async revoke(tokenId: string, expiresAtMs: number, effectiveAtMs = Date.now()): Promise<void> {
+    const rec: Revocation = { tokenId, expiresAt: Math.max(0, Math.ceil(expiresAtMs)), revokedAt: Math.max(0, Math.ceil(effectiveAtMs)) };
     if (await this.put('revocations', rec, 'create')) return;
     const existing = await this.refreshFile('revocations', fileNameForKey(tokenId));
-    if (existing && existing.expiresAt >= rec.expiresAt) return;
-    await this.put('revocations', { ...rec, revokedAt: existing?.revokedAt ?? rec.revokedAt }, 'replace');
+    if (existing && existing.expiresAt >= rec.expiresAt && existing.revokedAt <= rec.revokedAt) return;
+    await this.put(
+      'revocations',
+      { tokenId, expiresAt: Math.max(rec.expiresAt, existing?.expiresAt ?? 0), revokedAt: Math.min(rec.revokedAt, existing?.revokedAt ?? rec.revokedAt) },
+      'replace',
+    );
+  }
+
+  async revokeOnce(tokenId: string, expiresAtMs: number): Promise<boolean> {
+    // 'create' is an exclusive file creation: one caller wins, across processes.
+    if (await this.put('revocations', { tokenId, expiresAt: Math.max(0, Math.ceil(expiresAtMs)), revokedAt: Date.now() }, 'create')) return true;
+    // Another process won: read its record now rather than wait for the watcher.
+    await this.refreshFile('revocations', fileNameForKey(tokenId));
+    return false;
   }
 
   async isRevoked(tokenId: string): Promise<boolean> {
-    return this.revoked.has(tokenId);
+    const r = this.revoked.get(tokenId);
+    return r !== undefined && r.revokedAt <= Date.now();
+  }
+
+  // --- replay protection -------------------------------------------------------------
+
+  private readonly nonces = new MemoryReplayCache();
+
+  async claimNonce(key: string, ttlMs: number): Promise<boolean> {
+    return this.nonces.claim(key, ttlMs);
   }
 
   async listRevocations(): Promise<Revocation[]> {

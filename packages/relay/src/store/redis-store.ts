@@ -127,11 +127,27 @@ redis.call('SREM', ARGV[3] .. cjson.decode(e).tunnelId, ARGV[1])
 redis.call('PUBLISH', ARGV[2], 'route\\n' .. ARGV[1] .. '\\n')
 return {'OK', e}`,
   // KEYS: revocations. ARGV: tokenId, json, expiresAt, channel
+  // KEYS: revocations. ARGV: tokenId, json, expiresAt, channel, effectiveAt.
+  // Of two revocations the earlier effective time and the later expiry win.
   revoke: `
 local e = redis.call('HGET', KEYS[1], ARGV[1])
-if e and tonumber(cjson.decode(e).expiresAt) >= tonumber(ARGV[3]) then return {'OK', e} end
+local json = ARGV[2]
+if e then
+  local old = cjson.decode(e)
+  local exp = math.max(tonumber(old.expiresAt), tonumber(ARGV[3]))
+  local eff = math.min(tonumber(old.revokedAt), tonumber(ARGV[5]))
+  if exp == tonumber(old.expiresAt) and eff == tonumber(old.revokedAt) then return {'OK', e} end
+  json = '{"tokenId":' .. cjson.encode(ARGV[1]) .. ',"expiresAt":' .. string.format('%d', exp) .. ',"revokedAt":' .. string.format('%d', eff) .. '}'
+end
+redis.call('HSET', KEYS[1], ARGV[1], json)
+redis.call('PUBLISH', ARGV[4], 'revoked\\n' .. ARGV[1] .. '\\n' .. json)
+return {'OK', json}`,
+  // KEYS: revocations. ARGV: tokenId, json, channel
+  revokeOnce: `
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if e then return {'EXISTS', e} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[4], 'revoked\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'revoked\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
 return {'OK', ARGV[2]}`,
   // KEYS: login:<code>, logins. ARGV: json, px, code, channel
   createLogin: `
@@ -699,14 +715,28 @@ export class RedisStore implements Store {
 
   // --- revocations -----------------------------------------------------------------
 
-  async revoke(tokenId: string, expiresAtMs: number): Promise<void> {
-    const rec: Revocation = { tokenId, expiresAt: Math.max(0, Math.ceil(expiresAtMs)), revokedAt: Date.now() };
-    const [, json] = await this.run('revoke', [this.k('revocations')], [tokenId, JSON.stringify(rec), rec.expiresAt, this.channel]);
+  async revoke(tokenId: string, expiresAtMs: number, effectiveAtMs = Date.now()): Promise<void> {
+    const rec: Revocation = { tokenId, expiresAt: Math.max(0, Math.ceil(expiresAtMs)), revokedAt: Math.max(0, Math.ceil(effectiveAtMs)) };
+    const [, json] = await this.run('revoke', [this.k('revocations')], [tokenId, JSON.stringify(rec), rec.expiresAt, this.channel, rec.revokedAt]);
     this.revocations.set(tokenId, this.parse(revocationSchema, json, `${this.k('revocations')}[${tokenId}]`));
   }
 
+  async revokeOnce(tokenId: string, expiresAtMs: number): Promise<boolean> {
+    const rec: Revocation = { tokenId, expiresAt: Math.max(0, Math.ceil(expiresAtMs)), revokedAt: Date.now() };
+    const [status, json] = await this.run('revokeOnce', [this.k('revocations')], [tokenId, JSON.stringify(rec), this.channel]);
+    // Either way the record (ours or the winner's) is mirrored now, not when pub/sub catches up.
+    this.revocations.set(tokenId, this.parse(revocationSchema, json, `${this.k('revocations')}[${tokenId}]`));
+    return status === 'OK';
+  }
+
   async isRevoked(tokenId: string): Promise<boolean> {
-    return this.revocations.has(tokenId);
+    const r = this.revocations.get(tokenId);
+    return r !== undefined && r.revokedAt <= Date.now();
+  }
+
+  async claimNonce(key: string, ttlMs: number): Promise<boolean> {
+    const r = await this.cmd('claimNonce', () => this.client.set(this.k(`nonce:${key}`), '1', 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'));
+    return r === 'OK';
   }
 
   async listRevocations(): Promise<Revocation[]> {

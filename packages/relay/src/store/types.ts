@@ -38,6 +38,7 @@ export interface Revocation {
   readonly tokenId: string;
   /** When the revoked token expires anyway; the record may be dropped after. */
   readonly expiresAt: number;
+  /** From when the token is refused: later than the record's creation for a rotation's grace period. */
   readonly revokedAt: number;
 }
 
@@ -187,9 +188,19 @@ export interface Store {
   deleteRoute(hostname: string): Promise<void>;
 
   // revocations
-  /** Idempotent. The record is kept at least until `expiresAtMs`. */
-  revoke(tokenId: string, expiresAtMs: number): Promise<void>;
-  /** Served from memory (per-request read). */
+  /**
+   * Idempotent. The record is kept at least until `expiresAtMs`. The token
+   * is refused from `effectiveAtMs` (default now: a rotation passes the end
+   * of its grace period); of two revocations of one token the earlier
+   * effective time and the later expiry win.
+   */
+  revoke(tokenId: string, expiresAtMs: number, effectiveAtMs?: number): Promise<void>;
+  /**
+   * Revokes now, atomically, only if the token has no revocation yet: true
+   * for the one caller that did (single-use enrollment tokens).
+   */
+  revokeOnce(tokenId: string, expiresAtMs: number): Promise<boolean>;
+  /** Whether the token is refused now. Served from memory (per-request read). */
   isRevoked(tokenId: string): Promise<boolean>;
   listRevocations(): Promise<Revocation[]>;
 
@@ -218,6 +229,14 @@ export interface Store {
   putPresence(relayId: string, presences: readonly Presence[], ttlMs: number): Promise<void>;
   /** Unexpired presence, optionally filtered. */
   listPresence(filter?: PresenceFilter): Promise<Presence[]>;
+
+  // replay protection
+  /**
+   * True the first time `key` is claimed within `ttlMs`, false after. Redis:
+   * `SET NX PX`, shared by the fleet; file store (one relay): a bounded map
+   * in this process. Rejects when it cannot tell (callers refuse then).
+   */
+  claimNonce(key: string, ttlMs: number): Promise<boolean>;
 
   // events
   /** Returns the unsubscribe function. */

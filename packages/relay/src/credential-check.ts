@@ -1,0 +1,142 @@
+import { verifyToken, TokenError, TokenKind, CredentialLifetime, type AccountClaims, type TunnelClaims } from '@tunnel/protocol';
+import type { Logger } from 'pino';
+import type { Store } from './store/types.js';
+
+/**
+ * Credentials issued before credentials expired carry no `exp`. Refusing
+ * them outright would silently break every existing install, so a relay
+ * accepts them by default — logging each one once, by id, so the operator
+ * knows what to rotate — until the operator says `--legacy-credentials
+ * refuse` (after rotating: `tunnel token --rotate NAME`, `tunnel login`).
+ */
+export type LegacyPolicy = 'accept' | 'refuse';
+
+export interface CredentialPolicy {
+  /** Lifetime of account credentials issued here (`tunnel login`), seconds. */
+  accountSeconds: number;
+  /** Lifetime of tunnel tokens issued here, seconds. */
+  tunnelSeconds: number;
+  legacy: LegacyPolicy;
+  legacySeen?: LegacyCredentials;
+}
+
+export const DEFAULT_CREDENTIAL_POLICY: CredentialPolicy = {
+  accountSeconds: CredentialLifetime.accountSeconds,
+  tunnelSeconds: CredentialLifetime.tunnelSeconds,
+  legacy: 'accept',
+};
+
+/** Why a credential was refused; the CLI prints `message` and the `code`. */
+export interface CredentialRefusal {
+  status: 401 | 403 | 503;
+  code: 'missing_credential' | 'invalid_credential' | 'credential_expired' | 'credential_no_expiry' | 'credential_revoked' | 'tunnel_deleted' | 'account_deleted' | 'store_unavailable';
+  message: string;
+}
+
+type Verified<T> = { claims: T } | CredentialRefusal;
+
+/** Counts legacy (no `exp`) credentials in use, and names each once in the log. */
+export class LegacyCredentials {
+  private readonly seen = new Set<string>();
+  constructor(
+    private readonly log: Logger,
+    private readonly maxTracked = 10_000,
+  ) {}
+
+  get count(): number {
+    return this.seen.size;
+  }
+
+  note(kind: 'tunnel' | 'account', jti: string, policy: LegacyPolicy): void {
+    const key = `${kind}:${jti}`;
+    if (this.seen.has(key) || this.seen.size >= this.maxTracked) return;
+    this.seen.add(key);
+    this.log.warn(
+      { event: 'legacy-credential', kind, tokenId: jti, policy, legacySeen: this.seen.size },
+      policy === 'accept'
+        ? `a ${kind} credential without an expiry is in use (accepted: rotate it with ${kind === 'tunnel' ? '`tunnel token --rotate NAME`' : '`tunnel login`'})`
+        : `a ${kind} credential without an expiry was refused (--legacy-credentials refuse)`,
+    );
+  }
+}
+
+function signatureRefusal(e: unknown, what: string, again: string): CredentialRefusal {
+  const why = e instanceof TokenError ? e.code : 'MALFORMED';
+  if (why === 'EXPIRED') return { status: 401, code: 'credential_expired', message: `${what} has expired: ${again}` };
+  return {
+    status: 401,
+    code: 'invalid_credential',
+    message:
+      why === 'BAD_SIGNATURE'
+        ? `${what} signature does not verify (tampered, or issued by another fleet)`
+        : why === 'WRONG_KIND'
+          ? `this is not a ${what}`
+          : `${what} is malformed`,
+  };
+}
+
+function legacyRefusal(policy: CredentialPolicy, kind: 'tunnel' | 'account', jti: string, again: string): CredentialRefusal | null {
+  policy.legacySeen?.note(kind, jti, policy.legacy);
+  if (policy.legacy === 'accept') return null;
+  return { status: 401, code: 'credential_no_expiry', message: `this ${kind} credential has no expiry and this relay no longer accepts such: ${again}` };
+}
+
+/**
+ * Every place a tunnel credential is accepted (the connector endpoint, the
+ * control API's connector routes) checks it here: signature, kind, expiry,
+ * shape, revocation, and that its tunnel still exists.
+ */
+export async function checkTunnelCredential(token: string, publicKey: string, store: Store, policy: CredentialPolicy): Promise<Verified<TunnelClaims>> {
+  if (!token) return { status: 401, code: 'missing_credential', message: 'no tunnel credential (Authorization: Bearer …)' };
+  const again = 'get a new one with `tunnel token --rotate NAME` (or `tunnel token NAME`)';
+  let claims: TunnelClaims;
+  try {
+    claims = verifyToken(TokenKind.Tunnel, token, publicKey).claims as unknown as TunnelClaims;
+  } catch (e) {
+    return signatureRefusal(e, 'tunnel credential', again);
+  }
+  if (typeof claims.tunnelId !== 'string' || typeof claims.jti !== 'string' || typeof claims.accountId !== 'string') {
+    return { status: 401, code: 'invalid_credential', message: 'tunnel credential lacks tunnel, account or id' };
+  }
+  if (claims.exp === undefined) {
+    const refused = legacyRefusal(policy, 'tunnel', claims.jti, again);
+    if (refused) return refused;
+  }
+  try {
+    if (await store.isRevoked(claims.jti)) return { status: 403, code: 'credential_revoked', message: 'tunnel credential has been revoked' };
+    const tunnel = await store.getTunnel(claims.tunnelId);
+    if (!tunnel || tunnel.accountId !== claims.accountId) return { status: 403, code: 'tunnel_deleted', message: `tunnel ${claims.tunnelId} no longer exists` };
+  } catch (e) {
+    return { status: 503, code: 'store_unavailable', message: `relay cannot check the credential now: ${(e as Error).message}` };
+  }
+  return { claims };
+}
+
+/** The account credential (cert.json) check of the control API. */
+export async function checkAccountCredential(token: string, publicKey: string, store: Store, policy: CredentialPolicy): Promise<Verified<AccountClaims>> {
+  if (!token) return { status: 401, code: 'missing_credential', message: 'no account credential: run `tunnel login` first' };
+  const again = 'run `tunnel login` again';
+  let claims: AccountClaims;
+  try {
+    claims = verifyToken(TokenKind.Account, token, publicKey).claims as unknown as AccountClaims;
+  } catch (e) {
+    return signatureRefusal(e, 'account credential', again);
+  }
+  if (typeof claims.accountId !== 'string' || typeof claims.jti !== 'string') return { status: 401, code: 'invalid_credential', message: 'account credential lacks its account' };
+  if (claims.exp === undefined) {
+    const refused = legacyRefusal(policy, 'account', claims.jti, again);
+    if (refused) return refused;
+  }
+  if (await store.isRevoked(claims.jti)) return { status: 403, code: 'credential_revoked', message: `this account credential has been revoked: ${again}` };
+  if (!(await store.getAccount(claims.accountId))) return { status: 403, code: 'account_deleted', message: 'the account of this credential no longer exists' };
+  return { claims };
+}
+
+/** `90d`, `24h`, `30m`, `45s` or plain seconds → seconds. Throws with a clear reason. */
+export function parseLifetime(s: string, what: string): number {
+  const m = /^(\d+)\s*([smhd]?)$/.exec(String(s).trim());
+  if (!m) throw new RangeError(`${what}: ${JSON.stringify(s)} is not a duration (e.g. 90d, 24h, 30m, 45s)`);
+  const n = Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
+  if (n < 1) throw new RangeError(`${what}: must be at least 1 second`);
+  return n;
+}

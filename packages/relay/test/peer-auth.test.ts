@@ -1,0 +1,213 @@
+// The relay-to-relay signature scheme (peer forwarding and relay-stats):
+// every field the receiver acts on is covered, a nonce is accepted once
+// (in-memory, and through a real Redis shared by two store instances as two
+// relays would), and a streamed body's MAC trailer catches any change.
+import { afterAll, describe, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { PeerAuth, decodeBodySeal, encodeBodySeal, headersDigest, readSignedRequest, sha256, type SignedRequest } from '../src/peer-auth.js';
+import { MemoryReplayCache, ReplayCacheFull } from '../src/replay-cache.js';
+import { openStore } from '../src/store/open.js';
+import { startRedis } from '../../../test/harness/redis.js';
+
+const SECRET = 'fleet-secret-for-tests';
+const redis = await startRedis();
+afterAll(async () => {
+  await redis?.stop();
+});
+
+function request(over: Partial<SignedRequest> = {}): SignedRequest {
+  return {
+    from: 'relay-a',
+    time: Date.now(),
+    nonce: PeerAuth.nonce(),
+    requestId: 'req-1',
+    method: 'POST',
+    host: 'app.test',
+    target: '/orders?id=7',
+    clientIp: '203.0.113.9',
+    scheme: 'https',
+    headers: headersDigest(['Host', 'app.test', 'Content-Type', 'application/json']),
+    body: { kind: 'digest', length: 9, sha256: sha256(Buffer.from('payload-1')) },
+    ...over,
+  };
+}
+
+describe('peer signature: coverage', () => {
+  const alterations: Array<[string, Partial<SignedRequest>]> = [
+    ['from', { from: 'relay-x' }],
+    ['time', { time: Date.now() - 1 }],
+    ['nonce', { nonce: PeerAuth.nonce() }],
+    ['request id', { requestId: 'req-2' }],
+    ['method', { method: 'PUT' }],
+    ['host', { host: 'other.test' }],
+    ['path', { target: '/admin?id=7' }],
+    ['query', { target: '/orders?id=8' }],
+    ['client ip', { clientIp: '198.51.100.1' }],
+    ['scheme', { scheme: 'http' }],
+    ['headers (an added Cookie)', { headers: headersDigest(['Host', 'app.test', 'Content-Type', 'application/json', 'Cookie', 'session=stolen']) }],
+    ['body digest', { body: { kind: 'digest', length: 9, sha256: sha256(Buffer.from('payload-2')) } }],
+    ['body length', { body: { kind: 'digest', length: 10, sha256: sha256(Buffer.from('payload-1')) } }],
+    ['body kind (digest → stream)', { body: { kind: 'stream', length: 9 } }],
+  ];
+
+  it('a signed request verifies once', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+    const r = request();
+    const sig = auth.sign(r);
+    expect(await auth.verify(r, sig)).toBeNull();
+  });
+
+  for (const [what, change] of alterations) {
+    it(`altering ${what} is refused`, async () => {
+      const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+      const r = request();
+      const sig = auth.sign(r);
+      expect(await auth.verify({ ...r, ...change }, sig)).toBe('bad signature');
+    });
+  }
+
+  it('another fleet key, a stale or future time, a missing nonce are refused', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache(), 60_000);
+    const r = request();
+    expect(await new PeerAuth('another-fleet', new MemoryReplayCache()).verify(r, auth.sign(r))).toBe('bad signature');
+    const old = request({ time: Date.now() - 61_000 });
+    expect(await auth.verify(old, auth.sign(old))).toBe('stale or missing timestamp');
+    const future = request({ time: Date.now() + 61_000 });
+    expect(await auth.verify(future, auth.sign(future))).toBe('stale or missing timestamp');
+    const noNonce = request({ nonce: '' });
+    expect(await auth.verify(noNonce, auth.sign(noNonce))).toBe('missing nonce');
+  });
+
+  it('a field holding a newline never verifies (no field can shift another)', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+    const r = request({ host: 'app.test\n/admin' });
+    expect(await auth.verify(r, auth.sign(r))).toBe('bad signature');
+  });
+
+  it('the headers digest is canonical: name case does not matter, order, values and additions do; framing headers are not covered', () => {
+    const base = headersDigest(['Host', 'a', 'X-A', '1', 'X-B', '2']);
+    expect(headersDigest(['host', 'a', 'x-a', '1', 'x-b', '2'])).toBe(base);
+    expect(headersDigest(['Host', 'a', 'X-B', '2', 'X-A', '1'])).not.toBe(base);
+    expect(headersDigest(['Host', 'a', 'X-A', '1 ', 'X-B', '2'])).not.toBe(base);
+    expect(headersDigest(['Host', 'a', 'X-A', '1', 'X-B', '2', 'Cookie', 'c=1'])).not.toBe(base);
+    expect(headersDigest(['Host', 'a', 'Connection', 'keep-alive', 'X-A', '1', 'Transfer-Encoding', 'chunked', 'X-B', '2', 'Tunnel-Peer-Client-Ip', '1.2.3.4'])).toBe(base);
+  });
+
+  it('body seals round-trip and malformed ones are refused', () => {
+    for (const b of [{ kind: 'none' }, { kind: 'digest', length: 3, sha256: sha256(Buffer.from('abc')) }, { kind: 'stream', length: 'chunked' }, { kind: 'stream', length: 12 }] as const) {
+      expect(decodeBodySeal(encodeBodySeal(b))).toEqual(b);
+    }
+    for (const bad of ['', 'digest;len=-1;sha256=x', 'digest;len=3', 'stream;len=01', 'stream', 'none;x']) expect(decodeBodySeal(bad)).toBeNull();
+  });
+
+  it('readSignedRequest takes the fields from the request as received', () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+    const r = request({ headers: headersDigest(['Host', 'app.test']) });
+    const pairs = auth.headerPairs(r, auth.sign(r));
+    const rawHeaders = ['Host', 'app.test', ...pairs];
+    const headers: Record<string, string> = {};
+    for (let i = 0; i < rawHeaders.length; i += 2) headers[rawHeaders[i]!.toLowerCase()] = rawHeaders[i + 1]!;
+    const read = readSignedRequest({ method: 'POST', url: '/orders?id=7', headers, rawHeaders });
+    expect(read).toEqual({ fields: r, sig: auth.sign(r) });
+    // A forged client IP header (a second one is joined by node: "a, b") changes the signed field.
+    const forged = readSignedRequest({ method: 'POST', url: '/orders?id=7', headers: { ...headers, 'tunnel-peer-client-ip': '198.51.100.1' }, rawHeaders });
+    expect(typeof forged !== 'string' && forged.fields.clientIp).toBe('198.51.100.1');
+  });
+});
+
+describe('peer signature: replay cache', () => {
+  it('in memory: a replay within the window is refused; the cache is bounded and refuses (fails closed) when full', async () => {
+    const cache = new MemoryReplayCache(3);
+    const auth = new PeerAuth(SECRET, cache);
+    const r = request();
+    const sig = auth.sign(r);
+    expect(await auth.verify(r, sig)).toBeNull();
+    expect(await auth.verify(r, sig)).toBe('replayed request (nonce already used)');
+    for (let i = 0; i < 2; i++) {
+      const x = request();
+      expect(await auth.verify(x, auth.sign(x))).toBeNull();
+    }
+    expect(cache.size).toBe(3);
+    const over = request();
+    expect(await auth.verify(over, auth.sign(over))).toMatch(/^replay check unavailable: replay cache full/);
+    expect(() => cache.claimSync('k', 1_000)).toThrow(ReplayCacheFull);
+    // Expired entries make room again.
+    expect(cache.claimSync('k', 1_000, Date.now() + 10 * 60_000)).toBe(true);
+    expect(cache.size).toBe(1);
+  });
+
+  it('a forged signature does not consume the nonce of the real request', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+    const r = request();
+    expect(await auth.verify(r, 'x'.repeat(43))).toBe('bad signature');
+    expect(await auth.verify(r, auth.sign(r))).toBeNull();
+  });
+
+  it.skipIf(!redis)('Redis (real redis-server): a request accepted by one relay is refused as a replay by another', async () => {
+    const prefix = `peer-auth-${process.pid}:`;
+    const a = await openStore(redis!.url, { keyPrefix: prefix });
+    const b = await openStore(redis!.url, { keyPrefix: prefix });
+    try {
+      const relayA = new PeerAuth(SECRET, { claim: (k, t) => a.claimNonce(k, t) }, 500);
+      const relayB = new PeerAuth(SECRET, { claim: (k, t) => b.claimNonce(k, t) }, 500);
+      const r = request();
+      const sig = relayA.sign(r);
+      expect(await relayA.verify(r, sig)).toBeNull();
+      expect(await relayB.verify(r, sig)).toBe('replayed request (nonce already used)');
+      expect(await relayA.verify(r, sig)).toBe('replayed request (nonce already used)');
+      const other = request();
+      expect(await relayB.verify(other, relayB.sign(other))).toBeNull();
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
+
+describe('peer signature: streamed body MAC trailer', () => {
+  const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+  const sig = auth.sign(request({ body: { kind: 'stream', length: 'chunked' } }));
+  const chunks = [Buffer.from('first chunk,'), Buffer.alloc(70_000, 7), Buffer.from('x'), Buffer.from('last')];
+  const total = chunks.reduce((n, c) => n + c.length, 0);
+
+  async function sealed(): Promise<Buffer> {
+    const out: Buffer[] = [];
+    await pipeline(Readable.from(chunks), auth.sealStream(sig), async function* (src: AsyncIterable<Buffer>) {
+      for await (const c of src) out.push(c);
+    });
+    return Buffer.concat(out);
+  }
+
+  async function open(wire: Buffer, length: number | 'chunked', key = sig, splitAt = [5, 40, 70_020]): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let last = 0;
+    for (const at of [...splitAt, wire.length]) {
+      parts.push(wire.subarray(last, Math.min(at, wire.length)));
+      last = Math.min(at, wire.length);
+    }
+    const out: Buffer[] = [];
+    await pipeline(Readable.from(parts.filter((p) => p.length > 0)), auth.openStream(key, length), async function* (src: AsyncIterable<Buffer>) {
+      for await (const c of src) out.push(c);
+    });
+    return Buffer.concat(out);
+  }
+
+  it('passes the body through unchanged, minus the trailer, whatever the chunking', async () => {
+    const wire = await sealed();
+    expect(wire.length).toBe(total + 32);
+    expect((await open(wire, 'chunked')).equals(Buffer.concat(chunks))).toBe(true);
+    expect((await open(wire, total, sig, [1, 2, 3, wire.length - 1])).equals(Buffer.concat(chunks))).toBe(true);
+  });
+
+  it('a changed byte, a cut body, another request\'s key or a wrong signed length fails the stream', async () => {
+    const wire = await sealed();
+    const flipped = Buffer.from(wire);
+    flipped[100] = flipped[100]! ^ 1;
+    await expect(open(flipped, 'chunked')).rejects.toThrow(/MAC does not verify/);
+    await expect(open(wire.subarray(0, wire.length - 1), 'chunked')).rejects.toThrow(/MAC does not verify/);
+    await expect(open(wire.subarray(0, 20), 'chunked')).rejects.toThrow(/MAC does not verify/);
+    await expect(open(wire, 'chunked', auth.sign(request()))).rejects.toThrow(/MAC does not verify/);
+    await expect(open(wire, total + 1)).rejects.toThrow(/length differs/);
+    await expect(open(wire, total - 100)).rejects.toThrow(/longer than signed/);
+  });
+});
