@@ -123,6 +123,13 @@ function setHeaderOrAdd(capture: Buffer, name: string, value: string): Buffer {
 describe('security: captured peer requests are refused when replayed or altered', () => {
   let a: RelayProc;
   let b: RelayProc;
+  let metricsPort = 0;
+  const refusedBy = async (): Promise<Record<string, number>> => {
+    const text = await (await request(`http://127.0.0.1:${metricsPort}/metrics`)).body.text();
+    const out: Record<string, number> = {};
+    for (const m of text.matchAll(/^tunnel_relay_peer_refused_total\{reason="([a-z_]+)"\} (\d+)$/gm)) out[m[1]!] = Number(m[2]);
+    return out;
+  };
   let origin: Origin;
   const rec = new Recorder();
   const tmp = tempDir();
@@ -147,7 +154,8 @@ describe('security: captured peer requests are refused when replayed or altered'
     generateKeyFile(keys);
     const store = `file:${path.join(tmp.dir, 'store')}`;
     a = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-a' });
-    b = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-b', extraArgs: ['--advertise-peer-url', `http://127.0.0.1:${rec.port}`] });
+    b = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-b', extraArgs: ['--advertise-peer-url', `http://127.0.0.1:${rec.port}`, '--metrics', '127.0.0.1:0'] });
+    metricsPort = (await b.proc.waitForLog((l) => l.event === 'metrics-listening', 15_000, 'relay-b metrics')).port as number;
     rec.target = b.peer!;
     const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'app', hostnames: [host], relays: [b.connectUrl] });
     await startConnector({ token, relays: [b.connectUrl], url: origin.url, ha: 2, extraArgs: ['--no-discover'] });
@@ -200,6 +208,11 @@ describe('security: captured peer requests are refused when replayed or altered'
       expect(res.header('tunnel-error'), what).toBe('peer_refused');
     }
     expect(seen.complete).not.toContain('held');
+    // Each refusal is counted by reason in /metrics.
+    const refused = await refusedBy();
+    expect(refused.body).toBeGreaterThanOrEqual(1);
+    expect(refused.signature).toBeGreaterThanOrEqual(4);
+    expect(refused.replay).toBeGreaterThanOrEqual(2);
     // The untouched capture is genuine and still fresh: served once, then a replay.
     const genuine = await replay(b.peer!, capture);
     expect(genuine.status).toBe(200);

@@ -229,7 +229,8 @@ describe.skipIf(missing !== null)('TLS on every listener', () => {
   });
 
   it('`tunnel login --relay https://…` works with a private CA (--ca-file, saved for later commands; NODE_EXTRA_CA_CERTS)', async () => {
-    const enroll = await runCli(RELAY_CLI, ['account', 'create', 'alice', '--store', store, '--keys', keys], {}, tmp.dir);
+    // Reusable: this one token logs in twice below (enrollment tokens are single use by default).
+    const enroll = await runCli(RELAY_CLI, ['account', 'create', 'alice', '--reusable', '--store', store, '--keys', keys], {}, tmp.dir);
     expect(enroll.code).toBe(0);
     const token = enroll.stdout.trim();
     const relayUrl = `https://127.0.0.1:${a.control}`;

@@ -145,6 +145,7 @@ program
     );
     const id = o.id ?? `${hostname().split('.')[0]}-${randomBytes(3).toString('hex')}`;
     const metrics = new RelayMetrics({ relayId: id, region: o.region, version: VERSION });
+    metrics.attachLegacyCredentials(() => policy.legacySeen?.count ?? 0);
     const store = metrics.instrumentStore(await openStore(o.store));
     if (!!o.tlsCert !== !!o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
     if (o.tlsCa && !o.tlsCert) throw new UsageError('--tls-ca verifies other relays over TLS: it needs --tls-cert/--tls-key');

@@ -27,6 +27,8 @@ export class RelayMetrics {
   readonly registry = new Registry();
   private readonly traffic = new Map<string, TunnelTraffic>();
   private readonly forwarded = new Map<string, number>();
+  private readonly peerRefused = new Map<string, number>();
+  private legacyCredentials: () => number = () => 0;
   private readonly storeErrors = new Map<string, number>();
   private readonly disconnects = new Map<string, number>();
   private registrations = 0;
@@ -186,6 +188,24 @@ export class RelayMetrics {
       },
     });
     new Counter({
+      name: 'tunnel_relay_peer_refused_total',
+      help: 'Relay-to-relay requests this relay refused, by reason (signature, stale, replay, body, replay_check_unavailable, malformed).',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of self.peerRefused) this.inc({ reason }, n);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_legacy_credentials',
+      help: 'Distinct credentials without an expiry (issued before credentials expired) presented to this relay since it started.',
+      registers,
+      collect() {
+        this.set(self.legacyCredentials());
+      },
+    });
+    new Counter({
       name: 'tunnel_relay_store_errors_total',
       help: 'Fleet store operations that failed, by operation.',
       labelNames: ['op'],
@@ -215,7 +235,15 @@ export class RelayMetrics {
       onForward: (peerId: string): void => {
         this.forwarded.set(peerId, (this.forwarded.get(peerId) ?? 0) + 1);
       },
+      onPeerRefused: (reason: string): void => {
+        this.peerRefused.set(reason, (this.peerRefused.get(reason) ?? 0) + 1);
+      },
     };
+  }
+
+  /** Where the legacy-credential gauge reads its count. */
+  attachLegacyCredentials(count: () => number): void {
+    this.legacyCredentials = count;
   }
 
   /** Per-tunnel request counts (for the dashboard). */

@@ -269,6 +269,16 @@ function canonical(r: SignedRequest): string {
   return fields.join('\n');
 }
 
+/** A short, bounded label for a refusal message (metrics). */
+export function peerRefusalReason(message: string): string {
+  if (message.includes('bad signature')) return 'signature';
+  if (message.includes('stale')) return 'stale';
+  if (message.includes('replayed')) return 'replay';
+  if (message.includes('replay check unavailable')) return 'replay_check_unavailable';
+  if (message.includes('body')) return 'body';
+  return 'malformed';
+}
+
 /** Reads the signed fields a peer request carries (node:http request). */
 export function readSignedRequest(req: { method?: string; url?: string; headers: Record<string, string | string[] | undefined>; rawHeaders: string[] }): { fields: SignedRequest; sig: string } | string {
   const h = (n: string): string => {

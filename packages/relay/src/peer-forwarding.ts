@@ -4,7 +4,7 @@ import type { Duplex, Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { RequestHead } from '@tunnel/protocol';
-import { PeerAuth, PeerHeaders, headersDigest, isSignedHeader, readSignedRequest, sha256, type BodySeal, type SignedRequest } from './peer-auth.js';
+import { PeerAuth, PeerHeaders, peerRefusalReason, headersDigest, isSignedHeader, readSignedRequest, sha256, type BodySeal, type SignedRequest } from './peer-auth.js';
 import type { FleetView } from './fleet-view.js';
 import type { Route } from './store/types.js';
 import { RelayErrors, sendError } from './error-page.js';
@@ -344,6 +344,7 @@ export function createPeerServer(
   };
 
   const refuse = (req: http.IncomingMessage, res: http.ServerResponse, c: { status: number; code: string; message: string }) => {
+    if (c.code === 'peer_refused') ctx.hooks.onPeerRefused?.(peerRefusalReason(c.message));
     log.warn({ code: c.code, from: req.headers[PeerHeaders.from], ip: req.socket.remoteAddress }, c.message);
     res.writeHead(c.status, { 'content-type': 'application/json', 'tunnel-error': c.code, 'tunnel-error-source': 'relay', connection: 'close' });
     res.end(JSON.stringify({ error: { code: c.code, message: c.message } }));
@@ -391,6 +392,7 @@ export function createPeerServer(
         if (replay) c = { status: 403, code: 'peer_refused', message: `peer request refused: ${replay}` };
       }
       if ('status' in c) {
+        if (c.code === 'peer_refused') ctx.hooks.onPeerRefused?.(peerRefusalReason(c.message));
         log.warn({ code: c.code, from: req.headers[PeerHeaders.from] }, c.message);
         return void socket.end(`HTTP/1.1 ${c.status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       }

@@ -14,6 +14,8 @@ export interface ProxyHooks {
   onResponse?(route: Route | undefined, status: number, startedAt: bigint): void;
   /** A request was forwarded to a peer relay. */
   onForward?(peerId: string): void;
+  /** A relay-to-relay request was refused (see peerRefusalReason). */
+  onPeerRefused?(reason: string): void;
 }
 
 export interface ProxyContext {
