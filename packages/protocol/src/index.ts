@@ -6,6 +6,7 @@ export * from './session.js';
 export * from './ws-transport.js';
 export * from './memory-pair.js';
 export * from './limits.js';
+export * from './token-bucket.js';
 export * from './heads.js';
 export * from './control.js';
 export * from './token.js';

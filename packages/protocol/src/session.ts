@@ -11,6 +11,18 @@ import {
 } from './frame.js';
 import type { Transport } from './transport.js';
 import { YamuxStream, type StreamOwner } from './stream.js';
+import { TokenBucket } from './token-bucket.js';
+
+/** A ceiling a session enforced against its peer; reported through `SessionOptions.onLimit`. */
+export type SessionLimit =
+  /** Outbound bytes queued past `maxOutboundQueued`: reading from the peer paused. */
+  | 'outbound_queue'
+  /** Still over the queue cap after `outboundStallMs`: session closed. */
+  | 'outbound_stall'
+  /** A ping over `pingAnswersPerSecond` went unanswered. */
+  | 'ping_rate'
+  /** Refused stream opens over `refusalsPerSecond`: session closed with a protocol error. */
+  | 'refusal_rate';
 
 export interface SessionOptions {
   /** Client sessions open odd stream ids, servers even (spec). */
@@ -34,11 +46,29 @@ export interface SessionOptions {
    * stream's first outbound frame (0: send it at once, as hashicorp/yamux does).
    */
   ackDelayMs?: number;
+  /**
+   * Bytes the transport may hold unwritten before the session stops reading
+   * from the peer. Frames we send in answer to the peer's (pings, refusals,
+   * window updates) would otherwise queue without bound when it never reads.
+   */
+  maxOutboundQueued?: number;
+  /** Over `maxOutboundQueued` this long without draining: the session ends (GoAway, then close). 0 = never. */
+  outboundStallMs?: number;
+  /** Pings answered per second (bursts of as many); the rest go unanswered. 0 = no limit. */
+  pingAnswersPerSecond?: number;
+  /**
+   * Peer stream opens we refuse (RST answers) per second, in bursts of as
+   * many; past it the peer is flooding and the session ends with a
+   * protocol-error GoAway. 0 = no limit.
+   */
+  refusalsPerSecond?: number;
+  /** Told each time a ceiling above is hit (for metrics); must not throw. */
+  onLimit?: (limit: SessionLimit) => void;
 }
 
 export class SessionError extends Error {
   constructor(
-    readonly code: 'PROTOCOL_ERROR' | 'INTERNAL_ERROR' | 'KEEPALIVE_TIMEOUT' | 'TRANSPORT_CLOSED' | 'GOAWAY' | 'CLOSED' | 'STREAM_LIMIT',
+    readonly code: 'PROTOCOL_ERROR' | 'INTERNAL_ERROR' | 'KEEPALIVE_TIMEOUT' | 'TRANSPORT_CLOSED' | 'GOAWAY' | 'CLOSED' | 'STREAM_LIMIT' | 'OUTBOUND_STALLED',
     message: string,
   ) {
     super(message);
@@ -64,6 +94,14 @@ const DEFAULTS = {
   // on the peer) per stream. The peer needs the ACK only for the window bonus
   // past 256 KiB, so a stream that answers slowly is acknowledged soon anyway.
   ackDelayMs: 20,
+  // Well above the transports' own high-water marks (1 MiB for ws) plus one
+  // in-flight chunk per busy stream, so only a peer that stops reading hits it.
+  maxOutboundQueued: 32 * 1024 * 1024,
+  outboundStallMs: 30_000,
+  // Keepalive is one ping per 15 s; a thousand times that is still generous.
+  pingAnswersPerSecond: 64,
+  // A peer only sees refusals past maxStreams/backlog or after our GoAway.
+  refusalsPerSecond: 128,
 };
 
 /** Most bytes we hand the transport in one batched message. */
@@ -86,7 +124,13 @@ export interface SessionEvents {
  * with a GoAway, never the process.
  */
 export class Session extends EventEmitter<SessionEvents> implements StreamOwner {
-  private readonly opts: Required<Omit<SessionOptions, 'client'>>;
+  private readonly opts: Required<Omit<SessionOptions, 'client' | 'onLimit'>>;
+  private readonly onLimit: (limit: SessionLimit) => void;
+  private readonly pingAnswers: TokenBucket;
+  private readonly refusals: TokenBucket;
+  /** Reading from the peer is paused because our outbound queue is over its cap. */
+  private readPaused = false;
+  private stallTimer: NodeJS.Timeout | null = null;
   private readonly transport: Transport;
   private readonly streams = new Map<number, YamuxStream>();
   private readonly backlog: YamuxStream[] = [];
@@ -123,8 +167,11 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
 
   constructor(transport: Transport, options: SessionOptions) {
     super();
-    const { client, ...rest } = options;
+    const { client, onLimit, ...rest } = options;
     this.opts = { ...DEFAULTS, ...stripUndefined(rest) };
+    this.onLimit = onLimit ?? noLimitHook;
+    this.pingAnswers = new TokenBucket(this.opts.pingAnswersPerSecond);
+    this.refusals = new TokenBucket(this.opts.refusalsPerSecond);
     this.client = client;
     this.nextId = client ? 1 : 2;
     this.transport = transport;
@@ -322,10 +369,42 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   private transmit(buf: Buffer): void {
     if (this.state === 'closed') return;
     if (!this.transport.send(buf)) this.transportFull = true;
+    if (!this.readPaused && this.transport.queuedBytes !== undefined && this.transport.queuedBytes() > this.opts.maxOutboundQueued) this.pauseReading();
   }
+
+  /**
+   * The peer is not reading what we send: stop reading what it sends (its
+   * frames are what make us queue more), until the transport drains.
+   */
+  private pauseReading(): void {
+    if (this.state !== 'open') return;
+    this.readPaused = true;
+    this.onLimit('outbound_queue');
+    this.transport.pauseReading?.();
+    if (this.opts.outboundStallMs > 0) {
+      this.stallTimer = setTimeout(this.stallBound, this.opts.outboundStallMs);
+      this.stallTimer.unref();
+    }
+  }
+
+  private readonly stallBound = () => {
+    this.stallTimer = null;
+    if (!this.readPaused || this.state !== 'open') return;
+    this.onLimit('outbound_stall');
+    this._localGoAway = true;
+    // Likely never read, but it says why if the peer ever does.
+    this.transport.send(encodeHeader(FrameType.GoAway, 0, 0, GoAwayCode.InternalError));
+    this.shutdown(new SessionError('OUTBOUND_STALLED', `peer read nothing for ${this.opts.outboundStallMs} ms with ${this.opts.maxOutboundQueued} bytes queued`), true);
+  };
 
   private onTransportDrain(): void {
     this.transportFull = false;
+    if (this.readPaused) {
+      this.readPaused = false;
+      if (this.stallTimer) clearTimeout(this.stallTimer);
+      this.stallTimer = null;
+      this.transport.resumeReading?.();
+    }
     const waiters = this.drainWaiters;
     this.drainWaiters = [];
     for (let i = 0; i < waiters.length; i++) {
@@ -449,6 +528,12 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
       return undefined;
     }
     if (this._localGoAway || this.streams.size >= this.opts.maxStreams || this.backlogFull()) {
+      if (!this.refusals.take()) {
+        // Opening streams faster than we can refuse them: a SYN flood.
+        this.onLimit('refusal_rate');
+        this.protocolError(`peer opened streams we refused faster than ${this.opts.refusalsPerSecond}/s`);
+        return undefined;
+      }
       this.enqueue(encodeHeader(FrameType.WindowUpdate, Flag.RST, id, 0));
       return null;
     }
@@ -490,7 +575,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   private onPing(flags: number, id: number, opaque: number): void {
     if (id !== 0) return this.protocolError('ping on a stream id');
     if (flags & Flag.SYN) {
-      this.enqueue(encodeHeader(FrameType.Ping, Flag.ACK, 0, opaque));
+      if (this.pingAnswers.take()) this.enqueue(encodeHeader(FrameType.Ping, Flag.ACK, 0, opaque));
+      else this.onLimit('ping_rate');
       return;
     }
     if (flags & Flag.ACK) {
@@ -550,6 +636,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = null;
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
     this.unacked.clear();
     this.payloadLeft = 0;
     const reason = err ?? new SessionError('CLOSED', 'session closed');
@@ -573,6 +661,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
 }
 
 function ignoreError(): void {}
+function noLimitHook(): void {}
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   const out: Partial<T> = {};

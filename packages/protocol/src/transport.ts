@@ -13,6 +13,16 @@ export interface Transport {
   /** Close now, dropping anything queued. */
   destroy(): void;
   attach(handlers: TransportHandlers): void;
+  /**
+   * Bytes handed to `send` and not yet written out. With `pauseReading` and
+   * `resumeReading`, what lets a session stop reading a peer that never reads
+   * the answers its frames cause; a transport without them only gets the
+   * stall close.
+   */
+  queuedBytes?(): number;
+  /** Stop delivering `data` until `resumeReading`; a `drain` must follow once queued bytes are written. */
+  pauseReading?(): void;
+  resumeReading?(): void;
 }
 
 export interface TransportHandlers {
@@ -22,14 +32,26 @@ export interface TransportHandlers {
   close(err?: Error): void;
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** A transport over any Node duplex byte stream (a socket, an in-memory pair, a ws stream). */
 export function duplexTransport(d: Duplex): Transport {
   let closed = false;
+  let drainCb: (() => void) | null = null;
   return {
     send: (chunk) => d.write(chunk),
     end: () => d.end(),
     destroy: () => d.destroy(),
+    queuedBytes: () => d.writableLength,
+    pauseReading() {
+      d.pause();
+      // 'drain' follows only a write that returned false: an empty write's
+      // callback runs once everything queued before it is written.
+      if (!d.writableNeedDrain && !d.writableEnded && !d.destroyed) d.write(EMPTY, () => drainCb?.());
+    },
+    resumeReading: () => void d.resume(),
     attach(h) {
+      drainCb = () => h.drain();
       let failure: Error | undefined;
       const close = () => {
         if (closed) return;

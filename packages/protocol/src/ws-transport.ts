@@ -54,6 +54,16 @@ export function wsTransport(ws: WebSocket, options: WsTransportOptions = {}): Tr
     destroy() {
       ws.terminate();
     },
+    queuedBytes: () => inFlight,
+    pauseReading() {
+      ws.pause();
+      // Ask for a drain once what is queued is mostly written.
+      if (inFlight > 0) full = true;
+      else queueMicrotask(() => handlers?.drain());
+    },
+    resumeReading() {
+      if (ws.readyState === ws.OPEN) ws.resume();
+    },
     attach(h) {
       handlers = h;
       let closed = false;

@@ -232,6 +232,7 @@ export function tapTransport(t: Transport, tap: (chunk: Buffer) => void): Transp
     end: () => t.end(),
     destroy: () => t.destroy(),
     attach: (h) => t.attach(h),
+    ...(t.queuedBytes ? { queuedBytes: () => t.queuedBytes!(), pauseReading: () => t.pauseReading?.(), resumeReading: () => t.resumeReading?.() } : {}),
   };
 }
 
