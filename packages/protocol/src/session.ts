@@ -50,6 +50,7 @@ export interface SessionOptions {
    * Bytes the transport may hold unwritten before the session stops reading
    * from the peer. Frames we send in answer to the peer's (pings, refusals,
    * window updates) would otherwise queue without bound when it never reads.
+   * 0 = no cap.
    */
   maxOutboundQueued?: number;
   /** Over `maxOutboundQueued` this long without draining: the session ends (GoAway, then close). 0 = never. */
@@ -369,7 +370,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   private transmit(buf: Buffer): void {
     if (this.state === 'closed') return;
     if (!this.transport.send(buf)) this.transportFull = true;
-    if (!this.readPaused && this.transport.queuedBytes !== undefined && this.transport.queuedBytes() > this.opts.maxOutboundQueued) this.pauseReading();
+    const cap = this.opts.maxOutboundQueued;
+    if (cap > 0 && !this.readPaused && this.transport.queuedBytes !== undefined && this.transport.queuedBytes() > cap) this.pauseReading();
   }
 
   /**

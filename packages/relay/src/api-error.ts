@@ -4,6 +4,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** Seconds for a Retry-After header (429/503 answers). */
+    readonly retryAfterS?: number,
   ) {
     super(message);
   }

@@ -21,6 +21,9 @@ import { Dashboard } from './dashboard.js';
 import { LegacyCredentials, parseLifetime, type CredentialPolicy, type LegacyPolicy } from './credential-check.js';
 import { CredentialLifetime } from '@tunnel/protocol';
 import { registerRelayServiceCommands, ServiceError } from './service-install.js';
+import { defaultLimits, LIMIT_SETTINGS, type RelayLimits } from './relay-limits.js';
+import { OperatorKeyGuard } from './operator-key-guard.js';
+import { LoginAdmissions } from './login-admission.js';
 
 const VERSION = '0.1.0';
 
@@ -88,10 +91,33 @@ function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) 
     logLevel: pick<string>('logLevel', cfg.log?.level),
     logFormat: pick<string>('logFormat', cfg.log?.format),
     logFile: pick<string | undefined>('logFile', cfg.log?.file),
+    limits: limitsFrom(cmd, o, cfg),
   };
 }
 
-program
+/** Each limit: its flag when given, else relay.yml's `limits:`, else the default. */
+function limitsFrom(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile): RelayLimits {
+  const out = defaultLimits();
+  const fromFile = (cfg.limits ?? {}) as Record<string, number | undefined>;
+  for (const l of LIMIT_SETTINGS) {
+    const opt = camel(l.name);
+    const src = cmd.getOptionValueSource(opt);
+    if (src === 'cli' || src === 'env') {
+      const raw = String(o[opt]);
+      if (!/^\d+$/.test(raw)) throw new UsageError(`--${l.name}: expected a whole number${l.kind === 'ms' ? ' of milliseconds' : ''} (0 turns it off), got ${JSON.stringify(raw)}`);
+      out[l.key] = Number(raw);
+    } else if (fromFile[l.name] !== undefined) {
+      out[l.key] = fromFile[l.name]!;
+    }
+  }
+  return out;
+}
+
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+const serve = program
   .command('serve')
   .description('run a relay node')
   .option('--config <file>', 'relay.yml with these same settings (command-line flags win)')
@@ -121,8 +147,9 @@ program
   .addOption(new Option('--legacy-credentials <policy>', 'credentials issued before they expired (no exp): accept (logged once each) or refuse').choices(['accept', 'refuse']).default('accept'))
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
-  .option('--log-file <file>', 'write logs to this file instead of stdout')
-  .action(async (flags, cmd: Command) => {
+  .option('--log-file <file>', 'write logs to this file instead of stdout');
+for (const l of LIMIT_SETTINGS) serve.option(`--${l.name} <${l.kind === 'ms' ? 'ms' : 'n'}>`, `${l.help} (0: off)`);
+serve.action(async (flags, cmd: Command) => {
     const o = merged(cmd, flags, flags.config ? loadRelayConfig(flags.config) : {});
     const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat as 'json', file: o.logFile });
     const keys = loadKeyFile(o.keys);
@@ -166,6 +193,7 @@ program
         insecureHttpControl: o.insecureHttpControl,
         advertise: { host: o.advertiseHost, ...(flags.advertisePeerUrl ? { peerUrl: String(flags.advertisePeerUrl) } : {}) },
         drainTimeoutMs: Number(o.drainTimeout),
+        limits: o.limits,
       },
       { store, keys, log, hooks: metrics.hooks, metrics, policy },
     );
@@ -193,6 +221,12 @@ program
       log.info({ event: 'metrics-listening', port }, 'metrics listening on /metrics');
     }
     if (o.control !== 'off') {
+      const shared = (store as { sharedRedis?: () => NonNullable<ConstructorParameters<typeof OperatorKeyGuard>[1]['redis']> }).sharedRedis?.();
+      const operatorGuard = o.operatorKey
+        ? new OperatorKeyGuard(o.operatorKey, { failures: o.limits.operatorKeyFailures, windowMs: o.limits.operatorKeyWindowMs, hits: metrics, redis: shared })
+        : undefined;
+      const logins = new LoginAdmissions(o.limits, metrics);
+      metrics.attachLimitGauges({ pendingLogins: () => logins.pending });
       const dashboard = new Dashboard({
         store,
         keys,
@@ -200,6 +234,7 @@ program
         relayId: id,
         region: o.region,
         operatorKey: o.operatorKey,
+        operatorGuard,
         controlUrl: () => relay.urls().controlUrl,
         metrics,
         connections: relay.connections,
@@ -212,7 +247,8 @@ program
         keys,
         log,
         relayId: id,
-        operatorKey: o.operatorKey,
+        operatorGuard,
+        logins,
         controlUrl: () => relay.urls().controlUrl,
         loginTtlMs: Number(o.loginTtl) * 1000,
         policy,

@@ -8,6 +8,7 @@ import {
   type Session,
   type YamuxStream,
 } from '@tunnel/protocol';
+import { NO_LIMIT_HITS, type LimitHits } from './relay-limits.js';
 
 /**
  * One connector connection as the relay sees it:
@@ -54,6 +55,7 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
     readonly id: ConnIdentity,
     private readonly relay: { relayId: string; region: string },
     private readonly log: Logger,
+    private readonly hits: LimitHits = NO_LIMIT_HITS,
   ) {
     super();
     const timer = setTimeout(() => {
@@ -121,8 +123,11 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
   private onPeerStream(s: YamuxStream): void {
     s.on('error', () => {});
     if (this.control) {
-      // Connectors open exactly one stream (control); anything else is refused.
+      // Connectors open exactly one stream (control): another is a
+      // protocol violation, and a flood of them must cost nothing.
       s.destroy();
+      this.hits.hit('connector_streams');
+      this.fail('connector opened a stream other than its control stream');
       return;
     }
     this.control = s;

@@ -8,10 +8,11 @@ import { checkTunnelCredential, type CredentialPolicy } from './credential-check
 import { ConnectorConnection } from './connector-connection.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { Store } from './store/types.js';
+import { NO_LIMIT_HITS, type LimitHits, type RelayLimits } from './relay-limits.js';
 
 /** Why a connector was refused before the upgrade; printed by the CLI as is. */
 export interface Refusal {
-  status: 400 | 401 | 403 | 503;
+  status: 400 | 401 | 403 | 429 | 503;
   code: string;
   message: string;
 }
@@ -25,6 +26,8 @@ export interface EndpointDeps {
   log: Logger;
   policy: CredentialPolicy;
   isDraining(): boolean;
+  limits?: Pick<RelayLimits, 'sessionsPerToken' | 'sessionsPerConnector' | 'sessionMaxQueuedBytes' | 'sessionStallTimeoutMs' | 'sessionPingRate' | 'sessionRefusalRate'>;
+  hits?: LimitHits;
 }
 
 export const CONNECT_PATH = '/v1/connect';
@@ -41,6 +44,10 @@ export class ConnectorEndpoint {
     maxPayload: 4 * 1024 * 1024, // our messages are at most one 256 KiB frame or a 64 KiB batch
     skipUTF8Validation: true,
   });
+
+  /** Live sessions (from admission to socket close) per tunnel token and per tunnel+connector id. */
+  private readonly perToken = new Map<string, number>();
+  private readonly perConnector = new Map<string, number>();
 
   constructor(private readonly deps: EndpointDeps) {}
 
@@ -59,12 +66,54 @@ export class ConnectorEndpoint {
       return refuse(socket, result);
     }
     if (socket.destroyed) return;
+    const admitted = this.admit(result, socket);
+    if (admitted !== true) {
+      this.deps.log.warn({ code: admitted.code, ip: req.socket.remoteAddress, tunnelId: result.tunnelId, connectorId: result.connectorId }, `connector refused: ${admitted.message}`);
+      return refuse(socket, admitted);
+    }
+    const l = this.deps.limits;
+    const hits = this.deps.hits ?? NO_LIMIT_HITS;
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const session = new Session(wsTransport(ws), { client: false });
-      const conn = new ConnectorConnection(session, result, { relayId: this.deps.relayId, region: this.deps.region }, this.deps.log);
+      const session = new Session(wsTransport(ws), {
+        client: false,
+        maxOutboundQueued: l?.sessionMaxQueuedBytes,
+        outboundStallMs: l?.sessionStallTimeoutMs,
+        pingAnswersPerSecond: l?.sessionPingRate,
+        refusalsPerSecond: l?.sessionRefusalRate,
+        onLimit: (limit) => hits.hit(`session_${limit}`),
+      });
+      const conn = new ConnectorConnection(session, result, { relayId: this.deps.relayId, region: this.deps.region }, this.deps.log, hits);
       conn.once('active', () => this.deps.connections.add(conn));
       conn.on('draining', () => this.deps.connections.changed());
     });
+  }
+
+  /**
+   * Count the session against its token and connector id until its socket
+   * closes; a refusal past either ceiling. Synchronous after the (async)
+   * credential check, so concurrent upgrades cannot overshoot.
+   */
+  private admit(id: { tokenId: string; tunnelId: string; connectorId: string }, socket: Duplex): true | Refusal {
+    const maxToken = this.deps.limits?.sessionsPerToken ?? 0;
+    const maxConnector = this.deps.limits?.sessionsPerConnector ?? 0;
+    const connectorKey = `${id.tunnelId}\0${id.connectorId}`;
+    const byToken = this.perToken.get(id.tokenId) ?? 0;
+    const byConnector = this.perConnector.get(connectorKey) ?? 0;
+    if (maxToken > 0 && byToken >= maxToken) {
+      this.deps.hits?.hit('sessions_per_token');
+      return { status: 429, code: 'too_many_sessions', message: `this tunnel token already has ${byToken} connections to this relay (limit ${maxToken})` };
+    }
+    if (maxConnector > 0 && byConnector >= maxConnector) {
+      this.deps.hits?.hit('sessions_per_connector');
+      return { status: 429, code: 'too_many_sessions', message: `connector ${id.connectorId} already has ${byConnector} connections to this relay (limit ${maxConnector})` };
+    }
+    this.perToken.set(id.tokenId, byToken + 1);
+    this.perConnector.set(connectorKey, byConnector + 1);
+    socket.once('close', () => {
+      release(this.perToken, id.tokenId);
+      release(this.perConnector, connectorKey);
+    });
+    return true;
   }
 
   private async authenticate(req: IncomingMessage): Promise<ConstructorParameters<typeof ConnectorConnection>[1] | Refusal> {
@@ -96,6 +145,12 @@ export class ConnectorEndpoint {
   }
 }
 
+function release(m: Map<string, number>, key: string): void {
+  const n = (m.get(key) ?? 1) - 1;
+  if (n <= 0) m.delete(key);
+  else m.set(key, n);
+}
+
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;
@@ -104,8 +159,8 @@ function header(req: IncomingMessage, name: string): string | undefined {
 function refuse(socket: Duplex, r: Refusal): void {
   if (socket.destroyed) return;
   const body = JSON.stringify({ error: { code: r.code, message: r.message } });
-  const text = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 503: 'Service Unavailable' }[r.status];
+  const text = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 429: 'Too Many Requests', 503: 'Service Unavailable' }[r.status];
   socket.end(
-    `HTTP/1.1 ${r.status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${r.status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${r.status === 429 ? 'Retry-After: 5\r\n' : ''}Connection: close\r\n\r\n${body}`,
   );
 }

@@ -19,13 +19,19 @@ function relayList(d: ControlApiDeps): SignedRelayList {
   if (!l) relayLists.set(d, (l = new SignedRelayList(d.store, d.keys)));
   return l;
 }
+import type { OperatorKeyGuard } from './operator-key-guard.js';
+import type { LoginAdmissions } from './login-admission.js';
+import { stripV4Mapped } from './request-proxy.js';
 
 export interface ControlApiDeps {
   store: Store;
   keys: FleetKeys;
   log: Logger;
   relayId: string;
-  operatorKey?: string;
+  /** Checks the operator key; absent when the relay has none. */
+  operatorGuard?: OperatorKeyGuard;
+  /** Pending-login ceilings; absent: none. */
+  logins?: LoginAdmissions;
   /** This relay's own control URL (goes into credentials). */
   controlUrl(): string;
   loginTtlMs: number;
@@ -75,6 +81,7 @@ export function controlRequestHandler(d: ControlApiDeps): http.RequestListener {
     handle(d, req, res).catch((e: unknown) => {
       const err = toApiError(e);
       if (err.status >= 500) d.log.error({ err: (e as Error).message, path: req.url }, 'control API error');
+      if (err.retryAfterS !== undefined && !res.headersSent) res.setHeader('retry-after', String(err.retryAfterS));
       send(res, err.status, err.toJSON());
     });
   };
@@ -139,13 +146,21 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
   if (p === '/v1/relays' && m === 'GET') return send(res, 200, await relayList(d).current());
   if (p === '/v1/login' && m === 'POST') {
     const body = z.object({ boxPublicKey: z.string().min(40).max(64) }).parse(await readJson(req));
+    const ip = stripV4Mapped(req.socket.remoteAddress ?? '');
     for (let attempt = 0; ; attempt++) {
       const code = loginCode();
+      const expiresAt = Date.now() + d.loginTtlMs;
+      const admitted = d.logins?.admit(ip, code, expiresAt) ?? { ok: true };
+      if (!admitted.ok) {
+        d.log.warn({ event: 'login-refused', ip, limit: admitted.limit }, `login refused: ${admitted.message}`);
+        throw new ApiError(429, 'too_many_logins', admitted.message, 60);
+      }
       try {
-        const s = await store.createLoginSession({ code, boxPublicKey: body.boxPublicKey, expiresAt: Date.now() + d.loginTtlMs });
+        const s = await store.createLoginSession({ code, boxPublicKey: body.boxPublicKey, expiresAt });
         d.log.info({ event: 'login-created', code }, 'login session created');
         return send(res, 201, { code, expiresAt: s.expiresAt, approveUrl: `${d.controlUrl()}/dashboard/#login=${code}`, pollUrl: `/v1/login/${code}` });
       } catch (e) {
+        d.logins?.release(code);
         if (!(e instanceof StoreError && e.code === 'CONFLICT') || attempt > 5) throw e;
       }
     }
@@ -157,6 +172,7 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
     if (s.state === 'pending') return send(res, 202, { state: 'pending', expiresAt: s.expiresAt });
     // Hand the sealed credential out once.
     await store.deleteLoginSession(code);
+    d.logins?.release(code);
     return send(res, 200, { state: 'approved', sealedCredential: s.sealedCredential });
   }
   if (p === '/v1/connector/routes' && m === 'GET') {
@@ -192,7 +208,7 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
 
   // ---- operator -------------------------------------------------------------------------
   if (parts[1] === 'operator') {
-    authenticateOperator(d.operatorKey, req.headers.authorization);
+    await authenticateOperator(d.operatorGuard, stripV4Mapped(req.socket.remoteAddress ?? ''), req.headers.authorization);
     if (p === '/v1/operator/logins' && m === 'GET') return send(res, 200, { logins: await store.listLoginSessions() });
     if (parts[2] === 'logins' && parts[4] === 'approve' && m === 'POST') {
       const body = z.object({ account: NameSchema.default('default') }).parse(await readJson(req));

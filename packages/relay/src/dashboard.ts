@@ -2,14 +2,15 @@ import type http from 'node:http';
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { request } from 'undici';
 import type { Logger } from 'pino';
-import { constantTimeEqual } from '@tunnel/protocol';
 import type { Store, Presence, RelayMember } from './store/types.js';
 import type { FleetKeys } from './keys.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { RelayMetrics } from './metrics.js';
 import { approveLogin } from './control-api.js';
 import { ApiError } from './api-error.js';
-import { bearer } from './control-auth.js';
+import { bearer, tooManyKeyFailures } from './control-auth.js';
+import type { OperatorKeyGuard } from './operator-key-guard.js';
+import { stripV4Mapped } from './request-proxy.js';
 import { APP_CSS, APP_JS, dashboardHtml, loginHtml } from './dashboard-page.js';
 import { readBody } from './read-body.js';
 import { PeerAuth, headersDigest, readSignedRequest, type SignedRequest } from './peer-auth.js';
@@ -21,6 +22,8 @@ export interface DashboardDeps {
   relayId: string;
   region: string;
   operatorKey?: string;
+  /** Every operator-key check goes through it (absent when there is no key). */
+  operatorGuard?: OperatorKeyGuard;
   controlUrl(): string;
   metrics: RelayMetrics;
   connections: TunnelConnections;
@@ -99,7 +102,6 @@ export class Dashboard {
   private readonly sessionKey: Buffer | null;
   private readonly subscribers = new Set<{ res: http.ServerResponse; exp: number }>();
   private readonly loggedOut = new Map<string, number>();
-  private readonly failures = new Map<string, { n: number; since: number }>();
   private timer: NodeJS.Timeout | null = null;
   private last: { at: number; state: DashboardState } | null = null;
   private building: Promise<DashboardState> | null = null;
@@ -185,27 +187,23 @@ export class Dashboard {
 
   private async login(req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> {
     this.sameOrigin(req);
-    const ip = req.socket.remoteAddress ?? '';
+    const ip = stripV4Mapped(req.socket.remoteAddress ?? '');
     const form = new URLSearchParams(await readForm(req, MAX_FORM));
     const next = safeNext(form.get('next') ?? '');
-    if (!this.d.operatorKey || !this.sessionKey) {
+    if (!this.d.operatorKey || !this.sessionKey || !this.d.operatorGuard) {
       return html(res, 403, loginHtml({ error: 'This relay has no operator key configured: start it with --operator-key-file FILE (or TUNNEL_RELAY_OPERATOR_KEY) to use the dashboard.', disabled: true }));
     }
-    const f = this.failures.get(ip);
-    const now = Date.now();
-    if (f && now - f.since < 60_000 && f.n >= 10) {
-      return html(res, 429, loginHtml({ error: 'Too many wrong keys from your address: wait a minute and try again.' }));
-    }
     const key = (form.get('key') ?? '').trim();
-    if (!key || !constantTimeEqual(key, this.d.operatorKey)) {
-      const cur = f && now - f.since < 60_000 ? f : { n: 0, since: now };
-      cur.n++;
-      this.failures.set(ip, cur);
-      if (this.failures.size > 10_000) this.failures.clear();
+    const check = await this.d.operatorGuard.check(ip, key);
+    const now = Date.now();
+    if (!check.ok && check.status === 429) {
+      res.setHeader('retry-after', String(check.retryAfterS));
+      return html(res, 429, loginHtml({ error: `Too many wrong keys from your address: wait ${check.retryAfterS} s and try again.` }));
+    }
+    if (!check.ok) {
       this.d.log.warn({ event: 'dashboard-login-refused', ip }, 'dashboard login refused: wrong operator key');
       return html(res, 401, loginHtml({ error: key ? 'Wrong operator key: access refused.' : 'Enter the operator key.' }));
     }
-    this.failures.delete(ip);
     const exp = now + SESSION_MS;
     const nonce = randomBytes(12).toString('base64url');
     const value = `${exp}.${nonce}.${this.mac(`${exp}.${nonce}`)}`;
@@ -260,7 +258,11 @@ export class Dashboard {
    */
   private async statsAuthorized(req: http.IncomingMessage): Promise<boolean> {
     const op = bearer(req.headers.authorization);
-    if (this.d.operatorKey && op) return constantTimeEqual(op, this.d.operatorKey);
+    if (this.d.operatorGuard && op) {
+      const check = await this.d.operatorGuard.check(stripV4Mapped(req.socket.remoteAddress ?? ''), op);
+      if (!check.ok && check.status === 429) throw tooManyKeyFailures(check.retryAfterS);
+      return check.ok;
+    }
     const read = readSignedRequest(req);
     if (typeof read === 'string') return false;
     // A stats call carries no client, headers or body: only those exact values verify.

@@ -5,6 +5,7 @@ import type { ProxyHooks } from './request-proxy.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { ConnectorConnection } from './connector-connection.js';
 import type { RelayCertificate } from './listener-tls.js';
+import { LIMIT_NAMES, type LimitHits, type LimitName } from './relay-limits.js';
 
 /** Requests one tunnel has seen on this relay, by status class (index 1..5 = 1xx..5xx, 0 = other). */
 export interface TunnelTraffic {
@@ -15,6 +16,11 @@ export interface TunnelTraffic {
   errors: number;
 }
 
+export interface LimitGaugeSources {
+  publicConnections: () => number;
+  pendingLogins: () => number;
+}
+
 const CLASS_LABELS = ['other', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 
 /**
@@ -23,7 +29,7 @@ const CLASS_LABELS = ['other', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
  * hashing); prom-client reads them at scrape time through `collect()`.
  * Gauges about connections are computed at scrape time from the live set.
  */
-export class RelayMetrics {
+export class RelayMetrics implements LimitHits {
   readonly registry = new Registry();
   private readonly traffic = new Map<string, TunnelTraffic>();
   private readonly forwarded = new Map<string, number>();
@@ -32,6 +38,8 @@ export class RelayMetrics {
   private readonly storeErrors = new Map<string, number>();
   private readonly disconnects = new Map<string, number>();
   private registrations = 0;
+  private readonly limitHits = new Map<LimitName, number>(LIMIT_NAMES.map((n) => [n, 0]));
+  private gaugeSources: LimitGaugeSources = { publicConnections: () => 0, pendingLogins: () => 0 };
   private readonly duration: { observe(v: number): void };
   private readonly bytes = {
     public: { live: new Set<Socket>(), closedIn: 0, closedOut: 0 },
@@ -206,6 +214,32 @@ export class RelayMetrics {
       },
     });
     new Counter({
+      name: 'tunnel_relay_limit_hits_total',
+      help: 'Times a ceiling refused or cut something, by limit (see the README table "Limits and defaults").',
+      labelNames: ['limit'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [limit, n] of self.limitHits) this.inc({ limit }, n);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_public_connections',
+      help: 'Open public (client) connections on this relay.',
+      registers,
+      collect() {
+        this.set(self.gaugeSources.publicConnections());
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_pending_logins',
+      help: 'Pending `tunnel login` sessions created through this relay and not yet expired or collected.',
+      registers,
+      collect() {
+        this.set(self.gaugeSources.pendingLogins());
+      },
+    });
+    new Counter({
       name: 'tunnel_relay_store_errors_total',
       help: 'Fleet store operations that failed, by operation.',
       labelNames: ['op'],
@@ -287,6 +321,15 @@ export class RelayMetrics {
         });
       }
     });
+  }
+
+  hit(limit: LimitName): void {
+    this.limitHits.set(limit, this.limitHits.get(limit)! + 1);
+  }
+
+  /** Where the ceiling gauges read their current values. */
+  attachLimitGauges(sources: Partial<LimitGaugeSources>): void {
+    this.gaugeSources = { ...this.gaugeSources, ...sources };
   }
 
   storeError(op: string): void {

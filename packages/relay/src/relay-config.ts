@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { z } from 'zod';
+import { LIMIT_SETTINGS } from './relay-limits.js';
 
 /**
  * `relay.yml`: the same settings as `tunnel-relay serve` flags (flags win).
@@ -23,6 +24,9 @@ const duration = z.union([z.number().int().min(0), z.string().regex(/^\d+(ms|s|m
   return v.endsWith('ms') ? n : v.endsWith('m') ? n * 60_000 : n * 1000;
 });
 
+const count = z.number().int().min(0);
+const limitsSchema = z.strictObject(Object.fromEntries(LIMIT_SETTINGS.map((l) => [l.name, (l.kind === 'ms' ? duration : count).optional()])) as Record<string, z.ZodOptional<typeof count>>);
+
 const schema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'relay ids are 1-64 letters, digits, dot, dash, underscore').optional(),
   region: z.string().min(1).max(64).optional(),
@@ -42,6 +46,8 @@ const schema = z.strictObject({
   'account-credential-ttl': z.string().regex(/^\d+[smhd]?$/, 'expected a lifetime like 90d, 24h or 30m').optional(),
   'tunnel-token-ttl': z.string().regex(/^\d+[smhd]?$/, 'expected a lifetime like 365d, 24h or 30m').optional(),
   'legacy-credentials': z.enum(['accept', 'refuse']).optional(),
+  /** Ceilings (see relay-limits.ts); 0 turns one off. */
+  limits: limitsSchema.optional(),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(), format: z.enum(['json', 'pretty', 'auto']).optional(), file: z.string().optional() }).optional(),
 });
 

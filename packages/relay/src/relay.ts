@@ -16,6 +16,9 @@ import type { RelayMetrics } from './metrics.js';
 import { logRequestWhenDone } from './request-log.js';
 import { RelayCertificate, checkPlainListeners, type ReloadTrigger, type TlsFiles } from './listener-tls.js';
 import { DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from './credential-check.js';
+import { defaultLimits, NO_LIMIT_HITS, type RelayLimits } from './relay-limits.js';
+import { PublicConnectionGate } from './public-connection-gate.js';
+import { watchBodyIdle } from './body-idle-timeout.js';
 
 export interface RelayOptions {
   id: string;
@@ -47,6 +50,8 @@ export interface RelayOptions {
    */
   drainDelayMs?: number;
   heartbeatMs?: number;
+  /** Ceilings against clients and connectors (defaults: defaultLimits()). */
+  limits?: RelayLimits;
 }
 
 export interface RelayDeps {
@@ -90,6 +95,8 @@ export class Relay {
   private readonly ctx: ProxyContext;
   /** Signs and checks relay-to-relay requests (forwarding and the dashboard's stats calls). */
   readonly peerAuth: PeerAuth;
+  readonly limits: RelayLimits;
+  private readonly gate: PublicConnectionGate;
 
   constructor(
     readonly opts: RelayOptions,
@@ -100,6 +107,8 @@ export class Relay {
     if (!opts.tls) checkPlainListeners({ connect: opts.listen.connect, control: opts.listen.control, peer: opts.listen.peer }, !!opts.insecureHttpControl);
     this.certificate = opts.tls ? new RelayCertificate(opts.tls, deps.log) : null;
     this.ctx = { routes: this.routes, connections: this.connections, log: deps.log, hooks: deps.hooks ?? {} };
+    this.limits = opts.limits ?? defaultLimits();
+    this.gate = new PublicConnectionGate(this.limits, deps.metrics ?? NO_LIMIT_HITS);
   }
 
   get id(): string {
@@ -119,6 +128,9 @@ export class Relay {
     const metrics = this.deps.metrics;
     metrics?.attachConnections(this.connections, () => this.publicInFlight());
     if (this.certificate) metrics?.attachCertificate(this.certificate);
+    metrics?.attachLimitGauges({ publicConnections: () => this.gate.open });
+    const hits = metrics ?? NO_LIMIT_HITS;
+    const limits = this.limits;
     // Connection events carry the relay id (connector id and index come from the connection).
     this.endpoint = new ConnectorEndpoint({
       relayId: this.opts.id,
@@ -129,31 +141,41 @@ export class Relay {
       log: log.child({ relayId: this.opts.id }),
       policy: this.deps.policy ?? DEFAULT_CREDENTIAL_POLICY,
       isDraining: () => this.state !== 'running',
+      limits,
+      hits,
     });
 
     const cert = this.certificate;
     const serverOpts: http.ServerOptions = {
       // No fixed request deadline: long uploads and long polls are legitimate.
       requestTimeout: 0,
-      headersTimeout: 30_000,
-      keepAliveTimeout: 65_000,
+      headersTimeout: limits.headersTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
       maxHeaderSize: 64 * 1024,
     };
     // One debug line per request with its Tunnel-Request-Id (nothing is attached otherwise).
     const logRequests = log.isLevelEnabled('debug');
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      // Refused by the gate; its answer is already written.
+      if (this.gate.isRefused(req.socket)) return;
       this.trackPublic(res);
-      const requestId = handleRequest(this.ctx, req, res);
+      let requestId: string | undefined;
+      if (limits.bodyIdleTimeoutMs > 0 && hasRequestBody(req)) watchBodyIdle(req, res, limits.bodyIdleTimeoutMs, hits, log, () => requestId);
+      requestId = handleRequest(this.ctx, req, res);
       if (logRequests) logRequestWhenDone(log, req, res, 'public', requestId);
     };
     const countBytes = (s: http.Server | https.Server, side: 'public' | 'connector') => {
       if (metrics) s.on('connection', (sock: import('node:net').Socket) => metrics.trackSocket(side, sock));
     };
-    const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this.ctx, req, socket, head);
+    const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (this.gate.isRefused(req.socket)) return void socket.destroy();
+      handleUpgrade(this.ctx, req, socket, head);
+    };
     const ports: BoundPorts = { connect: 0 };
 
     if (this.opts.listen.http) {
       const s = http.createServer(serverOpts, onRequest);
+      s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, true));
       s.on('upgrade', onUpgrade);
       s.on('clientError', (_e, sock) => sock.destroy());
       countBytes(s, 'public');
@@ -163,6 +185,8 @@ export class Relay {
     if (this.opts.listen.https) {
       if (!cert) throw new Error('listen.https needs tls.cert and tls.key');
       const s = cert.createServer(serverOpts, onRequest);
+      // TLS: the raw socket cannot carry a plain answer; over a ceiling it is closed.
+      s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, false));
       s.on('upgrade', onUpgrade);
       s.on('clientError', (_e, sock) => sock.destroy());
       countBytes(s, 'public');
@@ -431,4 +455,10 @@ export class Relay {
     }
     await this.deps.store.close();
   }
+}
+
+/** Bodyless requests (no length, no chunking) have no body to stall. */
+function hasRequestBody(req: http.IncomingMessage): boolean {
+  const cl = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
 }

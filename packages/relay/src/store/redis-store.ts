@@ -255,6 +255,11 @@ export class RedisStore implements Store {
     this.channel = `${this.prefix}events`;
   }
 
+  /** The client and key prefix, for fleet-wide rate limits kept next to the store's keys. */
+  sharedRedis(): { client: Redis; keyPrefix: string } {
+    return { client: this.client, keyPrefix: this.prefix };
+  }
+
   static async open(url: string, opts: RedisStoreOptions = {}): Promise<RedisStore> {
     const maxDelay = opts.maxReconnectDelayMs ?? 1000;
     const options: RedisOptions = {

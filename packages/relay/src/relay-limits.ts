@@ -1,0 +1,119 @@
+import { readFileSync } from 'node:fs';
+
+/**
+ * Every ceiling the relay enforces against clients and connectors. Each is
+ * a `tunnel-relay serve` flag and a `limits:` key in relay.yml, is counted in
+ * `tunnel_relay_limit_hits_total{limit}` when hit, and 0 turns it off.
+ */
+export interface RelayLimits {
+  /** Open public (client) connections on this relay; past it new ones get a 503. */
+  publicConnections: number;
+  /** Open public connections from one client IP; past it a 429. */
+  publicConnectionsPerIp: number;
+  /** Live connector sessions (connections) on this relay per tunnel token; past it a 429 before the upgrade. */
+  sessionsPerToken: number;
+  /** Live connector sessions on this relay per connector id (within a tunnel). */
+  sessionsPerConnector: number;
+  /** Longest wait between two request-body bytes (not for upgrades); past it 408, or an abort once answering. */
+  bodyIdleTimeoutMs: number;
+  /** Pending `tunnel login` sessions created through this relay. */
+  pendingLogins: number;
+  /** Pending `tunnel login` sessions per client IP. */
+  pendingLoginsPerIp: number;
+  /** Wrong operator keys per client IP within `operatorKeyWindowMs`, on any path that takes the key. */
+  operatorKeyFailures: number;
+  operatorKeyWindowMs: number;
+  /** Per connector session (yamux): see packages/protocol SessionOptions. */
+  sessionMaxQueuedBytes: number;
+  sessionStallTimeoutMs: number;
+  sessionPingRate: number;
+  sessionRefusalRate: number;
+  /** Public listener: time to receive a whole request head, and idle time of a kept-alive connection. */
+  headersTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+}
+
+/** Names used as the `limit` label of tunnel_relay_limit_hits_total. */
+export const LIMIT_NAMES = [
+  'public_connections',
+  'public_connections_per_ip',
+  'sessions_per_token',
+  'sessions_per_connector',
+  'connector_streams',
+  'body_idle_timeout',
+  'pending_logins',
+  'pending_logins_per_ip',
+  'operator_key_failures',
+  'session_outbound_queue',
+  'session_outbound_stall',
+  'session_ping_rate',
+  'session_refusal_rate',
+] as const;
+export type LimitName = (typeof LIMIT_NAMES)[number];
+
+/** Where a ceiling reports a hit (RelayMetrics in production). */
+export interface LimitHits {
+  hit(limit: LimitName): void;
+}
+export const NO_LIMIT_HITS: LimitHits = { hit() {} };
+
+/**
+ * The defaults: far above what a healthy tenant uses (the stock connector
+ * opens 4 connections; a browser 6 per host), far below what exhausts the
+ * process. Public connections in total default to 3/4 of the descriptor
+ * limit, so the relay answers 503 while it still has descriptors left for
+ * its connectors, its store and its control API.
+ */
+export function defaultLimits(): RelayLimits {
+  return {
+    publicConnections: Math.max(256, Math.floor(descriptorLimit() * 0.75)),
+    publicConnectionsPerIp: 4096,
+    sessionsPerToken: 16,
+    sessionsPerConnector: 8,
+    bodyIdleTimeoutMs: 60_000,
+    pendingLogins: 1024,
+    pendingLoginsPerIp: 16,
+    operatorKeyFailures: 10,
+    operatorKeyWindowMs: 60_000,
+    sessionMaxQueuedBytes: 32 * 1024 * 1024,
+    sessionStallTimeoutMs: 30_000,
+    sessionPingRate: 64,
+    sessionRefusalRate: 128,
+    headersTimeoutMs: 30_000,
+    keepAliveTimeoutMs: 65_000,
+  };
+}
+
+/** The soft RLIMIT_NOFILE (Linux), else a conservative 20,000. */
+function descriptorLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m) return Number(m[1]);
+  } catch {
+    /* not Linux */
+  }
+  return 20_000;
+}
+
+/**
+ * How each limit is set: `--FLAG` on `tunnel-relay serve` and `limits.KEY`
+ * in relay.yml (the same name), with durations in ms on the command line and
+ * as a number or `30s`-style string in the file.
+ */
+export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: string; kind: 'count' | 'ms' | 'bytes' | 'rate'; help: string }> = [
+  { key: 'publicConnections', name: 'max-public-connections', kind: 'count', help: 'open public connections before new ones get a 503 (default: 3/4 of the descriptor limit)' },
+  { key: 'publicConnectionsPerIp', name: 'max-public-connections-per-ip', kind: 'count', help: 'open public connections per client IP before a 429' },
+  { key: 'sessionsPerToken', name: 'max-sessions-per-token', kind: 'count', help: 'connector connections per tunnel token on this relay before a 429' },
+  { key: 'sessionsPerConnector', name: 'max-sessions-per-connector', kind: 'count', help: 'connector connections per connector id on this relay before a 429' },
+  { key: 'bodyIdleTimeoutMs', name: 'body-idle-timeout', kind: 'ms', help: 'longest pause between request-body bytes before a 408 or an abort (ms)' },
+  { key: 'pendingLogins', name: 'max-pending-logins', kind: 'count', help: 'pending `tunnel login` sessions created through this relay' },
+  { key: 'pendingLoginsPerIp', name: 'max-pending-logins-per-ip', kind: 'count', help: 'pending `tunnel login` sessions per client IP' },
+  { key: 'operatorKeyFailures', name: 'operator-key-failures', kind: 'count', help: 'wrong operator keys per client IP per window before every try is a 429' },
+  { key: 'operatorKeyWindowMs', name: 'operator-key-window', kind: 'ms', help: 'window of --operator-key-failures (ms)' },
+  { key: 'sessionMaxQueuedBytes', name: 'session-max-queued', kind: 'bytes', help: 'bytes queued to a connector that does not read before the relay stops reading it' },
+  { key: 'sessionStallTimeoutMs', name: 'session-stall-timeout', kind: 'ms', help: 'how long a connector session may stay over --session-max-queued before it is closed (ms)' },
+  { key: 'sessionPingRate', name: 'session-ping-rate', kind: 'rate', help: 'pings answered per second per connector session' },
+  { key: 'sessionRefusalRate', name: 'session-refusal-rate', kind: 'rate', help: 'refused stream opens per second per connector session before it is closed' },
+  { key: 'headersTimeoutMs', name: 'headers-timeout', kind: 'ms', help: 'time a public client has to send a whole request head (ms)' },
+  { key: 'keepAliveTimeoutMs', name: 'keep-alive-timeout', kind: 'ms', help: 'idle time before a kept-alive public connection is closed (ms)' },
+];
