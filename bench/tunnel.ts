@@ -15,7 +15,8 @@
 // Environment: BENCH_SECONDS (default 10), BENCH_BULK_MIB (default 1024),
 // BENCH_LOADGEN=autocannon (force the fallback), BENCH_PROFILE=1 (run relays
 // and connector under --cpu-prof, drive (a) and (c) through the tunnel only,
-// and print each process's top self-time functions per phase).
+// and print each process's top self-time functions per phase), BENCH_ONLY=abuse
+// (relay RSS under a ping flood, a SYN flood and 10k idle connections: abuse.ts).
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +26,7 @@ import * as path from 'node:path';
 import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, mainThreadMicros, residentBytes, syscalls, fmt, machineInfo, markdownTable, pct, run, sleep, waitUntil, type Json } from './common.js';
 import { formatProfile, newestProfile, summarizeProfile, type ProfileSummary, type ProfileWindow } from './cpuprofile.js';
 import { wsRun } from './runner.js';
+import { abuseOnly } from './abuse.js';
 
 const RELAY_CLI = path.join(ROOT, 'packages/relay/dist/cli.js');
 const CONNECTOR_CLI = path.join(ROOT, 'packages/connector/dist/cli.js');
@@ -631,7 +633,7 @@ async function rateOnly(): Promise<void> {
 }
 
 const only = process.env.BENCH_ONLY;
-(PROFILE ? profile() : only === 'bulk' ? bulkOnly() : only === 'rate' ? rateOnly() : measure()).then(
+(PROFILE ? profile() : only === 'abuse' ? abuseOnly() : only === 'bulk' ? bulkOnly() : only === 'rate' ? rateOnly() : measure()).then(
   () => process.exit(0),
   (e: Error) => {
     process.stderr.write(`bench failed: ${e.stack ?? e.message}\n`);

@@ -107,10 +107,11 @@ describe('security: connector-side ceilings', () => {
     const before = await limitHits(metrics);
     const rss0 = rssMiB(relay().proc.pid);
     const evil = await evilConnector(relay().connectUrl, evilToken, 'flooder');
-    const closed = new Promise<void>((r) => evil.ws.once('close', () => r()));
+    let closed = false;
+    evil.ws.once('close', () => (closed = true));
     // 300,000 SYNs (3.6 MB) in one message.
     evil.ws.send(frames(300_000, synFrame));
-    await closed;
+    await waitFor(() => closed, 10_000, { message: 'session closed by the relay' });
     expect(evil.frames.goAway).toBe(GoAwayCode.ProtocolError);
     const after = await limitHits(metrics);
     expect(after.connector_streams! - before.connector_streams!).toBe(1);

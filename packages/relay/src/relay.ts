@@ -151,6 +151,9 @@ export class Relay {
       requestTimeout: 0,
       headersTimeout: limits.headersTimeoutMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // node checks head deadlines on this period (30 s by default): a short
+      // headers timeout needs a shorter period to mean anything.
+      connectionsCheckingInterval: Math.min(30_000, Math.max(250, limits.headersTimeoutMs / 4 || 30_000)),
       maxHeaderSize: 64 * 1024,
     };
     // One debug line per request with its Tunnel-Request-Id (nothing is attached otherwise).
