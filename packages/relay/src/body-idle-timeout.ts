@@ -9,27 +9,31 @@ import { sendError } from './error-page.js';
  * connection. Closing the response resets the request's stream to the
  * connector (request-proxy ends it on the response's close or finish).
  *
- * Per chunk this only stores a timestamp; the one timer per request re-arms
- * itself for the remaining time when it fires early.
+ * Progress is read from the socket's byte count on a timer (a quarter of
+ * the timeout), so the body's consumers are not touched: no 'data' listener
+ * (which would set the body flowing before its consumer is there), no work
+ * per chunk. While the relay itself holds the body back (its consumer
+ * paused, or its buffer full) the client is not idle, so the clock restarts.
  */
 export function watchBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs: number, hits: LimitHits, log: Logger, requestId: () => string | undefined): void {
   if (idleMs <= 0 || req.complete) return;
+  const socket = req.socket;
+  let seen = socket.bytesRead;
   let last = performance.now();
-  const onData = () => {
-    last = performance.now();
-  };
-  const check = () => {
-    if (req.complete || res.destroyed) return;
-    const left = idleMs - (performance.now() - last);
-    if (left > 0) {
-      timer = setTimeout(check, left + 1);
-      timer.unref();
+  const every = Math.max(50, Math.floor(idleMs / 4));
+  const timer = setInterval(() => {
+    if (req.complete || res.destroyed) return done();
+    const now = performance.now();
+    const bytes = socket.bytesRead;
+    if (bytes !== seen || req.isPaused() || req.readableLength >= req.readableHighWaterMark) {
+      seen = bytes;
+      last = now;
       return;
     }
+    if (now - last < idleMs) return;
     done();
     hits.hit('body_idle_timeout');
-    log.info({ event: 'body-idle-timeout', requestId: requestId(), ip: req.socket.remoteAddress, idleMs }, 'request body stalled: connection closed');
-    const socket = req.socket;
+    log.info({ event: 'body-idle-timeout', requestId: requestId(), ip: socket.remoteAddress, idleMs }, 'request body stalled: connection closed');
     if (res.headersSent) {
       res.destroy();
       return;
@@ -40,14 +44,9 @@ export function watchBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs:
       setTimeout(() => socket.destroy(), 1_000).unref();
     });
     sendError(req, res, { status: 408, code: 'request_body_timeout', source: 'relay', message: `No request body byte for ${Math.round(idleMs / 1000)} s.` }, requestId() ?? '');
-  };
-  let timer: NodeJS.Timeout = setTimeout(check, idleMs);
+  }, every);
   timer.unref();
-  const done = () => {
-    clearTimeout(timer);
-    req.off('data', onData);
-  };
-  req.on('data', onData);
+  const done = () => clearInterval(timer);
   req.once('end', done);
   res.once('close', done);
 }
