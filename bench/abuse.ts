@@ -27,7 +27,16 @@ interface Figures {
   before: number;
   peak: number;
   after: number;
+  heapBefore: number;
+  heapAfter: number;
   note: string;
+}
+
+/** The relay's V8 heap in use (MiB), from its /metrics: shows what was released even when RSS is not given back. */
+async function heapUsed(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  const m = /^nodejs_heap_size_used_bytes(?:\{[^}]*\})? ([\d.e+]+)$/m.exec(text);
+  return m ? Number(m[1]) / MiB : NaN;
 }
 
 function rss(pid: number): number {
@@ -35,9 +44,10 @@ function rss(pid: number): number {
 }
 
 /** Run `work` while sampling `pid`'s RSS; then settle 3 s and read it again. */
-async function measure(pid: number, work: () => Promise<string>): Promise<Figures> {
+async function measure(pid: number, metricsUrl: string, work: () => Promise<string>): Promise<Figures> {
   await sleep(1000);
   const before = rss(pid);
+  const heapBefore = await heapUsed(metricsUrl);
   let peak = before;
   const t = setInterval(() => (peak = Math.max(peak, rss(pid))), 50);
   let note: string;
@@ -48,7 +58,7 @@ async function measure(pid: number, work: () => Promise<string>): Promise<Figure
   }
   peak = Math.max(peak, rss(pid));
   await sleep(3000);
-  return { before, peak, after: rss(pid), note };
+  return { before, peak, after: rss(pid), heapBefore, heapAfter: await heapUsed(metricsUrl), note };
 }
 
 async function register(connectUrl: string, token: string, connectorId: string): Promise<WebSocket> {
@@ -120,7 +130,7 @@ async function synFlood(connectUrl: string, token: string): Promise<string> {
     await Promise.race([closed, sleep(2000)]);
     ws.terminate();
   }
-  return `${(sent / 1e6).toFixed(1)} M SYNs over ${sessions} sessions, each closed by the relay at its second stream`;
+  return `${(sent / 1e6).toFixed(1)} M SYNs sent over ${sessions} sessions, each closed by the relay at its second stream`;
 }
 
 async function idleConnections(port: number): Promise<string> {
@@ -155,9 +165,10 @@ export async function abuseOnly(): Promise<void> {
     const store = `file:${path.join(tmp, 'store')}`;
     const k = await run('keys generate', NODE, [RELAY_CLI, 'keys', 'generate', '--out', keys]);
     if (k.code !== 0) throw new Error(`keys generate failed: ${k.stderr}`);
-    relay = new Child('relay', NODE, [RELAY_CLI, 'serve', '--id', 'abuse-relay', '--store', store, '--keys', keys, '--http', '127.0.0.1:0', '--connect', '127.0.0.1:0', '--control', 'off', '--peer', 'off', '--log-format', 'json', '--log-level', 'info']);
+    relay = new Child('relay', NODE, [RELAY_CLI, 'serve', '--id', 'abuse-relay', '--store', store, '--keys', keys, '--http', '127.0.0.1:0', '--connect', '127.0.0.1:0', '--control', 'off', '--peer', 'off', '--metrics', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'info']);
     const l = await relay.waitFor((x) => x.event === 'listening', 20_000, 'listening');
     const ports = l.ports as { http: number; connect: number };
+    const metricsUrl = `http://127.0.0.1:${(await relay.waitFor((x) => x.event === 'metrics-listening', 10_000, 'metrics')).port as number}/metrics`;
     const connectUrl = `ws://127.0.0.1:${ports.connect}`;
     const t = await run('tunnel create', NODE, [RELAY_CLI, 'tunnel', 'create', 'abuse', '--store', store, '--keys', keys, '--hostname', 'abuse.test', '--relay-url', connectUrl]);
     if (t.code !== 0) throw new Error(`tunnel create failed: ${t.stderr}`);
@@ -170,13 +181,13 @@ export async function abuseOnly(): Promise<void> {
       [`${IDLE_CONNS} idle connections`, () => idleConnections(ports.http)],
     ] as const) {
       log(`abuse: ${name}…`);
-      const f = await measure(pid, work);
+      const f = await measure(pid, metricsUrl, work);
       results.push([name, f]);
       if (!relay.running) throw new Error(`relay exited during ${name}: ${relay.stderr.slice(-2000)}`);
     }
-    log('\n| abuse (default ceilings) | RSS before | peak | growth | after | what happened |\n|---|---:|---:|---:|---:|---|');
+    log('\n| abuse (default ceilings) | RSS before | peak | growth | RSS after | V8 heap used before → after | what happened |\n|---|---:|---:|---:|---:|---:|---|');
     for (const [name, f] of results) {
-      log(`| ${name} | ${fmt(f.before)} MiB | ${fmt(f.peak)} MiB | +${fmt(f.peak - f.before)} MiB | ${fmt(f.after)} MiB | ${f.note} |`);
+      log(`| ${name} | ${fmt(f.before)} MiB | ${fmt(f.peak)} MiB | +${fmt(f.peak - f.before)} MiB | ${fmt(f.after)} MiB | ${fmt(f.heapBefore)} → ${fmt(f.heapAfter)} MiB | ${f.note} |`);
     }
   } finally {
     await relay?.stop(3_000);
