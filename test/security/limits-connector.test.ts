@@ -153,7 +153,8 @@ describe('security: connector-side ceilings', () => {
     expect(rssMiB(r.proc.pid) - rss0).toBeLessThan(200);
     // Still over the cap after 1.5 s: the session is closed.
     await waitFor(async () => (await limitHits(m)).session_outbound_stall! - before.session_outbound_stall! === 1, 10_000, { message: 'stalled session closed' });
-    await waitFor(async () => !(await scrape(m, 'tunnel_relay_connector_connections')).get('relay=relay-stall,state=active'), 5_000, { message: 'no connector connection left' });
+    const closed = await r.proc.waitForLog((l) => l.event === 'closed' && l.connectorId === 'sleeper', 5_000, 'the sleeper closed');
+    expect(closed.reason).toMatch(/peer read nothing for 1500 ms/);
     evil.ws.terminate();
     expect(r.proc.running).toBe(true);
     // It still serves (forwarding to the relay that holds the stock connector).

@@ -24,6 +24,8 @@ describe('security: public-side ceilings', () => {
   const held: RawConn[] = [];
   /** What the origin saw of uploads: path → 'complete' | 'aborted'. */
   const uploads = new Map<string, string>();
+  /** /upload-held: the origin reads nothing until this is called. */
+  let releaseHeld: (() => void) | null = null;
 
   beforeAll(async () => {
     origin = await startOrigin((q: http.IncomingMessage, s: http.ServerResponse) => {
@@ -34,6 +36,10 @@ describe('security: public-side ceilings', () => {
           s.write('started ');
         }
         let n = 0;
+        if (q.url.startsWith('/upload-held')) {
+          q.pause();
+          releaseHeld = () => q.resume();
+        }
         q.on('data', (c: Buffer) => (n += c.length));
         q.on('end', () => {
           uploads.set(q.url!, 'complete');
@@ -159,6 +165,32 @@ describe('security: public-side ceilings', () => {
     const answer = c.text;
     expect(answer).toMatch(/^HTTP\/1\.1 200 /);
     expect(answer).toContain('got 8');
+    expect((await limitHits(metrics)).body_idle_timeout).toBe(before.body_idle_timeout);
+  });
+
+  it('a body the relay itself holds back (slow origin) is not the client idling', async () => {
+    const before = await limitHits(metrics);
+    const c = await rawConnect(relay().http);
+    const size = 64 * 1024 * 1024;
+    c.socket.write(`POST /upload-held HTTP/1.1\r\nHost: ${fleet.hostname}\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n`);
+    c.socket.write(Buffer.alloc(size, 0x61));
+    // The origin reads nothing: backpressure reaches the client, whose bytes stop going out.
+    await waitFor(() => releaseHeld !== null, 10_000, { message: 'origin holding the upload' });
+    let stuck = -1;
+    await waitFor(() => {
+      const left = c.socket.writableLength;
+      const same = left > 0 && left === stuck;
+      stuck = left;
+      return same;
+    }, 20_000, { intervalMs: 500, message: 'client upload stalled by backpressure' });
+    // Three times the 1 s body idle timeout with no byte moving, and the connection is still there.
+    const t0 = Date.now();
+    await waitFor(() => c.closed || Date.now() - t0 >= 3_000, 5_000, { message: '3 s held' });
+    expect(c.closed).toBe(false);
+    releaseHeld!();
+    await waitFor(() => c.closed, 30_000, { message: 'held upload answered' });
+    expect(c.text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(c.text).toContain(`got ${size}`);
     expect((await limitHits(metrics)).body_idle_timeout).toBe(before.body_idle_timeout);
   });
 
