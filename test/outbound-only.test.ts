@@ -58,7 +58,8 @@ describe.skipIf(reason !== null)('outbound-only origin host (network namespace)'
     generateKeyFile(keys);
     const store = `file:${path.join(tmp.dir, 'store')}`;
     for (const id of ['relay-a', 'relay-b']) {
-      relays.push(await startRelay({ dir: tmp.dir, store, keys, id, extraArgs: ['--connect', `${hostIp}:0`] }));
+      // A private veth link: plain ws:// off loopback is said out loud.
+      relays.push(await startRelay({ dir: tmp.dir, store, keys, id, extraArgs: ['--connect', `${hostIp}:0`, '--insecure-http-control'] }));
     }
     const connectUrls = relays.map((r) => `ws://${hostIp}:${r.connect}`);
     const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'private', hostnames: ['private.test'], relays: connectUrls });
