@@ -142,6 +142,7 @@ const serve = program
   .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard (prefer --operator-key-file)').env('TUNNEL_RELAY_OPERATOR_KEY'))
   .addOption(new Option('--operator-key-file <file>', 'read the operator key from this file').env('TUNNEL_RELAY_OPERATOR_KEY_FILE'))
   .option('--login-ttl <seconds>', 'how long a `tunnel login` code stays valid', '600')
+  .option('--peer-replay-cache-entries <n>', 'embedded store only: relay-to-relay nonces kept for the replay check; when full, peer requests are refused (Redis keeps them itself)', '200000')
   .option('--account-credential-ttl <duration>', 'lifetime of account credentials issued here (tunnel login)', '90d')
   .option('--tunnel-token-ttl <duration>', 'lifetime of tunnel tokens issued here', '365d')
   .addOption(new Option('--legacy-credentials <policy>', 'credentials issued before they expired (no exp): accept (logged once each) or refuse').choices(['accept', 'refuse']).default('accept'))
@@ -173,7 +174,9 @@ serve.action(async (flags, cmd: Command) => {
     const id = o.id ?? `${hostname().split('.')[0]}-${randomBytes(3).toString('hex')}`;
     const metrics = new RelayMetrics({ relayId: id, region: o.region, version: VERSION });
     metrics.attachLegacyCredentials(() => policy.legacySeen?.count ?? 0);
-    const store = metrics.instrumentStore(await openStore(o.store));
+    const nonceCacheEntries = Number(flags.peerReplayCacheEntries);
+    if (!Number.isInteger(nonceCacheEntries) || nonceCacheEntries < 1000) throw new UsageError('--peer-replay-cache-entries must be an integer of at least 1000');
+    const store = metrics.instrumentStore(await openStore(o.store, { nonceCacheEntries }));
     if (!!o.tlsCert !== !!o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
     if (o.tlsCa && !o.tlsCert) throw new UsageError('--tls-ca verifies other relays over TLS: it needs --tls-cert/--tls-key');
     const relay = new Relay(

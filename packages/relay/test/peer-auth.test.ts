@@ -9,6 +9,9 @@ import { PeerAuth, decodeBodySeal, encodeBodySeal, headersDigest, readSignedRequ
 import { MemoryReplayCache, ReplayCacheFull } from '../src/replay-cache.js';
 import { openStore } from '../src/store/open.js';
 import { startRedis } from '../../../test/harness/redis.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 
 const SECRET = 'fleet-secret-for-tests';
 const redis = await startRedis();
@@ -135,6 +138,23 @@ describe('peer signature: replay cache', () => {
     // Expired entries make room again.
     expect(cache.claimSync('k', 1_000, Date.now() + 10 * 60_000)).toBe(true);
     expect(cache.size).toBe(1);
+  });
+
+  it('the embedded store keeps at most nonceCacheEntries live nonces and then refuses', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'tunnel-nonces-'));
+    const store = await openStore(`file:${dir}`, { nonceCacheEntries: 3 });
+    try {
+      const auth = new PeerAuth(SECRET, { claim: (k, t) => store.claimNonce(k, t) });
+      for (let i = 0; i < 3; i++) {
+        const r = request();
+        expect(await auth.verify(r, auth.sign(r))).toBeNull();
+      }
+      const r = request();
+      expect(await auth.verify(r, auth.sign(r))).toMatch(/^replay check unavailable: replay cache full \(3 live nonces\)/);
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('a forged signature does not consume the nonce of the real request', async () => {

@@ -25,7 +25,7 @@
 // mirror, so changes made by other processes are announced too, and a local
 // write that the watcher later sees again is not announced twice.
 
-import { MemoryReplayCache } from '../replay-cache.js';
+import { DEFAULT_REPLAY_CACHE_ENTRIES, MemoryReplayCache } from '../replay-cache.js';
 import { promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -70,6 +70,8 @@ export interface FileStoreOptions {
   rescanIntervalMs?: number;
   /** Expired sessions, revocations, heartbeats and presence are deleted this long after expiry (default 60 s). */
   gcGraceMs?: number;
+  /** Live relay-to-relay nonces kept in memory (claimNonce); when full, claims are refused (default 200,000). */
+  nonceCacheEntries?: number;
 }
 
 const FORMAT = 1;
@@ -201,7 +203,7 @@ export class FileStore implements Store {
   readonly dir: string;
 
   private readonly log: StoreLogger;
-  private readonly opts: Required<Omit<FileStoreOptions, 'logger'>>;
+  private readonly opts: Required<Omit<FileStoreOptions, 'logger' | 'nonceCacheEntries'>>;
   private readonly mirror: Mirror = {
     accounts: new Map(),
     tunnels: new Map(),
@@ -247,6 +249,7 @@ export class FileStore implements Store {
       rescanIntervalMs: opts.rescanIntervalMs ?? 2000,
       gcGraceMs: opts.gcGraceMs ?? 60_000,
     };
+    this.nonces = new MemoryReplayCache(opts.nonceCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES);
   }
 
   /**
@@ -947,7 +950,7 @@ export class FileStore implements Store {
 
   // --- replay protection -------------------------------------------------------------
 
-  private readonly nonces = new MemoryReplayCache();
+  private readonly nonces: MemoryReplayCache;
 
   async claimNonce(key: string, ttlMs: number): Promise<boolean> {
     return this.nonces.claim(key, ttlMs);
