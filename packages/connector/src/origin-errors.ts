@@ -3,7 +3,7 @@
  * code, in the `Tunnel-Error` / `Tunnel-Error-Source` headers and the body.
  */
 export interface OriginFailure {
-  status: 502 | 504;
+  status: 400 | 502 | 504;
   code: string;
   source: 'connector' | 'origin';
   message: string;
@@ -34,6 +34,10 @@ export function classifyOriginError(err: unknown): OriginFailure {
     case 'HPE_INVALID_HEADER_TOKEN':
       return { status: 502, code: 'origin_bad_response', source: 'origin', message: 'The origin sent a malformed HTTP response.' };
     default:
+      // Any other llhttp parse error: the origin does not speak HTTP/1.1 as it must.
+      if (code.startsWith('HPE_')) {
+        return { status: 502, code: 'origin_bad_response', source: 'origin', message: 'The origin sent a malformed HTTP response.' };
+      }
       if (/certificate|self.signed|SSL|TLS|ERR_TLS/i.test(`${code} ${e.message ?? ''}`)) {
         return { status: 502, code: 'origin_tls', source: 'origin', message: `TLS to the origin failed: ${e.message ?? code}` };
       }
@@ -53,4 +57,9 @@ export function failureBody(f: OriginFailure, requestId: string): { headers: Arr
     ],
     body,
   };
+}
+
+/** An origin answer that parses but cannot be passed on (see checkResponseHead). */
+export function originBadResponse(reason: string): OriginFailure {
+  return { status: 502, code: 'origin_bad_response', source: 'origin', message: `The origin sent a response the tunnel cannot pass on (${reason}).` };
 }

@@ -3,11 +3,22 @@ import https from 'node:https';
 import { PassThrough, type Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
-import { decodeRequestHead, encodeResponseHead, readHead, type RequestHead, type YamuxStream } from '@tunnel/protocol';
+import {
+  checkRequestHead,
+  checkResponseHead,
+  connectionOptions,
+  decodeRequestHead,
+  encodeResponseHead,
+  isHopHeader,
+  readHead,
+  type HeaderPairs,
+  type RequestHead,
+  type YamuxStream,
+} from '@tunnel/protocol';
 import type { Ingress, CompiledRule } from './ingress.js';
 import type { OriginRequestConfig } from './config.js';
 import { OriginPools } from './origin-pools.js';
-import { classifyOriginError, failureBody, type OriginFailure } from './origin-errors.js';
+import { classifyOriginError, failureBody, originBadResponse, type OriginFailure } from './origin-errors.js';
 import { helloWorld } from './hello-world.js';
 import { bridgeTcp, wantsTcp } from './tcp-bridge.js';
 
@@ -17,24 +28,30 @@ export interface OriginProxyHooks {
   onStreamDone?(): void;
 }
 
-// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded; `expect` is
-// answered by the relay (and undici refuses to send it); Tunnel-* headers are
-// ours to set, so a client cannot spoof them.
+// Headers that say who the client is or how it came in are ours to set: a
+// client-sent one is dropped (and the ones we set are set afresh below), so
+// the origin sees one truthful client IP. X-Forwarded-For is the exception:
+// its chain is kept and the client IP appended, as every proxy does.
+// `expect` is answered by the relay (and undici refuses to send it).
 const DROP_REQUEST = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
   'expect',
-  'tunnel-connecting-ip',
-  'tunnel-request-id',
+  'forwarded',
   'x-forwarded-proto',
   'x-forwarded-host',
+  'x-forwarded-port',
+  'x-forwarded-server',
+  'x-real-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+  'cf-connecting-ipv6',
+  'fastly-client-ip',
+  'x-client-ip',
+  'x-cluster-client-ip',
 ]);
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade']);
+
+function isOursToSet(lowerName: string): boolean {
+  return DROP_REQUEST.has(lowerName) || lowerName.startsWith('tunnel-');
+}
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 /** Body limit when disableChunkedEncoding makes us buffer a request body to learn its length. */
@@ -64,10 +81,28 @@ export class OriginProxy {
   }
 
   handle(stream: YamuxStream): void {
+    this.guard(stream, '', () => this.serve(stream));
+  }
+
+  /**
+   * The last resort for one request stream: a throw in its handling (a bug,
+   * or input no check foresaw) resets that stream with a logged reason, never
+   * the process.
+   */
+  private guard(stream: YamuxStream, requestId: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.log.error({ requestId, err: (e as Error).message, stack: (e as Error).stack }, 'request handler failed: stream reset');
+      stream.destroy();
+    }
+  }
+
+  private serve(stream: YamuxStream): void {
     const started = process.hrtime.bigint();
     stream.on('error', () => {});
     stream.once('close', () => this.hooks.onStreamDone?.());
-    readHead(stream, (err, body) => {
+    readHead(stream, (err, body) => this.guard(stream, '', () => {
       if (err) {
         this.log.debug({ err: err.message }, 'bad request stream');
         stream.destroy();
@@ -83,10 +118,15 @@ export class OriginProxy {
         return;
       }
       this.hooks.onRequest?.();
+      const checked = checkRequestHead(head);
+      if (!checked.ok) {
+        // Nothing of it reaches an origin: CR LF, a second Host or a bad method would be injected or throw.
+        return this.fail(stream, head, { status: 400, code: 'bad_request_head', source: 'connector', message: `The request head cannot be passed to the origin (${checked.reason}).` }, started);
+      }
       const q = head.path.indexOf('?');
       const { rule } = this.ingress.match(head.host, q === -1 ? head.path : head.path.slice(0, q));
       this.dispatch(stream, head, rule, started);
-    });
+    }));
   }
 
   private dispatch(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint): void {
@@ -136,9 +176,16 @@ export class OriginProxy {
     const out: string[] = [];
     let xff: string | undefined;
     let sawHost = false;
+    let sawLength = false;
+    const named = connectionOptions(head.headers);
     for (const [k, v] of head.headers) {
       const lk = k.toLowerCase();
-      if (DROP_REQUEST.has(lk)) continue;
+      if (isHopHeader(lk, named) || isOursToSet(lk)) continue;
+      if (lk === 'content-length') {
+        // checkRequestHead let through only equal copies: the origin gets one.
+        if (sawLength) continue;
+        sawLength = true;
+      }
       if (lk === 'x-forwarded-for') {
         xff = xff === undefined ? v : `${xff}, ${v}`;
         continue;
@@ -158,6 +205,8 @@ export class OriginProxy {
       head.scheme,
       'X-Forwarded-Host',
       head.host,
+      'X-Real-IP',
+      head.clientIp,
       'Tunnel-Connecting-IP',
       head.clientIp,
       'Tunnel-Request-Id',
@@ -232,15 +281,19 @@ export class OriginProxy {
         if (phase !== 'waiting') return false;
         resume = res;
         phase = 'streaming';
-        const pairs: Array<[string, string]> = [];
-        for (let i = 0; i < rawHeaders.length; i += 2) {
-          const k = rawHeaders[i]!.toString('latin1');
-          if (DROP_RESPONSE.has(k.toLowerCase())) continue;
-          pairs.push([k, rawHeaders[i + 1]!.toString('latin1')]);
+        const pairs: HeaderPairs = new Array(rawHeaders.length >> 1);
+        for (let i = 0, j = 0; i < rawHeaders.length; i += 2, j++) pairs[j] = [rawHeaders[i]!.toString('latin1'), rawHeaders[i + 1]!.toString('latin1')];
+        const checked = checkResponseHead({ status: statusCode, statusText: statusText ?? '', headers: pairs }, { method: head.method, upgrade: false });
+        if (!checked.ok) {
+          phase = 'done';
+          abort?.(new Error('bad origin response'));
+          this.log.warn({ requestId: head.requestId, reason: checked.reason }, 'bad response from origin');
+          this.fail(stream, head, originBadResponse(checked.reason), started);
+          return false;
         }
         let encoded: Buffer;
         try {
-          encoded = encodeResponseHead({ status: statusCode, statusText: statusText ?? '', headers: pairs });
+          encoded = encodeResponseHead({ status: statusCode, statusText: statusText ?? '', headers: checked.headers });
         } catch (e) {
           // Over the head limits: the origin's answer cannot cross the tunnel; say so.
           phase = 'done';
@@ -298,18 +351,28 @@ export class OriginProxy {
   private upgrade(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint): void {
     const svc = rule.service as Extract<CompiledRule['service'], { kind: 'http' | 'unix' }>;
     const o = rule.originRequest;
+    // checkRequestHead has run: one Host, legal names, values, method and
+    // path, so http.request below has nothing to throw on.
     const headers: Record<string, string | string[]> = {};
+    const named = connectionOptions(head.headers);
+    let xff: string | undefined;
     for (const [k, v] of head.headers) {
       const lk = k.toLowerCase();
-      if (lk === 'connection' || lk === 'tunnel-connecting-ip' || lk === 'tunnel-request-id') continue;
+      // Upgrade is the one hop-by-hop header an upgrade passes on, with its own Connection below.
+      if ((lk !== 'upgrade' && isHopHeader(lk, named)) || isOursToSet(lk)) continue;
+      if (lk === 'x-forwarded-for') {
+        xff = xff === undefined ? v : `${xff}, ${v}`;
+        continue;
+      }
       const prev = headers[lk];
       headers[lk] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
     }
     headers['connection'] = 'Upgrade';
     if (o.httpHostHeader) headers['host'] = o.httpHostHeader;
-    headers['x-forwarded-for'] = head.clientIp;
+    headers['x-forwarded-for'] = xff === undefined ? head.clientIp : `${xff}, ${head.clientIp}`;
     headers['x-forwarded-proto'] = head.scheme;
     headers['x-forwarded-host'] = head.host;
+    headers['x-real-ip'] = head.clientIp;
     headers['tunnel-connecting-ip'] = head.clientIp;
     headers['tunnel-request-id'] = head.requestId;
     const isTls = svc.kind === 'http' && svc.url.protocol === 'https:';
@@ -325,13 +388,19 @@ export class OriginProxy {
     };
     const req = (isTls ? https : http).request(reqOpts);
     let settled = false;
-    req.on('upgrade', (res, socket: Duplex, rest: Buffer) => {
+    req.on('upgrade', (res, socket: Duplex, rest: Buffer) => this.guard(stream, head.requestId, () => {
       settled = true;
       req.setTimeout(0);
       socket.on('error', () => stream.destroy());
       stream.on('close', () => socket.destroy());
       socket.on('close', () => stream.destroy());
-      const encoded = tryEncodeHead(res.statusCode ?? 101, res.statusMessage ?? '', pairsOf(res.rawHeaders));
+      const checked = checkResponseHead({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders) }, { method: head.method, upgrade: true });
+      if (!checked.ok) {
+        socket.destroy();
+        this.log.warn({ requestId: head.requestId, reason: checked.reason }, 'bad upgrade answer from origin');
+        return this.fail(stream, head, originBadResponse(checked.reason), started);
+      }
+      const encoded = tryEncodeHead(res.statusCode ?? 101, res.statusMessage ?? '', checked.headers);
       if (!encoded) {
         socket.destroy();
         return this.fail(stream, head, HEAD_TOO_LARGE, started);
@@ -342,18 +411,25 @@ export class OriginProxy {
       stream.resume();
       stream.pipe(socket);
       socket.pipe(stream);
-    });
-    req.on('response', (res) => {
+    }));
+    req.on('response', (res) => this.guard(stream, head.requestId, () => {
       settled = true;
-      const encoded = tryEncodeHead(res.statusCode ?? 502, res.statusMessage ?? '', pairsOf(res.rawHeaders).filter(([k]) => !DROP_RESPONSE.has(k.toLowerCase())));
+      const checked = checkResponseHead({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders) }, { method: head.method, upgrade: true });
+      if (!checked.ok) {
+        res.destroy();
+        this.log.warn({ requestId: head.requestId, reason: checked.reason }, 'bad upgrade answer from origin');
+        return this.fail(stream, head, originBadResponse(checked.reason), started);
+      }
+      const encoded = tryEncodeHead(res.statusCode ?? 502, res.statusMessage ?? '', checked.headers);
       if (!encoded) {
         res.destroy();
         return this.fail(stream, head, HEAD_TOO_LARGE, started);
       }
       stream.write(encoded);
       this.hooks.onResponse?.(res.statusCode ?? 502, started);
+      res.on('error', () => stream.destroy());
       res.pipe(stream);
-    });
+    }));
     req.on('timeout', () => req.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })));
     req.on('error', (err) => {
       if (settled) return stream.destroy();

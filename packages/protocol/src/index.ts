@@ -14,3 +14,4 @@ export * from './credentials.js';
 export * from './head-stream.js';
 export * from './logger.js';
 export * from './systemd-unit.js';
+export * from './head-check.js';

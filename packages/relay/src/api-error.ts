@@ -14,3 +14,12 @@ export class ApiError extends Error {
     return { error: { code: this.code, message: this.message } };
   }
 }
+
+/** A URL path segment, %-decoded; a malformed escape is the client's error (400), not ours. */
+export function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new ApiError(400, 'bad_path', `malformed %-escape in path segment ${JSON.stringify(s.slice(0, 64))}`);
+  }
+}

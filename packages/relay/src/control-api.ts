@@ -6,7 +6,7 @@ import { randomId, sealTo, signToken, verifyToken, TokenError, TokenKind, type A
 import type { Store, Tunnel, Presence } from './store/types.js';
 import { StoreError } from './store/types.js';
 import type { FleetKeys } from './keys.js';
-import { ApiError } from './api-error.js';
+import { ApiError, decodeSegment } from './api-error.js';
 import { authenticateAccount, authenticateOperator, bearer } from './control-auth.js';
 import { checkTunnelCredential, DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from './credential-check.js';
 import { signTunnelToken, relayUrls, ensureAccount } from './provisioning.js';
@@ -129,7 +129,7 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
 async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const p = url.pathname.replace(/\/+$/, '') || '/';
-  const parts = p.split('/').filter(Boolean).map(decodeURIComponent);
+  const parts = p.split('/').filter(Boolean).map(decodeSegment);
   const m = req.method ?? 'GET';
   const { store } = d;
 

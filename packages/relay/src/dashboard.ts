@@ -7,7 +7,7 @@ import type { FleetKeys } from './keys.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { RelayMetrics } from './metrics.js';
 import { approveLogin } from './control-api.js';
-import { ApiError } from './api-error.js';
+import { ApiError, decodeSegment } from './api-error.js';
 import { bearer, tooManyKeyFailures } from './control-auth.js';
 import type { OperatorKeyGuard } from './operator-key-guard.js';
 import { stripV4Mapped } from './request-proxy.js';
@@ -167,7 +167,7 @@ export class Dashboard {
           account = a;
         }
       }
-      const r = await approveLogin(this.d, decodeURIComponent(approve[1]!), account);
+      const r = await approveLogin(this.d, decodeSegment(approve[1]!), account);
       this.d.log.info({ event: 'login-approved', code: r.approved, account: r.account, via: 'dashboard' }, 'login approved from the dashboard');
       this.last = null;
       void this.broadcast();

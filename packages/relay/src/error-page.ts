@@ -48,6 +48,12 @@ export const RelayErrors = {
     source: 'relay',
     message: `The request head is over the tunnel's limits (${why}).`,
   }),
+  badRequest: (why: string): TunnelErrorInfo => ({
+    status: 400,
+    code: 'bad_request',
+    source: 'relay',
+    message: `The request cannot be passed on (${why}).`,
+  }),
   peerFailed: (): TunnelErrorInfo => ({
     status: 502,
     code: 'peer_relay_failed',
@@ -76,20 +82,28 @@ export function renderError(info: TunnelErrorInfo, accept: string | undefined, r
 }
 
 export function sendError(req: IncomingMessage, res: ServerResponse, info: TunnelErrorInfo, requestId: string): void {
-  if (res.headersSent) {
+  // Part of an answer already went out: a clean error can no longer be
+  // told, so the client connection is cut rather than left mid-message.
+  if (res.headersSent || res.destroyed) {
     res.destroy();
     return;
   }
   const { type, body } = renderError(info, req.headers.accept, requestId);
-  res.writeHead(info.status, {
-    'content-type': type,
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    'tunnel-error': info.code,
-    'tunnel-error-source': info.source,
-    'tunnel-request-id': requestId,
-  });
-  res.end(req.method === 'HEAD' ? undefined : body);
+  try {
+    // A failed writeHead leaves its status message behind; ours is the default one.
+    res.statusMessage = '';
+    res.writeHead(info.status, {
+      'content-type': type,
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+      'tunnel-error': info.code,
+      'tunnel-error-source': info.source,
+      'tunnel-request-id': requestId,
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  } catch {
+    res.destroy();
+  }
 }
 
 function esc(s: string): string {

@@ -1,3 +1,4 @@
+import { HOP_BY_HOP } from '@tunnel/protocol';
 import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { ReplayCache } from './replay-cache.js';
@@ -79,7 +80,8 @@ export function isPeerHeader(lowerName: string): boolean {
  * own framing and connection headers): neither signed nor passed on. The
  * body's framing travels in the signed BodySeal instead.
  */
-const UNSIGNED = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect', 'content-length']);
+// Hop-by-hop headers (the shared list) are the hop's own; the framing is sent as the body seal.
+const UNSIGNED = new Set([...HOP_BY_HOP, 'expect', 'content-length']);
 
 /** Whether a (lower-case) header name is forwarded and covered by the headers digest. */
 export function isSignedHeader(lowerName: string): boolean {

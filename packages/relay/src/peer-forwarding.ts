@@ -3,7 +3,7 @@ import https from 'node:https';
 import type { Duplex, Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
-import type { RequestHead } from '@tunnel/protocol';
+import { checkResponseHead, type HeaderPairs, type RequestHead } from '@tunnel/protocol';
 import { PeerAuth, PeerHeaders, peerRefusalReason, headersDigest, isSignedHeader, readSignedRequest, sha256, type BodySeal, type SignedRequest } from './peer-auth.js';
 import type { FleetView } from './fleet-view.js';
 import type { Route } from './store/types.js';
@@ -11,7 +11,6 @@ import { RelayErrors, sendError } from './error-page.js';
 import { proxyOverStream, rawError, stripV4Mapped, upgradeOverStream, type ProxyContext } from './request-proxy.js';
 import { readBody } from './read-body.js';
 
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect']);
 /** Bodies up to this size are read before forwarding, so the request can be retried on another holder. */
 const RETRY_BODY_LIMIT = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -165,14 +164,16 @@ export class PeerForwarder {
           abort?.(new Error('peer refused'));
           return false;
         }
+        const checked = checkResponseHead({ status, statusText: statusText ?? '', headers: pairsOf(raw) }, { method: req.method ?? 'GET', upgrade: false });
+        if (!checked.ok) {
+          this.log.warn({ requestId, peer: peer.id, reason: checked.reason }, 'bad response from peer relay');
+          abort?.(new Error(`bad response from peer relay: ${checked.reason}`));
+          return false;
+        }
         started = true;
         resume = r;
         const flat: string[] = [];
-        for (let k = 0; k < raw.length; k += 2) {
-          const name = raw[k]!.toString('latin1');
-          if (HOP.has(name.toLowerCase())) continue;
-          flat.push(name, raw[k + 1]!.toString('latin1'));
-        }
+        for (const [k, v] of checked.headers) flat.push(k, v);
         try {
           res.writeHead(status, statusText || undefined, flat);
         } catch {
@@ -244,9 +245,13 @@ export class PeerForwarder {
         ? https.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers, ...(this.ca ? { ca: this.ca } : {}) })
         : http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers });
     out.on('upgrade', (pres, psock: Duplex, phead: Buffer) => {
-      let lines = `HTTP/1.1 101 ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
-      for (let k = 0; k < pres.rawHeaders.length; k += 2) lines += `${pres.rawHeaders[k]}: ${pres.rawHeaders[k + 1]}\r\n`;
-      socket.write(lines + '\r\n');
+      const lines = headLines(pres, req.method ?? 'GET');
+      if (lines === null) {
+        this.log.warn({ requestId, peer: peer.id }, 'bad upgrade answer from peer relay');
+        psock.destroy();
+        return rawError(socket, req, RelayErrors.peerFailed(), requestId);
+      }
+      socket.write(lines, 'latin1');
       if (phead.length) socket.write(phead);
       if (head.length) psock.write(head);
       psock.on('error', () => socket.destroy());
@@ -272,12 +277,13 @@ export class PeerForwarder {
         if (i + 1 < peers.length) return this.upgradeAttempt(route, peers, i + 1, req, socket, head, requestId);
         return rawError(socket, req, RelayErrors.tunnelOffline(req.headers.host ?? ''), requestId);
       }
-      let lines = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? ''}\r\n`;
-      for (let k = 0; k < pres.rawHeaders.length; k += 2) {
-        if (pres.rawHeaders[k]!.toLowerCase() === 'connection') continue;
-        lines += `${pres.rawHeaders[k]}: ${pres.rawHeaders[k + 1]}\r\n`;
+      const lines = headLines(pres, req.method ?? 'GET');
+      if (lines === null) {
+        this.log.warn({ requestId, peer: peer.id }, 'bad upgrade answer from peer relay');
+        pres.destroy();
+        return rawError(socket, req, RelayErrors.peerFailed(), requestId);
       }
-      socket.write(lines + 'Connection: close\r\n\r\n');
+      socket.write(lines, 'latin1');
       pres.pipe(socket);
     });
     out.on('error', () => rawError(socket, req, RelayErrors.peerFailed(), requestId));
@@ -287,6 +293,29 @@ export class PeerForwarder {
   async close(): Promise<void> {
     await Promise.all([...this.pools.values()].map((p) => p.destroy()));
   }
+}
+
+function pairsOf(raw: ReadonlyArray<Buffer | string>): HeaderPairs {
+  const out: HeaderPairs = new Array(raw.length >> 1);
+  for (let k = 0, j = 0; k < raw.length; k += 2, j++) out[j] = [String(raw[k]), String(raw[k + 1])];
+  return out;
+}
+
+/**
+ * A peer relay's answer to a forwarded upgrade, as the head for the client,
+ * built from checked pieces only; null if it does not pass the checks. A
+ * refusal (not 101) ends with its body: `Connection: close`, no length.
+ */
+function headLines(pres: http.IncomingMessage, method: string): string | null {
+  const status = pres.statusCode ?? 0;
+  const checked = checkResponseHead({ status, statusText: pres.statusMessage ?? '', headers: pairsOf(pres.rawHeaders) }, { method, upgrade: true });
+  if (!checked.ok) return null;
+  let lines = `HTTP/1.1 ${status} ${pres.statusMessage || http.STATUS_CODES[status] || ''}\r\n`;
+  for (const [k, v] of checked.headers) {
+    if (status !== 101 && k.toLowerCase() === 'content-length') continue;
+    lines += `${k}: ${v}\r\n`;
+  }
+  return lines + (status === 101 ? 'Connection: Upgrade\r\n\r\n' : 'Connection: close\r\n\r\n');
 }
 
 type Checked = { head: RequestHead; route: Route; sig: string; fields: SignedRequest; body: BodySeal } | { status: number; code: string; message: string };
@@ -399,6 +428,10 @@ export function createPeerServer(
       const conn = ctx.connections.pick(c.route.tunnelId);
       if (!conn) return rawError(socket, req, RelayErrors.tunnelOffline(c.head.host), c.head.requestId);
       upgradeOverStream(ctx, conn, req, socket, head, c.head, c.route);
+    }).catch((e: unknown) => {
+      // Last resort for this one upgrade: never an unhandled rejection.
+      log.error({ err: (e as Error).message }, 'peer upgrade failed: connection ended');
+      socket.destroy();
     });
   });
   return server;

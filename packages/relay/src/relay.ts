@@ -163,8 +163,15 @@ export class Relay {
       if (this.gate.isRefused(req.socket)) return;
       this.trackPublic(res);
       let requestId: string | undefined;
-      if (limits.bodyIdleTimeoutMs > 0 && hasRequestBody(req)) watchBodyIdle(req, res, limits.bodyIdleTimeoutMs, hits, log, () => requestId);
-      requestId = handleRequest(this.ctx, req, res);
+      try {
+        if (limits.bodyIdleTimeoutMs > 0 && hasRequestBody(req)) watchBodyIdle(req, res, limits.bodyIdleTimeoutMs, hits, log, () => requestId);
+        requestId = handleRequest(this.ctx, req, res);
+      } catch (e) {
+        // Last resort for this one request: the process and every other request carry on.
+        log.error({ err: (e as Error).message, stack: (e as Error).stack, host: req.headers.host }, 'request handler failed: request ended');
+        res.destroy();
+        return;
+      }
       if (logRequests) logRequestWhenDone(log, req, res, 'public', requestId);
     };
     const countBytes = (s: http.Server | https.Server, side: 'public' | 'connector') => {
@@ -172,7 +179,12 @@ export class Relay {
     };
     const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       if (this.gate.isRefused(req.socket)) return void socket.destroy();
-      handleUpgrade(this.ctx, req, socket, head);
+      try {
+        handleUpgrade(this.ctx, req, socket, head);
+      } catch (e) {
+        log.error({ err: (e as Error).message, stack: (e as Error).stack, host: req.headers.host }, 'upgrade handler failed: connection ended');
+        socket.destroy();
+      }
     };
     const ports: BoundPorts = { connect: 0 };
 

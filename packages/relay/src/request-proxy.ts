@@ -1,8 +1,19 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { decodeResponseHead, encodeRequestHead, readHead, type RequestHead, type YamuxStream } from '@tunnel/protocol';
+import {
+  checkRequestHead,
+  checkResponseHead,
+  decodeResponseHead,
+  encodeRequestHead,
+  readHead,
+  type BodyFraming,
+  type HeaderPairs,
+  type RequestHead,
+  type ResponseHead,
+  type YamuxStream,
+} from '@tunnel/protocol';
 import type { ConnectorConnection } from './connector-connection.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { RouteTable } from './route-table.js';
@@ -42,13 +53,6 @@ export function newRequestId(): string {
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 
-function hasBody(req: IncomingMessage): boolean {
-  const te = req.headers['transfer-encoding'];
-  if (te !== undefined) return true;
-  const cl = req.headers['content-length'];
-  return cl !== undefined && cl !== '0';
-}
-
 function pairs(raw: string[]): Array<[string, string]> {
   const out: Array<[string, string]> = new Array(raw.length >> 1);
   for (let i = 0, j = 0; i < raw.length; i += 2, j++) out[j] = [raw[i]!, raw[i + 1]!];
@@ -60,13 +64,29 @@ export function makeRequestHead(req: IncomingMessage, kind: RequestHead['kind'],
   return {
     kind,
     method: req.method ?? 'GET',
-    path: req.url ?? '/',
+    path: originForm(req.url ?? '/', req.headers.host ?? ''),
     host: req.headers.host ?? '',
     scheme: sock.encrypted ? 'https' : 'http',
     clientIp: stripV4Mapped(sock.remoteAddress ?? ''),
     requestId,
     headers: pairs(req.rawHeaders),
   };
+}
+
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)([^#]*)$/i;
+
+/**
+ * The origin-form of a request target. An absolute-form target (RFC 9112
+ * §3.2.2) for the very host it is sent to is reduced to its path; any other
+ * target is left as it is, for checkRequestHead to refuse: only paths ever
+ * reach a connector, which always talks to its configured origin.
+ */
+function originForm(target: string, host: string): string {
+  if (target.charCodeAt(0) === 0x2f /* / */ || target === '*') return target;
+  const m = ABSOLUTE_FORM.exec(target);
+  if (!m || m[1]!.toLowerCase() !== host.toLowerCase()) return target;
+  const rest = m[2]!;
+  return rest.startsWith('/') ? rest : `/${rest}`;
 }
 
 export function stripV4Mapped(ip: string): string {
@@ -110,6 +130,11 @@ export function proxyOverStream(
   readBody?: Buffer | Readable,
 ): void {
   const requestId = head.requestId;
+  const checked = checkRequestHead(head);
+  if (!checked.ok) {
+    ctx.log.info({ requestId, reason: checked.reason }, 'bad request head from client');
+    return fail(ctx, req, res, route, RelayErrors.badRequest(checked.reason), requestId, started);
+  }
   let stream: YamuxStream;
   try {
     stream = conn.openStream();
@@ -120,7 +145,7 @@ export function proxyOverStream(
   }
   const given = Buffer.isBuffer(readBody) ? readBody : undefined;
   const source: Readable = readBody !== undefined && !Buffer.isBuffer(readBody) ? readBody : req;
-  const bodyless = given ? given.length === 0 : !hasBody(req);
+  const bodyless = given ? given.length === 0 : checked.body.kind === 'none';
   let encoded: Buffer;
   try {
     encoded = encodeRequestHead(head);
@@ -167,58 +192,79 @@ export function proxyOverStream(
   };
   stream.on('error', onStreamError);
 
-  readHead(stream, (err, body) => {
-    if (err) {
-      onStreamError(err);
-      stream.destroy();
+  /** The connector's answer cannot be passed on: a 502 if nothing went out yet, else the client connection is cut. */
+  const refuse = (reason: string) => {
+    const wasStreaming = state === 'streaming';
+    state = 'done';
+    stream.destroy();
+    ctx.log.warn({ requestId, reason }, 'bad response from connector');
+    if (wasStreaming && res.headersSent) {
+      // Never a short body passed off as complete, never bytes past the declared length.
+      res.destroy();
+      ctx.hooks.onResponse?.(route, 502, started);
       return;
     }
-    if (state !== 'waiting') return;
-    let flat: string[];
-    let status: number;
-    let statusText: string;
-    try {
-      const rh = decodeResponseHead(body!);
-      status = rh.status;
-      statusText = rh.statusText;
-      flat = new Array(rh.headers.length * 2 + 2);
-      let i = 0;
-      for (const [k, v] of rh.headers) {
-        flat[i++] = k;
-        flat[i++] = v;
-      }
-      flat[i++] = 'Tunnel-Request-Id';
-      flat[i] = requestId;
-      res.writeHead(status, statusText || undefined, flat);
-    } catch (e) {
-      state = 'done';
-      stream.destroy();
-      ctx.log.warn({ requestId, err: (e as Error).message }, 'bad response head from connector');
-      fail(ctx, req, res, route, RelayErrors.badResponseHead(), requestId, started);
-      return;
-    }
-    state = 'streaming';
-    stream.once('end', () => {
-      state = 'done';
-      ctx.hooks.onResponse?.(route, status, started);
-    });
-    // The rest of the message that carried the head (body, FIN) is parsed
-    // before the next tick: decide then between one write and a pipe.
-    process.nextTick(sendBody);
-  });
+    fail(ctx, req, res, route, RelayErrors.badResponseHead(), requestId, started);
+  };
 
-  const sendBody = () => {
+  readHead(stream, (err, body) =>
+    lastResort(ctx, requestId, () => refuse('relay error'), () => {
+      if (err) {
+        onStreamError(err);
+        stream.destroy();
+        return;
+      }
+      if (state !== 'waiting') return;
+      let rh: ResponseHead;
+      try {
+        rh = decodeResponseHead(body!);
+      } catch (e) {
+        return refuse((e as Error).message);
+      }
+      const ok = checkResponseHead(rh, { method: head.method, upgrade: false });
+      if (!ok.ok) return refuse(ok.reason);
+      state = 'streaming';
+      // The rest of the message that carried the head (body, FIN) is parsed
+      // before the next tick: decide then between one write and a pipe.
+      process.nextTick(() => lastResort(ctx, requestId, () => refuse('relay error'), () => sendBody(rh, ok.headers, ok.body)));
+    }),
+  );
+
+  const sendBody = (rh: ResponseHead, headers: HeaderPairs, framing: BodyFraming) => {
     if (state !== 'streaming' || res.destroyed) return;
+    const flat: string[] = new Array(headers.length * 2 + 2);
+    let i = 0;
+    for (const [k, v] of headers) {
+      flat[i++] = k;
+      flat[i++] = v;
+    }
+    flat[i++] = 'Tunnel-Request-Id';
+    flat[i] = requestId;
     if (stream.remoteEnded) {
       // The whole response is already here (the common small response):
-      // head and body leave in one write, with no pipe to set up.
+      // check its length, then head and body leave in one write, with no
+      // pipe to set up.
       const parts: Buffer[] = [];
+      let total = 0;
       let c: Buffer | null;
-      while ((c = stream.read() as Buffer | null) !== null) parts.push(c);
-      res.end(parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : Buffer.concat(parts));
+      while ((c = stream.read() as Buffer | null) !== null) {
+        parts.push(c);
+        total += c.length;
+      }
+      const want = framing.kind === 'length' ? framing.length : framing.kind === 'none' ? 0 : total;
+      if (total !== want) return refuse(`body of ${total} bytes where the head declares ${want}`);
+      state = 'done';
+      res.writeHead(rh.status, rh.statusText || undefined, flat);
+      res.end(parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : Buffer.concat(parts, total));
+      ctx.hooks.onResponse?.(route, rh.status, started);
       return;
     }
-    stream.pipe(res);
+    res.writeHead(rh.status, rh.statusText || undefined, flat);
+    pumpBody(stream, res, framing, refuse, () => {
+      if (state !== 'streaming') return;
+      state = 'done';
+      ctx.hooks.onResponse?.(route, rh.status, started);
+    });
     // writeHead only stores the head; node sends it with the first body
     // write. A body that comes later (SSE, streamed or long-held responses)
     // must not hold the head back: flush it once the bytes already here
@@ -249,6 +295,55 @@ export function proxyOverStream(
       stream.destroy();
     }
   });
+}
+
+/**
+ * Stream a body to `to` holding it to its declared framing: a byte past the
+ * declared length, or an end short of it, goes to `refuse` (which cuts the
+ * client connection) instead of reaching the client, where extra bytes would
+ * read as a forged next response and missing ones would eat the next one.
+ */
+function pumpBody(from: YamuxStream, to: ServerResponse | Duplex, framing: BodyFraming, refuse: (why: string) => void, done: () => void): void {
+  const limit = framing.kind === 'length' ? framing.length : framing.kind === 'none' ? 0 : -1;
+  let sent = 0;
+  let failed = false;
+  const resume = () => from.resume();
+  from.on('data', (c: Buffer) => {
+    if (failed) return;
+    if (limit >= 0 && sent + c.length > limit) {
+      failed = true;
+      return refuse(`body longer than the declared ${limit} bytes`);
+    }
+    sent += c.length;
+    if (!to.write(c)) {
+      from.pause();
+      to.once('drain', resume);
+    }
+  });
+  from.once('end', () => {
+    if (failed) return;
+    if (limit >= 0 && sent !== limit) return refuse(`body of ${sent} bytes where the head declares ${limit}`);
+    to.end();
+    done();
+  });
+  from.resume();
+}
+
+/**
+ * The last resort for one request: a throw in its handling (a bug, or input
+ * no check foresaw) ends that request with a logged reason, never the process.
+ */
+export function lastResort(ctx: { log: Logger }, requestId: string, end: () => void, fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    ctx.log.error({ requestId, err: (e as Error).message, stack: (e as Error).stack }, 'request handler failed: request ended');
+    try {
+      end();
+    } catch {
+      /* ending it failed too: nothing more to do for this request */
+    }
+  }
 }
 
 function fail(
@@ -298,6 +393,11 @@ export function upgradeOverStream(
   route?: Route,
   started: bigint = process.hrtime.bigint(),
 ): void {
+  const checked = checkRequestHead(head);
+  if (!checked.ok) {
+    ctx.log.info({ requestId: head.requestId, reason: checked.reason }, 'bad request head from client');
+    return upgradeFailed(ctx, socket, req, route, RelayErrors.badRequest(checked.reason), head.requestId, started);
+  }
   let stream: YamuxStream;
   try {
     stream = conn.openStream();
@@ -315,30 +415,44 @@ export function upgradeOverStream(
   }
   stream.write(encoded);
   if (clientHead.length > 0) stream.write(clientHead);
-  readHead(stream, (err, body) => {
-    if (err) return upgradeFailed(ctx, socket, req, route, RelayErrors.connectorStreamFailed(), head.requestId, started);
-    let lines: string;
-    let status: number;
-    try {
-      const rh = decodeResponseHead(body!);
-      status = rh.status;
-      lines = `HTTP/1.1 ${rh.status} ${rh.statusText || 'Switching Protocols'}\r\n`;
-      for (const [k, v] of rh.headers) lines += `${k}: ${v}\r\n`;
+  readHead(stream, (err, body) =>
+    lastResort(ctx, head.requestId, () => resetSocket(socket), () => {
+      if (err) return upgradeFailed(ctx, socket, req, route, RelayErrors.connectorStreamFailed(), head.requestId, started);
+      let rh: ResponseHead;
+      try {
+        rh = decodeResponseHead(body!);
+      } catch (e) {
+        return refuseUpgrade((e as Error).message);
+      }
+      const ok = checkResponseHead(rh, { method: head.method, upgrade: true });
+      if (!ok.ok) return refuseUpgrade(ok.reason);
+      // Built from checked pieces only: no CR LF can reach the client from a connector.
+      let lines = `HTTP/1.1 ${rh.status} ${rh.statusText || STATUS_CODES[rh.status] || ''}\r\n`;
+      for (const [k, v] of ok.headers) lines += `${k}: ${v}\r\n`;
+      // After a refusal the connection ends with the body: it is never reused.
+      lines += rh.status === 101 ? 'Connection: Upgrade\r\n' : 'Connection: close\r\n';
       lines += `Tunnel-Request-Id: ${head.requestId}\r\n\r\n`;
-    } catch {
-      stream.destroy();
-      return upgradeFailed(ctx, socket, req, route, RelayErrors.badResponseHead(), head.requestId, started);
-    }
-    socket.write(lines, 'latin1');
-    ctx.hooks.onResponse?.(route, status, started);
-    if (status === 101) {
-      stream.pipe(socket);
-      socket.pipe(stream);
-    } else {
-      // Origin refused the upgrade: relay its answer, then close.
-      stream.pipe(socket);
-    }
-  });
+      socket.write(lines, 'latin1');
+      ctx.hooks.onResponse?.(route, rh.status, started);
+      if (rh.status === 101) {
+        stream.pipe(socket);
+        socket.pipe(stream);
+        return;
+      }
+      // Origin refused the upgrade: relay its answer, held to its length, then close.
+      pumpBody(stream, socket, ok.body, (why) => {
+        ctx.log.warn({ requestId: head.requestId, reason: why }, 'bad response from connector');
+        stream.destroy();
+        resetSocket(socket);
+      }, () => {});
+    }),
+  );
+
+  function refuseUpgrade(reason: string): void {
+    ctx.log.warn({ requestId: head.requestId, reason }, 'bad response from connector');
+    stream.destroy();
+    upgradeFailed(ctx, socket, req, route, RelayErrors.badResponseHead(), head.requestId, started);
+  }
 }
 
 /** An error answer written straight to a socket (upgrade paths have no ServerResponse). */
