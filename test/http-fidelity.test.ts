@@ -22,7 +22,7 @@ interface Echo {
 }
 
 /** Headers the tunnel itself adds or owns toward the origin (everything else must arrive as sent). */
-const TUNNEL_ADDED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'tunnel-connecting-ip', 'tunnel-request-id', 'connection', 'host']);
+const TUNNEL_ADDED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'tunnel-connecting-ip', 'tunnel-request-id', 'connection', 'host']);
 /** Headers Node's server or the relay adds toward the client. */
 const RELAY_ADDED = new Set(['date', 'connection', 'keep-alive', 'tunnel-request-id', 'transfer-encoding']);
 
