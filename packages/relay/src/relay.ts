@@ -177,6 +177,7 @@ export class Relay {
     const countBytes = (s: http.Server | https.Server, side: 'public' | 'connector') => {
       if (metrics) s.on('connection', (sock: import('node:net').Socket) => metrics.trackSocket(side, sock));
     };
+    const refuseUnparsable = (e: Error & { code?: string }, sock: Duplex) => refuseClientBytes(log, e, sock);
     const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       if (this.gate.isRefused(req.socket)) return void socket.destroy();
       try {
@@ -192,7 +193,7 @@ export class Relay {
       const s = http.createServer(serverOpts, onRequest);
       s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, true));
       s.on('upgrade', onUpgrade);
-      s.on('clientError', (_e, sock) => sock.destroy());
+      s.on('clientError', refuseUnparsable);
       countBytes(s, 'public');
       this.servers.public.push(s);
       ports.http = await listen(s, this.opts.listen.http);
@@ -203,7 +204,7 @@ export class Relay {
       // TLS: the raw socket cannot carry a plain answer; over a ceiling it is closed.
       s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, false));
       s.on('upgrade', onUpgrade);
-      s.on('clientError', (_e, sock) => sock.destroy());
+      s.on('clientError', refuseUnparsable);
       countBytes(s, 'public');
       this.servers.public.push(s);
       ports.https = await listen(s, this.opts.listen.https);
@@ -476,4 +477,20 @@ export class Relay {
 function hasRequestBody(req: http.IncomingMessage): boolean {
   const cl = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
+}
+
+/**
+ * Bytes node's parser refused (smuggling attempts, bad chars, oversized
+ * heads): a plain 400 (431 for a head over the limit) and the connection is
+ * closed, as node does by default, unless a response is already under way on
+ * it, in which case it is only closed.
+ */
+function refuseClientBytes(log: Logger, e: Error & { code?: string }, sock: Duplex): void {
+  const busy = (sock as Duplex & { _httpMessage?: unknown })._httpMessage;
+  if (e.code === 'ECONNRESET' || !sock.writable || busy) return void sock.destroy();
+  log.debug({ event: 'client-error', code: e.code, err: e.message }, 'unparsable request refused');
+  const status = e.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  sock.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+  // A client that never closes its side is not waited for.
+  setTimeout(() => sock.destroy(), 5_000).unref();
 }
