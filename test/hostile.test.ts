@@ -1,41 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
 import http from 'node:http';
-import WebSocket from 'ws';
-import { ControlDecoder, Session, encodeControl, wsTransport, zeroMask, type ControlMessage } from '@tunnel/protocol';
 import { startFleet, type Fleet } from './harness/fleet.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { createTunnel, type Proc } from './harness/procs.js';
 import { req } from './harness/http.js';
 import { waitFor } from './harness/wait.js';
+import { fakeConnector } from './security/peers.js';
 
 // Anything from the network can be hostile: a connector that lies, junk on the
 // connector port, oversized heads from clients. One stream or one session
 // pays; the relay process and every other tunnel carry on.
-
-/** A connector speaking our protocol by hand, so it can misbehave on purpose. */
-async function fakeConnector(url: string, token: string): Promise<{ session: Session; ws: WebSocket }> {
-  const ws = new WebSocket(`${url}/v1/connect`, {
-    headers: { authorization: `Bearer ${token}`, 'tunnel-connector-id': 'evil', 'tunnel-conn-index': '0', 'tunnel-version': 'evil/1' },
-    generateMask: zeroMask,
-  });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('error', reject);
-  });
-  const session = new Session(wsTransport(ws), { client: true });
-  const control = session.openStream();
-  control.on('error', () => {});
-  const dec = new ControlDecoder();
-  const registered = new Promise<void>((resolve) => {
-    control.on('data', (c: Buffer) => {
-      if (dec.push(c).some((m: ControlMessage) => m.type === 'registered')) resolve();
-    });
-  });
-  control.write(encodeControl({ type: 'register', connectorId: 'evil', connIndex: 0, version: 'evil/1', features: [] }));
-  await registered;
-  return { session, ws };
-}
 
 describe('hostile input', () => {
   let fleet: Fleet;
