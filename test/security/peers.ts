@@ -242,7 +242,11 @@ export class RawClient {
 
   constructor(port: number) {
     this.sock = net.connect({ host: '127.0.0.1', port });
-    this.connected = new Promise((r) => this.sock.once('connect', () => r()));
+    // Settles on close too: a refused connection is read as 'closed', never waited on.
+    this.connected = new Promise((r) => {
+      this.sock.once('connect', () => r());
+      this.sock.once('close', () => r());
+    });
     this.sock.setEncoding('latin1');
     this.sock.on('data', (d: string) => {
       this.buf += d;

@@ -12,15 +12,27 @@
 
 import type { HeaderPairs, RequestHead, ResponseHead } from './heads.js';
 
-/** RFC 9110 §5.6.2 token (header names, methods, Connection options). */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** RFC 9110 §5.6.2 tchar, as a lookup table: names are short, and a table walk beats a regex on them. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
+
+/** RFC 9110 §5.6.2 token (header names, methods, Connection options): 1*tchar. */
+export function isToken(s: string): boolean {
+  const n = s.length;
+  if (n === 0) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0xff || TCHAR[c] === 0) return false;
+  }
+  return true;
+}
 /**
  * A char a field value (RFC 9110 §5.5) or reason phrase (RFC 9112 §4) may not
  * hold: CTLs other than HTAB (so CR, LF and NUL), DEL, and anything above
  * latin1, which the wire cannot carry. Both grammars are HTAB / SP / VCHAR /
  * obs-text.
  */
-const BAD_VALUE_CHAR = /[\x00-\x08\x0a-\x1f\x7f\u0100-\uffff]/;
+const BAD_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 /** origin-form (RFC 9112 §3.2.1): absolute-path [ "?" query ]; no space, CTL, DEL or fragment. */
 const ORIGIN_FORM = /^\/[^\x00-\x20\x7f#\u0100-\uffff]*$/;
 /** uri-host [ ":" port ]: reg-name, IPv4 or IP-literal chars only (no '/', '@', '?', '#', space). */
@@ -28,10 +40,6 @@ const HOST = /^[A-Za-z0-9.\-_~!$&'()*+,;=%:[\]]+$/;
 const DIGITS = /^[0-9]{1,15}$/;
 /** A Transfer-Encoding whose last coding is chunked (RFC 9112 §6.3: otherwise a request cannot be framed). */
 const ENDS_CHUNKED = /(?:^|,)[ \t]*chunked[ \t]*$/i;
-
-export function isToken(s: string): boolean {
-  return TOKEN.test(s);
-}
 
 /** A legal field value or reason phrase: no CR, LF, NUL or other CTL but HTAB, no DEL. */
 export function isFieldValue(s: string): boolean {
@@ -60,9 +68,10 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * The lower-cased options named in a head's Connection headers (which are
- * themselves hop-by-hop, so the headers they name are dropped too). Null when
- * there is no Connection header: the common case allocates nothing.
+ * The lower-cased options named in a head's Connection headers, less those
+ * already hop-by-hop: Connection is itself hop-by-hop, so the headers it
+ * names are dropped too. Null when it names nothing more (`keep-alive`,
+ * `close`, `upgrade`): the common case allocates only the split.
  */
 export function connectionOptions(headers: HeaderPairs): Set<string> | null {
   let named: Set<string> | null = null;
@@ -78,7 +87,8 @@ export function parseConnection(value: string | undefined, into: Set<string> | n
   if (value === undefined) return into;
   for (const part of value.split(',')) {
     const t = part.trim().toLowerCase();
-    if (t !== '' && TOKEN.test(t)) (into ??= new Set()).add(t);
+    // keep-alive, close, upgrade: already hop-by-hop (or no header at all), so the usual value names nothing more.
+    if (t !== '' && t !== 'close' && !HOP_BY_HOP.has(t) && isToken(t)) (into ??= new Set()).add(t);
   }
   return into;
 }
@@ -106,34 +116,59 @@ const STREAM_BODY: BodyFraming = { kind: 'stream' };
 
 export type HeadCheck<T> = ({ ok: true } & T) | { ok: false; reason: string };
 
-/** Content-Length and Transfer-Encoding of a head, after the conflict rules of RFC 9112 §6.3. */
-function lengthOf(headers: HeaderPairs): { ok: true; length: number; chunked: boolean } | { ok: false; reason: string } {
-  let length = -1;
-  let te: string | null = null;
-  for (let i = 0; i < headers.length; i++) {
-    const [name, value] = headers[i]!;
-    if (name.length === 14 && name.toLowerCase() === 'content-length') {
-      const v = value.trim();
-      if (!DIGITS.test(v)) return { ok: false, reason: `Content-Length ${JSON.stringify(value.slice(0, 40))} is not a number` };
-      const n = Number(v);
-      if (length !== -1 && n !== length) return { ok: false, reason: `two different Content-Lengths (${length} and ${n})` };
-      length = n;
-    } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
-      te = te === null ? value : `${te},${value}`;
-    }
-  }
-  if (te !== null && length !== -1) return { ok: false, reason: 'both Content-Length and Transfer-Encoding' };
-  if (te !== null && !ENDS_CHUNKED.test(te)) return { ok: false, reason: `Transfer-Encoding ${JSON.stringify(te.slice(0, 40))} does not end in chunked` };
-  return { ok: true, length, chunked: te !== null };
+/** Lengths of the names scan() must look at closer; any other name is passed over without lower-casing it. */
+const WATCHED_LENGTH = new Uint8Array(32);
+for (const n of [...HOP_BY_HOP, 'host', 'content-length']) WATCHED_LENGTH[n.length] = 1;
+
+interface Scan {
+  /** First Content-Length (-1: none); a second, different one is a fault. */
+  length: number;
+  /** Transfer-Encoding values joined, or null. */
+  te: string | null;
+  hosts: number;
+  /** The first Host value. */
+  host: string | null;
+  /** A header the next hop must not get is present (hop-by-hop, a repeated or padded length). */
+  dropSome: boolean;
+  connection: boolean;
 }
 
-function checkFields(headers: HeaderPairs): string | null {
+/**
+ * One pass over a head's fields: names are tokens, values legal, and the
+ * framing headers collected under the conflict rules of RFC 9112 §6.3.
+ * Returns the fault, or the scan.
+ */
+function scan(headers: HeaderPairs): Scan | string {
+  const r: Scan = { length: -1, te: null, hosts: 0, host: null, dropSome: false, connection: false };
   for (let i = 0; i < headers.length; i++) {
-    const [name, value] = headers[i]!;
-    if (!TOKEN.test(name)) return `header name ${JSON.stringify(name.slice(0, 40))} is not a token`;
+    const pair = headers[i]!;
+    const name = pair[0];
+    const value = pair[1];
+    if (!isToken(name)) return `header name ${JSON.stringify(name.slice(0, 40))} is not a token`;
     if (BAD_VALUE_CHAR.test(value)) return `header ${name.slice(0, 40)} has a forbidden character in its value`;
+    if (name.length >= 32 || WATCHED_LENGTH[name.length] === 0) continue;
+    const lk = name.toLowerCase();
+    if (lk === 'host') {
+      if (r.hosts++ === 0) r.host = value;
+    } else if (lk === 'content-length') {
+      const v = value.trim();
+      if (!DIGITS.test(v)) return `Content-Length ${JSON.stringify(value.slice(0, 40))} is not a number`;
+      const n = Number(v);
+      if (r.length !== -1) {
+        if (n !== r.length) return `two different Content-Lengths (${r.length} and ${n})`;
+        r.dropSome = true;
+      }
+      if (v !== value) r.dropSome = true;
+      r.length = n;
+    } else if (HOP_BY_HOP.has(lk)) {
+      r.dropSome = true;
+      if (lk === 'transfer-encoding') r.te = r.te === null ? value : `${r.te},${value}`;
+      else if (lk === 'connection') r.connection = true;
+    }
   }
-  return null;
+  if (r.te !== null && r.length !== -1) return 'both Content-Length and Transfer-Encoding';
+  if (r.te !== null && !ENDS_CHUNKED.test(r.te)) return `Transfer-Encoding ${JSON.stringify(r.te.slice(0, 40))} does not end in chunked`;
+  return r;
 }
 
 /**
@@ -142,26 +177,17 @@ function checkFields(headers: HeaderPairs): string | null {
  * `host`, legal names and values, unambiguous body length.
  */
 export function checkRequestHead(h: RequestHead): HeadCheck<{ body: BodyFraming }> {
-  if (!TOKEN.test(h.method)) return { ok: false, reason: 'method is not a token' };
+  if (!isToken(h.method)) return { ok: false, reason: 'method is not a token' };
   if (h.method === 'CONNECT') return { ok: false, reason: 'CONNECT is not carried by the tunnel' };
   if (!ORIGIN_FORM.test(h.path) && !(h.path === '*' && h.method === 'OPTIONS')) {
     return { ok: false, reason: 'request target is not origin-form' };
   }
   if (!HOST.test(h.host)) return { ok: false, reason: 'Host is empty or not a host[:port]' };
-  const bad = checkFields(h.headers);
-  if (bad !== null) return { ok: false, reason: bad };
-  let hosts = 0;
-  for (let i = 0; i < h.headers.length; i++) {
-    const pair = h.headers[i]!;
-    if (pair[0].length === 4 && pair[0].toLowerCase() === 'host') {
-      hosts++;
-      if (pair[1] !== h.host) return { ok: false, reason: 'Host header differs from the head host' };
-    }
-  }
-  if (hosts !== 1) return { ok: false, reason: hosts === 0 ? 'no Host header' : 'more than one Host header' };
-  const len = lengthOf(h.headers);
-  if (!len.ok) return len;
-  const body = len.chunked ? STREAM_BODY : len.length > 0 ? { kind: 'length' as const, length: len.length } : NO_BODY;
+  const r = scan(h.headers);
+  if (typeof r === 'string') return { ok: false, reason: r };
+  if (r.hosts !== 1) return { ok: false, reason: r.hosts === 0 ? 'no Host header' : 'more than one Host header' };
+  if (r.host !== h.host) return { ok: false, reason: 'Host header differs from the head host' };
+  const body = r.te !== null ? STREAM_BODY : r.length > 0 ? { kind: 'length' as const, length: r.length } : NO_BODY;
   return { ok: true, body };
 }
 
@@ -186,26 +212,31 @@ export function checkResponseHead(h: ResponseHead, ctx: ResponseContext): HeadCh
     return { ok: false, reason: status === 101 ? '101 to a request that did not ask to upgrade' : `interim status ${status} as the final answer` };
   }
   if (BAD_VALUE_CHAR.test(h.statusText)) return { ok: false, reason: 'status text has a forbidden character' };
-  const bad = checkFields(h.headers);
-  if (bad !== null) return { ok: false, reason: bad };
-  const len = lengthOf(h.headers);
-  if (!len.ok) return len;
+  const r = scan(h.headers);
+  if (typeof r === 'string') return { ok: false, reason: r };
 
   let body: BodyFraming;
   if (status === 101) body = NO_BODY;
   else if (status === 204) {
-    if (len.length > 0 || len.chunked) return { ok: false, reason: '204 with a body length' };
+    if (r.length > 0 || r.te !== null) return { ok: false, reason: '204 with a body length' };
     body = NO_BODY;
   } else if (status === 304 || ctx.method === 'HEAD') body = NO_BODY;
-  else if (len.length >= 0) body = { kind: 'length', length: len.length };
+  else if (r.length >= 0) body = { kind: 'length', length: r.length };
   else body = STREAM_BODY;
 
-  const named = connectionOptions(h.headers);
+  // The common answer has nothing to drop: pass its list on as it is.
+  if (!r.dropSome && !(status === 204 && r.length !== -1)) return { ok: true, headers: h.headers, body };
+  const named = r.connection ? connectionOptions(h.headers) : null;
   const keepUpgrade = status === 101;
   const out: HeaderPairs = [];
   let sawLength = false;
   for (let i = 0; i < h.headers.length; i++) {
     const pair = h.headers[i]!;
+    const len = pair[0].length;
+    if (named === null && (len >= 32 || WATCHED_LENGTH[len] === 0)) {
+      out.push(pair);
+      continue;
+    }
     const lk = pair[0].toLowerCase();
     if (lk === 'upgrade' && keepUpgrade) {
       out.push(pair);

@@ -189,13 +189,14 @@ describe('checkResponseHead', () => {
 });
 
 describe('connection options', () => {
-  it('collects lower-cased tokens of every Connection header, ignoring junk', () => {
+  it('collects lower-cased tokens of every Connection header, ignoring junk and names already hop-by-hop', () => {
     expect(connectionOptions([['X', 'y']])).toBeNull();
     const s = connectionOptions([
       ['Connection', 'Keep-Alive, X-A'],
       ['connection', ' x-b ,, bad value '],
     ]);
-    expect([...s!].sort()).toEqual(['keep-alive', 'x-a', 'x-b']);
+    expect([...s!].sort()).toEqual(['x-a', 'x-b']);
+    expect(connectionOptions([['Connection', 'keep-alive, Upgrade, close']])).toBeNull();
     expect(isHopHeader('x-a', s)).toBe(true);
     expect(isHopHeader('te', null)).toBe(true);
     expect(isHopHeader('proxy-authorization', null)).toBe(true);
