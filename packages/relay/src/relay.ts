@@ -481,7 +481,8 @@ function hasRequestBody(req: http.IncomingMessage): boolean {
 
 /**
  * Bytes node's parser refused (smuggling attempts, bad chars, oversized
- * heads): a plain 400 (431 for a head over the limit) and the connection is
+ * heads): a plain 400 (431 for a head over the limit, 408 for one that never
+ * ended) and the connection is
  * closed, as node does by default, unless a response is already under way on
  * it, in which case it is only closed.
  */
@@ -489,7 +490,12 @@ function refuseClientBytes(log: Logger, e: Error & { code?: string }, sock: Dupl
   const busy = (sock as Duplex & { _httpMessage?: unknown })._httpMessage;
   if (e.code === 'ECONNRESET' || !sock.writable || busy) return void sock.destroy();
   log.debug({ event: 'client-error', code: e.code, err: e.message }, 'unparsable request refused');
-  const status = e.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  const status =
+    e.code === 'HPE_HEADER_OVERFLOW'
+      ? '431 Request Header Fields Too Large'
+      : e.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? '408 Request Timeout' // the headers timeout: a head that never ended
+        : '400 Bad Request';
   sock.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
   // A client that never closes its side is not waited for.
   setTimeout(() => sock.destroy(), 5_000).unref();
