@@ -39,6 +39,9 @@ export interface SignedRequest {
 /**
  * How the body is bound to the signature:
  * - `none`: no body (no Content-Length, no Transfer-Encoding);
+ * - `upgrade`: an HTTP upgrade, no body; the protocol asked for is signed
+ *   because the connector acts on it (WebSocket to the origin, or a raw TCP
+ *   bridge for `tunnel access tcp`), and Upgrade itself is a hop header;
  * - `digest`: a body read whole before forwarding (≤ 64 KiB), by length and SHA-256;
  * - `stream`: a body forwarded as it arrives. Its bytes are followed, inside
  *   the peer request's body, by a 32-byte HMAC trailer under a key derived
@@ -56,6 +59,7 @@ export interface SignedRequest {
  */
 export type BodySeal =
   | { readonly kind: 'none' }
+  | { readonly kind: 'upgrade'; readonly protocol: UpgradeProtocol }
   | { readonly kind: 'digest'; readonly length: number; readonly sha256: string }
   | { readonly kind: 'stream'; readonly length: number | 'chunked' };
 
@@ -103,10 +107,20 @@ export function headersDigest(raw: ReadonlyArray<string>): string {
   return createHash('sha256').update(s, 'latin1').digest('base64url');
 }
 
+/** The upgrades a relay carries: WebSocket, and `tunnel access tcp`'s raw bridge. */
+export const UPGRADE_PROTOCOLS = ['websocket', 'tunnel-tcp'] as const;
+export type UpgradeProtocol = (typeof UPGRADE_PROTOCOLS)[number];
+export function upgradeProtocol(value: string | undefined): UpgradeProtocol | null {
+  const v = (value ?? '').trim().toLowerCase();
+  return (UPGRADE_PROTOCOLS as readonly string[]).includes(v) ? (v as UpgradeProtocol) : null;
+}
+
 export function encodeBodySeal(b: BodySeal): string {
   switch (b.kind) {
     case 'none':
       return 'none';
+    case 'upgrade':
+      return `upgrade;${b.protocol}`;
     case 'digest':
       return `digest;len=${b.length};sha256=${b.sha256}`;
     case 'stream':
@@ -119,6 +133,10 @@ const STREAM_RE = /^stream;(?:len=(0|[1-9][0-9]{0,15})|(chunked))$/;
 
 export function decodeBodySeal(s: string): BodySeal | null {
   if (s === 'none') return { kind: 'none' };
+  if (s.startsWith('upgrade;')) {
+    const protocol = upgradeProtocol(s.slice(8));
+    return protocol && s.slice(8) === protocol ? { kind: 'upgrade', protocol } : null;
+  }
   let m = DIGEST_RE.exec(s);
   if (m) return { kind: 'digest', length: Number(m[1]), sha256: m[2]! };
   m = STREAM_RE.exec(s);

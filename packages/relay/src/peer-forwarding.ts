@@ -4,7 +4,7 @@ import type { Duplex, Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { checkResponseHead, type HeaderPairs, type RequestHead } from '@tunnel/protocol';
-import { PeerAuth, PeerHeaders, peerRefusalReason, headersDigest, isSignedHeader, readSignedRequest, sha256, type BodySeal, type SignedRequest } from './peer-auth.js';
+import { PeerAuth, PeerHeaders, peerRefusalReason, headersDigest, isSignedHeader, readSignedRequest, sha256, upgradeProtocol, type BodySeal, type SignedRequest } from './peer-auth.js';
 import type { FleetView } from './fleet-view.js';
 import type { Route } from './store/types.js';
 import { RelayErrors, sendError } from './error-page.js';
@@ -237,8 +237,9 @@ export class PeerForwarder {
     const headers: string[] = [];
     const raw = req.rawHeaders;
     for (let k = 0; k < raw.length; k += 2) if (isSignedHeader(raw[k]!.toLowerCase())) headers.push(raw[k]!, raw[k + 1]!);
-    const signed = this.signed(req, requestId, headersDigest(headers), { kind: 'none' });
-    headers.push(...signed.pairs, 'Connection', 'Upgrade', 'Upgrade', String(req.headers.upgrade ?? 'websocket'));
+    const protocol = upgradeProtocol(req.headers.upgrade) ?? 'websocket';
+    const signed = this.signed(req, requestId, headersDigest(headers), { kind: 'upgrade', protocol });
+    headers.push(...signed.pairs, 'Connection', 'Upgrade', 'Upgrade', protocol);
     const u = new URL(peer.peerUrl);
     const out =
       u.protocol === 'https:'
@@ -336,10 +337,9 @@ export function createPeerServer(
     const read = readSignedRequest(req);
     if (typeof read === 'string') return refusal(read);
     const { fields, sig } = read;
-    if (upgrade && fields.body.kind !== 'none') return refusal('an upgrade carries no body');
+    // An upgrade's protocol comes from the signed seal, never from the hop's own Upgrade header.
+    if (upgrade !== (fields.body.kind === 'upgrade')) return refusal(upgrade ? 'an upgrade must carry a signed upgrade seal' : 'an upgrade seal on a plain request');
     if (fields.body.kind === 'digest' && fields.body.length > MAX_DIGEST_BODY) return refusal('digest body over the limit');
-    const upgradeProto = String(req.headers.upgrade ?? '');
-    if (upgrade && upgradeProto.toLowerCase() !== 'websocket') return refusal('only WebSocket upgrades are forwarded');
     const why = auth.checkSignature(fields, sig);
     if (why) return refusal(why);
     const route = ctx.routes.lookup(fields.host);
@@ -353,7 +353,7 @@ export function createPeerServer(
     const b = fields.body;
     if (b.kind === 'digest') headers.push(['Content-Length', String(b.length)]);
     else if (b.kind === 'stream') headers.push(b.length === 'chunked' ? ['Transfer-Encoding', 'chunked'] : ['Content-Length', String(b.length)]);
-    if (upgrade) headers.push(['Connection', 'Upgrade'], ['Upgrade', 'websocket']);
+    if (b.kind === 'upgrade') headers.push(['Connection', 'Upgrade'], ['Upgrade', b.protocol]);
     return {
       route,
       sig,

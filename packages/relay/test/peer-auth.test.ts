@@ -54,6 +54,19 @@ describe('peer signature: coverage', () => {
     ['body kind (digest → stream)', { body: { kind: 'stream', length: 9 } }],
   ];
 
+  it('an upgrade seal carries its protocol, signed (websocket vs the tcp bridge)', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+    const r = request({ method: 'GET', body: { kind: 'upgrade', protocol: 'tunnel-tcp' } });
+    const sig = auth.sign(r);
+    expect(await auth.verify({ ...r, body: { kind: 'upgrade', protocol: 'websocket' } }, sig)).toBe('bad signature');
+    expect(await auth.verify({ ...r, body: { kind: 'none' } }, sig)).toBe('bad signature');
+    expect(await auth.verify(r, sig)).toBeNull();
+    for (const protocol of ['websocket', 'tunnel-tcp'] as const) {
+      expect(decodeBodySeal(encodeBodySeal({ kind: 'upgrade', protocol }))).toEqual({ kind: 'upgrade', protocol });
+    }
+    for (const bad of ['upgrade;h2c', 'upgrade;', 'upgrade;WebSocket', 'upgrade;websocket ']) expect(decodeBodySeal(bad)).toBeNull();
+  });
+
   it('a signed request verifies once', async () => {
     const auth = new PeerAuth(SECRET, new MemoryReplayCache());
     const r = request();
