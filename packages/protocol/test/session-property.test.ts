@@ -151,7 +151,7 @@ describe('property: streams survive any chunking of the byte stream', () => {
           await runSmall(specs, cutAB, cutBA, piecesPerTurn, hwm);
         },
       ),
-      { numRuns: 150, timeout: 20_000, interruptAfterTimeLimit: 45_000, ...seedParam },
+      { numRuns: 150, timeout: 20_000, interruptAfterTimeLimit: 45_000, markInterruptAsFailure: true, ...seedParam },
     );
   }, 60_000);
 
@@ -160,7 +160,7 @@ describe('property: streams survive any chunking of the byte stream', () => {
       fc.asyncProperty(fc.array(specArb, { minLength: 30, maxLength: 40 }), async (specs) => {
         await runSmall(specs, [1], [1], 512, 4096);
       }),
-      { numRuns: 10, timeout: 20_000, interruptAfterTimeLimit: 45_000, ...seedParam },
+      { numRuns: 10, timeout: 20_000, interruptAfterTimeLimit: 45_000, markInterruptAsFailure: true, ...seedParam },
     );
   }, 60_000);
 
@@ -257,7 +257,7 @@ describe('property: streams survive any chunking of the byte stream', () => {
           await deadline(closed, 5000, 'server close');
         },
       ),
-      { numRuns: 40, timeout: 30_000, interruptAfterTimeLimit: 100_000, ...seedParam },
+      { numRuns: 40, timeout: 30_000, interruptAfterTimeLimit: 100_000, markInterruptAsFailure: true, ...seedParam },
     );
   }, 120_000);
 });
