@@ -10,6 +10,10 @@
 //              reach and reject (bad version, bad type, Data/WindowUpdate on
 //              stream 0, Ping/GoAway on a stream id, oversized Data, SYN with
 //              the server's id parity); MUST end in PROTOCOL_ERROR.
+//   overrun    a must-fail class of its own: a fresh stream whose peer sends
+//              past the receive window we granted (a 256 KiB window, payload
+//              in one or more frames, the last announcing the overrun); the
+//              session must refuse it (PROTOCOL_ERROR), not buffer it.
 //   mutated    a valid conversation with bit flips, truncation, garbage
 //              inserted, frames dropped/swapped/duplicated, duplicate SYNs,
 //              data past the window, FIN twice, data after FIN; anything goes
@@ -42,7 +46,7 @@ const LIMITS = {
 const WINDOW = 256 * 1024; // what the peer may send before our ACK's bonus
 const ZEROS = Buffer.alloc(60_000);
 
-type Kind = 'valid' | 'must-fail' | 'mutated' | 'random';
+type Kind = 'valid' | 'must-fail' | 'overrun' | 'mutated' | 'random';
 type R = () => number;
 
 interface Conversation {
@@ -163,6 +167,31 @@ function genFatal(r: R): Buffer {
   }
 }
 
+/**
+ * A peer that overruns the window on a stream it opens (after a valid prefix
+ * that opened no stream, so maxStreams cannot turn the SYN away): `sent`
+ * bytes in frames within the window, then a frame announcing past it (its
+ * payload may never come: the header alone must be judged).
+ */
+function genOverrun(r: R): Buffer {
+  const frames: Buffer[] = [];
+  for (let i = randInt(r, 0, 3); i > 0; i--) frames.push(frame(FrameType.Ping, Flag.SYN, 0, randInt(r, 0, 0xffffffff)));
+  const id = 1 + 2 * randInt(r, 0, 1000);
+  frames.push(frame(FrameType.WindowUpdate, Flag.SYN, id, pick(r, [0, 1000])));
+  let sent = 0;
+  const pieces = randInt(r, 0, 4);
+  for (let i = 0; i < pieces; i++) {
+    // Within the session's buffer limit too (past it the stream is reset and what follows dropped).
+    const len = randInt(r, 0, 60_000 - sent);
+    frames.push(frame(FrameType.Data, 0, id, len, ZEROS.subarray(0, len)));
+    sent += len;
+  }
+  const over = randInt(r, WINDOW - sent + 1, Math.min(LIMITS.maxFrameLength, WINDOW - sent + pick(r, [1, 100, 100_000])));
+  const withPayload = over <= ZEROS.length && r() < 0.5;
+  frames.push(frame(FrameType.Data, 0, id, over, withPayload ? ZEROS.subarray(0, over) : undefined));
+  return Buffer.concat(frames);
+}
+
 /** Break a valid conversation in one or more of many ways. */
 function mutate(r: R, c: Conversation): Buffer {
   const frames = [...c.frames];
@@ -227,6 +256,7 @@ function makeCase(i: number): { kind: Kind; input: Buffer; r: R } {
     const c = genValid(r, false);
     return { kind: 'must-fail', input: Buffer.concat([...c.frames, genFatal(r), ...genValid(r, true).frames]), r };
   }
+  if (k < 0.55) return { kind: 'overrun', input: genOverrun(r), r };
   if (k < 0.9) return { kind: 'mutated', input: mutate(r, genValid(r, true)), r };
   return { kind: 'random', input: bytes(r, randInt(r, 1, 120)), r };
 }
@@ -239,10 +269,12 @@ interface Result {
 async function runCase(i: number, stats: Record<string, number>): Promise<string | null> {
   const { kind, input, r } = makeCase(i);
   const cap = new CaptureTransport();
+  const maxStreamWindow = pick(r, [256 * 1024, 1024 * 1024]);
   const session = new Session(cap, {
     client: false,
     keepaliveIntervalMs: 0,
-    maxStreamWindow: pick(r, [256 * 1024, 1024 * 1024]),
+    // An overrun case needs the window it overruns: no bonus beyond the initial one.
+    maxStreamWindow: kind === 'overrun' ? WINDOW : maxStreamWindow,
     ...LIMITS,
   });
   const res: Result = { goAways: [] };
@@ -256,7 +288,9 @@ async function runCase(i: number, stats: Record<string, number>): Promise<string
   const onStream = (s: YamuxStream) => {
     streams.push(s);
     s.on('error', () => {});
-    switch (randInt(r, 0, 5)) {
+    // An overrun stream must stay open to be overrun (a reset one drops what follows).
+    const how = randInt(r, 0, 5);
+    switch (kind === 'overrun' && (how === 3 || how === 5) ? 0 : how) {
       case 0:
         s.resume();
         break;
@@ -320,14 +354,14 @@ async function runCase(i: number, stats: Record<string, number>): Promise<string
       stats[`${kind}:peer-goaway`] = (stats[`${kind}:peer-goaway`] ?? 0) + 1;
       if (!res.goAways.some((c) => c !== GoAwayCode.Normal)) return 'closed with GOAWAY without a non-normal GoAway';
       if (protoGoAways.length !== 0) return 'sent a protocol-error GoAway on a peer GoAway';
-      if (kind === 'must-fail') return 'must-fail case closed by a peer GoAway';
+      if (kind === 'must-fail' || kind === 'overrun') return `${kind} case closed by a peer GoAway`;
     } else {
       return `closed with unexpected ${res.closedWith}`;
     }
     for (const s of streams) if (!s.destroyed && s.state !== 'closed') return `stream ${s.id} left ${s.state} after close`;
   } else {
     stats[`${kind}:open`] = (stats[`${kind}:open`] ?? 0) + 1;
-    if (kind === 'must-fail') return 'must-fail case left the session open';
+    if (kind === 'must-fail' || kind === 'overrun') return `${kind} case left the session open`;
     if (protoGoAways.length !== 0) return 'open session sent a protocol-error GoAway';
     if (session.streamCount > LIMITS.maxStreams) return `${session.streamCount} streams > maxStreams`;
     if (session.bufferedBytes < 0 || session.bufferedBytes > LIMITS.maxSessionBuffered) return `bufferedBytes ${session.bufferedBytes}`;
@@ -358,8 +392,10 @@ describe('fuzz: session input', () => {
     expect(failures).toEqual([]);
     if (ONLY_CASE === undefined) {
       // Every category was exercised and reached each outcome it can.
-      expect(stats['valid']! + stats['must-fail']! + stats['mutated']! + stats['random']!).toBe(CASES);
+      expect(stats['valid']! + stats['must-fail']! + stats['overrun']! + stats['mutated']! + stats['random']!).toBe(CASES);
       expect(stats['must-fail:protocol-error']).toBe(stats['must-fail']);
+      expect(stats['overrun']).toBeGreaterThan(1000);
+      expect(stats['overrun:protocol-error']).toBe(stats['overrun']);
       expect(stats['valid:open']).toBeGreaterThan(stats['valid']! / 2);
       expect(stats['mutated:protocol-error']).toBeGreaterThan(1000);
       expect(stats['mutated:open']).toBeGreaterThan(1000);
