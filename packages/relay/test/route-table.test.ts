@@ -1,0 +1,94 @@
+// RouteTable.lookup: the relay's per-request Host → route answer. Exact first,
+// then the nearest `*.` wildcard walking up the labels; case, a :port, an
+// IPv6 literal and a trailing dot do not change the answer. Routes come from a
+// real file store and follow its events (added, deleted, tunnel deleted).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RouteTable, normalizeHost } from '../src/route-table.js';
+import { openStore } from '../src/store/open.js';
+import type { Store } from '../src/store/types.js';
+import { waitFor } from '../../../test/harness/wait.js';
+
+describe('RouteTable.lookup', () => {
+  let dir: string;
+  let store: Store;
+  let table: RouteTable;
+  const tunnels: Record<string, string> = {};
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'tunnel-routes-'));
+    store = await openStore(`file:${dir}`, { watch: true });
+    const acct = await store.createAccount('alice');
+    for (const name of ['exact', 'wild', 'deepwild', 'other']) tunnels[name] = (await store.createTunnel(acct.id, name)).id;
+    const route = (hostname: string, t: string) => store.addRoute({ hostname, tunnelId: tunnels[t]!, accountId: acct.id });
+    await route('a.x.test', 'exact');
+    await route('*.x.test', 'wild');
+    await route('*.b.x.test', 'deepwild');
+    await route('x.test', 'other');
+    table = new RouteTable(store);
+    await table.load();
+  });
+  afterAll(async () => {
+    table?.close();
+    await store?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const who = (host: string) => {
+    const r = table.lookup(host);
+    return r ? Object.entries(tunnels).find(([, id]) => id === r.tunnelId)![0] : undefined;
+  };
+
+  it('an exact route wins over a wildcard that also matches', () => {
+    expect(who('a.x.test')).toBe('exact');
+  });
+
+  it('a wildcard matches any name under its domain, at any depth', () => {
+    expect(who('b.x.test')).toBe('wild');
+    expect(who('zz.x.test')).toBe('wild');
+    expect(who('q.r.s.x.test')).toBe('wild');
+    // Deeper names under an exact route still fall to the wildcard.
+    expect(who('sub.a.x.test')).toBe('wild');
+  });
+
+  it('the nearest wildcard wins (walking up the labels)', () => {
+    expect(who('c.b.x.test')).toBe('deepwild');
+    expect(who('d.c.b.x.test')).toBe('deepwild');
+    // `*.b.x.test` does not cover b.x.test itself: that falls to `*.x.test`.
+    expect(who('b.x.test')).toBe('wild');
+  });
+
+  it('a wildcard does not match its bare domain, nor other domains', () => {
+    expect(who('x.test')).toBe('other'); // exact route for the apex
+    expect(who('y.test')).toBeUndefined();
+    expect(who('xx.test')).toBeUndefined();
+    expect(who('a.xx.test')).toBeUndefined();
+    expect(who('test')).toBeUndefined();
+    expect(who('')).toBeUndefined();
+    expect(who('.')).toBeUndefined();
+  });
+
+  it('Host header forms: case, :port and a trailing dot are ignored', () => {
+    expect(who('A.X.TEST')).toBe('exact');
+    expect(who('a.x.test:8080')).toBe('exact');
+    expect(who('a.x.test.')).toBe('exact');
+    expect(who('B.x.Test.:443')).toBe('wild');
+    expect(normalizeHost('[::1]:80')).toBe('[::1]');
+    expect(normalizeHost('[::1]')).toBe('[::1]');
+    expect(normalizeHost('Host.Example.:1')).toBe('host.example');
+    expect(who('[::1]:80')).toBeUndefined();
+  });
+
+  it('follows the store: a new wildcard serves, a deleted one stops, a deleted tunnel takes its routes', async () => {
+    const acct = (await store.getAccountByName('alice'))!;
+    const late = (await store.createTunnel(acct.id, 'late')).id;
+    await store.addRoute({ hostname: '*.late.test', tunnelId: late, accountId: acct.id });
+    await waitFor(() => table.lookup('p.late.test')?.tunnelId === late, 5_000, { message: 'new wildcard route served' });
+    await store.deleteRoute('*.late.test');
+    await waitFor(() => table.lookup('p.late.test') === undefined, 5_000, { message: 'deleted wildcard route gone' });
+    await store.deleteTunnel(tunnels.deepwild!);
+    await waitFor(() => table.lookup('c.b.x.test')?.tunnelId === tunnels.wild, 5_000, { message: 'deleted tunnel’s wildcard gone; the outer one serves' });
+  });
+});
