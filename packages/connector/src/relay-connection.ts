@@ -96,8 +96,14 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
         } catch {
           /* not our relay's JSON: keep the status line */
         }
+        // A credential revoked or a tunnel deleted before we connected ends the
+        // connector like one revoked while it runs (exit 3, as the README says).
         this.finish(
-          status === 401 || status === 403 ? { kind: 'refused', status, code, message } : { kind: 'relay-unavailable', status, code, message },
+          status === 403 && (code === 'tunnel_deleted' || code === 'credential_revoked')
+            ? { kind: 'revoked', code, message }
+            : status === 401 || status === 403
+              ? { kind: 'refused', status, code, message }
+              : { kind: 'relay-unavailable', status, code, message },
         );
         this.ws.terminate();
       });
