@@ -116,6 +116,7 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
 
     }
     expect(stats.failures).toEqual([]);
+    expect(stats.retries).toEqual([]); // none allowed: a drain must finish what it took
     // Each drain ended when its last request did (events), not at the 30 s drain timeout.
     for (const r of retired) {
       const drained = r.proc.logs.find((l) => l.event === 'drained');
@@ -131,7 +132,8 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
     const victim = relays[0]!;
     const victimHeld = (await registeredRelays()).get(victim.id) ?? 0;
     expect(victimHeld).toBeGreaterThan(0);
-    const load = startLoad({ health, host: 'app.test', concurrency: 8, maxMs: 60_000, timeoutMs: 10_000 });
+    const CONCURRENCY = 8;
+    const load = startLoad({ health, host: 'app.test', concurrency: CONCURRENCY, maxMs: 60_000, timeoutMs: 10_000, retryGets: true });
     await waitFor(() => load.stats.ok > 20, 10_000);
     const killedAt = Date.now();
     const lostBefore = connector.countLogs((l) => l.event === 'registered');
@@ -148,7 +150,13 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
     const stats = await load.stop();
     const getFailures = stats.failures.filter((f) => f.method === 'GET');
     expect(getFailures).toEqual([]);
-    for (const f of stats.failures) expect(f.status === 502 || (f.error ?? '').length > 0).toBe(true);
+    // Only what was in flight through the dead relay at the kill may fail (a
+    // POST) or need a retry (a GET): at most one request per load worker
+    // (sent to it, or forwarded to it by a peer). Anything more is a relay or
+    // connector failing requests after the kill.
+    console.log(`kill -9: ${stats.failures.length} POST failure(s), ${stats.retries.length} GET retry(ies), ${stats.ok} ok`);
+    expect(stats.failures.length + stats.retries.length).toBeLessThanOrEqual(CONCURRENCY);
+    for (const f of [...stats.failures, ...stats.retries]) expect(f.status === 502 || (f.error ?? '').length > 0, JSON.stringify(f)).toBe(true);
     relays[0] = await startRelay({ dir: tmp.dir, store, keys, id: victim.id, ports: { http: victim.http, connect: victim.connect, control: victim.control, peer: victim.peer } });
   });
 

@@ -1,8 +1,11 @@
 // A steady, bounded load of GETs and POSTs spread over the relays, sent the
 // way a load balancer in front of a fleet would: only to relays whose
 // /healthz is 200, a fresh connection per request, a refused connect moved
-// to the next relay (nothing was sent), a failed GET retried once elsewhere
-// (idempotent). Everything else that is not the expected answer is a failure.
+// to the next relay (nothing was sent). Everything else that is not the
+// expected answer is a failure -- including a GET that had to be retried:
+// a retry hides a relay that cut a request it should have finished, so it is
+// allowed only where the test says a relay dies under requests (kill -9), and
+// even then it is counted (stats.retries).
 
 import { request } from 'undici';
 import type { RelayProc } from './procs.js';
@@ -18,6 +21,8 @@ export interface LoadFailure {
 export interface LoadStats {
   ok: number;
   failures: LoadFailure[];
+  /** GETs that failed and were retried on another relay (only with retryGets). */
+  retries: LoadFailure[];
   byMethod: Record<string, number>;
 }
 
@@ -61,8 +66,16 @@ export class HealthView {
   }
 }
 
-export function startLoad(o: { health: HealthView; host: string; concurrency: number; maxMs: number; timeoutMs?: number }): { stop(): Promise<LoadStats>; stats: LoadStats } {
-  const stats: LoadStats = { ok: 0, failures: [], byMethod: {} };
+export function startLoad(o: {
+  health: HealthView;
+  host: string;
+  concurrency: number;
+  maxMs: number;
+  timeoutMs?: number;
+  /** Retry a failed GET once on another relay, as a balancer would when a relay dies (kill -9 only). */
+  retryGets?: boolean;
+}): { stop(): Promise<LoadStats>; stats: LoadStats } {
+  const stats: LoadStats = { ok: 0, failures: [], retries: [], byMethod: {} };
   const deadline = Date.now() + o.maxMs;
   let running = true;
   const timeout = o.timeoutMs ?? 15_000;
@@ -93,8 +106,9 @@ export function startLoad(o: { health: HealthView; host: string; concurrency: nu
       } catch (e) {
         const code = (e as { code?: string }).code ?? '';
         if (CONNECT_ERRORS.has(code)) continue; // the balancer moves on: nothing was sent
-        if (method === 'GET' && !retriedGet) {
+        if (method === 'GET' && o.retryGets && !retriedGet) {
           retriedGet = true;
+          stats.retries.push({ method, relay: relay.id, error: `${code} ${(e as Error).message}` });
           continue;
         }
         stats.failures.push({ method, relay: relay.id, error: `${code} ${(e as Error).message}` });
@@ -118,13 +132,20 @@ export function startLoad(o: { health: HealthView; host: string; concurrency: nu
   };
 }
 
-/** The origin the load expects: GET answers its path, POST echoes its body. */
+/**
+ * The origin the load expects: GET answers its path, POST echoes its body,
+ * each after 0-40 ms (by request number), so that requests are in flight
+ * when a relay drains or dies -- an origin that answers instantly leaves a
+ * drain nothing to wait for.
+ */
 export function loadOriginHandler(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void {
+  const n = Number(/\/load\/(\d+)/.exec(req.url ?? '')?.[1] ?? 0);
+  const answer = (body: string) => setTimeout(() => res.end(body), (n * 7) % 41);
   if (req.method === 'POST') {
     const parts: Buffer[] = [];
     req.on('data', (c: Buffer) => parts.push(c));
-    req.on('end', () => res.end(`echo:${Buffer.concat(parts).toString()}`));
+    req.on('end', () => answer(`echo:${Buffer.concat(parts).toString()}`));
     return;
   }
-  res.end(`get:${req.url}`);
+  answer(`get:${req.url}`);
 }

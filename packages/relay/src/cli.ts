@@ -14,7 +14,7 @@ import { TlsConfigError } from './listener-tls.js';
 import { ApiError } from './api-error.js';
 import { peekClaims } from '@tunnel/protocol';
 import { readFileSync } from 'node:fs';
-import { loadRelayConfig, RelayConfigError, type RelayConfigFile } from './relay-config.js';
+import { loadRelayConfig, parseDurationMs, RelayConfigError, type RelayConfigFile } from './relay-config.js';
 import http from 'node:http';
 import { RelayMetrics } from './metrics.js';
 import { Dashboard } from './dashboard.js';
@@ -42,6 +42,13 @@ const program = new Command('tunnel-relay')
 
 const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE').default('file:./relay-data');
 const keysOpt = () => new Option('--keys <file>', 'fleet signing key file').env('TUNNEL_RELAY_KEYS').default('./fleet-key.json');
+
+/** A duration flag: the forms relay.yml takes, else a usage error naming the flag (a NaN once made SIGTERM wait for nothing). */
+function durationFlag(flag: string, value: string | number): number {
+  const ms = parseDurationMs(value);
+  if (ms === undefined) throw new UsageError(`--${flag}: expected a duration like 500ms, 30s or 2m (or milliseconds), got ${JSON.stringify(value)}`);
+  return ms;
+}
 
 function readOperatorKey(file: string | undefined): string | undefined {
   if (!file) return undefined;
@@ -135,10 +142,10 @@ const serve = program
   .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
   .option('--peer <addr>', 'relay-to-relay forwarding listener ("off" to disable)', ':7845')
   .option('--metrics <addr>', 'serve Prometheus /metrics on HOST:PORT (default: off)')
-  .option('--drain-delay <ms>', 'on SIGTERM, keep serving this long after reporting draining (for load balancers)', '1000')
+  .option('--drain-delay <duration>', 'on SIGTERM, keep serving this long after reporting draining (for load balancers)', '1000')
   .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay', '127.0.0.1')
   .option('--advertise-peer-url <url>', 'URL peers use for this relay\'s peer endpoint when it is not advertise-host:PORT (behind NAT or a proxy)')
-  .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
+  .option('--drain-timeout <duration>', 'how long SIGTERM waits for in-flight requests', '30000')
   .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard (prefer --operator-key-file)').env('TUNNEL_RELAY_OPERATOR_KEY'))
   .addOption(new Option('--operator-key-file <file>', 'read the operator key from this file').env('TUNNEL_RELAY_OPERATOR_KEY_FILE'))
   .option('--login-ttl <seconds>', 'how long a `tunnel login` code stays valid', '600')
@@ -191,11 +198,11 @@ serve.action(async (flags, cmd: Command) => {
           peer: o.peer === 'off' ? undefined : parseListen(o.peer),
           metrics: o.metrics && o.metrics !== 'off' ? parseListen(o.metrics) : undefined,
         },
-        drainDelayMs: Number(o.drainDelay),
+        drainDelayMs: durationFlag('drain-delay', o.drainDelay),
         tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey, ...(o.tlsCa ? { ca: o.tlsCa } : {}) } : undefined,
         insecureHttpControl: o.insecureHttpControl,
         advertise: { host: o.advertiseHost, ...(flags.advertisePeerUrl ? { peerUrl: String(flags.advertisePeerUrl) } : {}) },
-        drainTimeoutMs: Number(o.drainTimeout),
+        drainTimeoutMs: durationFlag('drain-timeout', o.drainTimeout),
         limits: o.limits,
       },
       { store, keys, log, hooks: metrics.hooks, metrics, policy },

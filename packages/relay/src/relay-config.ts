@@ -27,6 +27,12 @@ const duration = z.union([z.number().int().min(0), z.string().regex(/^\d+(ms|s|m
 const count = z.number().int().min(0);
 const limitsSchema = z.strictObject(Object.fromEntries(LIMIT_SETTINGS.map((l) => [l.name, (l.kind === 'ms' ? duration : count).optional()])) as Record<string, z.ZodOptional<typeof count>>);
 
+/** `30s`, `500ms`, `2m` or plain milliseconds, as relay.yml takes them; undefined for anything else. */
+export function parseDurationMs(value: string | number): number | undefined {
+  const r = duration.safeParse(typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value);
+  return r.success ? r.data : undefined;
+}
+
 const schema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'relay ids are 1-64 letters, digits, dot, dash, underscore').optional(),
   region: z.string().min(1).max(64).optional(),
