@@ -98,7 +98,7 @@ describe('drain and signals', () => {
     expect(c.running).toBe(true); // the first signal waits for the held request
     const second = Date.now();
     c.signal('SIGTERM');
-    const { code } = await c.exited;
+    const { code } = await Promise.race([c.exited, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('connector still running 5 s after the second SIGTERM')), 5_000))]);
     expect(Date.now() - second).toBeLessThan(2_000);
     expect(code).not.toBe(0); // cut short, not a clean drain
     expect(c.countLogs((l) => l.msg === 'second signal: exiting now' || l.event === 'second-signal')).toBe(1);
