@@ -15,6 +15,13 @@ describe('origin keep-alive pool', () => {
   let rude: net.Server;
   let rudeSockets = 0;
   let posts = 0;
+  // An origin that advertises `Keep-Alive: timeout=2` and, instead of racing
+  // the pool by closing at 2 s, records every request that arrives on a socket
+  // idle for 2 s or more: each is a request the pool wrote into a socket a
+  // real origin would have closed (the race that becomes a 502, or a retry
+  // that hides it). Observed at the origin, so no retry can mask it.
+  let strict: net.Server;
+  const strictLog: Array<{ socket: number; idleMs: number }> = [];
 
   beforeAll(async () => {
     // A Node origin: closes idle sockets after 1.2 s and says so (Keep-Alive: timeout=1).
@@ -41,15 +48,55 @@ describe('origin keep-alive pool', () => {
       sock.on('error', () => {});
     });
     await new Promise<void>((r) => rude.listen(0, '127.0.0.1', r));
+    let strictSockets = 0;
+    strict = net.createServer((sock) => {
+      const id = ++strictSockets;
+      let last = Date.now();
+      let buf = '';
+      sock.on('data', (d) => {
+        buf += d.toString('latin1');
+        for (let end = buf.indexOf('\r\n\r\n'); end !== -1; end = buf.indexOf('\r\n\r\n')) {
+          buf = buf.slice(end + 4); // GETs only: no body
+          strictLog.push({ socket: id, idleMs: Date.now() - last });
+          sock.write('HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: keep-alive\r\nKeep-Alive: timeout=2\r\n\r\nstrict');
+          last = Date.now();
+        }
+      });
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => strict.listen(0, '127.0.0.1', r));
     fleet = await startFleet({ relays: 1 });
     await fleet.connector({ url: hinted.url, ha: 1 });
     const rudeToken = await createTunnel({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, name: 'rude', hostnames: ['rude.test'] });
     await startConnector({ token: rudeToken, relays: [fleet.relays[0]!.connectUrl], url: `http://127.0.0.1:${(rude.address() as AddressInfo).port}`, ha: 1 });
+    const strictToken = await createTunnel({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, name: 'strict', hostnames: ['strict.test'] });
+    await startConnector({ token: strictToken, relays: [fleet.relays[0]!.connectUrl], url: `http://127.0.0.1:${(strict.address() as AddressInfo).port}`, ha: 1 });
   });
   afterAll(async () => {
     await fleet?.close();
     await hinted?.close();
     rude?.close();
+    strict?.close();
+  });
+
+  it('no request is written to a pooled socket the origin’s advertised keep-alive has expired (observed at the origin)', async () => {
+    const url = fleet.relays[0]!.publicUrl;
+    // Gaps after each request: a short one (the socket is reused), then
+    // ones past the retirement point (1 s before the advertised 2 s) and
+    // past the advertised timeout itself.
+    const gaps = [300, 1_300, 2_300, 2_600, 200];
+    const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    for (const [i, gap] of gaps.entries()) {
+      const r = await req(`${url}/s${i}`, { host: 'strict.test' });
+      expect(r.status, `request ${i}: ${r.text}`).toBe(200);
+      await wait(gap); // the idle time under test, not a wait for an event
+    }
+    expect((await req(`${url}/last`, { host: 'strict.test' })).text).toBe('strict');
+    expect(strictLog).toHaveLength(gaps.length + 1);
+    const late = strictLog.filter((x) => x.idleMs >= 2_000);
+    expect(late, `requests on sockets idle ≥ 2 s: ${JSON.stringify(strictLog)}`).toEqual([]);
+    // The pool does reuse sockets inside the keep-alive window (it is a pool, not a socket per request).
+    expect(new Set(strictLog.map((x) => x.socket)).size).toBeLessThan(strictLog.length);
   });
 
   it('retires pooled sockets before the origin’s advertised keep-alive timeout: no 502 at the boundary', async () => {
