@@ -86,6 +86,9 @@ describe('provisioning: login → create → route → run', () => {
     expect(table.stdout).toContain('relay-a');
     expect(table.stdout).toContain('relay-b');
 
+    // Its token, kept for after the delete.
+    const tok = await tunnel(alice, ['token', 'app']);
+    expect(tok.code, tok.stderr).toBe(0);
     // Revocation by delete: refused while connected, then --force disconnects within 5 s.
     const refused = await tunnel(alice, ['delete', 'app']);
     expect(refused.code).not.toBe(0);
@@ -95,15 +98,16 @@ describe('provisioning: login → create → route → run', () => {
     expect(del.code, del.stderr).toBe(0);
     const { code: exit } = await Promise.race([run.exited, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('connector still running 5 s after delete')), 5_000))]);
     expect(Date.now() - t0).toBeLessThan(5_000);
-    expect(exit).not.toBe(0);
+    expect(exit).toBe(3); // README: exit 3 when the tunnel was deleted
     expect(run.stderr).toMatch(/tunnel_deleted/);
     // No reconnect storm: at most one dial per connection slot after the delete.
     expect(run.countLogs((l) => l.event === 'dial')).toBeLessThanOrEqual(8);
     expect(existsSync(credFile)).toBe(false);
 
-    // A token for the deleted tunnel is refused with its reason.
-    const again = await runCli(CONNECTOR_CLI, ['run', '--url', origin.url, '--credentials-file', path.join(tmp.dir, 'none.json')], { TUNNEL_HOME: alice });
-    expect(again.code).not.toBe(0);
+    // A token for the deleted tunnel is refused by the relay with its reason (exit 3).
+    const again = await runCli(CONNECTOR_CLI, ['run', '--url', origin.url], { TUNNEL_TOKEN: tok.stdout.trim(), TUNNEL_HOME: alice });
+    expect(again.code, again.stderr).toBe(3);
+    expect(again.stderr).toMatch(/tunnel_deleted/);
   });
 
   it('enroll: non-interactive login for scripts, then the same journey', async () => {
@@ -168,7 +172,7 @@ describe('provisioning: login → create → route → run', () => {
     // Revoked credential.
     expect((await relayCli(['revoke', tok], false)).code).toBe(0);
     const revoked = await runCli(CONNECTOR_CLI, ['run', '--url', origin.url], { TUNNEL_TOKEN: tok, TUNNEL_HOME: alice });
-    expect(revoked.code).toBe(2);
+    expect(revoked.code).toBe(3); // README: exit 3 when revoked
     expect(revoked.stderr).toMatch(/credential_revoked/);
     // Approval of an unknown code.
     const unknown = await relayCli(['login', 'approve', 'ZZZZ-ZZZZ']);
