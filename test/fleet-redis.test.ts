@@ -155,6 +155,7 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
     // (sent to it, or forwarded to it by a peer). Anything more is a relay or
     // connector failing requests after the kill.
     console.log(`kill -9: ${stats.failures.length} POST failure(s), ${stats.retries.length} GET retry(ies), ${stats.ok} ok`);
+    for (const f of [...stats.failures, ...stats.retries]) console.log('kill -9 failure', JSON.stringify(f));
     expect(stats.failures.length + stats.retries.length).toBeLessThanOrEqual(CONCURRENCY);
     for (const f of [...stats.failures, ...stats.retries]) expect(f.status === 502 || (f.error ?? '').length > 0, JSON.stringify(f)).toBe(true);
     relays[0] = await startRelay({ dir: tmp.dir, store, keys, id: victim.id, ports: { http: victim.http, connect: victim.connect, control: victim.control, peer: victim.peer } });

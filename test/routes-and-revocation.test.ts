@@ -86,6 +86,13 @@ describe('routes and revocation, fleet-wide', () => {
       expect(apex.status).toBe(404);
       expect(apex.json<{ error: { code: string } }>().error.code).toBe('unknown_hostname');
     }
+    // `route delete` takes the wildcard off every relay; the exact route stays.
+    const del = await tunnel(['route', 'delete', '*.x.test']);
+    expect(del.code, del.stderr).toBe(0);
+    for (const r of relays) {
+      await waitFor(async () => (await req(`${r.publicUrl}/`, { host: 'b.x.test' })).status === 404, 5_000, { message: `wildcard gone from ${r.id}` });
+      expect((await req(`${r.publicUrl}/e`, { host: 'a.x.test' })).text).toBe('exact a.x.test /e');
+    }
     await cw.stop();
     await ce.stop();
   });

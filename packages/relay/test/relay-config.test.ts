@@ -1,0 +1,42 @@
+// relay.yml errors name the file, line, column and problem, as the README shows
+// (`relay.yml:11:16: drain-timeout: expected a duration like 500ms, 30s or 2m`),
+// and the same durations are accepted from the flags.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { RelayConfigError, loadRelayConfig, parseDurationMs } from '../src/relay-config.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'relay-yml-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function write(name: string, text: string): string {
+  const f = path.join(dir, name);
+  writeFileSync(f, text);
+  return f;
+}
+
+describe('relay.yml', () => {
+  it('a bad duration is reported as FILE:LINE:COLUMN: key: problem', () => {
+    const f = write('relay.yml', 'id: relay-fra-1\nregion: fra\ndrain-timeout: soon\n');
+    let err: unknown;
+    try {
+      loadRelayConfig(f);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(RelayConfigError);
+    expect((err as Error).message).toBe(`${f}:3:16: drain-timeout: expected a duration like 500ms, 30s or 2m`);
+  });
+
+  it('durations: 500ms, 30s, 2m and plain milliseconds; anything else is undefined', () => {
+    const f = write('ok.yml', 'drain-timeout: 30s\ndrain-delay: 500ms\n');
+    const cfg = loadRelayConfig(f);
+    expect(cfg['drain-timeout']).toBe(30_000);
+    expect(cfg['drain-delay']).toBe(500);
+    expect(parseDurationMs('2m')).toBe(120_000);
+    expect(parseDurationMs('1500')).toBe(1500);
+    expect(parseDurationMs(250)).toBe(250);
+    for (const bad of ['soon', '30 s', '-1', '1h', '', '1.5s']) expect(parseDurationMs(bad), bad).toBeUndefined();
+  });
+});
