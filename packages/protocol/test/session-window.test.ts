@@ -126,4 +126,56 @@ describe('receive window enforcement', () => {
     await turn();
     expect(t.closed()).toBe('PROTOCOL_ERROR');
   });
+
+  it('window updates are batched: none until half the window is read, then one for all of it; none after the peer FIN', async () => {
+    const t = server(INITIAL);
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.SYN, 1, 0));
+    t.cap.feed(data(1, INITIAL));
+    await turn();
+    const st = t.streams[0]!;
+    expect(st.state).toBe('established'); // handed to the owner: accepted
+    expect(st.remoteEnded).toBe(false);
+    const updates = () => parseFrames(t.cap.output()).frames.filter((f) => f.type === FrameType.WindowUpdate && f.streamId === 1 && (f.flags & Flag.ACK) === 0);
+    const readN = (n: number) => {
+      let got = 0;
+      while (got < n) {
+        const b = st.read(Math.min(8 * 1024, n - got)) as Buffer | null;
+        if (!b) break;
+        got += b.length;
+      }
+      return got;
+    };
+    expect(readN(INITIAL / 2 - 1024)).toBe(INITIAL / 2 - 1024);
+    await turn();
+    expect(st.receiveBuffered).toBe(INITIAL / 2 + 1024);
+    expect(updates()).toEqual([]);
+    expect(readN(1024)).toBe(1024);
+    await turn();
+    expect(st.receiveBuffered).toBe(INITIAL / 2);
+    expect(updates().map((f) => f.length)).toEqual([INITIAL / 2]);
+    // After the peer's FIN nothing more can arrive: reading the rest grants nothing.
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.FIN, 1, 0));
+    await turn();
+    expect(st.remoteEnded).toBe(true);
+    expect(st.state).toBe('remote_closed');
+    expect(readN(INITIAL / 2)).toBe(INITIAL / 2);
+    await turn();
+    expect(updates()).toHaveLength(1);
+    expect(t.s.bufferedBytes).toBe(0);
+    t.s.destroy();
+  });
+
+  it('a peer RST fails the stream with a StreamResetError that says so', async () => {
+    const t = server(INITIAL);
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.SYN, 1, 0));
+    await turn();
+    const st = t.streams[0]!;
+    const err = new Promise<Error & { code?: string }>((r) => st.once('error', r));
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.RST, 1, 0));
+    const e = await err;
+    expect(e.name).toBe('StreamResetError');
+    expect(e.message).toBe('stream reset by peer');
+    expect(e.code).toBe('ERR_STREAM_RESET');
+    t.s.destroy();
+  });
 });
