@@ -119,12 +119,14 @@ describe('receive window enforcement', () => {
     expect(t.closed()).toBe('PROTOCOL_ERROR');
   });
 
-  it('data after the peer FIN is a protocol error too', async () => {
+  it('data after the peer FIN is a protocol error too, and says so', async () => {
     const t = server(INITIAL);
+    const closed = nextEvent(t.s, 'close');
     t.cap.feed(frame(FrameType.Data, Flag.SYN | Flag.FIN, 1, 3, Buffer.from('abc')));
     t.cap.feed(frame(FrameType.Data, 0, 1, 3, Buffer.from('def')));
-    await turn();
-    expect(t.closed()).toBe('PROTOCOL_ERROR');
+    const [err] = (await closed) as [SessionError];
+    expect(err.code).toBe('PROTOCOL_ERROR');
+    expect(err.message).toMatch(/data after FIN on stream 1/);
   });
 
   it('window updates are batched: none until half the window is read, then one for all of it; none after the peer FIN', async () => {
