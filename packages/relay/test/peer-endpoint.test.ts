@@ -18,6 +18,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PeerForwarder, createPeerServer } from '../src/peer-forwarding.js';
 import { PeerAuth } from '../src/peer-auth.js';
+import { MemoryReplayCache } from '../src/replay-cache.js';
 import { RouteTable } from '../src/route-table.js';
 import { TunnelConnections } from '../src/tunnel-connections.js';
 import { openStore } from '../src/store/open.js';
@@ -76,7 +77,7 @@ describe('peer endpoint: signed requests only, never forwarded twice', () => {
         return true;
       },
     };
-    const peer = createPeerServer(ctx, new PeerAuth(FLEET_SECRET), silent);
+    const peer = createPeerServer(ctx, new PeerAuth(FLEET_SECRET, new MemoryReplayCache()), silent);
     servers.push(peer);
     peerUrl = await new Promise<string>((resolve) => peer.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(peer.address() as AddressInfo).port}`)));
     // The wire between the relays: passes each request on (maybe altered) and records the peer's answer.
@@ -114,7 +115,7 @@ describe('peer endpoint: signed requests only, never forwarded twice', () => {
   /** A forwarding relay of the fleet whose secret is `secret`, forwarding everything to the peer over the wire. */
   async function forwardingRelay(secret: string): Promise<string> {
     const fleet = { peersFor: () => [{ id: 'peer-b', peerUrl: wireUrl }] } as unknown as FleetView;
-    const fwd = new PeerForwarder('relay-a', new PeerAuth(secret), fleet, silent);
+    const fwd = new PeerForwarder('relay-a', new PeerAuth(secret, new MemoryReplayCache()), fleet, silent);
     return listen((req, res) => {
       if (!fwd.forward(route, req, res, `req-${Math.random().toString(36).slice(2)}`)) res.writeHead(599).end();
     });
