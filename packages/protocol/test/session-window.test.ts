@@ -180,4 +180,15 @@ describe('receive window enforcement', () => {
     expect(e.code).toBe('ERR_STREAM_RESET');
     t.s.destroy();
   });
+
+  it('a second FIN from the peer is a protocol error naming the stream and its state', async () => {
+    const t = server(INITIAL);
+    const closed = nextEvent(t.s, 'close');
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.SYN, 1, 0));
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.FIN, 1, 0));
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.FIN, 1, 0));
+    const [err] = (await closed) as [SessionError];
+    expect(err.code).toBe('PROTOCOL_ERROR');
+    expect(err.message).toBe('unexpected FIN on stream 1 (remote_closed)');
+  });
 });
