@@ -14,6 +14,9 @@ import { readBody } from './read-body.js';
 /** Bodies up to this size are read before forwarding, so the request can be retried on another holder. */
 const RETRY_BODY_LIMIT = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
+/** Errors before the connection to a peer opened: the request was never sent. */
+const PEER_CONNECT_FAILURES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 /** A peer's own "I hold no usable connection" answers, given before any stream opens: safe to retry elsewhere. */
 const REFUSALS = new Set(['tunnel_offline', 'relay_draining']);
 
@@ -201,8 +204,11 @@ export class PeerForwarder {
         }
         this.log.warn({ requestId, peer: peer.id, err: err.message }, 'forwarding to peer relay failed');
         // Nothing reached the client yet, but the peer may have passed the
-        // request on before failing: only a bodyless one is tried again.
-        if (body !== null && body.length === 0 && retry(err.message)) return;
+        // request on before failing: only a bodyless one is tried again --
+        // or any whose connection never opened (a peer killed before its
+        // presence expired): then nothing was sent at all.
+        const notSent = PEER_CONNECT_FAILURES.has((err as NodeJS.ErrnoException).code ?? '');
+        if (body !== null && (body.length === 0 || notSent) && retry(err.message)) return;
         sendError(req, res, RelayErrors.peerFailed(), requestId);
       },
     };

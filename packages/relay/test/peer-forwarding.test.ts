@@ -94,6 +94,21 @@ describe('peer forwarding: a peer that turns the request away', () => {
     expect(served).toEqual([]);
   });
 
+  it('a POST to a peer that is gone (connection refused: nothing was sent) goes on to the next holder, body intact', async () => {
+    // A relay killed with -9 stays in the fleet view until its presence expires.
+    const dead = http.createServer();
+    await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+    const deadUrl = `http://127.0.0.1:${(dead.address() as AddressInfo).port}`;
+    await new Promise((r) => dead.close(r));
+    const served: string[] = [];
+    const b = await servingPeer('b', served);
+    const url = await forwarding([{ id: 'dead', url: deadUrl }, { id: 'b', url: b.url }]);
+    const r = await request(`${url}/x`, { method: 'POST', body: 'payload-2', headers: { 'content-length': '9' } });
+    expect(r.statusCode).toBe(200);
+    expect(await r.body.text()).toBe('b:POST:payload-2');
+    expect(served).toEqual(['POST payload-2']);
+  });
+
   it('with nowhere else to go the client gets a 530 tunnel_offline from this relay', async () => {
     const a = await refusingPeer([]);
     const url = await forwarding([{ id: 'a', url: a.url }]);
