@@ -183,7 +183,8 @@ serve.action(async (flags, cmd: Command) => {
     metrics.attachLegacyCredentials(() => policy.legacySeen?.count ?? 0);
     const nonceCacheEntries = Number(flags.peerReplayCacheEntries);
     if (!Number.isInteger(nonceCacheEntries) || nonceCacheEntries < 1000) throw new UsageError('--peer-replay-cache-entries must be an integer of at least 1000');
-    const store = metrics.instrumentStore(await openStore(o.store, { nonceCacheEntries }));
+    // The relay's logger, so store warnings (corrupt records, watch fallback, Redis reconnects) are seen.
+    const store = metrics.instrumentStore(await openStore(o.store, { nonceCacheEntries, logger: log.child({ component: 'store' }) }));
     if (!!o.tlsCert !== !!o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
     if (o.tlsCa && !o.tlsCert) throw new UsageError('--tls-ca verifies other relays over TLS: it needs --tls-cert/--tls-key');
     const relay = new Relay(
