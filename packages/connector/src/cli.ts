@@ -26,7 +26,8 @@ class CliError extends Error {}
 const program = new Command('tunnel')
   .description('Publish a private origin through the tunnel relays, dialing out only.')
   .version(CONNECTOR_VERSION)
-  .showHelpAfterError()
+  // One line and a hint: the whole help after a typo buries the error.
+  .showHelpAfterError('(run with --help for usage)')
   .exitOverride()
   .addOption(new Option('--ca-file <file>', 'trust this CA (PEM) for relays, on top of the system store: for a fleet with a private CA (NODE_EXTRA_CA_CERTS works too)').env('TUNNEL_CA_FILE'))
   .hook('preAction', (cmd) => {
@@ -55,9 +56,14 @@ program
   .option('--grace-period <duration>', 'how long SIGTERM waits for in-flight requests (e.g. 30s)')
   .option('--metrics <addr>', 'serve /ready, /healthcheck and /metrics on HOST:PORT')
   .addOption(new Option('--loglevel <level>', 'log level').choices(LOG_LEVELS as unknown as string[]))
+  // The relay's spellings, so one habit works on both binaries.
+  .addOption(new Option('--log-level <level>').choices(LOG_LEVELS as unknown as string[]).hideHelp())
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
   .option('--logfile <file>', 'write logs to this file instead of stdout')
+  .addOption(new Option('--log-file <file>').hideHelp())
   .action(async (nameArg: string | undefined, o) => {
+    o.loglevel ??= o.logLevel;
+    o.logfile ??= o.logFile;
     // No --config and no --url: the config cloudflared users keep in their home or /etc.
     if (!o.config && !o.url) o.config = defaultConfigPath();
     const cfg = loadOptionalConfig(o.config);
@@ -106,17 +112,20 @@ program
     metrics.attach(connector.ha);
     metrics.attachDiscovery(connector.discovery);
     logOriginRequests(connector.log);
-    const metricsAddr: string | undefined = o.metrics ?? (cfg?.metrics ? `${cfg.metrics.host}:${cfg.metrics.port}` : undefined);
+    const metricsAddr: { host: string; port: number } | undefined = o.metrics !== undefined ? metricsFlag(o.metrics) : cfg?.metrics;
     let metricsUrl: string | undefined;
     if (metricsAddr) {
       const server = createStatusServer({ ha: connector.ha, connectorId: connector.id, metrics });
-      const [host, port] = splitAddr(metricsAddr);
+      const { host, port } = metricsAddr;
+      const where = o.metrics !== undefined ? '--metrics' : `metrics in ${o.config}`;
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (e: NodeJS.ErrnoException) =>
+          reject(new CliError(`${where}: cannot listen on ${host}:${port}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : (e.code ?? e.message)}`)),
+        );
         server.listen(port, host, () => resolve());
       });
       const a = server.address();
-      const addr = typeof a === 'object' && a ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : metricsAddr;
+      const addr = typeof a === 'object' && a ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : `${host}:${port}`;
       metricsUrl = `http://${addr}`;
       log.info({ event: 'metrics', addr, port: typeof a === 'object' && a ? a.port : undefined }, 'status server listening on /ready, /healthcheck, /metrics');
       server.unref();
@@ -178,6 +187,13 @@ program
     process.exit(reason.kind === 'revoked' ? 3 : 2);
   });
 
+program
+  .command('version')
+  .description('print the version (as --version does)')
+  .action(() => {
+    process.stdout.write(`${CONNECTOR_VERSION}\n`);
+  });
+
 registerProvisioningCommands(program);
 registerServiceCommands(program);
 registerAccessCommands(program);
@@ -214,10 +230,12 @@ function fleetKeyFor(flag: string | undefined, claimed: unknown, fromFile: strin
   return key;
 }
 
-function splitAddr(addr: string): [string, number] {
-  const i = addr.lastIndexOf(':');
-  const host = i > 0 ? addr.slice(0, i) : '127.0.0.1';
-  return [host.replace(/^\[|\]$/g, ''), Number(addr.slice(i + 1))];
+/** `--metrics HOST:PORT`, `:PORT` (localhost) or `PORT`; anything else is a usage error naming the flag. */
+function metricsFlag(addr: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:\s]*)):(\d{1,5})$/.exec(addr) ?? /^()()(\d{1,5})$/.exec(addr);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new CliError(`--metrics: ${JSON.stringify(addr)} is not an address (expected HOST:PORT, :PORT or PORT)`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
 /** TUNNEL_HOME/<id>.json for a tunnel name (fetched with cert.json when missing). */

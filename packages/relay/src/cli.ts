@@ -37,7 +37,8 @@ function die(msg: string, code = 1): never {
 const program = new Command('tunnel-relay')
   .description('Relay node of the tunnel fleet: publishes connectors\' origins under public hostnames.')
   .version(VERSION)
-  .showHelpAfterError()
+  // One line and a hint: the whole help after a typo buries the error.
+  .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
 const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE').default('file:./relay-data');
@@ -120,8 +121,29 @@ function limitsFrom(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFi
   return out;
 }
 
+/**
+ * A hidden alias given on the command line stands for its flag, with the
+ * flag's precedence over relay.yml (the alias has no default, so only a
+ * given one counts). The flag itself wins when both are given.
+ */
+function aliasFlag(cmd: Command, flags: Record<string, unknown>, alias: string, flag: string): void {
+  if (flags[alias] === undefined) return;
+  const src = cmd.getOptionValueSource(flag);
+  if (src === 'cli' || src === 'env') return;
+  cmd.setOptionValueWithSource(flag, flags[alias], 'cli');
+  flags[flag] = flags[alias];
+}
+
 function camel(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+function metricsListen(spec: string, cmd: Command) {
+  try {
+    return parseListen(spec);
+  } catch (e) {
+    throw new UsageError(`${cmd.getOptionValueSource('metrics') === 'cli' ? '--metrics' : 'listen.metrics'}: ${(e as Error).message}`);
+  }
 }
 
 const serve = program
@@ -155,9 +177,14 @@ const serve = program
   .addOption(new Option('--legacy-credentials <policy>', 'credentials issued before they expired (no exp): accept (logged once each) or refuse').choices(['accept', 'refuse']).default('accept'))
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
-  .option('--log-file <file>', 'write logs to this file instead of stdout');
+  .option('--log-file <file>', 'write logs to this file instead of stdout')
+  // The connector's spellings, so one habit works on both binaries.
+  .addOption(new Option('--loglevel <level>').choices(LOG_LEVELS as unknown as string[]).hideHelp())
+  .addOption(new Option('--logfile <file>').hideHelp());
 for (const l of LIMIT_SETTINGS) serve.option(`--${l.name} <${l.kind === 'ms' ? 'ms' : 'n'}>`, `${l.help} (0: off)`);
 serve.action(async (flags, cmd: Command) => {
+    aliasFlag(cmd, flags, 'loglevel', 'logLevel');
+    aliasFlag(cmd, flags, 'logfile', 'logFile');
     const o = merged(cmd, flags, flags.config ? loadRelayConfig(flags.config) : {});
     const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat as 'json', file: o.logFile });
     const keys = loadKeyFile(o.keys);
@@ -197,7 +224,7 @@ serve.action(async (flags, cmd: Command) => {
           connect: parseListen(o.connect),
           control: o.control === 'off' ? undefined : parseListen(o.control),
           peer: o.peer === 'off' ? undefined : parseListen(o.peer),
-          metrics: o.metrics && o.metrics !== 'off' ? parseListen(o.metrics) : undefined,
+          metrics: o.metrics && o.metrics !== 'off' ? metricsListen(o.metrics, cmd) : undefined,
         },
         drainDelayMs: durationFlag('drain-delay', o.drainDelay),
         tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey, ...(o.tlsCa ? { ca: o.tlsCa } : {}) } : undefined,
@@ -228,7 +255,10 @@ serve.action(async (flags, cmd: Command) => {
         res.writeHead(404, { 'content-type': 'text/plain' });
         res.end('not found: metrics are at /metrics\n');
       });
-      const port = await relay.attachMetrics(server);
+      const port = await relay.attachMetrics(server).catch((e: NodeJS.ErrnoException) => {
+        const where = cmd.getOptionValueSource('metrics') === 'cli' ? '--metrics' : `listen.metrics in ${flags.config}`;
+        throw new UsageError(`${where}: cannot listen on ${o.metrics}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : (e.code ?? e.message)}`);
+      });
       log.info({ event: 'metrics-listening', port }, 'metrics listening on /metrics');
     }
     if (o.control !== 'off') {
@@ -292,6 +322,13 @@ serve.action(async (flags, cmd: Command) => {
     process.on('SIGHUP', () => {
       if (!relay.reloadCertificate('SIGHUP')) log.info({ event: 'sighup', tls: !!relay.certificate }, 'SIGHUP: nothing to reload');
     });
+  });
+
+program
+  .command('version')
+  .description('print the version (as --version does)')
+  .action(() => {
+    process.stdout.write(`${VERSION}\n`);
   });
 
 registerRelayServiceCommands(program);
