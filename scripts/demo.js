@@ -123,7 +123,7 @@ async function main() {
     const c = await r.waitFor((j) => j.event === 'control-listening');
     relays.push({ ...l.ports, control: c.port });
   }
-  const token = execFileSync(process.execPath, [RELAY, 'tunnel', 'create', 'demo', '--hostname', hostname, '--store', store, '--keys', keys,
+  const token = execFileSync(process.execPath, [RELAY, 'tunnel', 'create', 'demo', '--zone', hostname, '--hostname', hostname, '--store', store, '--keys', keys,
     ...relays.flatMap((r) => ['--relay-url', `ws://127.0.0.1:${r.connect}`])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   const connector = start('connector', TUNNEL, ['run', '--url', origin, '--log-format', 'json', '--metrics', '127.0.0.1:0'], { TUNNEL_TOKEN: token });
   const regs = new Set();

@@ -52,6 +52,9 @@ describe('provisioning: login → create → route → run', () => {
   });
 
   it('create, route dns, run NAME, and a real request through the tunnel', async () => {
+    // An account routes only inside zones it holds: the operator grants alice hers.
+    const zone = await relayCli(['zone', 'add', 'alice.test', '--account', 'alice'], false);
+    expect(zone.code, zone.stderr).toBe(0);
     const created = await tunnel(alice, ['create', 'app']);
     expect(created.code, created.stderr).toBe(0);
     const id = /with id ([0-9a-f-]{36})/.exec(created.stdout)![1]!;
@@ -113,6 +116,7 @@ describe('provisioning: login → create → route → run', () => {
   it('enroll: non-interactive login for scripts, then the same journey', async () => {
     const acct = await relayCli(['account', 'create', 'bob']);
     expect(acct.code, acct.stderr).toBe(0);
+    expect((await relayCli(['zone', 'add', 'bob.test', '--account', 'bob'], false)).code).toBe(0);
     const enroll = acct.stdout.trim();
     const login = await tunnel(bob, ['login', '--relay', relays[1]!.controlUrl!, '--enroll', enroll]);
     expect(login.code, login.stderr).toBe(0);
@@ -158,10 +162,16 @@ describe('provisioning: login → create → route → run', () => {
     expect(seen.stderr).toMatch(/^tunnel: you have no tunnel named private \(tunnel_not_found\)\n$/);
     const del = await tunnel(bob, ['delete', 'private']);
     expect(del.stderr).toMatch(/tunnel_not_found/);
-    // Hostname already routed elsewhere (by another account).
+    // Hostname inside another account's zone.
     const taken = await tunnel(alice, ['route', 'dns', 'private', 'web.bob.test']);
     expect(taken.code).toBe(1);
-    expect(taken.stderr).toMatch(/already routed by another account \(hostname_taken\)/);
+    expect(taken.stderr).toMatch(/inside or covers zone bob\.test of another account \(zone_owned_by_other_account\)/);
+    // Hostname already routed to another of your own tunnels.
+    expect((await tunnel(alice, ['route', 'dns', 'private', 'app2.alice.test'])).code).toBe(0);
+    await tunnel(alice, ['create', 'other']);
+    const own = await tunnel(alice, ['route', 'dns', 'other', 'app2.alice.test']);
+    expect(own.code).toBe(1);
+    expect(own.stderr).toMatch(/hostname_taken/);
     // Tampered token: refused before the upgrade, exit 2, reason printed.
     const tok = (await tunnel(alice, ['token', 'private'])).stdout.trim();
     const [claims, sig] = tok.split('.');

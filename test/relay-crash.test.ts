@@ -34,6 +34,8 @@ describe('relay crash safety (embedded store)', () => {
     const store = `file:${path.join(tmp.dir, 'store')}`;
     const acct = await runCli(RELAY_CLI, ['account', 'create', 'crashy', '--store', store, '--keys', keys]);
     expect(acct.code, acct.stderr).toBe(0);
+    const zone = await runCli(RELAY_CLI, ['zone', 'add', 'crash.test', '--account', 'crashy', '--store', store]);
+    expect(zone.code, zone.stderr).toBe(0);
     let relay: RelayProc = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-crash' });
     const base = () => relay.controlUrl!;
     const enrolled = await api<{ credential: string }>(base(), 'POST', '/v1/enroll', undefined, { token: acct.stdout.trim() });
@@ -79,7 +81,7 @@ describe('relay crash safety (embedded store)', () => {
     generateKeyFile(keys);
     const dir = path.join(tmp.dir, 'corrupt-store');
     const store = `file:${dir}`;
-    const made = await runCli(RELAY_CLI, ['tunnel', 'create', 'app', '--hostname', 'app.corrupt.test', '--store', store, '--keys', keys]);
+    const made = await runCli(RELAY_CLI, ['tunnel', 'create', 'app', '--zone', 'corrupt.test', '--hostname', 'app.corrupt.test', '--store', store, '--keys', keys]);
     expect(made.code, made.stderr).toBe(0);
     const record = path.join(dir, 'tunnels', readdirSync(path.join(dir, 'tunnels')).find((f) => f.endsWith('.json'))!);
     const good = readFileSync(record);

@@ -191,11 +191,27 @@ export async function startRelay(o: RelayStartOptions): Promise<RelayProc> {
   };
 }
 
-/** Operator path: `tunnel-relay tunnel create NAME --hostname H` prints a run token. */
+/**
+ * Operator path: `tunnel-relay tunnel create NAME --zone Z --hostname H`
+ * prints a run token. Each hostname's own name is granted as a zone of the
+ * `default` account first (an account routes only inside zones it holds).
+ */
 export async function createTunnel(o: { dir: string; store: string; keys: string; name: string; hostnames: string[]; relays?: string[] }): Promise<string> {
+  const zones = [...new Set(o.hostnames.map((h) => h.replace(/^\*\./, '')))];
   const r = await runCli(
     RELAY_CLI,
-    ['tunnel', 'create', o.name, '--store', o.store, '--keys', o.keys, ...o.hostnames.flatMap((h) => ['--hostname', h]), ...(o.relays ?? []).flatMap((u) => ['--relay-url', u])],
+    [
+      'tunnel',
+      'create',
+      o.name,
+      '--store',
+      o.store,
+      '--keys',
+      o.keys,
+      ...zones.flatMap((z) => ['--zone', z]),
+      ...o.hostnames.flatMap((h) => ['--hostname', h]),
+      ...(o.relays ?? []).flatMap((u) => ['--relay-url', u]),
+    ],
     {},
     o.dir,
   );

@@ -10,7 +10,7 @@ import { watchCredential } from './credential-watch.js';
 import { peekClaims } from '@tunnel/protocol';
 import { createStatusServer } from './status-server.js';
 import { registerProvisioningCommands, fetchCredentialsFor } from './provisioning-commands.js';
-import { defaultConfigPath } from './tunnel-home.js';
+import { defaultConfigPath, UnsafeIdError } from './tunnel-home.js';
 import { ControlError } from './control-client.js';
 import { randomUUID } from 'node:crypto';
 import { isatty } from 'node:tty';
@@ -255,7 +255,7 @@ async function main(): Promise<void> {
         ? e.message
         : e instanceof ControlError
           ? `${e.message} (${e.code})`
-          : e instanceof CredentialError || e instanceof CliError || e instanceof ServiceError || e instanceof AccessError || e instanceof CaFileError
+          : e instanceof CredentialError || e instanceof CliError || e instanceof UnsafeIdError || e instanceof ServiceError || e instanceof AccessError || e instanceof CaFileError
           ? e.message
           : ((e as Error).message ?? String(e));
     process.stderr.write(`tunnel: ${msg}\n`);

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { existsSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
 import { boxKeyPair, openSealed, peekClaims } from '@tunnel/protocol';
 import { api, certPath, readCert, writeSecretFile, writeSecretText, ControlError, type AccountCert } from './control-client.js';
-import { tunnelHome, findCredentialsByName } from './tunnel-home.js';
+import { tunnelHome, findCredentialsByName, credentialsFileFor, UnsafeIdError } from './tunnel-home.js';
 import { relayTrust } from './ca-trust.js';
 import { resolveToken, type TunnelCredentialsFile } from './credentials.js';
 import { parseDuration } from './duration.js';
@@ -99,7 +98,8 @@ export function registerProvisioningCommands(program: Command): void {
     .action(async (name: string, o: { output: string }) => {
       const cert = readCert();
       const r = await api<{ tunnel: TunnelRecord; credentials: TunnelCredentialsFile }>(cert.controlUrl, 'POST', '/v1/tunnels', { auth: cert.credential, body: { name } });
-      const path = join(tunnelHome(), `${r.body.tunnel.id}.json`);
+      const path = credentialsFileFor(r.body.tunnel?.id);
+      if (r.body.credentials?.tunnelId !== r.body.tunnel.id) throw new UnsafeIdError(`the control API answered with credentials for tunnel ${JSON.stringify(String(r.body.credentials?.tunnelId).slice(0, 80))}, not for the tunnel it created (${r.body.tunnel.id}); nothing was written`);
       writeSecretFile(path, r.body.credentials);
       if (o.output === 'json') return out(JSON.stringify({ ...r.body.tunnel, credentialsFile: path }));
       out(`Tunnel credentials written to ${path}. Keep this file secret.`);
@@ -142,7 +142,7 @@ export function registerProvisioningCommands(program: Command): void {
     .action(async (name: string, o: { force?: boolean }) => {
       const cert = readCert();
       const r = await api<{ deleted: string }>(cert.controlUrl, 'DELETE', `/v1/tunnels/${encodeURIComponent(name)}${o.force ? '?force=true' : ''}`, { auth: cert.credential });
-      const local = join(tunnelHome(), `${r.body.deleted}.json`);
+      const local = credentialsFileFor(r.body.deleted);
       if (existsSync(local)) unlinkSync(local);
       out(`Deleted tunnel ${name} (${r.body.deleted})`);
     });
@@ -183,11 +183,40 @@ export function registerProvisioningCommands(program: Command): void {
         `/v1/tunnels/${encodeURIComponent(name)}/rotate`,
         { auth: cert.credential, body: { ...(old ? { token: old } : {}), graceSeconds: Math.round(graceMs / 1000) } },
       );
-      const path = credentialsPath ?? join(tunnelHome(), `${r.body.credentials.tunnelId}.json`);
+      const path = credentialsPath ?? credentialsFileFor(r.body.credentials?.tunnelId);
       writeSecretFile(path, r.body.credentials);
       if (o.tokenFile) writeSecretText(o.tokenFile, r.body.credentials.token + '\n');
       out(`New token for ${name} written to ${o.tokenFile ? `${o.tokenFile} and ` : ''}${path}; running connectors pick it up without a restart.`);
       if (r.body.retired) out(`The old token (${r.body.retired.tokenId}) stops working at ${new Date(r.body.retired.revokesAt).toISOString()}.`);
+    });
+
+  const zone = program.command('zone').description('zones: the DNS names your account may route');
+  zone
+    .command('list')
+    .description('list the zones your account holds')
+    .addOption(outputOpt())
+    .action(async (o: { output: string }) => {
+      const cert = readCert();
+      const r = await api<{ zones: Array<{ zone: string; source: string; createdAt: number }> }>(cert.controlUrl, 'GET', '/v1/zones', { auth: cert.credential });
+      if (o.output === 'json') return out(JSON.stringify(r.body.zones));
+      if (r.body.zones.length === 0) return out('No zones yet: ask the operator, or `tunnel zone claim ZONE`');
+      out(table([['ZONE', 'SOURCE', 'GRANTED'], ...r.body.zones.map((z) => [z.zone, z.source, new Date(z.createdAt).toISOString()])]));
+    });
+  zone
+    .command('claim <zone>')
+    .description('claim ZONE by proving DNS control: prints the TXT record to publish; with --verify, asks the relay to check it and grant the zone')
+    .option('--verify', 'the TXT record is published: check it now')
+    .action(async (name: string, o: { verify?: boolean }) => {
+      const cert = readCert();
+      if (!o.verify) {
+        const r = await api<{ zone: string; record: string; value: string }>(cert.controlUrl, 'POST', '/v1/zones/claims', { auth: cert.credential, body: { zone: name } });
+        out(`To claim ${r.body.zone}, publish this DNS record:`);
+        out(`  ${r.body.record}  TXT  "${r.body.value}"`);
+        out(`then run: tunnel zone claim ${r.body.zone} --verify`);
+        return;
+      }
+      const r = await api<{ zone: { zone: string } }>(cert.controlUrl, 'POST', '/v1/zones/claims/verify', { auth: cert.credential, body: { zone: name } });
+      out(`Zone ${r.body.zone.zone} is now held by your account: route names under it with \`tunnel route dns NAME HOSTNAME\``);
     });
 
   const route = program.command('route').description('route hostnames to tunnels');
@@ -237,7 +266,7 @@ export async function fetchCredentialsFor(name: string): Promise<string | undefi
   if (!existsSync(certPath())) return undefined;
   const cert = readCert();
   const r = await api<TunnelCredentialsFile>(cert.controlUrl, 'GET', `/v1/tunnels/${encodeURIComponent(name)}/token`, { auth: cert.credential });
-  const path = join(tunnelHome(), `${r.body.tunnelId}.json`);
+  const path = credentialsFileFor(r.body.tunnelId);
   writeSecretFile(path, r.body);
   return path;
 }

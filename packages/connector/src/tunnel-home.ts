@@ -1,6 +1,29 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative, isAbsolute } from 'node:path';
+
+/** Tunnel ids are the relay's random UUIDs; nothing else may name a file. */
+const TUNNEL_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A tunnel id from the control API that is not one (`../../x`, `/etc/passwd`, …). */
+export class UnsafeIdError extends Error {}
+
+/**
+ * TUNNEL_HOME/<id>.json for an id the control API sent. The id is checked
+ * against the id grammar before it touches a path, so a hostile or broken
+ * server cannot make the CLI write or unlink a file outside TUNNEL_HOME.
+ */
+export function credentialsFileFor(id: unknown): string {
+  if (typeof id !== 'string' || !TUNNEL_ID.test(id)) {
+    const shown = typeof id === 'string' ? JSON.stringify(id.slice(0, 80)) : typeof id;
+    throw new UnsafeIdError(`the control API answered with tunnel id ${shown}, which is not a tunnel id (a UUID): refusing to use it as a file name; nothing was written or removed`);
+  }
+  const home = tunnelHome();
+  const file = join(home, `${id.toLowerCase()}.json`);
+  const rel = relative(home, file);
+  if (rel.startsWith('..') || isAbsolute(rel)) throw new UnsafeIdError(`tunnel id ${JSON.stringify(id)} points outside ${home}`);
+  return file;
+}
 
 /** `~/.tunnel`, or TUNNEL_HOME (tests point it at a temporary directory). */
 export function tunnelHome(): string {

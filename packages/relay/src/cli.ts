@@ -11,6 +11,7 @@ import { StoreError } from './store/types.js';
 import { issueTunnelToken, ensureAccount } from './provisioning.js';
 import { controlRequestHandler, approveLogin, issueEnrollToken } from './control-api.js';
 import { TlsConfigError } from './listener-tls.js';
+import { grantZone } from './zone-grants.js';
 import { ApiError } from './api-error.js';
 import { peekClaims } from '@tunnel/protocol';
 import { readFileSync } from 'node:fs';
@@ -24,6 +25,7 @@ import { registerRelayServiceCommands, ServiceError } from './service-install.js
 import { defaultLimits, LIMIT_SETTINGS, type RelayLimits } from './relay-limits.js';
 import { OperatorKeyGuard } from './operator-key-guard.js';
 import { LoginAdmissions } from './login-admission.js';
+import { registerZoneCommands } from './zone-commands.js';
 
 const VERSION = '0.1.0';
 
@@ -175,6 +177,8 @@ const serve = program
   .option('--account-credential-ttl <duration>', 'lifetime of account credentials issued here (tunnel login)', '90d')
   .option('--tunnel-token-ttl <duration>', 'lifetime of tunnel tokens issued here', '365d')
   .addOption(new Option('--legacy-credentials <policy>', 'credentials issued before they expired (no exp): accept (logged once each) or refuse').choices(['accept', 'refuse']).default('accept'))
+  .option('--zone-claims', 'let accounts claim zones themselves by a DNS TXT challenge (`tunnel zone claim`)')
+  .option('--dns-resolver <addr>', 'DNS server (HOST:PORT) that zone claims are checked against (default: the system resolvers)')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
   .option('--log-file <file>', 'write logs to this file instead of stdout')
@@ -294,6 +298,7 @@ serve.action(async (flags, cmd: Command) => {
         loginTtlMs: Number(o.loginTtl) * 1000,
         policy,
         isDraining: () => relay.draining,
+        zoneClaims: flags.zoneClaims ? { resolver: flags.dnsResolver } : undefined,
       });
       const port = await relay.attachControl(control);
       log.info({ event: 'control-listening', port, operator: !!o.operatorKey }, 'control API listening');
@@ -332,6 +337,7 @@ program
   });
 
 registerRelayServiceCommands(program);
+registerZoneCommands(program, storeOpt);
 
 const keysCmd = program.command('keys').description('fleet signing keys');
 keysCmd
@@ -352,6 +358,7 @@ tunnelCmd
   .addOption(keysOpt())
   .option('--hostname <host...>', 'hostname(s) to route to the tunnel (exact or *.domain)')
   .option('--account <name>', 'account that owns the tunnel', 'default')
+  .option('--zone <zone...>', 'grant the account these zones first (as `zone add` does); hostnames must lie inside a zone the account holds')
   .option('--relay-url <url...>', 'connector endpoints to put in the token (default: the live relays in the store)')
   .option('--ttl <duration>', 'how long the token is valid (e.g. 365d, 24h)', `${CredentialLifetime.tunnelSeconds / 86400}d`)
   .action(async (name: string, o) => {
@@ -365,6 +372,7 @@ tunnelCmd
     const store = await openStore(o.store);
     try {
       const account = await ensureAccount(store, o.account);
+      for (const z of (o.zone as string[] | undefined) ?? []) await grantZone(store, account.id, z, 'operator');
       const { token, tunnel } = await issueTunnelToken(store, keys, { accountId: account.id, name, hostnames: o.hostname ?? [], relays: o.relayUrl, ttlSeconds });
       process.stderr.write(`created tunnel ${tunnel.name} (${tunnel.id})${o.hostname ? ` routed from ${o.hostname.join(', ')}` : ''}\n`);
       process.stdout.write(token + '\n');

@@ -120,7 +120,10 @@ export class ConnectorEndpoint {
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice(7).trim() : '';
     const checked = await checkTunnelCredential(token, this.deps.publicKey, this.deps.store, this.deps.policy);
-    if ('code' in checked) return checked;
+    if ('code' in checked) {
+      if (checked.code === 'tunnel_unknown') this.warnWiped();
+      return checked;
+    }
     const { claims } = checked;
     const connectorId = header(req, 'tunnel-connector-id') ?? '';
     const idx = Number(header(req, 'tunnel-conn-index'));
@@ -138,6 +141,18 @@ export class ConnectorEndpoint {
       version: (header(req, 'tunnel-version') ?? 'unknown').slice(0, 64),
       clientIp: req.socket.remoteAddress ?? '',
     };
+  }
+
+  private lastWipeWarning = 0;
+
+  private warnWiped(): void {
+    const now = Date.now();
+    if (now - this.lastWipeWarning < 5_000) return;
+    this.lastWipeWarning = now;
+    this.deps.log.warn(
+      { event: 'store-wiped' },
+      'store looks empty or wiped: a valid credential names a tunnel the store does not know and that was never deleted; refusing with tunnel_unknown (retryable). Restore the store (Redis: appendonly yes)',
+    );
   }
 
   close(): void {

@@ -22,6 +22,9 @@ function relayList(d: ControlApiDeps): SignedRelayList {
 import type { OperatorKeyGuard } from './operator-key-guard.js';
 import type { LoginAdmissions } from './login-admission.js';
 import { stripV4Mapped } from './request-proxy.js';
+import { checkRoute, grantZone, refusalError } from './zone-grants.js';
+import { zoneVerdict } from './zone-rules.js';
+import { challengeRecord, challengeToken, checkClaim, type ZoneClaimOptions } from './zone-claims.js';
 
 export interface ControlApiDeps {
   store: Store;
@@ -39,6 +42,8 @@ export interface ControlApiDeps {
   policy?: CredentialPolicy;
   /** Health turns 503 while the relay drains, so load balancers stop sending. */
   isDraining?: () => boolean;
+  /** Self-service zone claims by DNS TXT challenge; off when undefined. */
+  zoneClaims?: ZoneClaimOptions;
   /** Extra routes (dashboard, metrics); return true when handled. */
   extra?: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean> | boolean;
 }
@@ -292,6 +297,7 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
   if (p === '/v1/routes' && m === 'POST') {
     const body = z.object({ hostname: HostnameSchema, tunnel: z.string().min(1).max(64) }).parse(await readJson(req));
     const tunnel = await findTunnel(store, who, body.tunnel);
+    await checkRoute(store, who.accountId, body.hostname);
     const existing = await store.getRoute(body.hostname);
     if (existing && existing.tunnelId !== tunnel.id) {
       throw new ApiError(409, 'hostname_taken', existing.accountId === who.accountId ? `${body.hostname} is already routed to another of your tunnels (${existing.tunnelId}); delete that route first` : `${body.hostname} is already routed by another account`);
@@ -303,6 +309,21 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
       if (e instanceof StoreError && e.code === 'CONFLICT') throw new ApiError(409, 'hostname_taken', `${body.hostname} is already routed to another tunnel`);
       throw e;
     }
+  }
+  if (p === '/v1/zones' && m === 'GET') return send(res, 200, { zones: await store.listZones({ accountId: who.accountId }) });
+  if ((p === '/v1/zones/claims' || p === '/v1/zones/claims/verify') && m === 'POST') {
+    if (!d.zoneClaims) throw new ApiError(403, 'zone_claims_disabled', 'this fleet does not take zone claims: ask the operator (tunnel-relay zone add ZONE --account NAME)');
+    const body = z.object({ zone: z.string().min(1).max(253) }).parse(await readJson(req));
+    const v = zoneVerdict(body.zone, who.accountId, await store.listZones(), await store.listRoutes());
+    if (!v.ok) throw refusalError(v.refusal);
+    const zone = v.value;
+    const token = challengeToken(d.keys.secretKey, who.accountId, zone);
+    if (p === '/v1/zones/claims') return send(res, 200, { zone, record: challengeRecord(zone), type: 'TXT', value: token });
+    const check = await checkClaim(zone, token, d.zoneClaims);
+    if (!check.found) throw new ApiError(403, 'challenge_not_found', `${check.reason}; publish TXT ${challengeRecord(zone)} = "${token}" and try again`);
+    const granted = await grantZone(store, who.accountId, zone, 'dns');
+    d.log.info({ event: 'zone-claimed', zone, accountId: who.accountId }, 'zone granted by DNS challenge');
+    return send(res, 201, { zone: granted });
   }
   if (parts[1] === 'routes' && parts.length === 3 && m === 'DELETE') {
     const hostname = parts[2]!.toLowerCase();

@@ -29,7 +29,7 @@ export const DEFAULT_CREDENTIAL_POLICY: CredentialPolicy = {
 /** Why a credential was refused; the CLI prints `message` and the `code`. */
 export interface CredentialRefusal {
   status: 401 | 403 | 503;
-  code: 'missing_credential' | 'invalid_credential' | 'credential_expired' | 'credential_no_expiry' | 'credential_revoked' | 'tunnel_deleted' | 'account_deleted' | 'store_unavailable';
+  code: 'missing_credential' | 'invalid_credential' | 'credential_expired' | 'credential_no_expiry' | 'credential_revoked' | 'tunnel_deleted' | 'tunnel_unknown' | 'account_deleted' | 'store_unavailable';
   message: string;
 }
 
@@ -105,6 +105,11 @@ export async function checkTunnelCredential(token: string, publicKey: string, st
   try {
     if (await store.isRevoked(claims.jti)) return { status: 403, code: 'credential_revoked', message: 'tunnel credential has been revoked' };
     const tunnel = await store.getTunnel(claims.tunnelId);
+    if (!tunnel && !(await store.getTombstone(claims.tunnelId))) {
+      // A valid credential for a tunnel the store has never heard of, and no
+      // tombstone saying it was deleted: the store lost its data. Retryable.
+      return { status: 503, code: 'tunnel_unknown', message: `the relay's store does not know tunnel ${claims.tunnelId} (store empty or wiped?); retry later` };
+    }
     if (!tunnel || tunnel.accountId !== claims.accountId) return { status: 403, code: 'tunnel_deleted', message: `tunnel ${claims.tunnelId} no longer exists` };
   } catch (e) {
     return { status: 503, code: 'store_unavailable', message: `relay cannot check the credential now: ${(e as Error).message}` };

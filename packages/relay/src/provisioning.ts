@@ -2,6 +2,7 @@ import { randomId, signToken, TokenKind, type TunnelClaims } from '@tunnel/proto
 import type { Account, Store, Tunnel } from './store/types.js';
 import { StoreError } from './store/types.js';
 import type { FleetKeys } from './keys.js';
+import { checkRoute } from './zone-grants.js';
 
 export async function ensureAccount(store: Store, name: string): Promise<Account> {
   const existing = await store.getAccountByName(name);
@@ -46,6 +47,8 @@ export async function issueTunnelToken(
   keys: FleetKeys,
   o: { accountId: string; name: string; hostnames: string[]; relays?: string[]; ttlSeconds: number },
 ): Promise<{ token: string; tunnel: Tunnel }> {
+  // Hostnames are checked before anything is written: a refused one creates no tunnel.
+  for (const h of o.hostnames) await checkRoute(store, o.accountId, h);
   const tunnel = (await store.getTunnelByName(o.accountId, o.name)) ?? (await store.createTunnel(o.accountId, o.name));
   for (const h of o.hostnames) await store.addRoute({ hostname: h.toLowerCase(), tunnelId: tunnel.id, accountId: o.accountId });
   const relays = await relayUrls(store, o.relays);

@@ -19,6 +19,7 @@ import { DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from './credential-c
 import { defaultLimits, NO_LIMIT_HITS, type RelayLimits } from './relay-limits.js';
 import { PublicConnectionGate } from './public-connection-gate.js';
 import { watchBodyIdle } from './body-idle-timeout.js';
+import { routesOutsideZones } from './zone-grants.js';
 
 export interface RelayOptions {
   id: string;
@@ -125,6 +126,7 @@ export class Relay {
     if (this.state !== 'created') throw new Error('relay already started');
     const { log, store } = this.deps;
     await this.routes.load();
+    await this.warnRoutesOutsideZones();
     const metrics = this.deps.metrics;
     metrics?.attachConnections(this.connections, () => this.publicInFlight());
     if (this.certificate) metrics?.attachCertificate(this.certificate);
@@ -353,8 +355,41 @@ export class Relay {
     }
   }
 
+  /**
+   * A store from before zones has routes no zone holds. They keep serving
+   * (a running install must not break on upgrade), but the operator is told
+   * how to migrate: until then, any account may route next to them.
+   */
+  private async warnRoutesOutsideZones(): Promise<void> {
+    try {
+      const outside = routesOutsideZones(await this.deps.store.listRoutes(), await this.deps.store.listZones());
+      if (outside.length === 0) return;
+      this.deps.log.warn(
+        { event: 'routes-outside-zones', count: outside.length, hostnames: outside.slice(0, 20).map((r) => r.hostname) },
+        `${outside.length} route(s) are not inside a zone their account holds; they keep serving, but run \`tunnel-relay zone adopt\` once to grant the zones they imply`,
+      );
+    } catch (e) {
+      this.deps.log.warn({ err: (e as Error).message }, 'cannot check routes against zones');
+    }
+  }
+
+  private lastWipeWarning = 0;
+
   private onStoreEvent(e: StoreEvent): void {
-    if (e.type === 'tunnel-deleted') {
+    if (e.type === 'tunnel-vanished') {
+      // Gone without a tombstone: the store lost data, the tunnel was not
+      // deleted. Its connectors are told to retry (never to exit), and
+      // reconnect by themselves once the data is back.
+      const now = Date.now();
+      if (now - this.lastWipeWarning > 5_000) {
+        this.lastWipeWarning = now;
+        this.deps.log.warn(
+          { event: 'store-wiped', tunnelId: e.tunnelId },
+          'store looks empty or wiped: tunnels vanished without a tombstone; their connectors keep retrying until the data is restored',
+        );
+      }
+      for (const c of this.connections.forTunnel(e.tunnelId)) c.terminate('tunnel_unknown', `the relay's store no longer knows tunnel ${e.tunnelId}; retrying`);
+    } else if (e.type === 'tunnel-deleted') {
       this.deps.metrics?.forgetTunnel(e.tunnelId);
       for (const c of this.connections.forTunnel(e.tunnelId)) c.terminate('tunnel_deleted', `tunnel ${e.tunnelId} was deleted`);
     } else if (e.type === 'revoked') {

@@ -1,22 +1,31 @@
-import type { Store, Route, StoreEvent } from './store/types.js';
+import type { Store, Route, StoreEvent, Zone } from './store/types.js';
+import { zoneOwner } from './zone-rules.js';
 
 /**
  * Hostname → route, answered synchronously on every public request from an
  * in-memory copy kept current by store events (so a store outage does not
  * stop serving routes already known).
+ *
+ * Exact beats wildcard, within one owner: when a zone holds the name, only
+ * routes of the zone's account answer for it, so a wildcard (or a route left
+ * from before zones) of another account never serves that account's names.
+ * A name in no zone (a store not yet adopted) is served as before.
  */
 export class RouteTable {
   private readonly exact = new Map<string, Route>();
   private readonly wildcard = new Map<string, Route>(); // key: 'example.com' for '*.example.com'
+  private readonly zones = new Map<string, Zone>();
   private unsubscribe: (() => void) | null = null;
 
   constructor(private readonly store: Store) {}
 
   async load(): Promise<void> {
-    const routes = await this.store.listRoutes();
+    const [routes, zones] = await Promise.all([this.store.listRoutes(), this.store.listZones()]);
     this.exact.clear();
     this.wildcard.clear();
+    this.zones.clear();
     for (const r of routes) this.set(r.hostname, r);
+    for (const z of zones) this.zones.set(z.zone, z);
     this.unsubscribe = this.store.subscribe((e) => this.onEvent(e));
   }
 
@@ -28,13 +37,14 @@ export class RouteTable {
   /** `host` is the Host header: case-insensitive, an optional :port. */
   lookup(host: string): Route | undefined {
     const name = normalizeHost(host);
+    const owner = zoneOwner(name, this.zones);
     const hit = this.exact.get(name);
-    if (hit) return hit;
+    if (hit && (owner === undefined || hit.accountId === owner)) return hit;
     // Walk up the labels: a.b.example.com → *.b.example.com → *.example.com.
     let dot = name.indexOf('.');
     while (dot !== -1) {
       const w = this.wildcard.get(name.slice(dot + 1));
-      if (w) return w;
+      if (w && (owner === undefined || w.accountId === owner)) return w;
       dot = name.indexOf('.', dot + 1);
     }
     return undefined;
@@ -54,7 +64,12 @@ export class RouteTable {
         (r) => this.set(e.hostname, r),
         () => {}, // store down: keep serving what we know
       );
-    } else if (e.type === 'tunnel-deleted') {
+    } else if (e.type === 'zone') {
+      this.store.getZone(e.zone).then(
+        (z) => (z ? this.zones.set(e.zone, z) : this.zones.delete(e.zone)),
+        () => {},
+      );
+    } else if (e.type === 'tunnel-deleted' || e.type === 'tunnel-vanished') {
       for (const map of [this.exact, this.wildcard]) {
         for (const [k, r] of map) if (r.tunnelId === e.tunnelId) map.delete(k);
       }

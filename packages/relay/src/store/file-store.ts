@@ -9,6 +9,8 @@
 //   DIR/tunnels/<accountId>%0A<name>.json Tunnel         (name unique per account)
 //   DIR/routes/<hostname>.json          Route            (hostname unique)
 //   DIR/revocations/<tokenId>.json      Revocation
+//   DIR/zones/<zone>.json               Zone             (zone unique)
+//   DIR/tombstones/<tunnelId>.json      Tombstone of a deleted tunnel
 //   DIR/logins/<code>.json              pending login session
 //   DIR/login-approvals/<code>.json     its approval (created at most once)
 //   DIR/relays/<relayId>.json           membership heartbeat {member, expiresAt}
@@ -40,7 +42,9 @@ import {
   revocationSchema,
   routeSchema,
   silentLogger,
+  tombstoneSchema,
   tunnelSchema,
+  zoneSchema,
   type Account,
   type ApprovedLoginSession,
   type LoginSession,
@@ -58,6 +62,9 @@ import {
   type StoreEventListener,
   type StoreLogger,
   type Tunnel,
+  type Tombstone,
+  type NewZone,
+  type Zone,
 } from './types.js';
 
 export interface FileStoreOptions {
@@ -110,6 +117,8 @@ type PresenceFile = z.infer<typeof presenceFileSchema>;
 
 interface Records {
   accounts: Account;
+  zones: Zone;
+  tombstones: Tombstone;
   tunnels: Tunnel;
   routes: Route;
   revocations: Revocation;
@@ -120,8 +129,12 @@ interface Records {
 }
 type Collection = keyof Records;
 
+// Tombstones before tunnels: a scan that sees a tunnel gone has already seen
+// its tombstone, so a deletion is not mistaken for a wiped store.
 const COLLECTIONS: readonly Collection[] = [
   'accounts',
+  'zones',
+  'tombstones',
   'tunnels',
   'routes',
   'revocations',
@@ -133,6 +146,8 @@ const COLLECTIONS: readonly Collection[] = [
 
 const schemas: { [C in Collection]: z.ZodType<Records[C]> } = {
   accounts: accountSchema,
+  zones: zoneSchema,
+  tombstones: tombstoneSchema,
   tunnels: tunnelSchema,
   routes: routeSchema,
   revocations: revocationSchema,
@@ -145,6 +160,8 @@ const schemas: { [C in Collection]: z.ZodType<Records[C]> } = {
 /** The unique key a record's file is named by. */
 const keyOf: { [C in Collection]: (v: Records[C]) => string } = {
   accounts: (a) => a.name,
+  zones: (z) => z.zone,
+  tombstones: (t) => t.tunnelId,
   tunnels: (t) => `${t.accountId}\n${t.name}`,
   routes: (r) => r.hostname,
   revocations: (r) => r.tokenId,
@@ -206,6 +223,8 @@ export class FileStore implements Store {
   private readonly opts: Required<Omit<FileStoreOptions, 'logger' | 'nonceCacheEntries'>>;
   private readonly mirror: Mirror = {
     accounts: new Map(),
+    zones: new Map(),
+    tombstones: new Map(),
     tunnels: new Map(),
     routes: new Map(),
     revocations: new Map(),
@@ -218,6 +237,7 @@ export class FileStore implements Store {
   private readonly accountsById = new Map<string, Account>();
   private readonly tunnelsById = new Map<string, Tunnel>();
   private readonly routesByHost = new Map<string, Route>();
+  private readonly zonesByName = new Map<string, Zone>();
   private readonly revoked = new Map<string, Revocation>();
 
   private readonly listeners = new Set<StoreEventListener>();
@@ -706,7 +726,10 @@ export class FileStore implements Store {
         const n = next?.value as Tunnel | undefined;
         if (p) this.tunnelsById.delete(p.id);
         if (n) this.tunnelsById.set(n.id, n);
-        if (p && p.id !== n?.id) events.push({ type: 'tunnel-deleted', tunnelId: p.id, accountId: p.accountId });
+        if (p && p.id !== n?.id) {
+          const buried = this.mirror.tombstones.has(fileNameForKey(p.id));
+          events.push({ type: buried ? 'tunnel-deleted' : 'tunnel-vanished', tunnelId: p.id, accountId: p.accountId });
+        }
         if (n && n.id !== p?.id) events.push({ type: 'tunnel', tunnelId: n.id });
         break;
       }
@@ -718,6 +741,16 @@ export class FileStore implements Store {
         events.push({ type: 'route', hostname: (n ?? p)!.hostname });
         break;
       }
+      case 'zones': {
+        const p = prev?.value as Zone | undefined;
+        const n = next?.value as Zone | undefined;
+        if (p) this.zonesByName.delete(p.zone);
+        if (n) this.zonesByName.set(n.zone, n);
+        events.push({ type: 'zone', zone: (n ?? p)!.zone });
+        break;
+      }
+      case 'tombstones':
+        break;
       case 'revocations': {
         const p = prev?.value as Revocation | undefined;
         const n = next?.value as Revocation | undefined;
@@ -862,10 +895,46 @@ export class FileStore implements Store {
     // the tunnel, then once more for a route added concurrently (addRoute
     // re-checks the tunnel after linking, so one of the two sees the other).
     await this.deleteRoutesOf(id);
+    // The tombstone goes first: whoever sees the tunnel gone sees it deleted.
+    await this.put('tombstones', { tunnelId: id, accountId: tunnel.accountId, name: tunnel.name, deletedAt: Date.now() }, 'replace');
     if (!(await this.del('tunnels', `${tunnel.accountId}\n${tunnel.name}`))) {
       throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
     }
     await this.deleteRoutesOf(id);
+  }
+
+  async getTombstone(tunnelId: string): Promise<Tombstone | undefined> {
+    this.check();
+    return this.refreshFile('tombstones', fileNameForKey(tunnelId));
+  }
+
+  // --- zones ---------------------------------------------------------------------
+
+  async addZone(input: NewZone): Promise<Zone> {
+    this.check();
+    const zone: Zone = { zone: normalizeHostname(input.zone), accountId: input.accountId, source: input.source, createdAt: Date.now() };
+    if (zone.zone.startsWith('*.')) throw new TypeError(`a zone is a plain name, not a wildcard: ${zone.zone}`);
+    if (!(await this.getAccount(zone.accountId))) throw new StoreError('NOT_FOUND', `no account ${zone.accountId}`);
+    if (await this.put('zones', zone, 'create')) return zone;
+    const existing = await this.refreshFile('zones', fileNameForKey(zone.zone));
+    if (existing && existing.accountId === zone.accountId) return existing;
+    throw new StoreError('CONFLICT', `zone ${zone.zone} is held by another account`);
+  }
+
+  async getZone(zone: string): Promise<Zone | undefined> {
+    return this.zonesByName.get(zone.toLowerCase());
+  }
+
+  async listZones(filter: { readonly accountId?: string } = {}): Promise<Zone[]> {
+    this.check();
+    await this.scan('zones');
+    return [...this.zonesByName.values()].filter((z) => filter.accountId === undefined || z.accountId === filter.accountId).sort(byKey((z) => z.zone));
+  }
+
+  async deleteZone(zone: string): Promise<void> {
+    this.check();
+    const z = zone.trim().toLowerCase().replace(/\.$/, '');
+    if (!(await this.del('zones', z))) throw new StoreError('NOT_FOUND', `nobody holds zone ${z}`);
   }
 
   private async deleteRoutesOf(tunnelId: string): Promise<void> {

@@ -8,6 +8,10 @@
 //   routes              hash  hostname → Route JSON         (one tunnel per hostname)
 //   tunnel-routes:<id>  set   hostnames of a tunnel         (delete cascade)
 //   revocations         hash  tokenId → Revocation JSON
+//   zones               hash  zone → Zone JSON                (one account per zone)
+//   tombstones          hash  tunnelId → Tombstone JSON     (left by deleteTunnel)
+//   meta                string the store's birth record: its absence on a
+//                       store that had it means Redis lost its data
 //   login:<code>        string PX until expiry; logins (set) indexes the codes
 //   relay:<id>          string PX ttl;          relays (set) indexes the ids
 //   presence:<relayId>  string PX ttl;          presence-relays (set) indexes them
@@ -35,7 +39,9 @@ import {
   revocationSchema,
   routeSchema,
   silentLogger,
+  tombstoneSchema,
   tunnelSchema,
+  zoneSchema,
   type Account,
   type ApprovedLoginSession,
   type LoginSession,
@@ -53,6 +59,9 @@ import {
   type StoreEventListener,
   type StoreLogger,
   type Tunnel,
+  type Tombstone,
+  type NewZone,
+  type Zone,
 } from './types.js';
 import { conflictFor } from './file-store.js';
 
@@ -84,11 +93,12 @@ if redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[2]) == 0 then return {'CONFLICT',
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], 'tunnel\\n' .. ARGV[2] .. '\\n' .. ARGV[4])
 return {'OK', ARGV[4]}`,
-  // KEYS: tunnels, tunnel-names, routes, tunnel-routes:<id>. ARGV: id, channel
+  // KEYS: tunnels, tunnel-names, routes, tunnel-routes:<id>, tombstones. ARGV: id, channel, deletedAt
   deleteTunnel: `
 local t = redis.call('HGET', KEYS[1], ARGV[1])
 if not t then return {'NOT_FOUND', ''} end
 local obj = cjson.decode(t)
+redis.call('HSET', KEYS[5], ARGV[1], '{"tunnelId":' .. cjson.encode(ARGV[1]) .. ',"accountId":' .. cjson.encode(obj.accountId) .. ',"name":' .. cjson.encode(obj.name) .. ',"deletedAt":' .. ARGV[3] .. '}')
 if redis.call('HGET', KEYS[2], obj.accountId .. '\\n' .. obj.name) == ARGV[1] then
   redis.call('HDEL', KEYS[2], obj.accountId .. '\\n' .. obj.name)
 end
@@ -126,6 +136,22 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', ARGV[3] .. cjson.decode(e).tunnelId, ARGV[1])
 redis.call('PUBLISH', ARGV[2], 'route\\n' .. ARGV[1] .. '\\n')
 return {'OK', e}`,
+  // KEYS: accounts, zones. ARGV: zone, accountId, json, channel
+  addZone: `
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return {'NOT_FOUND', ''} end
+local e = redis.call('HGET', KEYS[2], ARGV[1])
+if e then
+  if cjson.decode(e).accountId == ARGV[2] then return {'EXISTS', e} end
+  return {'CONFLICT', ''}
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], 'zone\n' .. ARGV[1] .. '\n' .. ARGV[3])
+return {'OK', ARGV[3]}`,
+  // KEYS: zones. ARGV: zone, channel
+  deleteZone: `
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {'NOT_FOUND', ''} end
+redis.call('PUBLISH', ARGV[2], 'zone\n' .. ARGV[1] .. '\n')
+return {'OK', ''}`,
   // KEYS: revocations. ARGV: tokenId, json, expiresAt, channel
   // KEYS: revocations. ARGV: tokenId, json, expiresAt, channel, effectiveAt.
   // Of two revocations the earlier effective time and the later expiry win.
@@ -241,6 +267,9 @@ export class RedisStore implements Store {
   private readonly tunnels = new Map<string, Tunnel>();
   private readonly routes = new Map<string, Route>();
   private readonly revocations = new Map<string, Revocation>();
+  private readonly zones = new Map<string, Zone>();
+  /** Set once the store has seen its meta record: from then on its absence means data loss. */
+  private sawMeta = false;
   // Last answers, served while Redis is unreachable.
   private lastRelays: RelayMember[] = [];
   private lastPresence: Presence[] = [];
@@ -371,18 +400,23 @@ export class RedisStore implements Store {
       .hgetall(this.k('tunnels'))
       .hgetall(this.k('routes'))
       .hgetall(this.k('revocations'))
+      .hgetall(this.k('zones'))
+      .get(this.k('meta'))
       .exec();
     if (!res) throw new Error('transaction aborted');
     const values = res.map(([err, v]) => {
       if (err) throw err;
-      return v as Record<string, string>;
+      return v;
     });
-    const [accounts, tunnels, routes, revocations] = values as [
+    const [accounts, tunnels, routes, revocations, zones, meta] = values as [
       Record<string, string>,
       Record<string, string>,
       Record<string, string>,
       Record<string, string>,
+      Record<string, string>,
+      string | null,
     ];
+    await this.checkMeta(meta !== null);
     const announce = this.warmed;
     const events: StoreEvent[] = [];
     const sync = <T>(
@@ -411,17 +445,48 @@ export class RedisStore implements Store {
       for (const [key, v] of next) map.set(key, v);
     };
     sync(this.accounts, accounts, accountSchema, 'accounts', (id) => ({ type: 'account', accountId: id }), () => undefined);
+    const gone: Tunnel[] = [];
     sync(
       this.tunnels,
       tunnels,
       tunnelSchema,
       'tunnels',
       (id) => ({ type: 'tunnel', tunnelId: id }),
-      (id, t) => ({ type: 'tunnel-deleted', tunnelId: id, accountId: t.accountId }),
+      (_id, t) => void gone.push(t),
     );
+    sync(this.zones, zones, zoneSchema, 'zones', (z) => ({ type: 'zone', zone: z }), (z) => ({ type: 'zone', zone: z }));
+    if (gone.length > 0) {
+      // Gone while we were not listening: deleted (tombstone) or lost with the data.
+      const stones = await this.client.hmget(this.k('tombstones'), ...gone.map((t) => t.id));
+      gone.forEach((t, i) =>
+        events.push({ type: stones[i] === null ? 'tunnel-vanished' : 'tunnel-deleted', tunnelId: t.id, accountId: t.accountId }),
+      );
+    }
     sync(this.routes, routes, routeSchema, 'routes', (h) => ({ type: 'route', hostname: h }), (h) => ({ type: 'route', hostname: h }));
     sync(this.revocations, revocations, revocationSchema, 'revocations', (id) => ({ type: 'revoked', tokenId: id }), () => undefined);
     if (announce) for (const e of events) this.emit(e);
+  }
+
+  /**
+   * The meta record is written when the store is first used. A store that
+   * has seen it and then finds it missing has lost its data (Redis restarted
+   * without persistence, or was flushed): say so loudly, write it again, and
+   * re-read everything (tunnels gone without a tombstone are announced as
+   * vanished, never as deleted).
+   */
+  private async checkMeta(present: boolean): Promise<void> {
+    if (present) {
+      this.sawMeta = true;
+      return;
+    }
+    if (this.sawMeta) {
+      this.log.warn(
+        { event: 'store-wiped', keyPrefix: this.prefix },
+        'redis store: store looks empty or wiped (its meta record is gone: Redis restarted without persistence, or was flushed); tunnels it no longer knows are refused as tunnel_unknown, not deleted; restore the data or run Redis with appendonly yes',
+      );
+    }
+    await this.client.set(this.k('meta'), JSON.stringify({ format: 1, createdAt: Date.now() }), 'NX');
+    this.sawMeta = true;
   }
 
   private k(name: string): string {
@@ -476,6 +541,10 @@ export class RedisStore implements Store {
           if (json === '') this.routes.delete(key);
           else this.routes.set(key, this.parse(routeSchema, json, 'event'));
           return emit({ type: 'route', hostname: key });
+        case 'zone':
+          if (json === '') this.zones.delete(key);
+          else this.zones.set(key, this.parse(zoneSchema, json, 'event'));
+          return emit({ type: 'zone', zone: key });
         case 'revoked':
           this.revocations.set(key, this.parse(revocationSchema, json, 'event'));
           return emit({ type: 'revoked', tokenId: key });
@@ -667,12 +736,51 @@ export class RedisStore implements Store {
   async deleteTunnel(id: string): Promise<void> {
     const [status] = await this.run(
       'deleteTunnel',
-      [this.k('tunnels'), this.k('tunnel-names'), this.k('routes'), this.k(`tunnel-routes:${id}`)],
-      [id, this.channel],
+      [this.k('tunnels'), this.k('tunnel-names'), this.k('routes'), this.k(`tunnel-routes:${id}`), this.k('tombstones')],
+      [id, this.channel, Date.now()],
     );
     if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
     this.tunnels.delete(id);
     for (const [h, r] of this.routes) if (r.tunnelId === id) this.routes.delete(h);
+  }
+
+  async getTombstone(tunnelId: string): Promise<Tombstone | undefined> {
+    const json = await this.cmd('getTombstone', () => this.client.hget(this.k('tombstones'), tunnelId));
+    return json === null ? undefined : this.parse(tombstoneSchema, json, `${this.k('tombstones')}[${tunnelId}]`);
+  }
+
+  // --- zones -------------------------------------------------------------------------
+
+  async addZone(input: NewZone): Promise<Zone> {
+    const name = normalizeHostname(input.zone);
+    if (name.startsWith('*.')) throw new TypeError(`a zone is a plain name, not a wildcard: ${name}`);
+    const zone: Zone = { zone: name, accountId: input.accountId, source: input.source, createdAt: Date.now() };
+    const [status, payload] = await this.run('addZone', [this.k('accounts'), this.k('zones')], [name, zone.accountId, JSON.stringify(zone), this.channel]);
+    if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no account ${zone.accountId}`);
+    if (status === 'CONFLICT') throw new StoreError('CONFLICT', `zone ${name} is held by another account`);
+    const stored = status === 'EXISTS' ? this.parse(zoneSchema, payload, `${this.k('zones')}[${name}]`) : zone;
+    this.zones.set(name, stored);
+    return stored;
+  }
+
+  async getZone(zone: string): Promise<Zone | undefined> {
+    return this.zones.get(zone.toLowerCase());
+  }
+
+  async listZones(filter: { readonly accountId?: string } = {}): Promise<Zone[]> {
+    const all = await this.read(
+      'listZones',
+      async () => Object.entries(await this.client.hgetall(this.k('zones'))).map(([z, j]) => this.parse(zoneSchema, j, `${this.k('zones')}[${z}]`)),
+      () => [...this.zones.values()],
+    );
+    return all.filter((z) => filter.accountId === undefined || z.accountId === filter.accountId).sort(byKey((z) => z.zone));
+  }
+
+  async deleteZone(zone: string): Promise<void> {
+    const z = zone.trim().toLowerCase().replace(/\.$/, '');
+    const [status] = await this.run('deleteZone', [this.k('zones')], [z, this.channel]);
+    if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `nobody holds zone ${z}`);
+    this.zones.delete(z);
   }
 
   // --- routes ------------------------------------------------------------------------
@@ -812,7 +920,13 @@ export class RedisStore implements Store {
 
   async heartbeatRelay(member: RelayMember, ttlMs: number): Promise<void> {
     const rec: RelayMember = { ...member, lastSeen: Date.now() };
-    await this.run('heartbeat', [this.k(`relay:${member.id}`), this.k('relays')], [JSON.stringify(rec), Math.max(1, Math.round(ttlMs)), member.id, this.channel]);
+    const [, metaExists] = await this.run(
+      'heartbeat',
+      [this.k(`relay:${member.id}`), this.k('relays'), this.k('meta')],
+      [JSON.stringify(rec), Math.max(1, Math.round(ttlMs)), member.id, this.channel],
+    );
+    // FLUSHALL under a running fleet: no reconnect tells us, the heartbeat does.
+    if (metaExists === '0' && this.sawMeta && this.warmed) this.scheduleWarm(0);
   }
 
   async removeRelay(id: string): Promise<void> {

@@ -34,6 +34,39 @@ export interface NewRoute {
   readonly accountId: string;
 }
 
+/** How an account came to hold a zone (for operators reading `zone list`). */
+export type ZoneSource = 'operator' | 'dns' | 'adopt';
+
+/**
+ * A DNS name an account holds (DESIGN §12): it may route `zone` itself and
+ * any name under it (exact or wildcard). `zone` is lower-case, never a
+ * wildcard, never a public suffix; zones of different accounts never nest.
+ */
+export interface Zone {
+  readonly zone: string;
+  readonly accountId: string;
+  readonly source: ZoneSource;
+  readonly createdAt: number;
+}
+
+export interface NewZone {
+  readonly zone: string;
+  readonly accountId: string;
+  readonly source: ZoneSource;
+}
+
+/**
+ * What is left of a deleted tunnel: lets a relay tell a tunnel that was
+ * deleted (the connector should stop) from one the store merely does not
+ * know (an empty or wiped store: the connector should keep retrying).
+ */
+export interface Tombstone {
+  readonly tunnelId: string;
+  readonly accountId: string;
+  readonly name: string;
+  readonly deletedAt: number;
+}
+
 export interface Revocation {
   readonly tokenId: string;
   /** When the revoked token expires anyway; the record may be dropped after. */
@@ -113,7 +146,10 @@ export interface PresenceFilter {
  * any process sharing the store reach every subscriber within 1 s.
  *
  * - `route`: the route for `hostname` was added or deleted.
- * - `tunnel`: a tunnel was created. `tunnel-deleted`: a tunnel (and its routes) is gone.
+ * - `tunnel`: a tunnel was created. `tunnel-deleted`: a tunnel (and its routes)
+ *   was deleted (a tombstone records it). `tunnel-vanished`: a tunnel is gone
+ *   from the store without a tombstone (the store was wiped or replaced).
+ * - `zone`: the zone was granted or removed.
  * - `account`: an account was created.
  * - `revoked`: a token id was revoked.
  * - `login`: a login session was created, approved or deleted.
@@ -125,6 +161,8 @@ export type StoreEvent =
   | { readonly type: 'account'; readonly accountId: string }
   | { readonly type: 'tunnel'; readonly tunnelId: string }
   | { readonly type: 'tunnel-deleted'; readonly tunnelId: string; readonly accountId: string }
+  | { readonly type: 'tunnel-vanished'; readonly tunnelId: string; readonly accountId: string }
+  | { readonly type: 'zone'; readonly zone: string }
   | { readonly type: 'route'; readonly hostname: string }
   | { readonly type: 'revoked'; readonly tokenId: string }
   | { readonly type: 'login'; readonly code: string }
@@ -170,8 +208,23 @@ export interface Store {
   getTunnel(id: string): Promise<Tunnel | undefined>;
   getTunnelByName(accountId: string, name: string): Promise<Tunnel | undefined>;
   listTunnels(accountId?: string): Promise<Tunnel[]>;
-  /** Deletes the tunnel and its routes. NOT_FOUND if there is no such tunnel. */
+  /** Deletes the tunnel and its routes and leaves a tombstone. NOT_FOUND if there is no such tunnel. */
   deleteTunnel(id: string): Promise<void>;
+  /** The tombstone of a deleted tunnel (read from the store, not a cache). */
+  getTombstone(tunnelId: string): Promise<Tombstone | undefined>;
+
+  // zones
+  /**
+   * Grants a zone. Idempotent for the same account (returns the existing
+   * record). CONFLICT if another account holds exactly this zone. Nesting
+   * with other accounts' zones is checked by the caller (zone-rules.ts).
+   */
+  addZone(zone: NewZone): Promise<Zone>;
+  /** Served from memory. */
+  getZone(zone: string): Promise<Zone | undefined>;
+  listZones(filter?: { readonly accountId?: string }): Promise<Zone[]>;
+  /** NOT_FOUND if nobody holds it. */
+  deleteZone(zone: string): Promise<void>;
 
   // routes
   /**
@@ -268,6 +321,8 @@ const str = z.string().min(1);
 export const accountSchema = z.strictObject({ id: str, name: str, createdAt: ms });
 export const tunnelSchema = z.strictObject({ id: str, accountId: str, name: str, createdAt: ms });
 export const routeSchema = z.strictObject({ hostname: str, tunnelId: str, accountId: str, createdAt: ms });
+export const zoneSchema = z.strictObject({ zone: str, accountId: str, source: z.enum(['operator', 'dns', 'adopt']), createdAt: ms });
+export const tombstoneSchema = z.strictObject({ tunnelId: str, accountId: str, name: str, deletedAt: ms });
 export const revocationSchema = z.strictObject({ tokenId: str, expiresAt: ms, revokedAt: ms });
 const loginBase = { code: str, boxPublicKey: str, createdAt: ms, expiresAt: ms };
 export const pendingLoginSchema = z.strictObject({ ...loginBase, state: z.literal('pending') });
