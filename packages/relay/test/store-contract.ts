@@ -193,6 +193,53 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect((await s.getRoute('a.example.com'))?.tunnelId).toBe(again.id);
     });
 
+    it('deleteTunnel leaves a tombstone; another instance hears tunnel-deleted, never tunnel-vanished', async () => {
+      const a = await open();
+      const b = await open();
+      const events: StoreEvent[] = [];
+      b.subscribe((e) => events.push(e));
+      const acme = await a.createAccount('acme');
+      const t = await a.createTunnel(acme.id, 'app');
+      await waitFor(async () => (await b.getTunnel(t.id)) !== undefined, 1_000, { message: 'b sees the tunnel' });
+      expect(await a.getTombstone(t.id)).toBeUndefined();
+      await a.deleteTunnel(t.id);
+      const stone = await b.getTombstone(t.id);
+      expect(stone).toMatchObject({ tunnelId: t.id, accountId: acme.id, name: 'app' });
+      expect(Math.abs(stone!.deletedAt - Date.now())).toBeLessThan(5_000);
+      await waitFor(() => events.some((e) => e.type === 'tunnel-deleted' && e.tunnelId === t.id), 1_000, { message: 'tunnel-deleted on b' });
+      expect(events.some((e) => e.type === 'tunnel-vanished')).toBe(false);
+      expect(await b.getTombstone('00000000-0000-4000-8000-000000000000')).toBeUndefined();
+    });
+
+    it('zones: add is idempotent per account, one account per zone, get/list/delete, announced to other instances', async () => {
+      const a = await open();
+      const b = await open();
+      const events: StoreEvent[] = [];
+      b.subscribe((e) => events.push(e));
+      const alice = await a.createAccount('alice');
+      const bob = await a.createAccount('bob');
+      const z = await a.addZone({ zone: 'Alice.Example.COM.', accountId: alice.id, source: 'operator' });
+      expect(z).toMatchObject({ zone: 'alice.example.com', accountId: alice.id, source: 'operator' });
+      expect(await a.addZone({ zone: 'alice.example.com', accountId: alice.id, source: 'dns' })).toEqual(z);
+      const taken = await expectStoreError(b.addZone({ zone: 'alice.example.com', accountId: bob.id, source: 'operator' }), 'CONFLICT');
+      expect(taken.message).not.toContain(alice.id);
+      await expectStoreError(a.addZone({ zone: 'x.example.com', accountId: 'no-such-account', source: 'operator' }), 'NOT_FOUND');
+      await expect(a.addZone({ zone: '*.example.com', accountId: alice.id, source: 'operator' })).rejects.toThrow(/wildcard/);
+      await waitFor(async () => (await b.getZone('alice.example.com'))?.accountId === alice.id, 1_000, { message: 'b mirrors the zone' });
+      expect(events.some((e) => e.type === 'zone' && e.zone === 'alice.example.com')).toBe(true);
+      const bz = await b.addZone({ zone: 'bob.example.com', accountId: bob.id, source: 'adopt' });
+      expect((await a.listZones()).map((x) => x.zone)).toEqual(['alice.example.com', 'bob.example.com']);
+      expect(await a.listZones({ accountId: bob.id })).toEqual([bz]);
+      await a.deleteZone('alice.example.com');
+      await expectStoreError(a.deleteZone('alice.example.com'), 'NOT_FOUND');
+      await waitFor(async () => (await b.getZone('alice.example.com')) === undefined, 1_000, { message: 'b drops the zone' });
+      // Freed: another account may now hold it.
+      expect((await b.addZone({ zone: 'alice.example.com', accountId: bob.id, source: 'operator' })).accountId).toBe(bob.id);
+      await a.close();
+      const c = await open();
+      expect((await c.listZones()).map((x) => `${x.zone}:${x.source}`)).toEqual(['alice.example.com:operator', 'bob.example.com:adopt']);
+    });
+
     it('revocations: revoke is idempotent, isRevoked, list', async () => {
       const s = await open();
       const exp = Date.now() + 3_600_000;

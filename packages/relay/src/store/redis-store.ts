@@ -145,12 +145,12 @@ if e then
   return {'CONFLICT', ''}
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], 'zone\n' .. ARGV[1] .. '\n' .. ARGV[3])
+redis.call('PUBLISH', ARGV[4], 'zone\\n' .. ARGV[1] .. '\\n' .. ARGV[3])
 return {'OK', ARGV[3]}`,
   // KEYS: zones. ARGV: zone, channel
   deleteZone: `
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {'NOT_FOUND', ''} end
-redis.call('PUBLISH', ARGV[2], 'zone\n' .. ARGV[1] .. '\n')
+redis.call('PUBLISH', ARGV[2], 'zone\\n' .. ARGV[1] .. '\\n')
 return {'OK', ''}`,
   // KEYS: revocations. ARGV: tokenId, json, expiresAt, channel
   // KEYS: revocations. ARGV: tokenId, json, expiresAt, channel, effectiveAt.
