@@ -212,8 +212,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 if old ~= ARGV[1] then redis.call('PUBLISH', ARGV[4], 'presence\\n' .. ARGV[3] .. '\\n') end
 return {'OK', ''}`,
-  // KEYS: relay:<id>, relays. ARGV: json, px, id, channel
+  // KEYS: relay:<id>, relays, meta. ARGV: json, px, id, channel
   // Announces a new member or a changed draining flag (not every heartbeat).
+  // Answers whether the store's meta record is still there: a wipe check that
+  // costs nothing extra, as relays heartbeat every few seconds anyway.
   heartbeat: `
 local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -221,7 +223,7 @@ redis.call('SADD', KEYS[2], ARGV[3])
 if not old or cjson.decode(old).draining ~= cjson.decode(ARGV[1]).draining then
   redis.call('PUBLISH', ARGV[4], 'relay\\n' .. ARGV[3] .. '\\n')
 end
-return {'OK', ''}`,
+return {'OK', tostring(redis.call('EXISTS', KEYS[3]))}`,
   // KEYS: relay:<id>, relays, presence:<id>, presence-relays. ARGV: id, channel
   removeRelay: `
 local a = redis.call('DEL', KEYS[1])
