@@ -264,6 +264,8 @@ async function startFleet(profile: boolean): Promise<Fleet> {
       'tunnel',
       'create',
       'bench',
+      '--zone',
+      HOST,
       '--hostname',
       HOST,
       '--store',
