@@ -36,6 +36,10 @@ async function startDns(records: Map<string, string>): Promise<{ port: number; q
     handle: (request, send) => {
       const response = dns2.Packet.createResponseFromRequest(request);
       const q = request.questions[0];
+      if (q?.name.toLowerCase() === '_tunnel-challenge.slow.test') {
+        queries.push(q.name);
+        return; // never answers: the relay's check waits out its DNS timeout
+      }
       if (q) {
         queries.push(q.name);
         const value = records.get(q.name.toLowerCase());
@@ -71,7 +75,7 @@ describe('zones: an account routes only inside zones it holds', () => {
     dns = await startDns(records);
     aliceOrigin = await startOrigin((_q, s) => s.end('alice'));
     bobOrigin = await startOrigin((_q, s) => s.end('bob'));
-    relay = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-zones', extraArgs: ['--zone-claims', '--dns-resolver', `127.0.0.1:${dns.port}`] });
+    relay = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-zones', extraArgs: ['--zone-claims', '--dns-resolver', `127.0.0.1:${dns.port}`, '--zone-claim-checks', '1', '--metrics', '127.0.0.1:0'] });
     for (const who of ['alice', 'bob'] as const) {
       const acct = await runCli(RELAY_CLI, ['account', 'create', who, '--store', store, '--keys', keys], {}, tmp.dir);
       expect(acct.code, acct.stderr).toBe(0);
@@ -221,6 +225,24 @@ describe('zones: an account routes only inside zones it holds', () => {
     // And now alice cannot take it, even with a record she controls.
     const late = await api(relay.controlUrl!, 'POST', '/v1/zones/claims/verify', cred.alice, { zone: 'bobcorp.test' });
     expect([late.status, late.body.error?.code]).toEqual([403, 'zone_owned_by_other_account']);
+  });
+
+  it('zone-claim DNS checks have a ceiling: one more than --zone-claim-checks gets 429, counted in /metrics', async () => {
+    const slow = api(relay.controlUrl!, 'POST', '/v1/zones/claims/verify', cred.bob, { zone: 'slow.test' });
+    await waitFor(() => dns.queries.includes('_tunnel-challenge.slow.test'), 5_000, { message: 'the slow check reached the DNS server' });
+    const busy = await api(relay.controlUrl!, 'POST', '/v1/zones/claims/verify', cred.alice, { zone: 'alicecorp.test' });
+    expect([busy.status, busy.body.error?.code]).toEqual([429, 'zone_claims_busy']);
+    const first = await slow;
+    expect([first.status, first.body.error?.code]).toEqual([403, 'challenge_not_found']);
+    expect(first.body.error?.message).toMatch(/cannot resolve _tunnel-challenge\.slow\.test/);
+    const port = (await relay.proc.waitForLog((l) => l.event === 'metrics-listening')).port as number;
+    const text = (await req(`http://127.0.0.1:${port}/metrics`)).text;
+    expect(text).toMatch(/^tunnel_relay_zone_claim_checks_max 1$/m);
+    expect(text).toMatch(/^tunnel_relay_zone_claim_checks_refused_total 1$/m);
+    expect(text).toMatch(/^tunnel_relay_zone_claim_checks_in_flight 0$/m);
+    // Free again once the slow one is done.
+    const after = await api(relay.controlUrl!, 'POST', '/v1/zones/claims/verify', cred.alice, { zone: 'alicecorp.test' });
+    expect(after.body.error?.code).toBe('challenge_not_found');
   });
 });
 

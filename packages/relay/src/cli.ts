@@ -26,10 +26,17 @@ import { defaultLimits, LIMIT_SETTINGS, type RelayLimits } from './relay-limits.
 import { OperatorKeyGuard } from './operator-key-guard.js';
 import { LoginAdmissions } from './login-admission.js';
 import { registerZoneCommands } from './zone-commands.js';
+import { ClaimChecks } from './zone-claims.js';
 
 const VERSION = '0.1.0';
 
 class UsageError extends Error {}
+
+function positiveInt(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a whole number of at least 1, not ${JSON.stringify(v)}`);
+  return n;
+}
 
 function die(msg: string, code = 1): never {
   process.stderr.write(`tunnel-relay: ${msg}\n`);
@@ -179,6 +186,7 @@ const serve = program
   .addOption(new Option('--legacy-credentials <policy>', 'credentials issued before they expired (no exp): accept (logged once each) or refuse').choices(['accept', 'refuse']).default('accept'))
   .option('--zone-claims', 'let accounts claim zones themselves by a DNS TXT challenge (`tunnel zone claim`)')
   .option('--dns-resolver <addr>', 'DNS server (HOST:PORT) that zone claims are checked against (default: the system resolvers)')
+  .option('--zone-claim-checks <n>', 'most zone-claim DNS checks in flight at once on this relay (more get 429)', '8')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info'))
   .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
   .option('--log-file <file>', 'write logs to this file instead of stdout')
@@ -216,6 +224,8 @@ serve.action(async (flags, cmd: Command) => {
     if (!Number.isInteger(nonceCacheEntries) || nonceCacheEntries < 1000) throw new UsageError('--peer-replay-cache-entries must be an integer of at least 1000');
     // The relay's logger, so store warnings (corrupt records, watch fallback, Redis reconnects) are seen.
     const store = metrics.instrumentStore(await openStore(o.store, { nonceCacheEntries, logger: log.child({ component: 'store' }) }));
+    const claimChecks = flags.zoneClaims ? new ClaimChecks(positiveInt(flags.zoneClaimChecks, '--zone-claim-checks')) : undefined;
+    if (claimChecks) metrics.attachZoneClaims(claimChecks);
     if (!!o.tlsCert !== !!o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
     if (o.tlsCa && !o.tlsCert) throw new UsageError('--tls-ca verifies other relays over TLS: it needs --tls-cert/--tls-key');
     const relay = new Relay(
@@ -298,7 +308,7 @@ serve.action(async (flags, cmd: Command) => {
         loginTtlMs: Number(o.loginTtl) * 1000,
         policy,
         isDraining: () => relay.draining,
-        zoneClaims: flags.zoneClaims ? { resolver: flags.dnsResolver } : undefined,
+        zoneClaims: claimChecks ? { resolver: flags.dnsResolver, checks: claimChecks } : undefined,
       });
       const port = await relay.attachControl(control);
       log.info({ event: 'control-listening', port, operator: !!o.operatorKey }, 'control API listening');

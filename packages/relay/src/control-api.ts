@@ -319,7 +319,8 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
     const zone = v.value;
     const token = challengeToken(d.keys.secretKey, who.accountId, zone);
     if (p === '/v1/zones/claims') return send(res, 200, { zone, record: challengeRecord(zone), type: 'TXT', value: token });
-    const check = await checkClaim(zone, token, d.zoneClaims);
+    const check = await d.zoneClaims.checks.run(() => checkClaim(zone, token, d.zoneClaims));
+    if (!check) throw new ApiError(429, 'zone_claims_busy', `this relay is already checking ${d.zoneClaims.checks.max} zone claim(s); try again in a few seconds`);
     if (!check.found) throw new ApiError(403, 'challenge_not_found', `${check.reason}; publish TXT ${challengeRecord(zone)} = "${token}" and try again`);
     const granted = await grantZone(store, who.accountId, zone, 'dns');
     d.log.info({ event: 'zone-claimed', zone, accountId: who.accountId }, 'zone granted by DNS challenge');

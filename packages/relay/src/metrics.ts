@@ -48,6 +48,7 @@ export class RelayMetrics implements LimitHits {
   private connections: TunnelConnections | null = null;
   private certificate: RelayCertificate | null = null;
   private publicInFlight: () => number = () => 0;
+  private claimChecks: { inFlight: number; max: number; refused: number } | null = null;
 
   /** Hooks for the request path (ProxyContext.hooks). */
   readonly hooks: ProxyHooks;
@@ -195,6 +196,31 @@ export class RelayMetrics implements LimitHits {
         for (const [peer, n] of self.forwarded) this.inc({ peer }, n);
       },
     });
+    new Gauge({
+      name: 'tunnel_relay_zone_claim_checks_in_flight',
+      help: 'Zone-claim DNS checks running now (ceiling: tunnel_relay_zone_claim_checks_max).',
+      registers,
+      collect() {
+        this.set(self.claimChecks?.inFlight ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_zone_claim_checks_max',
+      help: 'Ceiling on zone-claim DNS checks in flight (--zone-claim-checks; 0 when claims are off).',
+      registers,
+      collect() {
+        this.set(self.claimChecks?.max ?? 0);
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_zone_claim_checks_refused_total',
+      help: 'Zone-claim checks refused with 429 because the ceiling was reached.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.claimChecks?.refused ?? 0);
+      },
+    });
     new Counter({
       name: 'tunnel_relay_peer_refused_total',
       help: 'Relay-to-relay requests this relay refused, by reason (signature, stale, replay, body, replay_check_unavailable, malformed).',
@@ -330,6 +356,11 @@ export class RelayMetrics implements LimitHits {
   /** Where the ceiling gauges read their current values. */
   attachLimitGauges(sources: Partial<LimitGaugeSources>): void {
     this.gaugeSources = { ...this.gaugeSources, ...sources };
+  }
+
+  /** Zone-claim DNS checks: in flight, ceiling, refusals. */
+  attachZoneClaims(checks: { inFlight: number; max: number; refused: number }): void {
+    this.claimChecks = checks;
   }
 
   storeError(op: string): void {

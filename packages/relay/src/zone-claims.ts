@@ -13,6 +13,33 @@ export interface ZoneClaimOptions {
   readonly resolver?: string;
   /** Per-query timeout (default 3000 ms). */
   readonly timeoutMs?: number;
+  /** Ceiling on DNS checks in flight on this relay (every account together). */
+  readonly checks: ClaimChecks;
+}
+
+/**
+ * Each `--verify` makes the relay send DNS queries on an account's behalf, so
+ * the checks in flight are capped (a flood gets 429s, not a queue of lookups).
+ * Counted in /metrics.
+ */
+export class ClaimChecks {
+  inFlight = 0;
+  refused = 0;
+  constructor(readonly max: number) {}
+
+  /** Runs `fn` if under the ceiling; undefined (and counted) when full. */
+  async run<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    if (this.inFlight >= this.max) {
+      this.refused++;
+      return undefined;
+    }
+    this.inFlight++;
+    try {
+      return await fn();
+    } finally {
+      this.inFlight--;
+    }
+  }
 }
 
 export function challengeRecord(zone: string): string {
@@ -27,7 +54,7 @@ export function challengeToken(fleetSecretKey: string, accountId: string, zone: 
 export type ClaimCheck = { readonly found: true } | { readonly found: false; readonly reason: string };
 
 /** Resolves the challenge record and looks for `expected` among its TXT strings. */
-export async function checkClaim(zone: string, expected: string, o: ZoneClaimOptions = {}): Promise<ClaimCheck> {
+export async function checkClaim(zone: string, expected: string, o: Omit<ZoneClaimOptions, 'checks'> = {}): Promise<ClaimCheck> {
   const resolver = new Resolver({ timeout: o.timeoutMs ?? 3000, tries: 2 });
   if (o.resolver) resolver.setServers([o.resolver]);
   const name = challengeRecord(zone);
