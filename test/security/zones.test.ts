@@ -278,7 +278,7 @@ describe('zone adopt: an existing store migrates, conflicts are reported, never 
     expect(warn.count).toBe(4);
     expect(String(warn.msg)).toContain('tunnel-relay zone adopt');
     // Still serving: alice's connector on her legacy tunnel reaches her origin.
-    const token = signTunnelToken(loadKeyFile(keys), aliceTunnel!, [relay.connectUrl]);
+    const token = signTunnelToken(loadKeyFile(keys), aliceTunnel!, [relay.connectUrl], undefined, 3600);
     await startConnector({ token, relays: [relay.connectUrl], url: origin.url, ha: 1 });
     expect((await req(`${relay.publicUrl}/`, { host: 'x.wild.alice.test' })).text).toBe('legacy');
 
