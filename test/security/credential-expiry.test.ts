@@ -53,7 +53,7 @@ describe('security: credentials expire and rotate', () => {
     origin = await startOrigin(loadOriginHandler);
     relays = [];
     for (const id of ['relay-a', 'relay-b']) relays.push(await startRelay({ dir: tmp.dir, store, keys: keysFile, id }));
-    const created = await relayCli(['tunnel', 'create', 'app', '--hostname', host, '--account', 'acme', ...relays.flatMap((r) => ['--relay-url', r.connectUrl])]);
+    const created = await relayCli(['tunnel', 'create', 'app', '--zone', host, '--hostname', host, '--account', 'acme', ...relays.flatMap((r) => ['--relay-url', r.connectUrl])]);
     expect(created.code, created.stderr).toBe(0);
     opToken = created.stdout.trim();
   });
