@@ -170,7 +170,7 @@ export async function abuseOnly(): Promise<void> {
     const ports = l.ports as { http: number; connect: number };
     const metricsUrl = `http://127.0.0.1:${(await relay.waitFor((x) => x.event === 'metrics-listening', 10_000, 'metrics')).port as number}/metrics`;
     const connectUrl = `ws://127.0.0.1:${ports.connect}`;
-    const t = await run('tunnel create', NODE, [RELAY_CLI, 'tunnel', 'create', 'abuse', '--store', store, '--keys', keys, '--hostname', 'abuse.test', '--relay-url', connectUrl]);
+    const t = await run('tunnel create', NODE, [RELAY_CLI, 'tunnel', 'create', 'abuse', '--store', store, '--keys', keys, '--zone', 'abuse.test', '--hostname', 'abuse.test', '--relay-url', connectUrl]);
     if (t.code !== 0) throw new Error(`tunnel create failed: ${t.stderr}`);
     const token = t.stdout.trim();
     const pid = relay.pid;

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { Agent, request } from 'undici';
 import { generateKeyFile } from '../../packages/relay/src/keys.js';
-import { startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
+import { RELAY_CLI, runCli, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { waitFor } from '../harness/wait.js';
 import { limitHits, metricsUrl, scrape } from '../harness/limit-metrics.js';
 
@@ -88,6 +88,8 @@ describe('security: control-port ceilings and cross-account access', () => {
     const created = await call(base(), 'POST', '/v1/tunnels', { auth: alice, json: { name: 'secret' } });
     expect(created.status).toBe(201);
     const tunnelId = (created.body.tunnel as { id: string }).id;
+    // An account routes only inside zones it holds.
+    expect((await runCli(RELAY_CLI, ['zone', 'add', 'alice.test', '--account', 'alice', '--store', store], {}, tmp.dir)).code).toBe(0);
     expect((await call(base(), 'POST', '/v1/routes', { auth: alice, json: { hostname: 'secret.alice.test', tunnel: tunnelId } })).status).toBe(201);
 
     const attempts: Array<[string, string, unknown?]> = [
