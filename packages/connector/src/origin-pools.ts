@@ -11,6 +11,7 @@ import type { OriginRequestConfig, Service } from './config.js';
  */
 export class OriginPools {
   private readonly pools = new Map<string, Pool>();
+  private readonly cas = new Map<string, Buffer>();
   /** Per compiled rule, so the hot path skips building the key (a reload makes new rules). */
   private readonly byRule = new WeakMap<object, Pool>();
 
@@ -44,16 +45,30 @@ export class OriginPools {
         bodyTimeout: o.idleTimeout,
         connectTimeout: o.connectTimeout,
         ...(socketPath ? { socketPath } : {}),
-        connect: {
-          timeout: o.connectTimeout,
-          rejectUnauthorized: !o.noTLSVerify,
-          ...(o.originServerName ? { servername: o.originServerName } : {}),
-          ...(o.caPool ? { ca: readFileSync(o.caPool) } : {}),
-        },
+        connect: { timeout: o.connectTimeout, ...this.tls(o) },
       });
       this.pools.set(key, pool);
     }
     return pool;
+  }
+
+  /**
+   * TLS options for an https origin, the same for pooled requests and for
+   * WebSocket upgrades (which do not go through a pool): caPool replaces the
+   * system CAs, originServerName sets SNI and the name checked, noTLSVerify
+   * turns the check off. The CA file is read once per path.
+   */
+  tls(o: OriginRequestConfig): { rejectUnauthorized: boolean; servername?: string; ca?: Buffer } {
+    let ca: Buffer | undefined;
+    if (o.caPool) {
+      ca = this.cas.get(o.caPool);
+      if (!ca) this.cas.set(o.caPool, (ca = readFileSync(o.caPool)));
+    }
+    return {
+      rejectUnauthorized: !o.noTLSVerify,
+      ...(o.originServerName ? { servername: o.originServerName } : {}),
+      ...(ca ? { ca } : {}),
+    };
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
+import { isIP } from 'node:net';
 import { PassThrough, type Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
@@ -384,7 +385,9 @@ export class OriginProxy {
       ...(svc.kind === 'unix'
         ? { socketPath: svc.socketPath }
         : { host: svc.url.hostname, port: svc.url.port || (isTls ? 443 : 80) }),
-      ...(isTls ? { rejectUnauthorized: !o.noTLSVerify, servername: o.originServerName ?? (svc.kind === 'http' ? svc.url.hostname : undefined) } : {}),
+      // node's https would take SNI and the name it verifies from the Host header (the public hostname);
+      // like undici for pooled requests, use the origin URL's host (no SNI for an IP: '' turns it off).
+      ...(isTls ? { servername: sniFor(svc.url.hostname), ...this.pools.tls(o) } : {}),
     };
     const req = (isTls ? https : http).request(reqOpts);
     let settled = false;
@@ -445,6 +448,11 @@ export class OriginProxy {
   async close(): Promise<void> {
     await this.pools.close();
   }
+}
+
+/** SNI for an origin host: none for an IP address (TLS forbids it; the certificate is then checked against the IP). */
+function sniFor(hostname: string): string {
+  return isIP(hostname.replace(/^\[|\]$/g, '')) ? '' : hostname;
 }
 
 const HEAD_TOO_LARGE: OriginFailure = { status: 502, code: 'origin_response_head_too_large', source: 'origin', message: "The origin's response head is over the tunnel's limits." };
