@@ -249,7 +249,7 @@ async function startFleet(profile: boolean): Promise<Fleet> {
         '--log-level',
         'info',
         '--drain-timeout',
-        '2000',
+        '2s',
         ...optional,
       ]);
       started.push(proc);

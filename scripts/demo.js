@@ -117,7 +117,7 @@ async function main() {
       'serve', '--id', `relay-${'ab'[i]}`, '--store', store, '--keys', keys,
       '--http', `127.0.0.1:${ports.http}`, '--connect', `127.0.0.1:${ports.connect}`,
       '--control', `127.0.0.1:${ports.control}`, '--peer', `127.0.0.1:${ports.peer}`,
-      '--log-format', 'json', '--drain-delay', '100', '--operator-key-file', operatorKeyFile,
+      '--log-format', 'json', '--drain-delay', '100ms', '--operator-key-file', operatorKeyFile,
     ]);
     const l = await r.waitFor((j) => j.event === 'listening');
     const c = await r.waitFor((j) => j.event === 'control-listening');

@@ -122,4 +122,42 @@ describe('cli consistency', () => {
       await busy.close();
     }
   });
+
+  it('tunnel run: a duration flag without a unit, or garbage, is one line naming the flag', async () => {
+    for (const [flag, value, why] of [
+      ['--grace-period', 'abc', 'invalid duration "abc": expected a number followed by a unit (h, m, s or ms), e.g. "30s", "1m30s", "500ms"'],
+      ['--grace-period', '30', 'invalid duration "30": missing unit (h, m, s or ms), e.g. "30s"'],
+      ['--discovery-interval', '5', 'invalid duration "5": missing unit (h, m, s or ms), e.g. "5s"'],
+    ] as const) {
+      const r = await runCli(CONNECTOR_CLI, connectorRun([flag, value]).slice(1), { TUNNEL_TOKEN: fleet.token });
+      expect(r.code, `${flag} ${value}`).toBe(1);
+      expect(r.stderr).toBe(`tunnel: ${flag}: ${why}\n`);
+    }
+  });
+
+  it('tunnel-relay serve: a duration flag without a unit, or garbage, is one line naming the flag', async () => {
+    for (const [flag, value, why] of [
+      ['--drain-timeout', 'abc', 'expected a duration like 500ms, 30s or 2m, got "abc"'],
+      ['--drain-delay', '1000', 'expected a duration with a unit, e.g. "1000s", got the bare number 1000'],
+      ['--login-ttl', '600', 'expected a duration with a unit, e.g. "600s", got the bare number 600'],
+      ['--headers-timeout', '30', 'expected a duration with a unit, e.g. "30s", got the bare number 30'],
+    ] as const) {
+      const r = await runCli(RELAY_CLI, [...relayBase().slice(0, -4), '--control', '127.0.0.1:0', '--peer', 'off', '--log-level', 'silent', flag, value], {}, fleet.dir);
+      expect(r.code, `${flag} ${value}`).toBe(1);
+      expect(r.stderr).toBe(`tunnel-relay: ${flag}: ${why}\n`);
+    }
+  });
+
+  it('relay.yml: `drain-timeout: 30` is refused with file:line (it was silently taken as 30 ms), `30s` is taken', async () => {
+    const bare = path.join(fleet.dir, 'bare.yml');
+    writeFileSync(bare, 'region: test\ndrain-timeout: 30\n');
+    const r = await runCli(RELAY_CLI, [...relayBase(), '--config', bare], {}, fleet.dir);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`tunnel-relay: ${bare}:2:16: drain-timeout: expected a duration with a unit, e.g. "30s", got the bare number 30\n`);
+    const good = path.join(fleet.dir, 'good.yml');
+    writeFileSync(good, 'region: test\ndrain-timeout: 30s\nlog: { format: json }\n');
+    const p = new Proc('relay-good-yml', process.execPath, [RELAY_CLI, ...relayBase(), '--config', good], {}, fleet.dir);
+    await p.waitForLog((l) => l.event === 'listening', 15_000);
+    await p.stop();
+  });
 });

@@ -46,7 +46,7 @@ describe('logs', () => {
     relayB = new Proc('relay-b', process.execPath, [
       RELAY_CLI, 'serve', '--id', 'relay-b', '--store', store, '--keys', keys,
       '--http', '127.0.0.1:0', '--connect', '127.0.0.1:0', '--control', '127.0.0.1:0', '--peer', '127.0.0.1:0',
-      '--drain-delay', '200', '--log-level', 'debug', '--log-file', relayFile,
+      '--drain-delay', '200ms', '--log-level', 'debug', '--log-file', relayFile,
     ], {}, tmp.dir);
     const listening = await waitFor(() => fileLogs(relayFile).find((l) => l.event === 'listening'), 15_000, { message: 'relay-b listening (in its log file)' });
     const ports = listening.ports as { http: number; connect: number };

@@ -28,7 +28,7 @@ describe('provisioning: login → create → route → run', () => {
     origin = await startOrigin((q, s) => s.end(`origin saw ${q.headers.host} ${q.url}`));
     relays = [];
     for (const id of ['relay-a', 'relay-b']) {
-      relays.push(await startRelay({ dir: tmp.dir, store, keys, id, extraArgs: ['--login-ttl', '30'], env: { TUNNEL_RELAY_OPERATOR_KEY: OPERATOR_KEY } }));
+      relays.push(await startRelay({ dir: tmp.dir, store, keys, id, extraArgs: ['--login-ttl', '30s'], env: { TUNNEL_RELAY_OPERATOR_KEY: OPERATOR_KEY } }));
     }
   });
   afterAll(async () => {
@@ -195,7 +195,7 @@ describe('provisioning: login → create → route → run', () => {
   });
 
   it('an expired login code ends `tunnel login` with a clear error', async () => {
-    const short = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-short', extraArgs: ['--login-ttl', '1'] });
+    const short = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-short', extraArgs: ['--login-ttl', '1s'] });
     const home = path.join(tmp.dir, 'late-home');
     const r = await tunnel(home, ['login', '--relay', short.controlUrl!, '--poll-interval', '200']);
     expect(r.code).toBe(1);

@@ -164,7 +164,7 @@ export async function startRelay(o: RelayStartOptions): Promise<RelayProc> {
     '--peer',
     `127.0.0.1:${o.ports?.peer ?? 0}`,
     '--drain-delay',
-    '200',
+    '200ms',
     '--log-format',
     'json',
     '--log-level',

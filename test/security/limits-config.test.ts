@@ -29,9 +29,15 @@ describe('security: ceilings from relay.yml', () => {
   });
 
   it('a flag that is not a whole number is refused naming the flag', async () => {
-    const r = await runCli(RELAY_CLI, ['serve', '--store', store, '--keys', keys, '--body-idle-timeout', '10s'], {}, tmp.dir, 15_000);
+    const r = await runCli(RELAY_CLI, ['serve', '--store', store, '--keys', keys, '--max-pending-logins', '10s'], {}, tmp.dir, 15_000);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/--body-idle-timeout: expected a whole number of milliseconds/);
+    expect(r.stderr).toMatch(/--max-pending-logins: expected a whole number/);
+  });
+
+  it('a duration limit flag without a unit is refused naming the flag', async () => {
+    const r = await runCli(RELAY_CLI, ['serve', '--store', store, '--keys', keys, '--body-idle-timeout', '10000'], {}, tmp.dir, 15_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('tunnel-relay: --body-idle-timeout: expected a duration with a unit, e.g. "10000s", got the bare number 10000\n');
   });
 
   it('limits from the file apply', async () => {

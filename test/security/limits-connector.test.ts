@@ -127,7 +127,7 @@ describe('security: connector-side ceilings', () => {
       store: fleet.store,
       keys: fleet.keys,
       id: 'relay-stall',
-      extraArgs: ['--metrics', '127.0.0.1:0', '--session-ping-rate', '0', '--session-max-queued', String(1024 * 1024), '--session-stall-timeout', '1500'],
+      extraArgs: ['--metrics', '127.0.0.1:0', '--session-ping-rate', '0', '--session-max-queued', String(1024 * 1024), '--session-stall-timeout', '1500ms'],
     });
     const m = await metricsUrl(r);
     const before = await limitHits(m);

@@ -62,7 +62,7 @@ describe('security: control-port ceilings and cross-account access', () => {
       store,
       keys,
       id: 'relay-ctl',
-      extraArgs: ['--metrics', '127.0.0.1:0', '--login-ttl', '3', '--max-pending-logins-per-ip', '3', '--operator-key-failures', '3', '--operator-key-window', '60000'],
+      extraArgs: ['--metrics', '127.0.0.1:0', '--login-ttl', '3s', '--max-pending-logins-per-ip', '3', '--operator-key-failures', '3', '--operator-key-window', '60s'],
       env: { TUNNEL_RELAY_OPERATOR_KEY: OPERATOR_KEY },
     });
     metrics = await metricsUrl(relay);

@@ -54,7 +54,7 @@ describe('security: public-side ceilings', () => {
     });
     fleet = await startFleet({
       relays: 1,
-      relayArgs: ['--metrics', '127.0.0.1:0', '--max-public-connections-per-ip', '10', '--body-idle-timeout', '1000', '--headers-timeout', '1000'],
+      relayArgs: ['--metrics', '127.0.0.1:0', '--max-public-connections-per-ip', '10', '--body-idle-timeout', '1s', '--headers-timeout', '1s'],
     });
     metrics = await metricsUrl(fleet.relays[0]!);
     await fleet.connector({ url: origin.url, ha: 2 });
@@ -197,7 +197,7 @@ describe('security: public-side ceilings', () => {
   it('a request head that never ends is cut by the headers timeout', async () => {
     const c = await rawConnect(relay().http);
     c.socket.write(`GET /slowloris HTTP/1.1\r\nHost: ${fleet.hostname}\r\nX-A: `);
-    // --headers-timeout 1000: closed within a few seconds (a 408 first, or just the close).
+    // --headers-timeout 1s: closed within a few seconds (a 408 first, or just the close).
     await waitFor(() => c.closed, 10_000, { message: 'slow head cut' });
     expect(c.text === '' || /^HTTP\/1\.1 408 /.test(c.text)).toBe(true);
     await stillServing();

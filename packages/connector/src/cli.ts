@@ -4,7 +4,7 @@ import { createLogger, LOG_LEVELS } from '@tunnel/protocol';
 import { Connector, CONNECTOR_VERSION } from './connector.js';
 import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from './config.js';
 import { compileIngress, describeRule, ruleForUrl } from './ingress.js';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '@tunnel/protocol';
 import { resolveToken, relaysFor, tokenExpiry, CredentialError } from './credentials.js';
 import { watchCredential } from './credential-watch.js';
 import { peekClaims } from '@tunnel/protocol';
@@ -86,7 +86,7 @@ program
     if (relays.length === 0) throw new CliError('no relays: pass --relay URL, list `relays` in the config, or use a credential that names them');
     const haConnections = Number(o.haConnections ?? cfg?.haConnections ?? 4);
     if (!Number.isInteger(haConnections) || haConnections < 1 || haConnections > 16) throw new CliError('--ha-connections must be 1..16');
-    const gracePeriodMs = o.gracePeriod ? parseDuration(o.gracePeriod) : (cfg?.gracePeriod ?? 30_000);
+    const gracePeriodMs = o.gracePeriod ? durationFlag('grace-period', o.gracePeriod) : (cfg?.gracePeriod ?? 30_000);
 
     const claimed = peekClaims(token)?.controlUrl;
     const controlUrls = o.discover === false ? [] : [file?.controlUrl, typeof claimed === 'string' ? claimed : undefined].filter((x): x is string => !!x);
@@ -106,7 +106,7 @@ program
       log,
       controlUrls,
       fleetKey,
-      discoveryIntervalMs: parseDuration(o.discoveryInterval),
+      discoveryIntervalMs: durationFlag('discovery-interval', o.discoveryInterval),
       hooks: metrics.originHooks,
     });
     metrics.attach(connector.ha);
@@ -228,6 +228,15 @@ function fleetKeyFor(flag: string | undefined, claimed: unknown, fromFile: strin
   if (key === undefined) return null;
   if (!/^[A-Za-z0-9_-]{43}$/.test(key)) throw new CliError(`fleet key ${JSON.stringify(key.slice(0, 60))} is not an Ed25519 public key (43 base64url characters)`);
   return key;
+}
+
+/** A duration flag (`30s`, `1m30s`); a bare number or garbage is a usage error naming the flag. */
+function durationFlag(flag: string, value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (e) {
+    throw new CliError(`--${flag}: ${(e as Error).message}`);
+  }
 }
 
 /** `--metrics HOST:PORT`, `:PORT` (localhost) or `PORT`; anything else is a usage error naming the flag. */

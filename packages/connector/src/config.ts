@@ -22,7 +22,7 @@ import {
   type Document,
 } from 'yaml';
 import * as z from 'zod';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '@tunnel/protocol';
 
 // ───────────────────────────── public types ─────────────────────────────
 

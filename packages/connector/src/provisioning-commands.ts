@@ -6,7 +6,7 @@ import { api, certPath, readCert, writeSecretFile, writeSecretText, ControlError
 import { tunnelHome, findCredentialsByName, credentialsFileFor, UnsafeIdError } from './tunnel-home.js';
 import { relayTrust } from './ca-trust.js';
 import { resolveToken, type TunnelCredentialsFile } from './credentials.js';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '@tunnel/protocol';
 
 interface TunnelRecord {
   id: string;

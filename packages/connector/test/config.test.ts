@@ -14,7 +14,7 @@ import {
   singleServiceIngress,
   type ConfigProblem,
 } from '../src/config.js';
-import { formatDuration, parseDuration } from '../src/duration.js';
+import { formatDuration, parseDuration } from '@tunnel/protocol';
 
 /** Lines joined so that argument N is line N+1 of the file: line numbers stay obvious. */
 const yaml = (...lines: string[]): string => lines.join('\n') + '\n';

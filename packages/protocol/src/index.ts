@@ -15,3 +15,4 @@ export * from './head-stream.js';
 export * from './logger.js';
 export * from './systemd-unit.js';
 export * from './head-check.js';
+export * from './duration.js';

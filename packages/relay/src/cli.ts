@@ -15,7 +15,7 @@ import { grantZone } from './zone-grants.js';
 import { ApiError } from './api-error.js';
 import { peekClaims } from '@tunnel/protocol';
 import { readFileSync } from 'node:fs';
-import { loadRelayConfig, parseDurationMs, RelayConfigError, type RelayConfigFile } from './relay-config.js';
+import { durationMs, loadRelayConfig, RelayConfigError, type RelayConfigFile } from './relay-config.js';
 import http from 'node:http';
 import { RelayMetrics } from './metrics.js';
 import { Dashboard } from './dashboard.js';
@@ -53,11 +53,16 @@ const program = new Command('tunnel-relay')
 const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE').default('file:./relay-data');
 const keysOpt = () => new Option('--keys <file>', 'fleet signing key file').env('TUNNEL_RELAY_KEYS').default('./fleet-key.json');
 
-/** A duration flag: the forms relay.yml takes, else a usage error naming the flag (a NaN once made SIGTERM wait for nothing). */
+/**
+ * A duration flag: the forms relay.yml takes, else a usage error naming the
+ * flag (a NaN once made SIGTERM wait for nothing). A number is relay.yml's,
+ * already checked there.
+ */
 function durationFlag(flag: string, value: string | number): number {
-  const ms = parseDurationMs(value);
-  if (ms === undefined) throw new UsageError(`--${flag}: expected a duration like 500ms, 30s or 2m (or milliseconds), got ${JSON.stringify(value)}`);
-  return ms;
+  if (typeof value === 'number') return value;
+  const r = durationMs(value);
+  if ('problem' in r) throw new UsageError(`--${flag}: ${r.problem}`);
+  return r.ms;
 }
 
 function readOperatorKey(file: string | undefined): string | undefined {
@@ -97,7 +102,7 @@ function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) 
     advertiseHost: pick<string>('advertiseHost', cfg['advertise-host']),
     drainTimeout: pick<string | number>('drainTimeout', cfg['drain-timeout']),
     drainDelay: pick<string | number>('drainDelay', cfg['drain-delay']),
-    loginTtl: cfg['login-ttl'] !== undefined && cmd.getOptionValueSource('loginTtl') === 'default' ? cfg['login-ttl'] / 1000 : (o.loginTtl as string),
+    loginTtl: pick<string | number>('loginTtl', cfg['login-ttl']),
     operatorKey:
       (o.operatorKey as string | undefined) ??
       readOperatorKey(o.operatorKeyFile as string | undefined) ??
@@ -121,7 +126,11 @@ function limitsFrom(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFi
     const src = cmd.getOptionValueSource(opt);
     if (src === 'cli' || src === 'env') {
       const raw = String(o[opt]);
-      if (!/^\d+$/.test(raw)) throw new UsageError(`--${l.name}: expected a whole number${l.kind === 'ms' ? ' of milliseconds' : ''} (0 turns it off), got ${JSON.stringify(raw)}`);
+      if (l.kind === 'ms') {
+        out[l.key] = durationFlag(l.name, raw);
+        continue;
+      }
+      if (!/^\d+$/.test(raw)) throw new UsageError(`--${l.name}: expected a whole number (0 turns it off), got ${JSON.stringify(raw)}`);
       out[l.key] = Number(raw);
     } else if (fromFile[l.name] !== undefined) {
       out[l.key] = fromFile[l.name]!;
@@ -173,13 +182,13 @@ const serve = program
   .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
   .option('--peer <addr>', 'relay-to-relay forwarding listener ("off" to disable)', ':7845')
   .option('--metrics <addr>', 'serve Prometheus /metrics on HOST:PORT (default: off)')
-  .option('--drain-delay <duration>', 'on SIGTERM, keep serving this long after reporting draining (for load balancers)', '1000')
+  .option('--drain-delay <duration>', 'on SIGTERM, keep serving this long after reporting draining (for load balancers)', '1s')
   .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay', '127.0.0.1')
   .option('--advertise-peer-url <url>', 'URL peers use for this relay\'s peer endpoint when it is not advertise-host:PORT (behind NAT or a proxy)')
-  .option('--drain-timeout <duration>', 'how long SIGTERM waits for in-flight requests', '30000')
+  .option('--drain-timeout <duration>', 'how long SIGTERM waits for in-flight requests', '30s')
   .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard (prefer --operator-key-file)').env('TUNNEL_RELAY_OPERATOR_KEY'))
   .addOption(new Option('--operator-key-file <file>', 'read the operator key from this file').env('TUNNEL_RELAY_OPERATOR_KEY_FILE'))
-  .option('--login-ttl <seconds>', 'how long a `tunnel login` code stays valid', '600')
+  .option('--login-ttl <duration>', 'how long a `tunnel login` code stays valid', '10m')
   .option('--peer-replay-cache-entries <n>', 'embedded store only: relay-to-relay nonces kept for the replay check; when full, peer requests are refused (Redis keeps them itself)', '200000')
   .option('--account-credential-ttl <duration>', 'lifetime of account credentials issued here (tunnel login)', '90d')
   .option('--tunnel-token-ttl <duration>', 'lifetime of tunnel tokens issued here', '365d')
@@ -193,7 +202,7 @@ const serve = program
   // The connector's spellings, so one habit works on both binaries.
   .addOption(new Option('--loglevel <level>').choices(LOG_LEVELS as unknown as string[]).hideHelp())
   .addOption(new Option('--logfile <file>').hideHelp());
-for (const l of LIMIT_SETTINGS) serve.option(`--${l.name} <${l.kind === 'ms' ? 'ms' : 'n'}>`, `${l.help} (0: off)`);
+for (const l of LIMIT_SETTINGS) serve.option(`--${l.name} <${l.kind === 'ms' ? 'duration' : 'n'}>`, `${l.help} (0: off)`);
 serve.action(async (flags, cmd: Command) => {
     aliasFlag(cmd, flags, 'loglevel', 'logLevel');
     aliasFlag(cmd, flags, 'logfile', 'logFile');
@@ -305,7 +314,7 @@ serve.action(async (flags, cmd: Command) => {
         operatorGuard,
         logins,
         controlUrl: () => relay.urls().controlUrl,
-        loginTtlMs: Number(o.loginTtl) * 1000,
+        loginTtlMs: durationFlag('login-ttl', o.loginTtl),
         policy,
         isDraining: () => relay.draining,
         zoneClaims: claimChecks ? { resolver: flags.dnsResolver, checks: claimChecks } : undefined,

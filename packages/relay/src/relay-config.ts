@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { z } from 'zod';
+import { parseDuration } from '@tunnel/protocol';
 import { LIMIT_SETTINGS } from './relay-limits.js';
 
 /**
@@ -18,20 +19,38 @@ export class RelayConfigError extends Error {
 }
 
 const addr = z.union([z.string().regex(/^(\[[^\]]+\]|[^:\s]*):\d{1,5}$|^\d{1,5}$|^off$/, 'expected HOST:PORT, :PORT, PORT or off'), z.number().int().min(0).max(65535)]).transform(String);
-const duration = z.union([z.number().int().min(0), z.string().regex(/^\d+(ms|s|m)$/, 'expected a duration like 500ms, 30s or 2m')]).transform((v) => {
-  if (typeof v === 'number') return v;
-  const n = Number.parseInt(v, 10);
-  return v.endsWith('ms') ? n : v.endsWith('m') ? n * 60_000 : n * 1000;
+/** Node timers take at most 2^31-1 ms; a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A relay.yml value or `serve` flag that is a duration, in ms: the grammar of
+ * every duration in the project (parseDuration: `30s`, `1m30s`, `500ms`).
+ * A bare number is refused, as `30` could mean seconds or milliseconds.
+ */
+export function durationMs(v: unknown): { ms: number } | { problem: string } {
+  if (typeof v === 'number') return { problem: `expected a duration with a unit, e.g. "${v}s", got the bare number ${v}` };
+  if (typeof v !== 'string') return { problem: 'expected a duration like 500ms, 30s or 2m' };
+  if (/^\d+$/.test(v) && v !== '0') return { problem: `expected a duration with a unit, e.g. "${v}s", got the bare number ${v}` };
+  let ms: number;
+  try {
+    ms = parseDuration(v);
+  } catch {
+    return { problem: `expected a duration like 500ms, 30s or 2m, got ${JSON.stringify(v)}` };
+  }
+  if (ms > MAX_TIMER_MS) return { problem: `duration ${JSON.stringify(v)} is too long (at most 596h31m23s)` };
+  return { ms };
+}
+
+const duration = z.unknown().transform((v, ctx) => {
+  const r = durationMs(v);
+  if ('ms' in r) return r.ms;
+  ctx.addIssue({ code: 'custom', message: r.problem });
+  return z.NEVER;
 });
 
 const count = z.number().int().min(0);
-const limitsSchema = z.strictObject(Object.fromEntries(LIMIT_SETTINGS.map((l) => [l.name, (l.kind === 'ms' ? duration : count).optional()])) as Record<string, z.ZodOptional<typeof count>>);
+const limitsSchema = z.strictObject(Object.fromEntries(LIMIT_SETTINGS.map((l) => [l.name, l.kind === 'ms' ? duration.optional() : count.optional()])) as Record<string, z.ZodOptional<typeof count>>);
 
-/** `30s`, `500ms`, `2m` or plain milliseconds, as relay.yml takes them; undefined for anything else. */
-export function parseDurationMs(value: string | number): number | undefined {
-  const r = duration.safeParse(typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value);
-  return r.success ? r.data : undefined;
-}
 
 const schema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'relay ids are 1-64 letters, digits, dot, dash, underscore').optional(),

@@ -97,23 +97,22 @@ function descriptorLimit(): number {
 
 /**
  * How each limit is set: `--FLAG` on `tunnel-relay serve` and `limits.KEY`
- * in relay.yml (the same name), with durations in ms on the command line and
- * as a number or `30s`-style string in the file.
+ * in relay.yml (the same name); durations take units (`30s`, `500ms`) in both.
  */
 export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: string; kind: 'count' | 'ms' | 'bytes' | 'rate'; help: string }> = [
   { key: 'publicConnections', name: 'max-public-connections', kind: 'count', help: 'open public connections before new ones get a 503 (default: 3/4 of the descriptor limit)' },
   { key: 'publicConnectionsPerIp', name: 'max-public-connections-per-ip', kind: 'count', help: 'open public connections per client IP before a 429' },
   { key: 'sessionsPerToken', name: 'max-sessions-per-token', kind: 'count', help: 'connector connections per tunnel token on this relay before a 429' },
   { key: 'sessionsPerConnector', name: 'max-sessions-per-connector', kind: 'count', help: 'connector connections per connector id on this relay before a 429' },
-  { key: 'bodyIdleTimeoutMs', name: 'body-idle-timeout', kind: 'ms', help: 'longest pause between request-body bytes before a 408 or an abort (ms)' },
+  { key: 'bodyIdleTimeoutMs', name: 'body-idle-timeout', kind: 'ms', help: 'longest pause between request-body bytes before a 408 or an abort' },
   { key: 'pendingLogins', name: 'max-pending-logins', kind: 'count', help: 'pending `tunnel login` sessions created through this relay' },
   { key: 'pendingLoginsPerIp', name: 'max-pending-logins-per-ip', kind: 'count', help: 'pending `tunnel login` sessions per client IP' },
   { key: 'operatorKeyFailures', name: 'operator-key-failures', kind: 'count', help: 'wrong operator keys per client IP per window before every try is a 429' },
-  { key: 'operatorKeyWindowMs', name: 'operator-key-window', kind: 'ms', help: 'window of --operator-key-failures (ms)' },
+  { key: 'operatorKeyWindowMs', name: 'operator-key-window', kind: 'ms', help: 'window of --operator-key-failures' },
   { key: 'sessionMaxQueuedBytes', name: 'session-max-queued', kind: 'bytes', help: 'bytes queued to a connector that does not read before the relay stops reading it' },
-  { key: 'sessionStallTimeoutMs', name: 'session-stall-timeout', kind: 'ms', help: 'how long a connector session may stay over --session-max-queued before it is closed (ms)' },
+  { key: 'sessionStallTimeoutMs', name: 'session-stall-timeout', kind: 'ms', help: 'how long a connector session may stay over --session-max-queued before it is closed' },
   { key: 'sessionPingRate', name: 'session-ping-rate', kind: 'rate', help: 'pings answered per second per connector session' },
   { key: 'sessionRefusalRate', name: 'session-refusal-rate', kind: 'rate', help: 'refused stream opens per second per connector session before it is closed' },
-  { key: 'headersTimeoutMs', name: 'headers-timeout', kind: 'ms', help: 'time a public client has to send a whole request head (ms)' },
-  { key: 'keepAliveTimeoutMs', name: 'keep-alive-timeout', kind: 'ms', help: 'idle time before a kept-alive public connection is closed (ms)' },
+  { key: 'headersTimeoutMs', name: 'headers-timeout', kind: 'ms', help: 'time a public client has to send a whole request head' },
+  { key: 'keepAliveTimeoutMs', name: 'keep-alive-timeout', kind: 'ms', help: 'idle time before a kept-alive public connection is closed' },
 ];

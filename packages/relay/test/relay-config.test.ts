@@ -1,11 +1,11 @@
 // relay.yml errors name the file, line, column and problem, as the README shows
-// (`relay.yml:11:16: drain-timeout: expected a duration like 500ms, 30s or 2m`),
+// (`relay.yml:11:16: drain-timeout: expected a duration with a unit, e.g. "30s", got the bare number 30`),
 // and the same durations are accepted from the flags.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RelayConfigError, loadRelayConfig, parseDurationMs } from '../src/relay-config.js';
+import { RelayConfigError, durationMs, loadRelayConfig } from '../src/relay-config.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'relay-yml-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -26,17 +26,22 @@ describe('relay.yml', () => {
       err = e;
     }
     expect(err).toBeInstanceOf(RelayConfigError);
-    expect((err as Error).message).toBe(`${f}:3:16: drain-timeout: expected a duration like 500ms, 30s or 2m`);
+    expect((err as Error).message).toBe(`${f}:3:16: drain-timeout: expected a duration like 500ms, 30s or 2m, got "soon"`);
   });
 
-  it('durations: 500ms, 30s, 2m and plain milliseconds; anything else is undefined', () => {
+  it('durations: 500ms, 30s, 2m, 1m30s (the grammar of every duration); a bare number or anything else is a problem', () => {
     const f = write('ok.yml', 'drain-timeout: 30s\ndrain-delay: 500ms\n');
     const cfg = loadRelayConfig(f);
     expect(cfg['drain-timeout']).toBe(30_000);
     expect(cfg['drain-delay']).toBe(500);
-    expect(parseDurationMs('2m')).toBe(120_000);
-    expect(parseDurationMs('1500')).toBe(1500);
-    expect(parseDurationMs(250)).toBe(250);
-    for (const bad of ['soon', '30 s', '-1', '1h', '', '1.5s']) expect(parseDurationMs(bad), bad).toBeUndefined();
+    expect(durationMs('2m')).toEqual({ ms: 120_000 });
+    expect(durationMs('1m30s')).toEqual({ ms: 90_000 });
+    expect(durationMs('0')).toEqual({ ms: 0 });
+    for (const bad of ['soon', '30 s', '-1', '', '1500', 250, '1000h']) expect(durationMs(bad), String(bad)).toHaveProperty('problem');
+  });
+
+  it('a bare number is refused with file:line, not taken as milliseconds', () => {
+    const f = write('bare.yml', 'id: relay-fra-1\ndrain-timeout: 30\n');
+    expect(() => loadRelayConfig(f)).toThrow(`${f}:2:16: drain-timeout: expected a duration with a unit, e.g. "30s", got the bare number 30`);
   });
 });
