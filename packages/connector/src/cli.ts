@@ -101,6 +101,7 @@ program
       haConnections,
       gracePeriodMs,
       configFile: o.config,
+      config: cfg,
       url: o.url,
       ingress,
       log,

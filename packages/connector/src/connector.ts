@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
+import { unwatchFile, watch, watchFile, type FSWatcher } from 'node:fs';
 import type { Logger } from 'pino';
 import { HAManager } from './ha-manager.js';
 import { OriginProxy, type OriginProxyHooks } from './origin-proxy.js';
 import { compileIngress, type Ingress } from './ingress.js';
-import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS } from './config.js';
+import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from './config.js';
+import { keysNeedingRestart } from './config-changes.js';
 import type { CloseReason } from './relay-connection.js';
 import { RelayDiscovery } from './relay-discovery.js';
 
@@ -17,6 +18,8 @@ export interface ConnectorOptions {
   gracePeriodMs: number;
   /** Config file to watch for ingress changes (reloaded on change and SIGHUP). */
   configFile?: string;
+  /** The config the connector started with (read from configFile), to tell which reloaded keys need a restart. */
+  config?: ConnectorConfig;
   /** `--url`: a single-service ingress instead of the config's rules. */
   url?: string;
   ingress: Ingress;
@@ -45,11 +48,15 @@ export class Connector {
   private watcher: FSWatcher | null = null;
   readonly discovery: RelayDiscovery | null;
   private reloadTimer: NodeJS.Timeout | null = null;
+  /** Polling the config file (fs.watch failed); checked this often. */
+  private polling = false;
+  private running: ConnectorConfig | undefined;
   private fatalReason: Extract<CloseReason, { kind: 'refused' | 'revoked' }> | null = null;
   private readonly fatalWaiters: Array<(r: Extract<CloseReason, { kind: 'refused' | 'revoked' }>) => void> = [];
 
   constructor(private readonly o: ConnectorOptions) {
     this.id = o.id ?? randomUUID();
+    this.running = o.config;
     const log = (this.log = o.log.child({ connectorId: this.id }));
     this.proxy = new OriginProxy(o.ingress, log, o.hooks);
     this.ha = new HAManager({
@@ -100,6 +107,15 @@ export class Connector {
       const ingress = compileIngress(rules, cfg.originRequest ?? ORIGIN_REQUEST_DEFAULTS);
       this.proxy.setIngress(ingress);
       this.log.info({ event: 'config-reloaded', file, rules: ingress.rules.length }, 'ingress reloaded');
+      const ignored = this.running ? keysNeedingRestart(this.running, cfg) : [];
+      if (ignored.length) {
+        this.log.warn(
+          { event: 'config-restart-needed', file, keys: ignored },
+          `config changed ${ignored.join(', ')}: a reload applies only ingress and originRequest; restart the connector to apply the rest`,
+        );
+      }
+      // Compared against what runs, so the warning repeats until a restart: only the live part moves.
+      this.running = this.running ? { ...this.running, source: cfg.source, ingress: cfg.ingress, originRequest: cfg.originRequest } : cfg;
       return true;
     } catch (e) {
       const msg = e instanceof ConfigError ? e.message : (e as Error).message;
@@ -109,22 +125,46 @@ export class Connector {
   }
 
   private watchConfig(file: string): void {
-    try {
-      // Editors replace files (rename) as often as they write them: debounce and re-arm.
-      this.watcher = watch(file, () => {
-        if (this.reloadTimer) clearTimeout(this.reloadTimer);
-        this.reloadTimer = setTimeout(() => {
-          this.reload();
-          if (this.state === 'running') {
-            this.watcher?.close();
-            this.watchConfig(file);
-          }
-        }, 150);
-        this.reloadTimer.unref();
+    const onChange = () => {
+      if (this.reloadTimer) clearTimeout(this.reloadTimer);
+      this.reloadTimer = setTimeout(() => {
+        this.reload();
+        if (this.state !== 'running') return;
+        // Re-arm: an editor's rename leaves the old watch on a file that is gone.
+        this.watcher?.close();
+        this.watcher = null;
+        this.armWatch(file, onChange);
+      }, 150);
+      this.reloadTimer.unref();
+    };
+    this.armWatch(file, onChange);
+  }
+
+  /**
+   * fs.watch on the file; when it cannot be set up or fails later (file
+   * deleted, inotify limit), poll the file's stat instead so a change is still
+   * picked up, and go back to fs.watch once it works again.
+   */
+  private armWatch(file: string, onChange: () => void): void {
+    const poll = (err: Error) => {
+      this.watcher?.close();
+      this.watcher = null;
+      if (this.polling || this.state !== 'running') return;
+      this.polling = true;
+      this.log.warn({ event: 'config-watch-failed', file, err: err.message }, 'cannot watch config file; polling it every second instead');
+      watchFile(file, { interval: 1_000 }, (cur, prev) => {
+        if (cur.mtimeMs === prev.mtimeMs && cur.ino === prev.ino && cur.size === prev.size) return;
+        unwatchFile(file);
+        this.polling = false;
+        onChange();
       });
-      this.watcher.on('error', () => {});
+    };
+    if (this.polling) return;
+    try {
+      this.watcher = watch(file, onChange);
+      this.watcher.on('error', (e) => poll(e));
     } catch (e) {
-      this.log.warn({ file, err: (e as Error).message }, 'cannot watch config file; reload with SIGHUP');
+      poll(e as Error);
     }
   }
 
@@ -133,11 +173,19 @@ export class Connector {
     this.ha.rotateToken(token);
   }
 
+  private stopWatching(): void {
+    this.watcher?.close();
+    this.watcher = null;
+    if (this.polling && this.o.configFile) unwatchFile(this.o.configFile);
+    this.polling = false;
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+  }
+
   async drain(): Promise<void> {
     if (this.state !== 'running') return;
     this.state = 'draining';
     this.log.info({ event: 'draining', gracePeriodMs: this.o.gracePeriodMs }, 'connector draining');
-    this.watcher?.close();
+    this.stopWatching();
     this.discovery?.stop();
     await this.ha.drain();
     await this.proxy.close();
@@ -147,7 +195,7 @@ export class Connector {
 
   async stop(): Promise<void> {
     this.state = 'stopped';
-    this.watcher?.close();
+    this.stopWatching();
     this.discovery?.stop();
     this.ha.stop();
     await this.proxy.close();
