@@ -22,6 +22,8 @@ export class FleetView {
     private readonly refreshMs = 2_000,
     /** 'https': a relay with certificates never forwards a request (or its secrets) in clear. */
     private readonly peerScheme: 'https' | 'any' = 'any',
+    /** A peer whose last heartbeat is older than this is not forwarded to: the membership TTL the relays publish with. */
+    private readonly memberTtlMs = 6_000,
   ) {}
 
   async start(): Promise<void> {
@@ -45,7 +47,7 @@ export class FleetView {
     for (const id of ids) {
       if (id === this.selfId) continue;
       const m = this.members.get(id);
-      if (m && m.peerUrl && !m.draining && m.lastSeen + 10_000 > now && (this.peerScheme === 'any' || m.peerUrl.startsWith('https://'))) out.push(m);
+      if (m && m.peerUrl && !m.draining && m.lastSeen + this.memberTtlMs > now && (this.peerScheme === 'any' || m.peerUrl.startsWith('https://'))) out.push(m);
     }
     if (out.length > 1) {
       const k = this.rr++ % out.length;

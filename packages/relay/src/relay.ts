@@ -224,7 +224,7 @@ export class Relay {
     if (this.opts.listen.peer) {
       const auth = this.peerAuth;
       // With certificates, requests are forwarded only to https:// peers, verified with the fleet's CA.
-      this.fleet = new FleetView(store, this.opts.id, log, undefined, cert ? 'https' : 'any');
+      this.fleet = new FleetView(store, this.opts.id, log, undefined, cert ? 'https' : 'any', this.memberTtlMs());
       await this.fleet.start();
       this.forwarder = new PeerForwarder(this.opts.id, auth, this.fleet, log, this.deps.hooks?.onForward, cert?.peerCa());
       const fwd = this.forwarder;
@@ -318,10 +318,14 @@ export class Relay {
     };
   }
 
+  /** How long a relay stays a member after its last heartbeat: three heartbeats, so one lost write is not a departure. */
+  private memberTtlMs(): number {
+    return (this.opts.heartbeatMs ?? 2_000) * 3;
+  }
+
   private async publishMembership(): Promise<void> {
     const { store, log } = this.deps;
-    const every = this.opts.heartbeatMs ?? 2_000;
-    const ttl = every * 3;
+    const ttl = this.memberTtlMs();
     try {
       await store.heartbeatRelay(
         {
