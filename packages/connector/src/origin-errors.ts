@@ -1,3 +1,5 @@
+import { renderTunnelError } from '@tunnel/protocol';
+
 /**
  * Every failure the connector answers for says who failed, with a stable
  * code, in the `Tunnel-Error` / `Tunnel-Error-Source` headers and the body.
@@ -45,11 +47,13 @@ export function classifyOriginError(err: unknown): OriginFailure {
   }
 }
 
-export function failureBody(f: OriginFailure, requestId: string): { headers: Array<[string, string]>; body: Buffer } {
-  const body = Buffer.from(JSON.stringify({ error: { status: f.status, code: f.code, source: f.source, message: f.message, requestId } }) + '\n');
+/** The answer for a failure, as the relay renders its own: HTML for a browser (by the request's Accept), JSON otherwise. */
+export function failureBody(f: OriginFailure, requestId: string, accept: string | undefined): { headers: Array<[string, string]>; body: Buffer } {
+  const rendered = renderTunnelError(f, accept, requestId);
+  const body = Buffer.from(rendered.body);
   return {
     headers: [
-      ['Content-Type', 'application/json; charset=utf-8'],
+      ['Content-Type', rendered.type],
       ['Content-Length', String(body.length)],
       ['Cache-Control', 'no-store'],
       ['Tunnel-Error', f.code],

@@ -169,7 +169,8 @@ export class OriginProxy {
   private fail(stream: YamuxStream, head: RequestHead, f: OriginFailure, started: bigint): void {
     this.log.info({ requestId: head.requestId, code: f.code, host: head.host, path: head.path }, `origin request failed: ${f.message}`);
     if (stream.destroyed) return;
-    const { headers, body } = failureBody(f, head.requestId);
+    const accept = head.headers.find(([k]) => k.toLowerCase() === 'accept')?.[1];
+    const { headers, body } = failureBody(f, head.requestId, accept);
     this.respond(stream, head, f.status, headers, body, started);
   }
 

@@ -16,3 +16,4 @@ export * from './logger.js';
 export * from './systemd-unit.js';
 export * from './head-check.js';
 export * from './duration.js';
+export * from './error-answer.js';

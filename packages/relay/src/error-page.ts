@@ -1,15 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { reasonPhrase, renderTunnelError, type ErrorSource, type TunnelErrorInfo } from '@tunnel/protocol';
 
-/** Where a failure happened: a 502 must say whether the relay, the connector or the origin failed. */
-export type ErrorSource = 'relay' | 'connector' | 'origin';
-
-export interface TunnelErrorInfo {
-  status: number;
-  /** Stable machine-readable code, e.g. `tunnel_offline`. */
-  code: string;
-  source: ErrorSource;
-  message: string;
-}
+export type { ErrorSource, TunnelErrorInfo };
 
 export const RelayErrors = {
   unknownHostname: (host: string): TunnelErrorInfo => ({
@@ -62,24 +54,8 @@ export const RelayErrors = {
   }),
 };
 
-/** Render an error for a browser (HTML), an API client (JSON) or anything else (text). */
-export function renderError(info: TunnelErrorInfo, accept: string | undefined, requestId: string): { type: string; body: string } {
-  const a = accept ?? '';
-  if (a.includes('application/json')) {
-    return {
-      type: 'application/json; charset=utf-8',
-      body: JSON.stringify({ error: { status: info.status, code: info.code, source: info.source, message: info.message, requestId } }) + '\n',
-    };
-  }
-  if (a.includes('text/html')) {
-    const title = `${info.status} ${info.code.replace(/_/g, ' ')}`;
-    return {
-      type: 'text/html; charset=utf-8',
-      body: `<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)}</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}code{color:#666}</style></head><body><h1>${esc(title)}</h1><p>${esc(info.message)}</p><p><code>error: ${esc(info.code)} · source: ${info.source} · request id: ${esc(requestId)}</code></p></body></html>\n`,
-    };
-  }
-  return { type: 'text/plain; charset=utf-8', body: `${info.status} ${info.code}: ${info.message} (request id ${requestId})\n` };
-}
+/** Render an error: HTML for a browser, JSON otherwise (the connector answers the same way). */
+export const renderError = renderTunnelError;
 
 export function sendError(req: IncomingMessage, res: ServerResponse, info: TunnelErrorInfo, requestId: string): void {
   // Part of an answer already went out: a clean error can no longer be
@@ -90,9 +66,9 @@ export function sendError(req: IncomingMessage, res: ServerResponse, info: Tunne
   }
   const { type, body } = renderError(info, req.headers.accept, requestId);
   try {
-    // A failed writeHead leaves its status message behind; ours is the default one.
-    res.statusMessage = '';
-    res.writeHead(info.status, {
+    // Always given: a failed writeHead leaves its status message behind, and
+    // node has none for 530 (it would send `530 unknown`).
+    res.writeHead(info.status, reasonPhrase(info.status), {
       'content-type': type,
       'content-length': Buffer.byteLength(body),
       'cache-control': 'no-store',
@@ -104,8 +80,4 @@ export function sendError(req: IncomingMessage, res: ServerResponse, info: Tunne
   } catch {
     res.destroy();
   }
-}
-
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

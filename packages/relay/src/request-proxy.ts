@@ -18,6 +18,7 @@ import type { ConnectorConnection } from './connector-connection.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { RouteTable } from './route-table.js';
 import { RelayErrors, sendError, renderError, type TunnelErrorInfo } from './error-page.js';
+import { reasonPhrase } from '@tunnel/protocol';
 import type { Route } from './store/types.js';
 
 export interface ProxyHooks {
@@ -459,7 +460,7 @@ export function upgradeOverStream(
 export function rawError(socket: Duplex, req: IncomingMessage, info: TunnelErrorInfo, requestId: string): void {
   const { type, body } = renderError(info, req.headers.accept, requestId);
   socket.end(
-    `HTTP/1.1 ${info.status} ${info.code}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+    `HTTP/1.1 ${info.status} ${reasonPhrase(info.status)}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
       `Tunnel-Error: ${info.code}\r\nTunnel-Error-Source: ${info.source}\r\nTunnel-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
   );
 }

@@ -227,7 +227,8 @@ describe('peer forwarding of upgrades: a refusing peer', () => {
       if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();
     });
     const got = await dialUpgrade(pub.url);
-    expect(got).toMatch(/^HTTP\/1\.1 530 tunnel_offline\r\n/);
+    expect(got).toMatch(/^HTTP\/1\.1 530 Tunnel Offline\r\n/);
+    expect(got).toContain('Tunnel-Error: tunnel_offline');
     expect(got).toContain('Tunnel-Request-Id: req-u');
   });
 });
