@@ -33,8 +33,6 @@ export interface ConnIdentity {
   clientIp: string;
 }
 
-const REGISTER_TIMEOUT_MS = 10_000;
-
 export interface ConnectorConnectionEvents {
   active: [];
   draining: [];
@@ -56,12 +54,19 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
     private readonly relay: { relayId: string; region: string },
     private readonly log: Logger,
     private readonly hits: LimitHits = NO_LIMIT_HITS,
+    /** --register-timeout (0: none; the per-token session ceiling still bounds such sessions). */
+    registerTimeoutMs = 10_000,
   ) {
     super();
-    const timer = setTimeout(() => {
-      if (this._state === 'registering') this.fail('no register message within 10 s');
-    }, REGISTER_TIMEOUT_MS);
-    timer.unref();
+    const timer =
+      registerTimeoutMs > 0
+        ? setTimeout(() => {
+            if (this._state !== 'registering') return;
+            this.hits.hit('register_timeout');
+            this.fail(`no register message within ${registerTimeoutMs} ms`);
+          }, registerTimeoutMs)
+        : undefined;
+    timer?.unref();
     session.on('stream', (s) => this.onPeerStream(s));
     session.on('close', (err) => {
       clearTimeout(timer);

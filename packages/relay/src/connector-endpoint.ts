@@ -26,7 +26,7 @@ export interface EndpointDeps {
   log: Logger;
   policy: CredentialPolicy;
   isDraining(): boolean;
-  limits?: Pick<RelayLimits, 'sessionsPerToken' | 'sessionsPerConnector' | 'sessionMaxQueuedBytes' | 'sessionStallTimeoutMs' | 'sessionPingRate' | 'sessionRefusalRate'>;
+  limits?: Pick<RelayLimits, 'sessionsPerToken' | 'sessionsPerConnector' | 'sessionMaxQueuedBytes' | 'sessionStallTimeoutMs' | 'sessionPingRate' | 'sessionRefusalRate' | 'registerTimeoutMs'>;
   hits?: LimitHits;
 }
 
@@ -82,7 +82,7 @@ export class ConnectorEndpoint {
         refusalsPerSecond: l?.sessionRefusalRate,
         onLimit: (limit) => hits.hit(`session_${limit}`),
       });
-      const conn = new ConnectorConnection(session, result, { relayId: this.deps.relayId, region: this.deps.region }, this.deps.log, hits);
+      const conn = new ConnectorConnection(session, result, { relayId: this.deps.relayId, region: this.deps.region }, this.deps.log, hits, l?.registerTimeoutMs);
       conn.once('active', () => this.deps.connections.add(conn));
       conn.on('draining', () => this.deps.connections.changed());
     });

@@ -31,6 +31,8 @@ export interface RelayLimits {
   /** Public listener: time to receive a whole request head, and idle time of a kept-alive connection. */
   headersTimeoutMs: number;
   keepAliveTimeoutMs: number;
+  /** Time a connector has, once upgraded, to send its register message; past it the session is closed. */
+  registerTimeoutMs: number;
 }
 
 /** Names used as the `limit` label of tunnel_relay_limit_hits_total. */
@@ -48,6 +50,7 @@ export const LIMIT_NAMES = [
   'session_outbound_stall',
   'session_ping_rate',
   'session_refusal_rate',
+  'register_timeout',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
@@ -81,6 +84,7 @@ export function defaultLimits(): RelayLimits {
     sessionRefusalRate: 128,
     headersTimeoutMs: 30_000,
     keepAliveTimeoutMs: 65_000,
+    registerTimeoutMs: 10_000,
   };
 }
 
@@ -115,4 +119,5 @@ export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: strin
   { key: 'sessionRefusalRate', name: 'session-refusal-rate', kind: 'rate', help: 'refused stream opens per second per connector session before it is closed' },
   { key: 'headersTimeoutMs', name: 'headers-timeout', kind: 'ms', help: 'time a public client has to send a whole request head' },
   { key: 'keepAliveTimeoutMs', name: 'keep-alive-timeout', kind: 'ms', help: 'idle time before a kept-alive public connection is closed' },
+  { key: 'registerTimeoutMs', name: 'register-timeout', kind: 'ms', help: 'time an upgraded connector has to send its register message before its session is closed' },
 ];
