@@ -160,4 +160,20 @@ describe('cli consistency', () => {
     await p.waitForLog((l) => l.event === 'listening', 15_000);
     await p.stop();
   });
+
+  it('credential lifetimes take units too (90d, 24h): a bare number is refused naming the flag or file:line', async () => {
+    const serve = await runCli(RELAY_CLI, [...relayBase(), '--log-level', 'silent', '--tunnel-token-ttl', '3600'], {}, fleet.dir);
+    expect(serve.code).toBe(1);
+    expect(serve.stderr).toBe('tunnel-relay: --tunnel-token-ttl: expected a lifetime with a unit, e.g. "3600s" or "90d", got the bare number 3600\n');
+    const create = await runCli(RELAY_CLI, ['tunnel', 'create', 'ttl-bare', '--store', fleet.store, '--keys', fleet.keys, '--ttl', '24'], {}, fleet.dir);
+    expect(create.code).toBe(1);
+    expect(create.stderr).toBe('tunnel-relay: --ttl: expected a lifetime with a unit, e.g. "24s" or "90d", got the bare number 24\n');
+    const ok = await runCli(RELAY_CLI, ['tunnel', 'create', 'ttl-units', '--store', fleet.store, '--keys', fleet.keys, '--ttl', '1h30m'], {}, fleet.dir);
+    expect(ok.code, ok.stderr).toBe(0);
+    const yml = path.join(fleet.dir, 'ttl.yml');
+    writeFileSync(yml, 'region: test\naccount-credential-ttl: 30\n');
+    const r = await runCli(RELAY_CLI, [...relayBase(), '--config', yml], {}, fleet.dir);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`tunnel-relay: ${yml}:2:25: account-credential-ttl: expected a lifetime with a unit, e.g. "30s" or "90d", got the bare number 30\n`);
+  });
 });

@@ -1,4 +1,4 @@
-import { verifyToken, TokenError, TokenKind, CredentialLifetime, type AccountClaims, type TunnelClaims } from '@tunnel/protocol';
+import { parseDuration, verifyToken, TokenError, TokenKind, CredentialLifetime, type AccountClaims, type TunnelClaims } from '@tunnel/protocol';
 import type { Logger } from 'pino';
 import type { Store } from './store/types.js';
 
@@ -137,11 +137,27 @@ export async function checkAccountCredential(token: string, publicKey: string, s
   return { claims };
 }
 
-/** `90d`, `24h`, `30m`, `45s` or plain seconds → seconds. Throws with a clear reason. */
+/**
+ * A credential lifetime → seconds: the duration grammar (`24h`, `1h30m`,
+ * `45s`) plus whole days (`90d`; a credential's life is counted in seconds,
+ * so a DST day is no ambiguity here). A bare number is refused like every
+ * other duration. Throws with a clear reason naming `what`.
+ */
 export function parseLifetime(s: string, what: string): number {
-  const m = /^(\d+)\s*([smhd]?)$/.exec(String(s).trim());
-  if (!m) throw new RangeError(`${what}: ${JSON.stringify(s)} is not a duration (e.g. 90d, 24h, 30m, 45s)`);
-  const n = Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
-  if (n < 1) throw new RangeError(`${what}: must be at least 1 second`);
-  return n;
+  const t = String(s).trim();
+  if (/^\d+$/.test(t)) throw new RangeError(`${what}: expected a lifetime with a unit, e.g. "${t}s" or "90d", got the bare number ${t}`);
+  const days = /^(\d+)d$/.exec(t);
+  let seconds: number;
+  if (days) {
+    seconds = Number(days[1]) * 86400;
+  } else {
+    try {
+      seconds = parseDuration(t) / 1000;
+    } catch {
+      throw new RangeError(`${what}: ${JSON.stringify(s)} is not a lifetime (e.g. 90d, 24h, 30m, 45s)`);
+    }
+  }
+  if (!Number.isInteger(seconds)) throw new RangeError(`${what}: ${JSON.stringify(s)} is not a whole number of seconds`);
+  if (seconds < 1) throw new RangeError(`${what}: must be at least 1 second`);
+  return seconds;
 }

@@ -4,6 +4,7 @@ import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from '@tunnel/protocol';
 import { LIMIT_SETTINGS } from './relay-limits.js';
+import { parseLifetime } from './credential-check.js';
 
 /**
  * `relay.yml`: the same settings as `tunnel-relay serve` flags (flags win).
@@ -48,6 +49,19 @@ const duration = z.unknown().transform((v, ctx) => {
   return z.NEVER;
 });
 
+/** Kept as written (the CLI parses it with its flag's name), but checked here so the error has file:line. */
+const lifetime = (example: string) =>
+  z.unknown().transform((v, ctx) => {
+    try {
+      if (typeof v === 'number') throw new Error();
+      parseLifetime(String(v), 'lifetime');
+      return String(v);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: typeof v === 'number' ? `expected a lifetime with a unit, e.g. "${v}s" or "${example}", got the bare number ${v}` : `expected a lifetime like ${example}, 24h or 30m` });
+      return z.NEVER;
+    }
+  });
+
 const count = z.number().int().min(0);
 const limitsSchema = z.strictObject(Object.fromEntries(LIMIT_SETTINGS.map((l) => [l.name, l.kind === 'ms' ? duration.optional() : count.optional()])) as Record<string, z.ZodOptional<typeof count>>);
 
@@ -68,8 +82,8 @@ const schema = z.strictObject({
   'operator-key-file': z.string().min(1).optional(),
   'login-ttl': duration.optional(),
   /** Credential lifetimes: 90d, 24h, 30m, 45s. */
-  'account-credential-ttl': z.string().regex(/^\d+[smhd]?$/, 'expected a lifetime like 90d, 24h or 30m').optional(),
-  'tunnel-token-ttl': z.string().regex(/^\d+[smhd]?$/, 'expected a lifetime like 365d, 24h or 30m').optional(),
+  'account-credential-ttl': lifetime('90d').optional(),
+  'tunnel-token-ttl': lifetime('365d').optional(),
   'legacy-credentials': z.enum(['accept', 'refuse']).optional(),
   /** Ceilings (see relay-limits.ts); 0 turns one off. */
   limits: limitsSchema.optional(),
