@@ -168,6 +168,9 @@ describe('cli consistency', () => {
     const create = await runCli(RELAY_CLI, ['tunnel', 'create', 'ttl-bare', '--store', fleet.store, '--keys', fleet.keys, '--ttl', '24'], {}, fleet.dir);
     expect(create.code).toBe(1);
     expect(create.stderr).toBe('tunnel-relay: --ttl: expected a lifetime with a unit, e.g. "24s" or "90d", got the bare number 24\n');
+    const enroll = await runCli(RELAY_CLI, ['account', 'create', 'ttl-bare', '--store', fleet.store, '--keys', fleet.keys, '--ttl', '24'], {}, fleet.dir);
+    expect(enroll.code).toBe(1);
+    expect(enroll.stderr).toBe('tunnel-relay: --ttl: expected a lifetime with a unit, e.g. "24s" or "90d", got the bare number 24\n');
     const ok = await runCli(RELAY_CLI, ['tunnel', 'create', 'ttl-units', '--store', fleet.store, '--keys', fleet.keys, '--ttl', '1h30m'], {}, fleet.dir);
     expect(ok.code, ok.stderr).toBe(0);
     const yml = path.join(fleet.dir, 'ttl.yml');

@@ -406,15 +406,21 @@ accountCmd
   .description('create an account (if new) and print an enrollment token for `tunnel login --enroll`')
   .addOption(storeOpt())
   .addOption(keysOpt())
-  .option('--ttl <hours>', 'how long the enrollment token is valid', '24')
+  .option('--ttl <duration>', 'how long the enrollment token is valid (e.g. 24h, 7d)', '24h')
   .option('--reusable', 'the token may enroll more than once (default: single use)')
   .action(async (name: string, o) => {
+    let ttlSeconds: number;
+    try {
+      ttlSeconds = parseLifetime(o.ttl, '--ttl');
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
     const keys = loadKeyFile(o.keys);
     const store = await openStore(o.store);
     try {
       const account = await ensureAccount(store, name);
       process.stderr.write(`account ${account.name} (${account.id})\n`);
-      process.stdout.write(issueEnrollToken(keys, account.id, Math.round(Number(o.ttl) * 3600), !!o.reusable) + '\n');
+      process.stdout.write(issueEnrollToken(keys, account.id, ttlSeconds, !!o.reusable) + '\n');
     } finally {
       await store.close();
     }
