@@ -52,6 +52,11 @@ describe('routes and revocation, fleet-wide', () => {
     for (const id of ['relay-a', 'relay-b']) relays.push(await startRelay({ dir: tmp.dir, store, keys, id }));
     const acct = await runCli(RELAY_CLI, ['account', 'create', 'carol', '--store', store, '--keys', keys], {}, tmp.dir);
     expect(acct.code, acct.stderr).toBe(0);
+    // carol routes only inside zones she holds (an operator grants them).
+    for (const zone of ['x.test', 'x2.test', 'x3.test']) {
+      const z = await runCli(RELAY_CLI, ['zone', 'add', zone, '--account', 'carol', '--store', store], {}, tmp.dir);
+      expect(z.code, z.stderr).toBe(0);
+    }
     const login = await tunnel(['login', '--relay', relays[0]!.controlUrl!, '--enroll', acct.stdout.trim()]);
     expect(login.code, login.stderr).toBe(0);
   });
