@@ -40,13 +40,12 @@ export function connectRaw(url: string, token: string, connectorId = 'evil', con
   });
 }
 
-/** Register as a connector (control stream, `register`), then hand back the raw WebSocket. */
-export async function evilConnector(url: string, token: string, connectorId = 'evil', connIndex = 0): Promise<EvilConnector> {
-  const up = await connectRaw(url, token, connectorId, connIndex);
-  if (!up.ok) throw new Error(`evil connector refused: ${up.status} ${up.body}`);
-  const ws = up.ws;
-  ws.on('error', () => {});
-  const session = new Session(wsTransport(ws), { client: true, keepaliveIntervalMs: 0 });
+/**
+ * Register on an open WebSocket as a connector would (control stream, then
+ * `register`), resolving once the relay answers `registered`.
+ */
+export async function registerSession(ws: WebSocket, connectorId: string, connIndex: number, sessionOpts: { keepaliveIntervalMs?: number } = {}): Promise<Session> {
+  const session = new Session(wsTransport(ws), { client: true, ...sessionOpts });
   session.on('close', () => {});
   const control = session.openStream();
   control.on('error', () => {});
@@ -58,6 +57,16 @@ export async function evilConnector(url: string, token: string, connectorId = 'e
   });
   control.write(encodeControl({ type: 'register', connectorId, connIndex, version: 'evil/1', features: [] }));
   await registered;
+  return session;
+}
+
+/** Register as a connector (control stream, `register`), then hand back the raw WebSocket. */
+export async function evilConnector(url: string, token: string, connectorId = 'evil', connIndex = 0): Promise<EvilConnector> {
+  const up = await connectRaw(url, token, connectorId, connIndex);
+  if (!up.ok) throw new Error(`evil connector refused: ${up.status} ${up.body}`);
+  const ws = up.ws;
+  ws.on('error', () => {});
+  const session = await registerSession(ws, connectorId, connIndex, { keepaliveIntervalMs: 0 });
   // From here on, count what the relay sends, parsing frames across messages.
   const frames = { pingAcks: 0, goAway: null as number | null, rsts: 0 };
   const hdr = Buffer.alloc(12);

@@ -16,38 +16,21 @@ import {
   encodeRequestHead,
   readHead,
   wsTransport,
-  zeroMask,
   type ControlMessage,
   type RequestHead,
   type ResponseHead,
   type YamuxStream,
 } from '@tunnel/protocol';
 import { waitFor } from '../harness/wait.js';
+import { connectRaw, registerSession } from '../harness/evil-connector.js';
 
 // ---------------------------------------------------------------- a malicious connector
 
 /** A connector speaking our protocol by hand, so it can misbehave on purpose. */
 export async function fakeConnector(url: string, token: string, id = 'evil'): Promise<{ session: Session; ws: WebSocket }> {
-  const ws = new WebSocket(`${url}/v1/connect`, {
-    headers: { authorization: `Bearer ${token}`, 'tunnel-connector-id': id, 'tunnel-conn-index': '0', 'tunnel-version': 'evil/1' },
-    generateMask: zeroMask,
-  });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('error', reject);
-  });
-  const session = new Session(wsTransport(ws), { client: true });
-  const control = session.openStream();
-  control.on('error', () => {});
-  const dec = new ControlDecoder();
-  const registered = new Promise<void>((resolve) => {
-    control.on('data', (c: Buffer) => {
-      if (dec.push(c).some((m: ControlMessage) => m.type === 'registered')) resolve();
-    });
-  });
-  control.write(encodeControl({ type: 'register', connectorId: id, connIndex: 0, version: 'evil/1', features: [] }));
-  await registered;
-  return { session, ws };
+  const up = await connectRaw(url, token, id, 0);
+  if (!up.ok) throw new Error(`fake connector refused: ${up.status} ${up.body}`);
+  return { session: await registerSession(up.ws, id, 0), ws: up.ws };
 }
 
 /** Serve every stream of `session` with `answer(head)`: raw bytes (a head made by encodeResponseHead, then a body). */
