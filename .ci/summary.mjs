@@ -23,8 +23,11 @@ const failedFiles = files.filter((f) => f.status === 'failed');
 const brokenFiles = failedFiles.filter((f) => (f.assertionResults ?? []).every((a) => a.status !== 'failed') || f.message);
 const failedTests = files.flatMap((f) => (f.assertionResults ?? []).filter((a) => a.status === 'failed').map((a) => ({ file: f.name, name: a.fullName ?? a.title, msg: (a.failureMessages ?? [])[0] })));
 const skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
+// numTotalTestSuites counts describe blocks too, not files: count files from the list.
 const failedSuites = r.numFailedTestSuites ?? failedFiles.length;
-console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped; ${failedSuites} of ${r.numTotalTestSuites ?? files.length} files failed${brokenFiles.length ? ` (${brokenFiles.length} outside their tests)` : ''}`);
+// The plain closing line alone (CI reads 'N passed, N failed, N skipped' on a line of its own), then the files.
+console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+console.log(`test files: ${failedFiles.length} of ${files.length} failed${brokenFiles.length ? ` (${brokenFiles.length} outside their tests)` : ''}`);
 for (const f of brokenFiles) console.log(`FAILED FILE ${relative(root, f.name)}: ${firstLine(f.message) || 'failed outside its tests (see the log above)'}`);
 for (const t of failedTests) console.log(`FAILED ${relative(root, t.file)} > ${t.name}: ${firstLine(t.msg)}`);
 const failed = r.success === false || failedSuites > 0 || (r.numFailedTests ?? 0) > 0 || (r.numRuntimeErrorTestSuites ?? 0) > 0;
