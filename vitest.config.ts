@@ -1,19 +1,11 @@
 import { defineConfig } from 'vitest/config';
-import { fileURLToPath } from 'node:url';
-
-const src = (p: string) => fileURLToPath(new URL(`./packages/${p}/src/index.ts`, import.meta.url));
+import { workspaceAliases } from './vitest.aliases.js';
 
 // Unit tests import workspace packages from source; e2e tests spawn the built
 // binaries (`npm test` runs `tsc -b` first), one forked worker per file so
 // independent e2e files run in parallel on the two cores.
 export default defineConfig({
-  resolve: {
-    alias: {
-      '@tunnel/protocol': src('protocol'),
-      '@tunnel/relay': src('relay'),
-      '@tunnel/connector': src('connector'),
-    },
-  },
+  resolve: { alias: workspaceAliases },
   test: {
     // The default report for people; a JSON one that .ci/run sums up in a plain closing line.
     reporters: ['default', ['json', { outputFile: 'test-artifacts/vitest.json' }]],

@@ -1,20 +1,12 @@
 import { defineConfig } from 'vitest/config';
-import { fileURLToPath } from 'node:url';
-
-const src = (p: string) => fileURLToPath(new URL(`./packages/${p}/src/index.ts`, import.meta.url));
+import { workspaceAliases } from './vitest.aliases.js';
 
 // The unit suites StrykerJS runs against each mutant (`npm run test:mutation`).
 // Left out, and why: the 100,000-case fuzzers and the property/scale suites
 // take 30-60 s each and would run for every mutant they cover (they stay in
 // `npm test`); the yamux-js interop suite tests the other implementation.
 export default defineConfig({
-  resolve: {
-    alias: {
-      '@tunnel/protocol': src('protocol'),
-      '@tunnel/relay': src('relay'),
-      '@tunnel/connector': src('connector'),
-    },
-  },
+  resolve: { alias: workspaceAliases },
   test: {
     include: ['packages/*/test/**/*.test.ts'],
     exclude: [

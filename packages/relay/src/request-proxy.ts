@@ -9,6 +9,7 @@ import {
   encodeRequestHead,
   readHead,
   type BodyFraming,
+  type HeadCheck,
   type HeaderPairs,
   type RequestHead,
   type ResponseHead,
@@ -216,14 +217,9 @@ export function proxyOverStream(
         return;
       }
       if (state !== 'waiting') return;
-      let rh: ResponseHead;
-      try {
-        rh = decodeResponseHead(body!);
-      } catch (e) {
-        return refuse((e as Error).message);
-      }
-      const ok = checkResponseHead(rh, { method: head.method, upgrade: false });
+      const ok = connectorAnswer(body!, head.method, false);
       if (!ok.ok) return refuse(ok.reason);
+      const rh = ok.head;
       state = 'streaming';
       // The rest of the message that carried the head (body, FIN) is parsed
       // before the next tick: decide then between one write and a pipe.
@@ -419,14 +415,9 @@ export function upgradeOverStream(
   readHead(stream, (err, body) =>
     lastResort(ctx, head.requestId, () => resetSocket(socket), () => {
       if (err) return upgradeFailed(ctx, socket, req, route, RelayErrors.connectorStreamFailed(), head.requestId, started);
-      let rh: ResponseHead;
-      try {
-        rh = decodeResponseHead(body!);
-      } catch (e) {
-        return refuseUpgrade((e as Error).message);
-      }
-      const ok = checkResponseHead(rh, { method: head.method, upgrade: true });
+      const ok = connectorAnswer(body!, head.method, true);
       if (!ok.ok) return refuseUpgrade(ok.reason);
+      const rh = ok.head;
       // Built from checked pieces only: no CR LF can reach the client from a connector.
       let lines = `HTTP/1.1 ${rh.status} ${rh.statusText || STATUS_CODES[rh.status] || ''}\r\n`;
       for (const [k, v] of ok.headers) lines += `${k}: ${v}\r\n`;
@@ -478,4 +469,16 @@ function resetSocket(socket: Duplex): void {
     /* not a plain TCP socket */
   }
   socket.destroy();
+}
+
+/** A connector's response head, decoded and checked: the one gate both the plain and the upgrade path pass through. */
+function connectorAnswer(body: Buffer, method: string, upgrade: boolean): HeadCheck<{ head: ResponseHead; headers: HeaderPairs; body: BodyFraming }> {
+  let head: ResponseHead;
+  try {
+    head = decodeResponseHead(body);
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+  const checked = checkResponseHead(head, { method, upgrade });
+  return checked.ok ? { ok: true, head, headers: checked.headers, body: checked.body } : checked;
 }
