@@ -17,7 +17,7 @@ import WebSocket from 'ws';
 import { ControlDecoder, Flag, FrameType, Session, encodeControl, encodeHeader, wsTransport, zeroMask, type ControlMessage } from '@tunnel/protocol';
 import { Child, MiB, ROOT, fmt, residentBytes, run, sleep } from './common.js';
 
-const RELAY_CLI = path.join(ROOT, 'packages/relay/dist/cli.js');
+const RELAY_CLI = path.join(ROOT, 'packages/relay/dist/cli/cli.js');
 const NODE = process.execPath;
 const FLOOD_MS = Number(process.env.BENCH_ABUSE_SECONDS ?? 10) * 1000;
 const IDLE_CONNS = Number(process.env.BENCH_ABUSE_CONNS ?? 10_000);

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const RELAY = path.join(root, 'packages/relay/dist/cli.js');
+const RELAY = path.join(root, 'packages/relay/dist/cli/cli.js');
 const TUNNEL = path.join(root, 'packages/connector/dist/cli.js');
 const args = process.argv.slice(2);
 const urlArg = args.indexOf('--url');

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
-import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { CONNECTOR_CLI, Proc, RELAY_CLI, createTunnel, startConnector, startRelay, stopAll, tempDir, type LogLine, type RelayProc } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { waitFor } from './harness/wait.js';

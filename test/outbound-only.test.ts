@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
 import * as path from 'node:path';
-import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { CONNECTOR_CLI, Proc, createTunnel, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
 import { req } from './harness/http.js';
 import { waitFor } from './harness/wait.js';

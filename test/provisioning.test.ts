@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statSync, readFileSync, readdirSync, existsSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { Proc, RELAY_CLI, CONNECTOR_CLI, runCli, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { req } from './harness/http.js';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { request } from 'undici';
-import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { createTunnel, startConnector, startRelay, stopAll, tempDir, type Proc, type RelayProc } from './harness/procs.js';
 import { freePort } from './harness/ports.js';
 import { waitFor } from './harness/wait.js';

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { request } from 'undici';
-import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { RELAY_CLI, runCli, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
 import { waitFor } from './harness/wait.js';
 

@@ -2,7 +2,7 @@
 // routed to a hostname, and helpers to start connectors against it.
 
 import * as path from 'node:path';
-import { generateKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { createTunnel, startConnector, startRelay, stopAll, tempDir, type ConnectorStartOptions, type Proc, type RelayProc } from './procs.js';
 
 export interface Fleet {

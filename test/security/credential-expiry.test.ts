@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { generateKeyFile, loadKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile, loadKeyFile } from '../../packages/relay/src/control/keys.js';
 import { peekClaims, signToken, TokenKind } from '../../packages/protocol/src/index.js';
 import { CONNECTOR_CLI, RELAY_CLI, runCli, startConnector, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { startOrigin, type Origin } from '../harness/origin.js';

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Agent } from 'undici';
 import { generateSigningKeyPair, peekClaims, signToken, TokenKind, type RelayListClaims } from '@tunnel/protocol';
-import { generateKeyFile, loadKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile, loadKeyFile } from '../../packages/relay/src/control/keys.js';
 import { createTunnel, Proc, startConnector, startRelay, stopAll, tempDir, CONNECTOR_CLI, type RelayProc } from '../harness/procs.js';
 import { startOrigin, type Origin } from '../harness/origin.js';
 import { req } from '../harness/http.js';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { TokenKind, randomId, signToken } from '@tunnel/protocol';
-import { loadKeyFile } from '../../packages/relay/src/keys.js';
+import { loadKeyFile } from '../../packages/relay/src/control/keys.js';
 import { startFleet, type Fleet } from '../harness/fleet.js';
 
 // An enrollment token signed by the fleet's own key but past its `exp` is

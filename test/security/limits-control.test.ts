@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { Agent, request } from 'undici';
-import { generateKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { RELAY_CLI, runCli, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { waitFor } from '../harness/wait.js';
 import { limitHits, metricsUrl, scrape } from '../harness/limit-metrics.js';

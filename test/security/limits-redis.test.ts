@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { Agent, request } from 'undici';
-import { generateKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { startRedis, type RedisServer } from '../harness/redis.js';
 import { limitHits, metricsUrl } from '../harness/limit-metrics.js';

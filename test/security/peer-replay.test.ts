@@ -8,7 +8,7 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import * as path from 'node:path';
-import { generateKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { createTunnel, startConnector, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { startOrigin, type Origin } from '../harness/origin.js';
 import { rawHttp } from '../harness/data-path.js';

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { startRedis } from '../harness/redis.js';
-import { generateKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { createTunnel, RELAY_CLI, runCli, startConnector, startRelay, stopAll, tempDir, type Proc, type RelayProc } from '../harness/procs.js';
 import { startOrigin, type Origin } from '../harness/origin.js';
 import { req } from '../harness/http.js';

@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { Agent, request } from 'undici';
-import { generateKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { openStore } from '../../packages/relay/src/store/open.js';
 import { createTunnel, runCli, startConnector, startRelay, stopAll, tempDir, CONNECTOR_CLI, RELAY_CLI, type Proc, type RelayProc } from '../harness/procs.js';
 import { startOrigin, type Origin } from '../harness/origin.js';

@@ -1,10 +1,10 @@
 import type { Socket } from 'node:net';
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 import type { Route, Store } from './store/types.js';
-import type { ProxyHooks } from './request-proxy.js';
-import type { TunnelConnections } from './tunnel-connections.js';
-import type { ConnectorConnection } from './connector-connection.js';
-import type { RelayCertificate } from './listener-tls.js';
+import type { ProxyHooks } from './edge/request-proxy.js';
+import type { TunnelConnections } from './connectors/tunnel-connections.js';
+import type { ConnectorConnection } from './connectors/connector-connection.js';
+import type { RelayCertificate } from './edge/listener-tls.js';
 import { LIMIT_NAMES, type LimitHits, type LimitName } from './relay-limits.js';
 
 /** Requests one tunnel has seen on this relay, by status class (index 1..5 = 1xx..5xx, 0 = other). */

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FileStore, fileNameForKey } from '../src/store/file-store.js';
+import { FileStore, fileNameForKey } from '../src/store/file/file-store.js';
 import { openStore } from '../src/store/open.js';
 import { StoreError } from '../src/store/types.js';
 import { waitFor } from '../../../test/harness/wait.js';
@@ -18,12 +18,12 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const pkg = path.resolve(here, '..');
 const root = path.resolve(pkg, '../..');
 const fixture = path.join(here, 'fixtures/crash-writer.mjs');
-const dist = path.join(pkg, 'dist/store/file-store.js');
+const dist = path.join(pkg, 'dist/store/file/file-store.js');
 
 /** The child imports the compiled store: build it when an output is missing or older than its source. */
 function stale(): string[] {
   const srcDir = path.join(pkg, 'src/store');
-  return readdirSync(srcDir)
+  return readdirSync(srcDir, { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.ts'))
     .filter((f) => {
       const out = path.join(pkg, 'dist/store', f.replace(/\.ts$/, '.js'));
@@ -34,7 +34,7 @@ function ensureBuilt(): void {
   if (stale().length === 0) return;
   const r = spawnSync('npx', ['tsc', '-b', 'packages/relay'], { cwd: root, encoding: 'utf8', timeout: 120_000 });
   const left = stale();
-  if (left.length > 0) throw new Error(`could not build ${left.join(', ')} into ${path.dirname(dist)}: ${r.stdout}${r.stderr}`);
+  if (left.length > 0) throw new Error(`could not build ${left.join(', ')} into ${path.join(pkg, 'dist/store')}: ${r.stdout}${r.stderr}`);
 }
 
 const dirs: string[] = [];

@@ -3,8 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
-import { FleetView } from '../src/fleet-view.js';
-import { FileStore } from '../src/store/file-store.js';
+import { FleetView } from '../src/fleet/fleet-view.js';
+import { FileStore } from '../src/store/file/file-store.js';
 import { waitFor } from '../../../test/harness/wait.js';
 
 // The fleet view forwards to a peer as long as its membership is live, with

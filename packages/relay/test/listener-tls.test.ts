@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkPlainListeners, isLoopback, TlsConfigError } from '../src/listener-tls.js';
-import { parseListen } from '../src/listen.js';
-import { loadRelayConfig, RelayConfigError } from '../src/relay-config.js';
+import { checkPlainListeners, isLoopback, TlsConfigError } from '../src/edge/listener-tls.js';
+import { parseListen } from '../src/edge/listen.js';
+import { loadRelayConfig, RelayConfigError } from '../src/cli/relay-config.js';
 
 describe('plain listeners without a certificate', () => {
   it('knows loopback addresses', () => {

@@ -5,8 +5,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { PeerAuth, decodeBodySeal, encodeBodySeal, headersDigest, readSignedRequest, sha256, type SignedRequest } from '../src/peer-auth.js';
-import { MemoryReplayCache, ReplayCacheFull } from '../src/replay-cache.js';
+import { PeerAuth, decodeBodySeal, encodeBodySeal, headersDigest, readSignedRequest, sha256, type SignedRequest } from '../src/fleet/peer-auth.js';
+import { MemoryReplayCache, ReplayCacheFull } from '../src/fleet/replay-cache.js';
 import { openStore } from '../src/store/open.js';
 import { startRedis } from '../../../test/harness/redis.js';
 import { mkdtemp, rm } from 'node:fs/promises';

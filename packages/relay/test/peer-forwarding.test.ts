@@ -8,10 +8,10 @@ import { connect, type AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { request } from 'undici';
-import { PeerForwarder } from '../src/peer-forwarding.js';
-import { PeerAuth } from '../src/peer-auth.js';
-import { MemoryReplayCache } from '../src/replay-cache.js';
-import type { FleetView } from '../src/fleet-view.js';
+import { PeerForwarder } from '../src/fleet/peer-forwarding.js';
+import { PeerAuth } from '../src/fleet/peer-auth.js';
+import { MemoryReplayCache } from '../src/fleet/replay-cache.js';
+import type { FleetView } from '../src/fleet/fleet-view.js';
 import type { Route } from '../src/store/types.js';
 
 const route: Route = { hostname: 'app.test', tunnelId: 't1', accountId: 'a1', createdAt: 0 };

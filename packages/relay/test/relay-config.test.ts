@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RelayConfigError, durationMs, loadRelayConfig } from '../src/relay-config.js';
+import { RelayConfigError, durationMs, loadRelayConfig } from '../src/cli/relay-config.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'relay-yml-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RouteTable, normalizeHost } from '../src/route-table.js';
+import { RouteTable, normalizeHost } from '../src/edge/route-table.js';
 import { openStore } from '../src/store/open.js';
 import type { Store } from '../src/store/types.js';
 import { waitFor } from '../../../test/harness/wait.js';

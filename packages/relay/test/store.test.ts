@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FileStore } from '../src/store/file-store.js';
+import { FileStore } from '../src/store/file/file-store.js';
 import { fileStoreDir, openStore } from '../src/store/open.js';
 import { startRedis } from '../../../test/harness/redis.js';
 import { storeContract, type StoreEnv } from './store-contract.js';

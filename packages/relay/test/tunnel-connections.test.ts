@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { EventEmitter } from 'node:events';
-import { TunnelConnections } from '../src/tunnel-connections.js';
-import type { ConnectorConnection } from '../src/connector-connection.js';
+import { TunnelConnections } from '../src/connectors/tunnel-connections.js';
+import type { ConnectorConnection } from '../src/connectors/connector-connection.js';
 
 // The per-request choice: the usable connection with the fewest streams in
 // flight; a relay-draining one only as a last resort; never a leaving one.

@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import type { Route, Zone } from '../src/store/types.js';
-import { checkZoneName, impliedZone, routeVerdict, zoneOwner, zoneVerdict } from '../src/zone-rules.js';
+import { checkZoneName, impliedZone, routeVerdict, zoneOwner, zoneVerdict } from '../src/zones/zone-rules.js';
 
 const zone = (z: string, accountId: string): Zone => ({ zone: z, accountId, source: 'operator', createdAt: 0 });
 const route = (hostname: string, accountId: string): Route => ({ hostname, accountId, tunnelId: `t-${accountId}`, createdAt: 0 });

@@ -3,8 +3,8 @@
 //   redis://[user:pass@]host:port[/db][?prefix=P]   → Redis store (also rediss://)
 
 import { fileURLToPath } from 'node:url';
-import { FileStore, type FileStoreOptions } from './file-store.js';
-import type { RedisStoreOptions } from './redis-store.js';
+import { FileStore, type FileStoreOptions } from './file/file-store.js';
+import type { RedisStoreOptions } from './redis/redis-store.js';
 import type { Store, StoreLogger } from './types.js';
 
 export interface OpenStoreOptions extends Omit<FileStoreOptions, 'logger'>, Omit<RedisStoreOptions, 'logger'> {
@@ -31,7 +31,7 @@ export async function openStore(url: string, opts: OpenStoreOptions = {}): Promi
     u.searchParams.delete('prefix');
     const keyPrefix = opts.keyPrefix ?? prefix ?? undefined;
     // Loaded only for Redis: ioredis costs ~20 MB of RSS a file-store relay never needs.
-    const { RedisStore } = await import('./redis-store.js');
+    const { RedisStore } = await import('./redis/redis-store.js');
     return RedisStore.open(u.toString(), { ...opts, ...(keyPrefix !== undefined ? { keyPrefix } : {}) });
   }
   throw new TypeError(`unsupported store URL ${JSON.stringify(url)}: use file:DIR or redis://HOST:PORT`);

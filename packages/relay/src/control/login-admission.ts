@@ -1,4 +1,4 @@
-import type { LimitHits } from './relay-limits.js';
+import type { LimitHits } from '../relay-limits.js';
 
 export type LoginAdmission = { ok: true } | { ok: false; limit: 'pending_logins' | 'pending_logins_per_ip'; message: string };
 

@@ -2,8 +2,8 @@
 // and once for existing stores by `zone adopt`. The nesting rules live in
 // zone-rules.ts; the store only makes an exact name unique.
 
-import { ApiError } from './api-error.js';
-import { StoreError, type Store, type Zone, type ZoneSource, type Route } from './store/types.js';
+import { ApiError } from '../control/api-error.js';
+import { StoreError, type Store, type Zone, type ZoneSource, type Route } from '../store/types.js';
 import { impliedZone, isWithin, routeBase, routeVerdict, zoneVerdict, type Refusal } from './zone-rules.js';
 
 export function refusalError(r: Refusal): ApiError {

@@ -1,6 +1,6 @@
 import { signToken, TokenKind, RELAY_LIST_TTL_SECONDS, type RelayListClaims, type RelayListEntry } from '@tunnel/protocol';
-import type { Store } from './store/types.js';
-import type { FleetKeys } from './keys.js';
+import type { Store } from '../store/types.js';
+import type { FleetKeys } from '../control/keys.js';
 
 /** Re-sign at most this often: anyone may ask, and a JS Ed25519 signature costs milliseconds. */
 const RESIGN_AFTER_MS = 1_000;

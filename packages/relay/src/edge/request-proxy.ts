@@ -15,12 +15,12 @@ import {
   type ResponseHead,
   type YamuxStream,
 } from '@tunnel/protocol';
-import type { ConnectorConnection } from './connector-connection.js';
-import type { TunnelConnections } from './tunnel-connections.js';
+import type { ConnectorConnection } from '../connectors/connector-connection.js';
+import type { TunnelConnections } from '../connectors/tunnel-connections.js';
 import type { RouteTable } from './route-table.js';
 import { RelayErrors, sendError, renderError, type TunnelErrorInfo } from './error-page.js';
 import { reasonPhrase } from '@tunnel/protocol';
-import type { Route } from './store/types.js';
+import type { Route } from '../store/types.js';
 
 export interface ProxyHooks {
   /** A request finished (or failed) with this status; for metrics. */

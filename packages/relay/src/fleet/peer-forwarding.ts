@@ -6,10 +6,10 @@ import type { Logger } from 'pino';
 import { checkResponseHead, type HeaderPairs, type RequestHead } from '@tunnel/protocol';
 import { PeerAuth, PeerHeaders, peerRefusalReason, headersDigest, isSignedHeader, readSignedRequest, sha256, upgradeProtocol, type BodySeal, type SignedRequest } from './peer-auth.js';
 import type { FleetView } from './fleet-view.js';
-import type { Route } from './store/types.js';
-import { RelayErrors, sendError } from './error-page.js';
-import { proxyOverStream, rawError, stripV4Mapped, upgradeOverStream, type ProxyContext } from './request-proxy.js';
-import { readBody } from './read-body.js';
+import type { Route } from '../store/types.js';
+import { RelayErrors, sendError } from '../edge/error-page.js';
+import { proxyOverStream, rawError, stripV4Mapped, upgradeOverStream, type ProxyContext } from '../edge/request-proxy.js';
+import { readBody } from '../control/read-body.js';
 
 /** Bodies up to this size are read before forwarding, so the request can be retried on another holder. */
 const RETRY_BODY_LIMIT = 64 * 1024;

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { LimitHits } from './relay-limits.js';
+import type { LimitHits } from '../relay-limits.js';
 import { stripV4Mapped } from './request-proxy.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { LimitHits } from './relay-limits.js';
+import type { LimitHits } from '../relay-limits.js';
 import { sendError } from './error-page.js';
 
 /**

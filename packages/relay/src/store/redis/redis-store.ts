@@ -62,8 +62,8 @@ import {
   type Tombstone,
   type NewZone,
   type Zone,
-} from './types.js';
-import { conflictFor } from './file-store.js';
+} from '../types.js';
+import { conflictFor } from '../file/file-store.js';
 
 export interface RedisStoreOptions {
   logger?: StoreLogger;

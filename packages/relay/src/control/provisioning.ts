@@ -1,8 +1,8 @@
 import { randomId, signToken, TokenKind, type TunnelClaims } from '@tunnel/protocol';
-import type { Account, Store, Tunnel } from './store/types.js';
-import { StoreError } from './store/types.js';
+import type { Account, Store, Tunnel } from '../store/types.js';
+import { StoreError } from '../store/types.js';
 import type { FleetKeys } from './keys.js';
-import { checkRoute } from './zone-grants.js';
+import { checkRoute } from '../zones/zone-grants.js';
 
 export async function ensureAccount(store: Store, name: string): Promise<Account> {
   const existing = await store.getAccountByName(name);

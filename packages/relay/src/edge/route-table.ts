@@ -1,5 +1,5 @@
-import type { Store, Route, StoreEvent, Zone } from './store/types.js';
-import { zoneOwner } from './zone-rules.js';
+import type { Store, Route, StoreEvent, Zone } from '../store/types.js';
+import { zoneOwner } from '../zones/zone-rules.js';
 
 /**
  * Hostname → route, answered synchronously on every public request from an

@@ -8,7 +8,7 @@ import {
   type Session,
   type YamuxStream,
 } from '@tunnel/protocol';
-import { NO_LIMIT_HITS, type LimitHits } from './relay-limits.js';
+import { NO_LIMIT_HITS, type LimitHits } from '../relay-limits.js';
 
 /**
  * One connector connection as the relay sees it:

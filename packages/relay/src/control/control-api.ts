@@ -3,15 +3,15 @@ import { randomInt } from 'node:crypto';
 import { z } from 'zod';
 import type { Logger } from 'pino';
 import { randomId, sealTo, signToken, verifyToken, TokenError, TokenKind, type AccountClaims, type EnrollClaims, type TunnelClaims } from '@tunnel/protocol';
-import type { Store, Tunnel, Presence } from './store/types.js';
-import { StoreError } from './store/types.js';
+import type { Store, Tunnel, Presence } from '../store/types.js';
+import { StoreError } from '../store/types.js';
 import type { FleetKeys } from './keys.js';
 import { ApiError, decodeSegment } from './api-error.js';
 import { authenticateAccount, authenticateOperator, bearer } from './control-auth.js';
-import { checkTunnelCredential, DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from './credential-check.js';
+import { checkTunnelCredential, DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from '../connectors/credential-check.js';
 import { signTunnelToken, relayUrls, ensureAccount } from './provisioning.js';
 import { readBody } from './read-body.js';
-import { SignedRelayList } from './signed-relay-list.js';
+import { SignedRelayList } from '../fleet/signed-relay-list.js';
 
 const relayLists = new WeakMap<ControlApiDeps, SignedRelayList>();
 function relayList(d: ControlApiDeps): SignedRelayList {
@@ -21,10 +21,10 @@ function relayList(d: ControlApiDeps): SignedRelayList {
 }
 import type { OperatorKeyGuard } from './operator-key-guard.js';
 import type { LoginAdmissions } from './login-admission.js';
-import { stripV4Mapped } from './request-proxy.js';
-import { checkRoute, grantZone, refusalError } from './zone-grants.js';
-import { zoneVerdict } from './zone-rules.js';
-import { challengeRecord, challengeToken, checkClaim, type ZoneClaimOptions } from './zone-claims.js';
+import { stripV4Mapped } from '../edge/request-proxy.js';
+import { checkRoute, grantZone, refusalError } from '../zones/zone-grants.js';
+import { zoneVerdict } from '../zones/zone-rules.js';
+import { challengeRecord, challengeToken, checkClaim, type ZoneClaimOptions } from '../zones/zone-claims.js';
 
 export interface ControlApiDeps {
   store: Store;

@@ -7,8 +7,8 @@ import { Session, wsTransport } from '@tunnel/protocol';
 import { checkTunnelCredential, type CredentialPolicy } from './credential-check.js';
 import { ConnectorConnection } from './connector-connection.js';
 import type { TunnelConnections } from './tunnel-connections.js';
-import type { Store } from './store/types.js';
-import { NO_LIMIT_HITS, type LimitHits, type RelayLimits } from './relay-limits.js';
+import type { Store } from '../store/types.js';
+import { NO_LIMIT_HITS, type LimitHits, type RelayLimits } from '../relay-limits.js';
 
 /** Why a connector was refused before the upgrade; printed by the CLI as is. */
 export interface Refusal {

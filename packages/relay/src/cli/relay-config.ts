@@ -3,8 +3,8 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from '@tunnel/protocol';
-import { LIMIT_SETTINGS } from './relay-limits.js';
-import { parseLifetime } from './credential-check.js';
+import { LIMIT_SETTINGS } from '../relay-limits.js';
+import { parseLifetime } from '../connectors/credential-check.js';
 
 /**
  * `relay.yml`: the same settings as `tunnel-relay serve` flags (flags win).

@@ -5,9 +5,9 @@ import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
 import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/protocol';
 import { stringify } from 'yaml';
-import { generateKeyFile, loadKeyFile } from './keys.js';
-import { checkPlainListeners, TlsConfigError } from './listener-tls.js';
-import { parseListen } from './listen.js';
+import { generateKeyFile, loadKeyFile } from '../control/keys.js';
+import { checkPlainListeners, TlsConfigError } from '../edge/listener-tls.js';
+import { parseListen } from '../edge/listen.js';
 
 /**
  * `tunnel-relay service install|uninstall`: a hardened systemd unit plus

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Store, StoreEvent, RelayMember } from './store/types.js';
+import type { Store, StoreEvent, RelayMember } from '../store/types.js';
 
 /**
  * This relay's picture of the fleet, for forwarding: which live relays hold a

@@ -1,6 +1,6 @@
 import { parseDuration, verifyToken, TokenError, TokenKind, CredentialLifetime, type AccountClaims, type TunnelClaims } from '@tunnel/protocol';
 import type { Logger } from 'pino';
-import type { Store } from './store/types.js';
+import type { Store } from '../store/types.js';
 
 /**
  * Credentials issued before credentials expired carry no `exp`. Refusing

@@ -3,9 +3,9 @@
 // work on the store directly (--store), so they need no running relay.
 
 import type { Command, Option } from 'commander';
-import { openStore } from './store/open.js';
-import { ApiError } from './api-error.js';
-import type { Store } from './store/types.js';
+import { openStore } from '../store/open.js';
+import { ApiError } from '../control/api-error.js';
+import type { Store } from '../store/types.js';
 import { adoptZones, grantZone, routesOutsideZones } from './zone-grants.js';
 
 async function withStore<T>(url: string, fn: (store: Store) => Promise<T>): Promise<T> {

@@ -1,7 +1,7 @@
 import type { AccountClaims } from '@tunnel/protocol';
-import { checkAccountCredential, type CredentialPolicy } from './credential-check.js';
+import { checkAccountCredential, type CredentialPolicy } from '../connectors/credential-check.js';
 import type { OperatorKeyGuard } from './operator-key-guard.js';
-import type { Store } from './store/types.js';
+import type { Store } from '../store/types.js';
 import { ApiError } from './api-error.js';
 
 /** Verify an account credential (cert.json) offline, then check it is not revoked. */

@@ -3,7 +3,7 @@
 // API, the operator CLI, adoption and the route table all apply one rule.
 
 import { parse } from 'tldts';
-import { normalizeHostname, type Route, type Zone } from './store/types.js';
+import { normalizeHostname, type Route, type Zone } from '../store/types.js';
 
 /** Why a zone or route is refused; the code is what the control API answers. */
 export type Refusal =

@@ -1,7 +1,7 @@
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Redis } from 'ioredis';
 import { constantTimeEqual } from '@tunnel/protocol';
-import type { LimitHits } from './relay-limits.js';
+import type { LimitHits } from '../relay-limits.js';
 
 export type KeyCheck = { ok: true } | { ok: false; status: 401; reason: 'missing' | 'wrong' } | { ok: false; status: 429; retryAfterS: number };
 

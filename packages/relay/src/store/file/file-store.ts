@@ -27,7 +27,7 @@
 // mirror, so changes made by other processes are announced too, and a local
 // write that the watcher later sees again is not announced twice.
 
-import { DEFAULT_REPLAY_CACHE_ENTRIES, MemoryReplayCache } from '../replay-cache.js';
+import { DEFAULT_REPLAY_CACHE_ENTRIES, MemoryReplayCache } from '../../fleet/replay-cache.js';
 import { promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -65,7 +65,7 @@ import {
   type Tombstone,
   type NewZone,
   type Zone,
-} from './types.js';
+} from '../types.js';
 
 export interface FileStoreOptions {
   logger?: StoreLogger;
