@@ -19,7 +19,7 @@ import type WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateSigningKeyPair } from '@tunnel/protocol';
 import { Relay } from '../src/relay.js';
-import { signTunnelToken } from '../src/provisioning.js';
+import { signTunnelToken } from '../src/control/provisioning.js';
 import { openStore } from '../src/store/open.js';
 import type { Store, StoreEvent, Tunnel } from '../src/store/types.js';
 import { connectRaw, registerSession } from '../../../test/harness/evil-connector.js';
