@@ -29,7 +29,7 @@ import { wsRun } from './runner.js';
 import { abuseOnly } from './abuse.js';
 
 const RELAY_CLI = path.join(ROOT, 'packages/relay/dist/cli/cli.js');
-const CONNECTOR_CLI = path.join(ROOT, 'packages/connector/dist/cli.js');
+const CONNECTOR_CLI = path.join(ROOT, 'packages/connector/dist/cli/cli.js');
 const ORIGIN = path.join(BENCH_DIST, 'origin.js');
 const LOADGEN = path.join(BENCH_DIST, 'loadgen.js');
 const NODE = process.execPath;

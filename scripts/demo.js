@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RELAY = path.join(root, 'packages/relay/dist/cli/cli.js');
-const TUNNEL = path.join(root, 'packages/connector/dist/cli.js');
+const TUNNEL = path.join(root, 'packages/connector/dist/cli/cli.js');
 const args = process.argv.slice(2);
 const urlArg = args.indexOf('--url');
 const origin = urlArg >= 0 ? args[urlArg + 1] : 'hello_world';

@@ -3,7 +3,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
-import { loadConfig } from '../packages/connector/src/config.js';
+import { loadConfig } from '../packages/connector/src/ingress/config.js';
 import { loadRelayConfig } from '../packages/relay/src/cli/relay-config.js';
 import { CONNECTOR_CLI, Proc, RELAY_CLI, createTunnel, runCli, startRelay, stopAll, tempDir } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';

@@ -44,4 +44,23 @@ describe('workspace dependencies', () => {
       expect(missing, `${pkg.name} imports undeclared packages`).toEqual([]);
     });
   }
+
+  // A workspace missing from either list builds or installs only by accident
+  // (through a sibling's reference or hoisting), and a fresh clone breaks.
+  it('every workspace under packages/ is in the root workspaces and the tsconfig build', () => {
+    const dirs = readdirSync(path.join(root, 'packages')).sort();
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { workspaces: string[] };
+    expect([...pkg.workspaces].map((w) => w.replace(/^packages\//, '')).sort()).toEqual(dirs);
+    const tsconfig = JSON.parse(readFileSync(path.join(root, 'tsconfig.json'), 'utf8')) as { references: { path: string }[] };
+    const built = tsconfig.references.map((r) => r.path).filter((p) => p.startsWith('packages/')).map((p) => p.replace(/^packages\//, ''));
+    expect(built.sort()).toEqual(dirs);
+  });
+
+  // The wire library is used by both ends and by tools; what a daemon needs
+  // from its host (logging, systemd) lives in @tunnel/host.
+  it('protocol depends on no logger and imports nothing from @tunnel/host', () => {
+    const pkg = JSON.parse(readFileSync(path.join(root, 'packages', 'protocol', 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+    expect(Object.keys(pkg.dependencies ?? {}).filter((d) => /pino|@tunnel\/host/.test(d))).toEqual([]);
+    expect([...importedPackages(path.join(root, 'packages', 'protocol', 'src'))].filter((d) => /pino|@tunnel\/host/.test(d))).toEqual([]);
+  });
 });

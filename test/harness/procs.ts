@@ -11,7 +11,7 @@ import { waitFor } from './wait.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const RELAY_CLI = path.join(root, 'packages/relay/dist/cli/cli.js');
-export const CONNECTOR_CLI = path.join(root, 'packages/connector/dist/cli.js');
+export const CONNECTOR_CLI = path.join(root, 'packages/connector/dist/cli/cli.js');
 
 export type LogLine = Record<string, unknown> & { msg?: string; event?: string; level?: number };
 

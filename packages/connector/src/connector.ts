@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { unwatchFile, watch, watchFile, type FSWatcher } from 'node:fs';
 import type { Logger } from 'pino';
-import { HAManager } from './ha-manager.js';
-import { OriginProxy, type OriginProxyHooks } from './origin-proxy.js';
-import { compileIngress, type Ingress } from './ingress.js';
-import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from './config.js';
-import { keysNeedingRestart } from './config-changes.js';
-import type { CloseReason } from './relay-connection.js';
-import { RelayDiscovery } from './relay-discovery.js';
+import { HAManager } from './ha/ha-manager.js';
+import { OriginProxy, type OriginProxyHooks } from './origin/origin-proxy.js';
+import { compileIngress, type Ingress } from './ingress/ingress.js';
+import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from './ingress/config.js';
+import { keysNeedingRestart } from './ingress/config-changes.js';
+import type { CloseReason } from './ha/relay-connection.js';
+import { RelayDiscovery } from './ha/relay-discovery.js';
 
 export const CONNECTOR_VERSION = '0.1.0';
 

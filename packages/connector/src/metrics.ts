@@ -1,8 +1,8 @@
 import type { Socket } from 'node:net';
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
-import type { HAManager, ConnectionEvent } from './ha-manager.js';
-import type { OriginProxyHooks } from './origin-proxy.js';
-import type { RelayConnection } from './relay-connection.js';
+import type { HAManager, ConnectionEvent } from './ha/ha-manager.js';
+import type { OriginProxyHooks } from './origin/origin-proxy.js';
+import type { RelayConnection } from './ha/relay-connection.js';
 
 const CLASS_LABELS = ['other', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 

@@ -13,7 +13,7 @@ import {
   serviceToString,
   singleServiceIngress,
   type ConfigProblem,
-} from '../src/config.js';
+} from '../src/ingress/config.js';
 import { formatDuration, parseDuration } from '@tunnel/protocol';
 
 /** Lines joined so that argument N is line N+1 of the file: line numbers stay obvious. */

@@ -6,8 +6,8 @@ import {
   parseService,
   singleServiceIngress,
   type IngressRule,
-} from '../src/config.js';
-import { compileIngress, describeRule, ruleForUrl, type Ingress } from '../src/ingress.js';
+} from '../src/ingress/config.js';
+import { compileIngress, describeRule, ruleForUrl, type Ingress } from '../src/ingress/ingress.js';
 
 const yaml = (...lines: string[]): string => lines.join('\n') + '\n';
 

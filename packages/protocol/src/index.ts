@@ -12,8 +12,6 @@ export * from './control.js';
 export * from './token.js';
 export * from './credentials.js';
 export * from './head-stream.js';
-export * from './logger.js';
-export * from './systemd-unit.js';
 export * from './head-check.js';
 export * from './duration.js';
 export * from './error-answer.js';

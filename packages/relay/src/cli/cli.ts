@@ -2,7 +2,7 @@
 import { Command, Option, CommanderError } from 'commander';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { createLogger, LOG_LEVELS } from '@tunnel/protocol';
+import { createLogger, LOG_LEVELS } from '@tunnel/host';
 import { Relay } from '../relay.js';
 import { parseListen } from '../edge/listen.js';
 import { generateKeyFile, loadKeyFile, KeyFileError } from '../control/keys.js';

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
-import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/protocol';
+import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/host';
 import { stringify } from 'yaml';
 import { generateKeyFile, loadKeyFile } from '../control/keys.js';
 import { checkPlainListeners, TlsConfigError } from '../edge/listener-tls.js';

@@ -1,7 +1,7 @@
 import { request } from 'undici';
 import type { Logger } from 'pino';
 import { verifyToken, TokenError, TokenKind, type RelayListClaims } from '@tunnel/protocol';
-import { relayTrust } from './ca-trust.js';
+import { relayTrust } from '../origin/ca-trust.js';
 
 export interface DiscoveryOptions {
   /**

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type { HAManager } from './ha-manager.js';
+import type { HAManager } from '../ha/ha-manager.js';
 
 export interface StatusServerOptions {
   ha: HAManager;

@@ -3,7 +3,7 @@ import https from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Command } from 'commander';
-import { TCP_UPGRADE } from './tcp-bridge.js';
+import { TCP_UPGRADE } from '../origin/tcp-bridge.js';
 
 /**
  * `tunnel access tcp`: the client end of a `tcp://` ingress rule, as

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
-import { relayTrust } from './ca-trust.js';
+import { relayTrust } from '../origin/ca-trust.js';
 import {
   ControlDecoder,
   encodeControl,

@@ -1,10 +1,10 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
-import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/protocol';
+import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/host';
 import { stringify } from 'yaml';
-import { loadConfig, parseConfig, resolveIngress } from './config.js';
-import { compileIngress } from './ingress.js';
+import { loadConfig, parseConfig, resolveIngress } from '../ingress/config.js';
+import { compileIngress } from '../ingress/ingress.js';
 import { resolveToken } from './credentials.js';
 import { fetchCredentialsFor } from './provisioning-commands.js';
 

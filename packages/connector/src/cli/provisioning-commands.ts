@@ -2,9 +2,9 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import { existsSync, unlinkSync } from 'node:fs';
 import { boxKeyPair, openSealed, peekClaims } from '@tunnel/protocol';
-import { api, certPath, readCert, writeSecretFile, writeSecretText, ControlError, type AccountCert } from './control-client.js';
+import { api, certPath, readCert, writeSecretFile, writeSecretText, ControlError, type AccountCert } from '../ha/control-client.js';
 import { tunnelHome, findCredentialsByName, credentialsFileFor, UnsafeIdError } from './tunnel-home.js';
-import { relayTrust } from './ca-trust.js';
+import { relayTrust } from '../origin/ca-trust.js';
 import { resolveToken, type TunnelCredentialsFile } from './credentials.js';
 import { parseDuration } from '@tunnel/protocol';
 

@@ -1,6 +1,6 @@
 import { request } from 'undici';
-import { relayTrust } from './ca-trust.js';
-import type { HAManager, ConnectionInfo } from './ha-manager.js';
+import { relayTrust } from '../origin/ca-trust.js';
+import type { HAManager, ConnectionInfo } from '../ha/ha-manager.js';
 
 export interface StatusBlockInfo {
   connectorId: string;

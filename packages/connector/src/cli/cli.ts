@@ -1,25 +1,25 @@
 #!/usr/bin/env node
 import { Command, Option, CommanderError } from 'commander';
-import { createLogger, LOG_LEVELS } from '@tunnel/protocol';
-import { Connector, CONNECTOR_VERSION } from './connector.js';
-import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from './config.js';
-import { compileIngress, describeRule, ruleForUrl } from './ingress.js';
+import { createLogger, LOG_LEVELS } from '@tunnel/host';
+import { Connector, CONNECTOR_VERSION } from '../connector.js';
+import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from '../ingress/config.js';
+import { compileIngress, describeRule, ruleForUrl } from '../ingress/ingress.js';
 import { parseDuration } from '@tunnel/protocol';
 import { resolveToken, relaysFor, tokenExpiry, CredentialError } from './credentials.js';
 import { watchCredential } from './credential-watch.js';
 import { peekClaims } from '@tunnel/protocol';
-import { createStatusServer } from './status-server.js';
+import { createStatusServer } from '../status/status-server.js';
 import { registerProvisioningCommands, fetchCredentialsFor } from './provisioning-commands.js';
 import { defaultConfigPath, UnsafeIdError } from './tunnel-home.js';
-import { ControlError } from './control-client.js';
+import { ControlError } from '../ha/control-client.js';
 import { randomUUID } from 'node:crypto';
 import { isatty } from 'node:tty';
-import { ConnectorMetrics } from './metrics.js';
-import { logOriginRequests } from './request-log.js';
-import { fetchHostnames, showStatusBlockWhenConnected } from './status-block.js';
+import { ConnectorMetrics } from '../metrics.js';
+import { logOriginRequests } from '../request-log.js';
+import { fetchHostnames, showStatusBlockWhenConnected } from '../status/status-block.js';
 import { registerServiceCommands, ServiceError } from './service-install.js';
 import { registerAccessCommands, AccessError } from './access-tcp.js';
-import { relayTrust, CaFileError } from './ca-trust.js';
+import { relayTrust, CaFileError } from '../origin/ca-trust.js';
 
 class CliError extends Error {}
 

@@ -16,8 +16,8 @@ import {
   type RequestHead,
   type YamuxStream,
 } from '@tunnel/protocol';
-import type { Ingress, CompiledRule } from './ingress.js';
-import type { OriginRequestConfig } from './config.js';
+import type { Ingress, CompiledRule } from '../ingress/ingress.js';
+import type { OriginRequestConfig } from '../ingress/config.js';
 import { OriginPools } from './origin-pools.js';
 import { classifyOriginError, failureBody, originBadResponse, type OriginFailure } from './origin-errors.js';
 import { helloWorld } from './hello-world.js';

@@ -2,8 +2,8 @@ import { request } from 'undici';
 import { readFileSync, writeFileSync, mkdirSync, renameSync, unlinkSync } from 'node:fs';
 import { join, dirname, basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { tunnelHome } from './tunnel-home.js';
-import { relayTrust, certificateHint } from './ca-trust.js';
+import { tunnelHome } from '../cli/tunnel-home.js';
+import { relayTrust, certificateHint } from '../origin/ca-trust.js';
 
 /** A refusal or failure from the relay's control API, with its stable code. */
 export class ControlError extends Error {
