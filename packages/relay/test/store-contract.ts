@@ -6,6 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError, type ApprovedLoginSession, type Presence, type RelayMember, type Store, type StoreEvent } from '../src/store/types.js';
 import { waitFor } from '../../../test/harness/wait.js';
+import type { AccessRecord } from '../src/store/access-records.js';
 
 export interface StoreEnv {
   open(): Promise<Store>;
@@ -487,6 +488,43 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       for (const r of apps) if (r.status === 'rejected') expect((r.reason as StoreError).code).toBe('CONFLICT');
       const stored = await b.getLoginSession('RACE-0001');
       expect(stored?.state === 'approved' && stored.sealedCredential).toBe(ok[0]!.value.sealedCredential);
+    });
+
+    it('access records: put replaces, get/list, delete, and another instance mirrors and announces each change', async () => {
+      const a = await open();
+      const b = await open();
+      const events: StoreEvent[] = [];
+      b.subscribe((e) => events.push(e));
+      const policy: AccessRecord = {
+        kind: 'policy',
+        id: 'p1',
+        accountId: 'acc-1',
+        hostname: 'app.example.com',
+        pathPrefix: '/',
+        decision: 'allow',
+        include: { emails: ['alice@example.com'], domains: [], groups: [], serviceTokens: ['ci'] },
+        audTag: 'aud-1',
+        sessionSeconds: 3600,
+        createdAt: 1,
+      };
+      const token: AccessRecord = { kind: 'service-token', clientId: 'cid.access', accountId: 'acc-1', name: 'ci', secretSha256: 'ab'.repeat(32), createdAt: 2 };
+      await a.putAccessRecord(policy);
+      await a.putAccessRecord(token);
+      expect(await a.getAccessRecord('policy:p1')).toEqual(policy);
+      expect(await a.listAccessRecords()).toEqual([policy, token]);
+      await waitFor(async () => (await b.getAccessRecord('token:cid.access')) !== undefined, 2_000, { message: 'b mirrors the token' });
+      expect(events).toContainEqual({ type: 'access', key: 'token:cid.access' });
+      const denied = { ...policy, decision: 'deny' as const };
+      await a.putAccessRecord(denied);
+      await waitFor(async () => {
+        const r = await b.getAccessRecord('policy:p1');
+        return r?.kind === 'policy' && r.decision === 'deny';
+      }, 2_000, { message: 'b sees the replacement' });
+      expect(await a.deleteAccessRecord('token:cid.access')).toBe(true);
+      expect(await a.deleteAccessRecord('token:cid.access')).toBe(false);
+      await waitFor(async () => (await b.getAccessRecord('token:cid.access')) === undefined, 2_000, { message: 'b drops the revoked token' });
+      expect(await b.listAccessRecords()).toEqual([denied]);
+      await expect(a.putAccessRecord({ ...token, secretSha256: 'not-a-hash' } as AccessRecord)).rejects.toThrow();
     });
 
     it('state survives close and reopen', async () => {

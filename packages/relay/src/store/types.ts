@@ -5,6 +5,7 @@
 // Times are milliseconds since the Unix epoch. Ids are random UUIDs.
 
 import { z } from 'zod';
+import type { AccessRecord } from './access-records.js';
 
 export interface Account {
   readonly id: string;
@@ -156,6 +157,7 @@ export interface PresenceFilter {
  * - `relay`: a relay joined, changed its draining flag, or was removed
  *   (expiry by TTL is not announced: `listRelays` filters by time).
  * - `presence`: a relay's set of connections changed (expiry is not announced).
+ * - `access`: the Access record under `key` (access-records.ts) was put or deleted.
  */
 export type StoreEvent =
   | { readonly type: 'account'; readonly accountId: string }
@@ -167,7 +169,8 @@ export type StoreEvent =
   | { readonly type: 'revoked'; readonly tokenId: string }
   | { readonly type: 'login'; readonly code: string }
   | { readonly type: 'relay'; readonly relayId: string }
-  | { readonly type: 'presence'; readonly relayId: string };
+  | { readonly type: 'presence'; readonly relayId: string }
+  | { readonly type: 'access'; readonly key: string };
 
 export type StoreEventListener = (event: StoreEvent) => void;
 
@@ -290,6 +293,15 @@ export interface Store {
    * in this process. Rejects when it cannot tell (callers refuse then).
    */
   claimNonce(key: string, ttlMs: number): Promise<boolean>;
+
+  // access (policies, service tokens, identity providers: access-records.ts)
+  /** Creates or replaces the record under its key. */
+  putAccessRecord(record: AccessRecord): Promise<void>;
+  /** Served from memory (per-request read). */
+  getAccessRecord(key: string): Promise<AccessRecord | undefined>;
+  listAccessRecords(): Promise<AccessRecord[]>;
+  /** False when there was no such record. */
+  deleteAccessRecord(key: string): Promise<boolean>;
 
   // events
   /** Returns the unsubscribe function. */

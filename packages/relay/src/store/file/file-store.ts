@@ -15,6 +15,7 @@
 //   DIR/login-approvals/<code>.json     its approval (created at most once)
 //   DIR/relays/<relayId>.json           membership heartbeat {member, expiresAt}
 //   DIR/presence/<relayId>.json         {relayId, expiresAt, presences}
+//   DIR/access/<key>.json               AccessRecord (access-records.ts)
 //
 // Every write is crash-safe: write a temp file in the same directory, fsync
 // it, then rename (replace) or link (create-if-absent: fails with EEXIST, so
@@ -27,6 +28,7 @@
 // mirror, so changes made by other processes are announced too, and a local
 // write that the watcher later sees again is not announced twice.
 
+import { accessKey, accessRecordSchema, type AccessRecord } from '../access-records.js';
 import { DEFAULT_REPLAY_CACHE_ENTRIES, MemoryReplayCache } from '../../fleet/replay-cache.js';
 import { promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
 import * as path from 'node:path';
@@ -126,6 +128,7 @@ interface Records {
   'login-approvals': ApprovalFile;
   relays: RelayFile;
   presence: PresenceFile;
+  access: AccessRecord;
 }
 type Collection = keyof Records;
 
@@ -142,6 +145,7 @@ const COLLECTIONS: readonly Collection[] = [
   'login-approvals',
   'relays',
   'presence',
+  'access',
 ];
 
 const schemas: { [C in Collection]: z.ZodType<Records[C]> } = {
@@ -155,6 +159,7 @@ const schemas: { [C in Collection]: z.ZodType<Records[C]> } = {
   'login-approvals': approvalFileSchema,
   relays: relayFileSchema,
   presence: presenceFileSchema,
+  access: accessRecordSchema,
 };
 
 /** The unique key a record's file is named by. */
@@ -169,6 +174,7 @@ const keyOf: { [C in Collection]: (v: Records[C]) => string } = {
   'login-approvals': (a) => a.code,
   relays: (r) => r.member.id,
   presence: (p) => p.relayId,
+  access: accessKey,
 };
 
 /** File-name-safe, reversible-enough encoding: [A-Za-z0-9_.-] kept, the rest %XX; never a leading dot. */
@@ -232,6 +238,7 @@ export class FileStore implements Store {
     'login-approvals': new Map(),
     relays: new Map(),
     presence: new Map(),
+    access: new Map(),
   };
   // Indexes derived from the mirror.
   private readonly accountsById = new Map<string, Account>();
@@ -239,6 +246,7 @@ export class FileStore implements Store {
   private readonly routesByHost = new Map<string, Route>();
   private readonly zonesByName = new Map<string, Zone>();
   private readonly revoked = new Map<string, Revocation>();
+  private readonly accessByKey = new Map<string, AccessRecord>();
 
   private readonly listeners = new Set<StoreEventListener>();
   private readonly watchers = new Map<Collection, FSWatcher>();
@@ -751,6 +759,15 @@ export class FileStore implements Store {
       }
       case 'tombstones':
         break;
+      case 'access': {
+        const p = prev?.value as AccessRecord | undefined;
+        const n = next?.value as AccessRecord | undefined;
+        const key = accessKey((n ?? p)!);
+        if (n) this.accessByKey.set(key, n);
+        else this.accessByKey.delete(key);
+        events.push({ type: 'access', key });
+        break;
+      }
       case 'revocations': {
         const p = prev?.value as Revocation | undefined;
         const n = next?.value as Revocation | undefined;
@@ -817,6 +834,26 @@ export class FileStore implements Store {
     const removed = await this.removeFile(coll, name);
     this.applyLocal(coll, name, undefined);
     return removed;
+  }
+
+  // --- access ------------------------------------------------------------------
+
+  async putAccessRecord(record: AccessRecord): Promise<void> {
+    await this.put('access', accessRecordSchema.parse(record), 'replace');
+  }
+
+  async getAccessRecord(key: string): Promise<AccessRecord | undefined> {
+    return this.accessByKey.get(key);
+  }
+
+  async listAccessRecords(): Promise<AccessRecord[]> {
+    this.check();
+    await this.scan('access');
+    return [...this.accessByKey.values()].sort(byKey(accessKey));
+  }
+
+  async deleteAccessRecord(key: string): Promise<boolean> {
+    return this.del('access', key);
   }
 
   // --- accounts ----------------------------------------------------------------

@@ -10,6 +10,7 @@
 //   revocations         hash  tokenId → Revocation JSON
 //   zones               hash  zone → Zone JSON                (one account per zone)
 //   tombstones          hash  tunnelId → Tombstone JSON     (left by deleteTunnel)
+//   access              hash  key → AccessRecord JSON       (access-records.ts)
 //   meta                string the store's birth record: its absence on a
 //                       store that had it means Redis lost its data
 //   login:<code>        string PX until expiry; logins (set) indexes the codes
@@ -26,6 +27,7 @@
 // mirror is re-read from Redis (announcing what changed meanwhile).
 
 import { createHash, randomUUID } from 'node:crypto';
+import { accessKey, accessRecordSchema, type AccessRecord } from '../access-records.js';
 import { Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import {
@@ -147,6 +149,16 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[4], 'zone\\n' .. ARGV[1] .. '\\n' .. ARGV[3])
 return {'OK', ARGV[3]}`,
+  // KEYS: access. ARGV: key, json, channel
+  putAccess: `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'access\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+return {'OK', ''}`,
+  // KEYS: access. ARGV: key, channel
+  deleteAccess: `
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {'NOT_FOUND', ''} end
+redis.call('PUBLISH', ARGV[2], 'access\\n' .. ARGV[1] .. '\\n')
+return {'OK', ''}`,
   // KEYS: zones. ARGV: zone, channel
   deleteZone: `
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {'NOT_FOUND', ''} end
@@ -270,6 +282,7 @@ export class RedisStore implements Store {
   private readonly routes = new Map<string, Route>();
   private readonly revocations = new Map<string, Revocation>();
   private readonly zones = new Map<string, Zone>();
+  private readonly access = new Map<string, AccessRecord>();
   /** Set once the store has seen its meta record: from then on its absence means data loss. */
   private sawMeta = false;
   // Last answers, served while Redis is unreachable.
@@ -403,6 +416,7 @@ export class RedisStore implements Store {
       .hgetall(this.k('routes'))
       .hgetall(this.k('revocations'))
       .hgetall(this.k('zones'))
+      .hgetall(this.k('access'))
       .get(this.k('meta'))
       .exec();
     if (!res) throw new Error('transaction aborted');
@@ -410,7 +424,8 @@ export class RedisStore implements Store {
       if (err) throw err;
       return v;
     });
-    const [accounts, tunnels, routes, revocations, zones, meta] = values as [
+    const [accounts, tunnels, routes, revocations, zones, access, meta] = values as [
+      Record<string, string>,
       Record<string, string>,
       Record<string, string>,
       Record<string, string>,
@@ -466,6 +481,7 @@ export class RedisStore implements Store {
     }
     sync(this.routes, routes, routeSchema, 'routes', (h) => ({ type: 'route', hostname: h }), (h) => ({ type: 'route', hostname: h }));
     sync(this.revocations, revocations, revocationSchema, 'revocations', (id) => ({ type: 'revoked', tokenId: id }), () => undefined);
+    sync(this.access, access, accessRecordSchema, 'access', (key) => ({ type: 'access', key }), (key) => ({ type: 'access', key }));
     if (announce) for (const e of events) this.emit(e);
   }
 
@@ -547,6 +563,10 @@ export class RedisStore implements Store {
           if (json === '') this.zones.delete(key);
           else this.zones.set(key, this.parse(zoneSchema, json, 'event'));
           return emit({ type: 'zone', zone: key });
+        case 'access':
+          if (json === '') this.access.delete(key);
+          else this.access.set(key, this.parse(accessRecordSchema, json, 'event'));
+          return emit({ type: 'access', key });
         case 'revoked':
           this.revocations.set(key, this.parse(revocationSchema, json, 'event'));
           return emit({ type: 'revoked', tokenId: key });
@@ -749,6 +769,34 @@ export class RedisStore implements Store {
   async getTombstone(tunnelId: string): Promise<Tombstone | undefined> {
     const json = await this.cmd('getTombstone', () => this.client.hget(this.k('tombstones'), tunnelId));
     return json === null ? undefined : this.parse(tombstoneSchema, json, `${this.k('tombstones')}[${tunnelId}]`);
+  }
+
+  // --- access ------------------------------------------------------------------------
+
+  async putAccessRecord(record: AccessRecord): Promise<void> {
+    const r = accessRecordSchema.parse(record);
+    const key = accessKey(r);
+    await this.run('putAccess', [this.k('access')], [key, JSON.stringify(r), this.channel]);
+    this.access.set(key, r);
+  }
+
+  async getAccessRecord(key: string): Promise<AccessRecord | undefined> {
+    return this.access.get(key);
+  }
+
+  async listAccessRecords(): Promise<AccessRecord[]> {
+    const all = await this.read(
+      'listAccessRecords',
+      async () => Object.entries(await this.client.hgetall(this.k('access'))).map(([k, j]) => this.parse(accessRecordSchema, j, `${this.k('access')}[${k}]`)),
+      () => [...this.access.values()],
+    );
+    return all.sort(byKey(accessKey));
+  }
+
+  async deleteAccessRecord(key: string): Promise<boolean> {
+    const [status] = await this.run('deleteAccess', [this.k('access')], [key, this.channel]);
+    this.access.delete(key);
+    return status !== 'NOT_FOUND';
   }
 
   // --- zones -------------------------------------------------------------------------
