@@ -15,3 +15,4 @@ export * from './head-stream.js';
 export * from './head-check.js';
 export * from './duration.js';
 export * from './error-answer.js';
+export * from './access-assertion.js';
