@@ -19,6 +19,7 @@ export interface TunnelTraffic {
 export interface LimitGaugeSources {
   publicConnections: () => number;
   pendingLogins: () => number;
+  accessPendingLogins: () => number;
 }
 
 const CLASS_LABELS = ['other', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
@@ -39,7 +40,8 @@ export class RelayMetrics implements LimitHits {
   private readonly disconnects = new Map<string, number>();
   private registrations = 0;
   private readonly limitHits = new Map<LimitName, number>(LIMIT_NAMES.map((n) => [n, 0]));
-  private gaugeSources: LimitGaugeSources = { publicConnections: () => 0, pendingLogins: () => 0 };
+  private gaugeSources: LimitGaugeSources = { publicConnections: () => 0, pendingLogins: () => 0, accessPendingLogins: () => 0 };
+  private readonly accessOutcomes = new Map<string, number>();
   private readonly duration: { observe(v: number): void };
   private readonly bytes = {
     public: { live: new Set<Socket>(), closedIn: 0, closedOut: 0 },
@@ -265,6 +267,24 @@ export class RelayMetrics implements LimitHits {
         this.set(self.gaugeSources.pendingLogins());
       },
     });
+    new Gauge({
+      name: 'tunnel_relay_access_pending_logins',
+      help: 'Access logins waiting on an identity provider on this relay.',
+      registers,
+      collect() {
+        this.set(self.gaugeSources.accessPendingLogins());
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_access_decisions_total',
+      help: 'Access decisions on public requests under a policy, by outcome (allow, deny, login, token_refused, error, busy).',
+      labelNames: ['outcome'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [outcome, n] of self.accessOutcomes) this.inc({ outcome }, n);
+      },
+    });
     new Counter({
       name: 'tunnel_relay_store_errors_total',
       help: 'Fleet store operations that failed, by operation.',
@@ -347,6 +367,10 @@ export class RelayMetrics implements LimitHits {
         });
       }
     });
+  }
+
+  accessOutcome(outcome: string): void {
+    this.accessOutcomes.set(outcome, (this.accessOutcomes.get(outcome) ?? 0) + 1);
   }
 
   hit(limit: LimitName): void {

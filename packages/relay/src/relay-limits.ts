@@ -33,6 +33,8 @@ export interface RelayLimits {
   keepAliveTimeoutMs: number;
   /** Time a connector has, once upgraded, to send its register message; past it the session is closed. */
   registerTimeoutMs: number;
+  /** Access logins talking to an identity provider at once on this relay; past it a 503. */
+  accessPendingLogins: number;
 }
 
 /** Names used as the `limit` label of tunnel_relay_limit_hits_total. */
@@ -51,6 +53,7 @@ export const LIMIT_NAMES = [
   'session_ping_rate',
   'session_refusal_rate',
   'register_timeout',
+  'access_pending_logins',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
@@ -85,6 +88,7 @@ export function defaultLimits(): RelayLimits {
     headersTimeoutMs: 30_000,
     keepAliveTimeoutMs: 65_000,
     registerTimeoutMs: 10_000,
+    accessPendingLogins: 256,
   };
 }
 
@@ -120,4 +124,5 @@ export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: strin
   { key: 'headersTimeoutMs', name: 'headers-timeout', kind: 'ms', help: 'time a public client has to send a whole request head' },
   { key: 'keepAliveTimeoutMs', name: 'keep-alive-timeout', kind: 'ms', help: 'idle time before a kept-alive public connection is closed' },
   { key: 'registerTimeoutMs', name: 'register-timeout', kind: 'ms', help: 'time an upgraded connector has to send its register message before its session is closed' },
+  { key: 'accessPendingLogins', name: 'max-access-pending-logins', kind: 'count', help: 'Access logins waiting on an identity provider at once before a 503' },
 ];

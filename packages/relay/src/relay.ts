@@ -19,6 +19,7 @@ import { DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from './connectors/c
 import { defaultLimits, NO_LIMIT_HITS, type RelayLimits } from './relay-limits.js';
 import { PublicConnectionGate } from './edge/public-connection-gate.js';
 import { watchBodyIdle } from './edge/body-idle-timeout.js';
+import { Access, type AccessOptions } from './access/access.js';
 import { routesOutsideZones } from './zones/zone-grants.js';
 
 export interface RelayOptions {
@@ -53,6 +54,8 @@ export interface RelayOptions {
   heartbeatMs?: number;
   /** Ceilings against clients and connectors (defaults: defaultLimits()). */
   limits?: RelayLimits;
+  /** Access key rotation and assertion lifetime (defaults: a day per key, 300 s). */
+  access?: Omit<AccessOptions, 'maxPendingLogins'>;
 }
 
 export interface RelayDeps {
@@ -98,6 +101,8 @@ export class Relay {
   readonly peerAuth: PeerAuth;
   readonly limits: RelayLimits;
   private readonly gate: PublicConnectionGate;
+  /** Access policies, assertions and logins (DESIGN §14). */
+  readonly access: Access;
 
   constructor(
     readonly opts: RelayOptions,
@@ -110,6 +115,12 @@ export class Relay {
     this.ctx = { routes: this.routes, connections: this.connections, log: deps.log, hooks: deps.hooks ?? {} };
     this.limits = opts.limits ?? defaultLimits();
     this.gate = new PublicConnectionGate(this.limits, deps.metrics ?? NO_LIMIT_HITS);
+    const metrics = deps.metrics;
+    this.access = new Access(deps.store, deps.keys, deps.log, { maxPendingLogins: this.limits.accessPendingLogins, ...opts.access }, {
+      onOutcome: (o) => metrics?.accessOutcome(o),
+      hits: metrics ?? NO_LIMIT_HITS,
+    });
+    this.ctx.access = (req, route, reply) => this.access.gate.check(req, route, reply);
   }
 
   get id(): string {
@@ -126,11 +137,12 @@ export class Relay {
     if (this.state !== 'created') throw new Error('relay already started');
     const { log, store } = this.deps;
     await this.routes.load();
+    await this.access.load();
     await this.warnRoutesOutsideZones();
     const metrics = this.deps.metrics;
     metrics?.attachConnections(this.connections, () => this.publicInFlight());
     if (this.certificate) metrics?.attachCertificate(this.certificate);
-    metrics?.attachLimitGauges({ publicConnections: () => this.gate.open });
+    metrics?.attachLimitGauges({ publicConnections: () => this.gate.open, accessPendingLogins: () => this.access.gate.loginsPending });
     const hits = metrics ?? NO_LIMIT_HITS;
     const limits = this.limits;
     // Connection events carry the relay id (connector id and index come from the connection).
@@ -497,6 +509,7 @@ export class Relay {
     await this.forwarder?.close();
     this.unsubscribe?.();
     this.routes.close();
+    this.access.close();
     for (const c of this.connections.list()) c.close();
     for (const s of this.servers.public) s.closeAllConnections?.();
     this.endpoint?.close();

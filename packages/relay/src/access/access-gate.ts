@@ -6,7 +6,7 @@ import * as oidc from 'openid-client';
 import { AccessHeaders, isAccessHeader, reasonPhrase, renderTunnelError, type TunnelErrorInfo } from '@tunnel/protocol';
 import type { Route } from '../store/types.js';
 import type { AccessPolicy } from '../store/access-records.js';
-import { normalizeHost } from '../route-table.js';
+import { normalizeHost } from '../edge/route-table.js';
 import { policyPath, type PolicyTable } from './policy-table.js';
 import type { AssertionSigner, Identity } from './assertion.js';
 import { CookieSealer, LOGIN_COOKIE, SESSION_COOKIE, readCookie, setCookie, withoutAccessCookies, type Session } from './session-cookie.js';

@@ -314,6 +314,7 @@ serve.action(async (flags, cmd: Command) => {
         operatorGuard,
         logins,
         controlUrl: () => relay.urls().controlUrl,
+        accessJwks: () => relay.access.keys.jwks(),
         loginTtlMs: durationFlag('login-ttl', o.loginTtl),
         policy,
         isDraining: () => relay.draining,

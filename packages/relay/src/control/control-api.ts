@@ -11,6 +11,8 @@ import { authenticateAccount, authenticateOperator, bearer } from './control-aut
 import { checkTunnelCredential, DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from '../connectors/credential-check.js';
 import { signTunnelToken, relayUrls, ensureAccount } from './provisioning.js';
 import { readBody } from './read-body.js';
+import { accessApi } from '../access/access-api.js';
+import { ACCESS_JWKS_PATH } from '@tunnel/protocol';
 import { SignedRelayList } from '../fleet/signed-relay-list.js';
 
 const relayLists = new WeakMap<ControlApiDeps, SignedRelayList>();
@@ -44,6 +46,8 @@ export interface ControlApiDeps {
   isDraining?: () => boolean;
   /** Self-service zone claims by DNS TXT challenge; off when undefined. */
   zoneClaims?: ZoneClaimOptions;
+  /** The Access assertion keys (`/.well-known/tunnel-access/certs`); absent: not served. */
+  accessJwks?: () => unknown;
   /** Extra routes (dashboard, metrics); return true when handled. */
   extra?: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean> | boolean;
 }
@@ -142,6 +146,11 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
     const draining = d.isDraining?.() ?? false;
     return send(res, draining ? 503 : 200, { status: draining ? 'draining' : 'ok', relayId: d.relayId });
   }
+  if (p === ACCESS_JWKS_PATH && m === 'GET' && d.accessJwks) {
+    const text = JSON.stringify(d.accessJwks());
+    res.writeHead(200, { 'content-type': 'application/jwk-set+json', 'content-length': Buffer.byteLength(text), 'cache-control': 'public, max-age=300' });
+    return void res.end(text);
+  }
   if (parts[0] !== 'v1') {
     if (d.extra && (await d.extra(req, res, url))) return;
     throw new ApiError(404, 'not_found', `no such endpoint ${m} ${p}`);
@@ -239,6 +248,8 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
     d.log.info({ event: 'account-credential-refreshed', accountId: who.accountId, oldTokenId: who.jti }, 'account credential refreshed');
     return send(res, 200, { credential, accountId: who.accountId, accountName: account?.name ?? who.accountName });
   }
+  const access = await accessApi(store, who, m, parts, url.searchParams, () => readJson(req));
+  if (access) return send(res, access.status, access.body);
   if (p === '/v1/tunnels' && m === 'GET') {
     const tunnels = await store.listTunnels(who.accountId);
     const presence = await store.listPresence();

@@ -42,6 +42,12 @@ export interface ProxyContext {
    */
   forwardToPeer?(route: Route, req: IncomingMessage, res: ServerResponse, requestId: string): boolean;
   forwardUpgradeToPeer?(route: Route, req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string): boolean;
+  /**
+   * Access (access/access-gate.ts), asked before any stream is opened or a
+   * request forwarded: null to go on now; else wait for true (go on, the
+   * assertion added) or false (the gate has answered).
+   */
+  access?(req: IncomingMessage, route: Route, reply: { res: ServerResponse } | { socket: Duplex }): Promise<boolean> | null;
 }
 
 // Request ids: 16 random bytes per id would cost a syscall-backed RNG call per
@@ -105,13 +111,19 @@ export function handleRequest(ctx: ProxyContext, req: IncomingMessage, res: Serv
     fail(ctx, req, res, undefined, RelayErrors.unknownHostname(host ?? '(no Host header)'), requestId, started);
     return requestId;
   }
+  const waiting = ctx.access?.(req, route, { res });
+  if (waiting) void waiting.then((go) => go && !res.destroyed && dispatchRequest(ctx, req, res, route, requestId, started));
+  else dispatchRequest(ctx, req, res, route, requestId, started);
+  return requestId;
+}
+
+function dispatchRequest(ctx: ProxyContext, req: IncomingMessage, res: ServerResponse, route: Route, requestId: string, started: bigint): void {
   const conn = ctx.connections.pick(route.tunnelId);
   if (!conn) {
-    if (!ctx.forwardToPeer?.(route, req, res, requestId)) fail(ctx, req, res, route, RelayErrors.tunnelOffline(host!), requestId, started);
-    return requestId;
+    if (!ctx.forwardToPeer?.(route, req, res, requestId)) fail(ctx, req, res, route, RelayErrors.tunnelOffline(req.headers.host!), requestId, started);
+    return;
   }
   proxyOverStream(ctx, conn, route, req, res, makeRequestHead(req, 'http', requestId), started, 0);
-  return requestId;
 }
 
 /** Proxy one request over a stream of `conn`; also used for requests forwarded by a peer relay. */
@@ -365,10 +377,16 @@ export function handleUpgrade(ctx: ProxyContext, req: IncomingMessage, socket: D
   const host = req.headers.host;
   const route = host ? ctx.routes.lookup(host) : undefined;
   if (!route) return upgradeFailed(ctx, socket, req, undefined, RelayErrors.unknownHostname(host ?? '(no Host header)'), requestId, started);
+  const waiting = ctx.access?.(req, route, { socket });
+  if (waiting) void waiting.then((go) => go && !socket.destroyed && dispatchUpgrade(ctx, req, socket, head, route, requestId, started));
+  else dispatchUpgrade(ctx, req, socket, head, route, requestId, started);
+}
+
+function dispatchUpgrade(ctx: ProxyContext, req: IncomingMessage, socket: Duplex, head: Buffer, route: Route, requestId: string, started: bigint): void {
   const conn = ctx.connections.pick(route.tunnelId);
   if (!conn) {
     if (ctx.forwardUpgradeToPeer?.(route, req, socket, head, requestId)) return;
-    return upgradeFailed(ctx, socket, req, route, RelayErrors.tunnelOffline(host!), requestId, started);
+    return upgradeFailed(ctx, socket, req, route, RelayErrors.tunnelOffline(req.headers.host!), requestId, started);
   }
   upgradeOverStream(ctx, conn, req, socket, head, makeRequestHead(req, 'websocket', requestId), route, started);
 }
