@@ -8,6 +8,7 @@ import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type 
 import { keysNeedingRestart } from './ingress/config-changes.js';
 import type { CloseReason } from './ha/relay-connection.js';
 import { RelayDiscovery } from './ha/relay-discovery.js';
+import { AssertionCheck } from './access/assertion-check.js';
 
 export const CONNECTOR_VERSION = '0.1.0';
 
@@ -25,6 +26,8 @@ export interface ConnectorOptions {
   ingress: Ingress;
   /** Control API URLs to learn the live relay list from (empty: use `relays` as given). */
   controlUrls?: string[];
+  /** The control API whose JWKS verifies Access assertions (default: the first of controlUrls). */
+  accessControlUrl?: string;
   /** Fleet public key that signs relay lists (from the credential); null turns discovery off. */
   fleetKey?: string | null;
   /** How often to ask for the relay list. */
@@ -58,7 +61,9 @@ export class Connector {
     this.id = o.id ?? randomUUID();
     this.running = o.config;
     const log = (this.log = o.log.child({ connectorId: this.id }));
-    this.proxy = new OriginProxy(o.ingress, log, o.hooks);
+    // Access assertions are checked against the fleet's keys, from the control API the credential names.
+    const control = o.accessControlUrl ?? o.controlUrls?.[0];
+    this.proxy = new OriginProxy(o.ingress, log, o.hooks, control && o.fleetKey ? new AssertionCheck(control, o.fleetKey) : undefined);
     this.ha = new HAManager({
       relays: o.relays,
       haConnections: o.haConnections,

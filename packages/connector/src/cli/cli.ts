@@ -106,6 +106,7 @@ program
       ingress,
       log,
       controlUrls,
+      accessControlUrl: file?.controlUrl ?? (typeof claimed === 'string' ? claimed : undefined),
       fleetKey,
       discoveryIntervalMs: durationFlag('discovery-interval', o.discoveryInterval),
       hooks: metrics.originHooks,

@@ -65,6 +65,12 @@ export interface OriginRequestConfig {
   readonly noTLSVerify: boolean;
   readonly disableChunkedEncoding: boolean;
   readonly idleTimeout: number;
+  /**
+   * cloudflared's `access`: with `required`, a request reaches the origin
+   * only with a valid `Tunnel-Access-Jwt-Assertion` whose `aud` is one of
+   * `audTag` (else 403 from the connector).
+   */
+  readonly access?: { readonly required: boolean; readonly audTag: readonly string[] };
 }
 
 /** Per-rule overrides: only the keys the rule sets; merged over the top-level config. */
@@ -362,6 +368,16 @@ const originRequestSchema = z.strictObject({
   noTLSVerify: z.boolean().optional(),
   disableChunkedEncoding: z.boolean().optional(),
   idleTimeout: duration.optional(),
+  access: z
+    .strictObject({
+      required: z.boolean().default(false),
+      audTag: z.array(z.string().min(1).max(256)).max(64).default([]),
+      // cloudflared's team name: accepted for configs written for it; the fleet is the issuer here.
+      teamName: z.string().optional(),
+    })
+    .refine((a) => !a.required || a.audTag.length > 0, { message: 'access.required needs at least one audTag (the policy\'s audience tag from `tunnel access policy list`)', path: ['audTag'] })
+    .transform(({ required, audTag }) => ({ required, audTag }))
+    .optional(),
 });
 
 const ruleSchema = z.strictObject({

@@ -5,7 +5,7 @@ import { renderTunnelError } from '@tunnel/protocol';
  * code, in the `Tunnel-Error` / `Tunnel-Error-Source` headers and the body.
  */
 export interface OriginFailure {
-  status: 400 | 502 | 504;
+  status: 400 | 403 | 502 | 503 | 504;
   code: string;
   source: 'connector' | 'origin';
   message: string;

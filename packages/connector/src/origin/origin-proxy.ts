@@ -4,6 +4,8 @@ import { isIP } from 'node:net';
 import { PassThrough, type Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
+import { AccessHeaders } from '@tunnel/protocol';
+import type { AssertionCheck, AssertionVerdict } from '../access/assertion-check.js';
 import {
   checkRequestHead,
   checkResponseHead,
@@ -71,6 +73,8 @@ export class OriginProxy {
     private ingress: Ingress,
     private readonly log: Logger,
     private readonly hooks: OriginProxyHooks = {},
+    /** Checks Access assertions for rules with `originRequest.access.required`; absent: such rules refuse every request. */
+    private readonly access?: AssertionCheck,
   ) {}
 
   setIngress(ingress: Ingress): void {
@@ -126,8 +130,30 @@ export class OriginProxy {
       }
       const q = head.path.indexOf('?');
       const { rule } = this.ingress.match(head.host, q === -1 ? head.path : head.path.slice(0, q));
+      if (rule.originRequest.access?.required) return this.checkAccess(stream, head, rule, started, rule.originRequest.access.audTag);
       this.dispatch(stream, head, rule, started);
     }));
+  }
+
+  /** Access required: nothing reaches the origin without a valid assertion for one of the rule's audience tags. */
+  private checkAccess(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint, audTags: readonly string[]): void {
+    const token = head.headers.find(([k]) => k.toLowerCase() === AccessHeaders.assertion)?.[1];
+    const verdict: Promise<AssertionVerdict> = this.access
+      ? this.access.verify(token, audTags)
+      : Promise.resolve({ ok: false, reason: 'this connector does not know its fleet (no control URL or fleet key in its credential)', unavailable: true });
+    void verdict.then((v) =>
+      this.guard(stream, head.requestId, () => {
+        if (v.ok) return this.dispatch(stream, head, rule, started);
+        this.fail(
+          stream,
+          head,
+          v.unavailable
+            ? { status: 503, code: 'access_keys_unavailable', source: 'connector', message: `The request cannot be checked: ${v.reason}.` }
+            : { status: 403, code: 'access_assertion_refused', source: 'connector', message: `Access assertion refused: ${v.reason}.` },
+          started,
+        );
+      }),
+    );
   }
 
   private dispatch(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint): void {
