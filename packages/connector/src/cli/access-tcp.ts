@@ -4,6 +4,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Command } from 'commander';
 import { TCP_UPGRADE } from '../origin/tcp-bridge.js';
+import { registerAccessManagement } from '../access/access-commands.js';
 
 /**
  * `tunnel access tcp`: the client end of a `tcp://` ingress rule, as
@@ -99,7 +100,8 @@ function join(local: Duplex, remote: Duplex): Promise<void> {
 }
 
 export function registerAccessCommands(program: Command): void {
-  const access = program.command('access').description('reach a service published through a tunnel from this machine');
+  const access = program.command('access').description('reach a service published through a tunnel from this machine, and manage who may (Access)');
+  registerAccessManagement(access);
   access
     .command('tcp')
     .description('carry a TCP connection to a hostname whose ingress rule is tcp://host:port (e.g. SSH)')
