@@ -53,7 +53,8 @@ const DROP_REQUEST = new Set([
 ]);
 
 function isOursToSet(lowerName: string): boolean {
-  return DROP_REQUEST.has(lowerName) || lowerName.startsWith('tunnel-');
+  // The relay's Access headers go on to the origin (the relay already dropped any client-sent copy).
+  return DROP_REQUEST.has(lowerName) || (lowerName.startsWith('tunnel-') && lowerName !== AccessHeaders.assertion && lowerName !== AccessHeaders.email);
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
