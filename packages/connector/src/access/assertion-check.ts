@@ -42,7 +42,7 @@ export class AssertionCheck {
 
   async verify(token: string | undefined, audTags: readonly string[]): Promise<AssertionVerdict> {
     if (!token) return { ok: false, reason: 'no Tunnel-Access-Jwt-Assertion on the request' };
-    if (token.length > 16_384) return { ok: false, reason: 'the assertion is too large' };
+    if (token.length > 8_192) return { ok: false, reason: 'the assertion is too large' };
     try {
       const { payload } = await jwtVerify(token, this.jwks, {
         issuer: this.issuer,
