@@ -51,6 +51,7 @@ export class RelayMetrics implements LimitHits {
   private certificate: RelayCertificate | null = null;
   private publicInFlight: () => number = () => 0;
   private claimChecks: { inFlight: number; max: number; refused: number } | null = null;
+  private h2: { sessions: number; streams: number } = { sessions: 0, streams: 0 };
 
   /** Hooks for the request path (ProxyContext.hooks). */
   readonly hooks: ProxyHooks;
@@ -260,6 +261,22 @@ export class RelayMetrics implements LimitHits {
       },
     });
     new Gauge({
+      name: 'tunnel_relay_h2_sessions',
+      help: 'Open HTTP/2 connections on the public HTTPS listener.',
+      registers,
+      collect() {
+        this.set(self.h2.sessions);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_h2_streams',
+      help: 'Open HTTP/2 streams on the public HTTPS listener (each connection holds at most --h2-max-concurrent-streams).',
+      registers,
+      collect() {
+        this.set(self.h2.streams);
+      },
+    });
+    new Gauge({
       name: 'tunnel_relay_pending_logins',
       help: 'Pending `tunnel login` sessions created through this relay and not yet expired or collected.',
       registers,
@@ -380,6 +397,11 @@ export class RelayMetrics implements LimitHits {
   /** Where the ceiling gauges read their current values. */
   attachLimitGauges(sources: Partial<LimitGaugeSources>): void {
     this.gaugeSources = { ...this.gaugeSources, ...sources };
+  }
+
+  /** The public HTTPS listener's live HTTP/2 counts. */
+  attachH2(open: { sessions: number; streams: number }): void {
+    this.h2 = open;
   }
 
   /** Zone-claim DNS checks: in flight, ceiling, refusals. */

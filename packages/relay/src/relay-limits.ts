@@ -35,6 +35,12 @@ export interface RelayLimits {
   registerTimeoutMs: number;
   /** Access logins talking to an identity provider at once on this relay; past it a 503. */
   accessPendingLogins: number;
+  /** HTTP/2 on the public HTTPS listener: streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  h2MaxConcurrentStreams: number;
+  /** HTTP/2: bytes of one request's header list (names + values + 32 per field, RFC 9113 §6.5.2); past it a 431. */
+  h2MaxHeaderListSize: number;
+  /** HTTP/2: streams the client resets per connection per second before the connection gets GOAWAY (CVE-2023-44487). */
+  h2ResetRate: number;
 }
 
 /** Names used as the `limit` label of tunnel_relay_limit_hits_total. */
@@ -54,6 +60,8 @@ export const LIMIT_NAMES = [
   'session_refusal_rate',
   'register_timeout',
   'access_pending_logins',
+  'h2_header_list_size',
+  'h2_reset_rate',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
@@ -89,6 +97,9 @@ export function defaultLimits(): RelayLimits {
     keepAliveTimeoutMs: 65_000,
     registerTimeoutMs: 10_000,
     accessPendingLogins: 256,
+    h2MaxConcurrentStreams: 100,
+    h2MaxHeaderListSize: 64 * 1024,
+    h2ResetRate: 100,
   };
 }
 
@@ -125,4 +136,7 @@ export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: strin
   { key: 'keepAliveTimeoutMs', name: 'keep-alive-timeout', kind: 'ms', help: 'idle time before a kept-alive public connection is closed' },
   { key: 'registerTimeoutMs', name: 'register-timeout', kind: 'ms', help: 'time an upgraded connector has to send its register message before its session is closed' },
   { key: 'accessPendingLogins', name: 'max-access-pending-logins', kind: 'count', help: 'Access logins waiting on an identity provider at once before a 503' },
+  { key: 'h2MaxConcurrentStreams', name: 'h2-max-concurrent-streams', kind: 'count', help: 'HTTP/2 streams open at once on one public connection (more are refused)' },
+  { key: 'h2MaxHeaderListSize', name: 'h2-max-header-list-size', kind: 'bytes', help: 'bytes of one HTTP/2 request header list before a 431' },
+  { key: 'h2ResetRate', name: 'h2-reset-rate', kind: 'rate', help: 'HTTP/2 streams a client may reset per connection per second before GOAWAY (rapid reset)' },
 ];

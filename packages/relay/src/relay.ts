@@ -21,6 +21,7 @@ import { PublicConnectionGate } from './edge/public-connection-gate.js';
 import { watchBodyIdle } from './edge/body-idle-timeout.js';
 import { Access, type AccessOptions } from './access/access.js';
 import { routesOutsideZones } from './zones/zone-grants.js';
+import { createPublicHttpsServer, type PublicHttpsServer } from './edge/public-https-server.js';
 
 export interface RelayOptions {
   id: string;
@@ -84,7 +85,7 @@ export class Relay {
   readonly connections = new TunnelConnections();
   readonly routes: RouteTable;
   private state: RelayState = 'created';
-  private readonly servers: { public: Array<http.Server | https.Server>; connect?: http.Server | https.Server; control?: http.Server | https.Server; peer?: http.Server | https.Server; metrics?: http.Server } = { public: [] };
+  private readonly servers: { public: Array<http.Server | https.Server | PublicHttpsServer['server']>; connect?: http.Server | https.Server; control?: http.Server | https.Server; peer?: http.Server | https.Server; metrics?: http.Server } = { public: [] };
   /** Set when certificates are configured: every listener but plain public HTTP and metrics uses it. */
   readonly certificate: RelayCertificate | null;
   private fleet: FleetView | null = null;
@@ -103,6 +104,8 @@ export class Relay {
   private readonly gate: PublicConnectionGate;
   /** Access policies, assertions and logins (DESIGN §14). */
   readonly access: Access;
+  /** The public HTTPS listener (HTTP/2 and HTTP/1.1), when there is one. */
+  private https: PublicHttpsServer | null = null;
 
   constructor(
     readonly opts: RelayOptions,
@@ -188,7 +191,7 @@ export class Relay {
       }
       if (logRequests) logRequestWhenDone(log, req, res, 'public', requestId);
     };
-    const countBytes = (s: http.Server | https.Server, side: 'public' | 'connector') => {
+    const countBytes = (s: import('node:net').Server, side: 'public' | 'connector') => {
       if (metrics) s.on('connection', (sock: import('node:net').Socket) => metrics.trackSocket(side, sock));
     };
     const refuseUnparsable = (e: Error & { code?: string }, sock: Duplex) => refuseClientBytes(log, e, sock);
@@ -214,7 +217,18 @@ export class Relay {
     }
     if (this.opts.listen.https) {
       if (!cert) throw new Error('listen.https needs tls.cert and tls.key');
-      const s = cert.createServer(serverOpts, onRequest);
+      // HTTP/2 (ALPN h2) and HTTP/1.1 on one port, into the same request handler.
+      const h2 = createPublicHttpsServer({
+        certificates: cert.pem,
+        limits,
+        http1: serverOpts,
+        hits,
+        log,
+        onRequest: onRequest as (req: unknown, res: unknown) => void,
+      });
+      this.https = h2;
+      metrics?.attachH2(h2.open);
+      const s = cert.adopt(h2.server);
       // TLS: the raw socket cannot carry a plain answer; over a ceiling it is closed.
       s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, false));
       s.on('upgrade', onUpgrade);
@@ -454,7 +468,8 @@ export class Relay {
     const delay = this.opts.drainDelayMs ?? 0;
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     const publicClosed = Promise.all(this.servers.public.map((s) => closeServer(s)));
-    for (const s of this.servers.public) s.closeIdleConnections?.();
+    for (const s of this.servers.public) (s as http.Server).closeIdleConnections?.();
+    this.https?.closeIdleConnections();
     // In-flight requests finish (public ones and connector streams each say
     // so when they end), or the drain timeout ends the wait.
     await new Promise<void>((resolve) => {
@@ -479,7 +494,8 @@ export class Relay {
       this.onPublicSettled = check;
       check();
     });
-    for (const s of this.servers.public) s.closeAllConnections?.();
+    for (const s of this.servers.public) (s as http.Server).closeAllConnections?.();
+    this.https?.closeAllConnections();
     await publicClosed;
     log.info({ event: 'drained', relayId: this.opts.id, ms: Date.now() - started }, 'relay drained');
     await this.stop();
@@ -511,7 +527,8 @@ export class Relay {
     this.routes.close();
     this.access.close();
     for (const c of this.connections.list()) c.close();
-    for (const s of this.servers.public) s.closeAllConnections?.();
+    for (const s of this.servers.public) (s as http.Server).closeAllConnections?.();
+    this.https?.closeAllConnections();
     this.endpoint?.close();
     const all = [...this.servers.public, this.servers.connect, this.servers.control, this.servers.peer, this.servers.metrics].filter((s): s is http.Server => !!s);
     for (const s of all) s.closeAllConnections?.();

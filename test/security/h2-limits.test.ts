@@ -1,0 +1,128 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import http2 from 'node:http2';
+import * as path from 'node:path';
+import { generateKeyFile } from '../../packages/relay/src/keys.js';
+import { createTunnel, startConnector, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
+import { startOrigin, type Origin } from '../harness/origin.js';
+import { makeCa, issueCert, opensslMissing } from '../harness/certs.js';
+import { limitHits, metricsUrl } from '../harness/limit-metrics.js';
+import { h2get, h2session, rapidReset } from '../harness/h2.js';
+import { waitFor } from '../harness/wait.js';
+
+// Ceilings of HTTP/2 on the public listener, each configurable and counted:
+// streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS:
+// the origin never sees more), the size of one request's header list (431,
+// and a stream reset far past it), and the rapid-reset attack
+// (CVE-2023-44487: streams opened and cancelled at once) answered with a
+// GOAWAY, while other connections are served on.
+
+const skip = opensslMissing('HTTP/2 limits test');
+
+describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener', () => {
+  const tmp = tempDir();
+  let ca: ReturnType<typeof makeCa>;
+  let relay: RelayProc;
+  let port: number;
+  let origin: Origin;
+  let metrics: string;
+  let concurrent = 0;
+  let maxConcurrent = 0;
+  const held: Array<() => void> = [];
+
+  beforeAll(async () => {
+    ca = makeCa(tmp.dir);
+    const leaf = issueCert(ca, path.join(tmp.dir, 'relay'), { names: ['h2.test'] });
+    const keys = path.join(tmp.dir, 'fleet-key.json');
+    generateKeyFile(keys);
+    const store = `file:${path.join(tmp.dir, 'store')}`;
+    relay = await startRelay({
+      dir: tmp.dir,
+      store,
+      keys,
+      id: 'relay-h2-limits',
+      extraArgs: ['--tls-cert', leaf.cert, '--tls-key', leaf.key, '--https', '127.0.0.1:0', '--metrics', '127.0.0.1:0',
+        '--h2-max-concurrent-streams', '3', '--h2-max-header-list-size', '4096', '--h2-reset-rate', '20'],
+    });
+    port = (relay.proc.logs.find((l) => l.event === 'listening')!.ports as { https: number }).https;
+    metrics = await metricsUrl(relay);
+    origin = await startOrigin((q, s) => {
+      if (q.url === '/hold') {
+        concurrent++;
+        maxConcurrent = Math.max(maxConcurrent, concurrent);
+        held.push(() => {
+          concurrent--;
+          s.end('held');
+        });
+        return;
+      }
+      s.end('ok');
+    });
+    const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'h2', hostnames: ['h2.test'], relays: [`wss://127.0.0.1:${relay.connect}`] });
+    await startConnector({ token, relays: [`wss://127.0.0.1:${relay.connect}`], url: origin.url, env: { NODE_EXTRA_CA_CERTS: ca.cert }, ha: 1 });
+  });
+  afterAll(async () => {
+    await stopAll();
+    await origin?.close();
+    tmp.cleanup();
+  });
+
+  const connect = () => h2session(`https://127.0.0.1:${port}`, { ca: readFileSync(ca.cert), servername: 'h2.test' });
+
+  it('concurrent streams: SETTINGS says 3, and of 8 held requests on one connection the origin never sees more than 3 at once', async () => {
+    const s = await connect();
+    try {
+      expect(s.remoteSettings.maxConcurrentStreams).toBe(3);
+      const all = Array.from({ length: 8 }, () => h2get(s, { ':path': '/hold', ':authority': 'h2.test' }));
+      // Release the held ones as they arrive until all 8 are answered.
+      let answered = 0;
+      for (const p of all) void p.then(() => answered++);
+      await waitFor(() => {
+        while (held.length > 0) held.shift()!();
+        return answered === 8;
+      }, 15_000, { message: 'all 8 held requests answered' });
+      expect(maxConcurrent).toBe(3);
+      for (const r of await Promise.all(all)) expect(r.body).toBe('held');
+    } finally {
+      s.close();
+    }
+  });
+
+  it('header list size: over the limit is a 431 counted in /metrics; far over it the stream is reset; the connection serves on', async () => {
+    const before = (await limitHits(metrics)).h2_header_list_size ?? 0;
+    const s = await connect();
+    try {
+      const big = await h2get(s, { ':path': '/', ':authority': 'h2.test', 'x-big': 'a'.repeat(5000) });
+      expect(big.status).toBe(431);
+      expect(big.headers['tunnel-error']).toBe('headers_too_large');
+      expect((await limitHits(metrics)).h2_header_list_size).toBe(before + 1);
+      // Past twice the limit nghttp2 resets the stream before the head is whole.
+      const huge = await h2get(s, { ':path': '/', ':authority': 'h2.test', 'x-big': 'a'.repeat(12_000) }).then(
+        (r) => `answered ${r.status}`,
+        (e: Error & { code?: string }) => e.code ?? e.message,
+      );
+      expect(huge).toMatch(/ERR_HTTP2_STREAM_ERROR|ENHANCE_YOUR_CALM|431/);
+      const ok = await h2get(s, { ':path': '/', ':authority': 'h2.test' });
+      expect(ok.body).toBe('ok');
+    } finally {
+      s.close();
+    }
+  });
+
+  it('rapid reset: a client that opens and cancels streams faster than --h2-reset-rate gets GOAWAY; other clients are served', async () => {
+    const before = (await limitHits(metrics)).h2_reset_rate ?? 0;
+    // At most 2,000 streams (each HEADERS then RST_STREAM at once), within 10 s.
+    const r = await rapidReset({ port, ca: readFileSync(ca.cert), servername: 'h2.test', authority: 'h2.test', streams: 2_000 });
+    expect(r.goaway).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    expect(r.sent).toBeGreaterThan(20);
+    expect((await limitHits(metrics)).h2_reset_rate).toBe(before + 1);
+    await relay.proc.waitForLog((l) => l.event === 'h2-rapid-reset', 5_000);
+    // Another client, and a new connection from the same one, are served.
+    const other = await connect();
+    try {
+      expect((await h2get(other, { ':path': '/', ':authority': 'h2.test' })).body).toBe('ok');
+    } finally {
+      other.close();
+    }
+  });
+});
