@@ -7,7 +7,7 @@ import type http from 'node:http';
 import * as path from 'node:path';
 import { Agent } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
-import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { createTunnel, startConnector, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { req } from './harness/http.js';
