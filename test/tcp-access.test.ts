@@ -171,7 +171,7 @@ describe('tcp:// services and `tunnel access tcp`', () => {
     });
     const down = await runCli(CONNECTOR_CLI, ['access', 'tcp', '--hostname', fleet.hostname, '--relay', `http://127.0.0.1:${closed}`], {}, undefined, 15_000);
     expect(down.code).toBe(1);
-    expect(down.stderr).toMatch(/cannot reach 127\.0\.0\.1:\d+: .*ECONNREFUSED/);
+    expect(down.stderr).toMatch(/nothing answers at http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED \(relay_unreachable\)/);
   });
 
   it('a connection cut mid-way (the connector dies) is reported and exits non-zero, never passed off as complete', async () => {

@@ -16,3 +16,4 @@ export * from './head-check.js';
 export * from './duration.js';
 export * from './error-answer.js';
 export * from './access-assertion.js';
+export * from './relay-description.js';

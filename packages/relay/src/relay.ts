@@ -22,6 +22,7 @@ import { watchBodyIdle } from './edge/body-idle-timeout.js';
 import { Access, type AccessOptions } from './access/access.js';
 import { routesOutsideZones } from './zones/zone-grants.js';
 import { createPublicHttpsServer, type PublicHttpsServer } from './edge/public-https-server.js';
+import { RelayDescriptionDocument } from './relay-description.js';
 
 export interface RelayOptions {
   id: string;
@@ -106,6 +107,8 @@ export class Relay {
   readonly access: Access;
   /** The public HTTPS listener (HTTP/2 and HTTP/1.1), when there is one. */
   private https: PublicHttpsServer | null = null;
+  /** `/.well-known/tunnel-relay` on every listener: one relay URL is enough for every command. */
+  readonly description: RelayDescriptionDocument;
 
   constructor(
     readonly opts: RelayOptions,
@@ -124,6 +127,7 @@ export class Relay {
       hits: metrics ?? NO_LIMIT_HITS,
     });
     this.ctx.access = (req, route, reply) => this.access.gate.check(req, route, reply);
+    this.description = new RelayDescriptionDocument(opts.id, opts.region, deps.keys, () => this.urls());
   }
 
   get id(): string {
@@ -178,6 +182,8 @@ export class Relay {
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
       // Refused by the gate; its answer is already written.
       if (this.gate.isRefused(req.socket)) return;
+      // The relay's own name answers its description; a routed hostname keeps the path for its origin.
+      if (RelayDescriptionDocument.asks(req) && !this.routes.lookup(req.headers.host ?? '')) return void this.description.serve('public', req, res);
       this.trackPublic(res);
       let requestId: string | undefined;
       try {
@@ -239,7 +245,8 @@ export class Relay {
     }
 
     const connect = this.createServer({});
-    connect.on('request', (_req, res) => {
+    connect.on('request', (req, res) => {
+      if (RelayDescriptionDocument.asks(req)) return void this.description.serve('connect', req, res);
       res.writeHead(426, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: { code: 'upgrade_required', message: 'connectors connect with a WebSocket upgrade to /v1/connect' } }));
     });
@@ -316,7 +323,7 @@ export class Relay {
 
   /** Attach the control API (the caller owns its routes); served over TLS when the relay has certificates. */
   async attachControl(handler: http.RequestListener): Promise<number> {
-    const server = this.createServer({}, handler);
+    const server = this.createServer({}, (req, res) => (RelayDescriptionDocument.asks(req) ? this.description.serve('control', req, res) : void handler(req, res)));
     this.servers.control = server;
     const port = await listen(server, this.opts.listen.control!);
     this.ports.control = port;

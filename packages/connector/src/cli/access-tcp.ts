@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import { Command } from 'commander';
 import { TCP_UPGRADE } from '../origin/tcp-bridge.js';
 import { registerAccessManagement } from '../access/access-commands.js';
+import { describeRelay } from '../ha/relay-lookup.js';
 
 /**
  * `tunnel access tcp`: the client end of a `tcp://` ingress rule, as
@@ -15,11 +16,16 @@ import { registerAccessManagement } from '../access/access-commands.js';
 
 export class AccessError extends Error {}
 
-/** Where to send the upgrade: the hostname itself (its DNS points at the relays), or a relay named by --relay. */
-export function accessTarget(hostname: string, relay?: string): URL {
-  const url = new URL(relay ?? `https://${hostname}`);
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new AccessError(`--relay must be an http:// or https:// URL of a relay's public listener, not ${url.protocol}`);
-  return url;
+/**
+ * Where to send the upgrade: the hostname itself (its DNS points at the
+ * relays), or the public listener of the relay named by --relay (any of its
+ * URLs: its /.well-known/tunnel-relay says where the public listener is).
+ */
+export async function accessTarget(hostname: string, relay?: string): Promise<URL> {
+  if (!relay) return new URL(`https://${hostname}`);
+  const described = await describeRelay(relay);
+  if (!described.public) throw new AccessError(`the relay at ${relay} (${described.relayId}) has no public listener: name another relay with --relay`);
+  return new URL(described.public);
 }
 
 /** Open one raw TCP stream to the origin behind `hostname`; rejects with the relay's or connector's reason. */
@@ -107,9 +113,9 @@ export function registerAccessCommands(program: Command): void {
     .description('carry a TCP connection to a hostname whose ingress rule is tcp://host:port (e.g. SSH)')
     .requiredOption('--hostname <host>', 'public hostname routed to the tunnel')
     .option('--url <addr>', 'listen on this local address (host:port) and carry each connection; without it, stdin/stdout (for ssh -o ProxyCommand)')
-    .option('--relay <url>', "a relay's public URL to connect to (default: https://HOSTNAME)")
+    .option('--relay <url>', 'connect through this relay: any of its URLs (default: https://HOSTNAME)')
     .action(async (o: { hostname: string; url?: string; relay?: string }) => {
-      const target = accessTarget(o.hostname, o.relay);
+      const target = await accessTarget(o.hostname, o.relay);
       if (!o.url) {
         // stdin/stdout: one stream, and the exit code says whether it ended cleanly.
         const remote = await openTcpStream(o.hostname, target);

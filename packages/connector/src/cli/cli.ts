@@ -20,6 +20,7 @@ import { fetchHostnames, showStatusBlockWhenConnected } from '../status/status-b
 import { registerServiceCommands, ServiceError } from './service-install.js';
 import { registerAccessCommands, AccessError } from './access-tcp.js';
 import { relayTrust, CaFileError } from '../origin/ca-trust.js';
+import { connectEndpointsFor } from '../ha/relay-lookup.js';
 
 class CliError extends Error {}
 
@@ -48,7 +49,7 @@ program
   .option('--credentials-file <file>', 'tunnel credentials file (<TUNNEL-ID>.json)')
   .option('--config <file>', 'config.yml with ingress rules (reloaded on change and on SIGHUP)')
   .option('--url <url>', 'publish this one origin (instead of ingress rules)')
-  .option('--relay <url...>', 'relay connector endpoints (ws:// or wss://); default: from the config or the credential')
+  .option('--relay <url...>', 'relays to dial: any URL of a relay (public, control API or connector endpoint; ws:// and wss:// are taken as the endpoint itself); default: from the config or the credential')
   .option('--no-discover', 'use only the relays given; do not follow the fleet\'s live relay list')
   .option('--discovery-interval <duration>', 'how often to ask for the fleet\'s live relay list', '5s')
   .addOption(new Option('--fleet-key <key>', 'fleet public key that signs relay lists (for credentials issued without one)').env('TUNNEL_FLEET_KEY'))
@@ -82,16 +83,19 @@ program
       process.stderr.write(`tunnel: the tunnel credential expired at ${new Date(exp * 1000).toISOString()} (credential_expired): get a new one with \`tunnel token --rotate NAME\`\n`);
       process.exit(2);
     }
-    const relays = relaysFor(token, o.relay ?? (cfg?.relays.length ? cfg.relays : (file?.relays ?? [])));
+    const claims = peekClaims(token);
+    const fleetKey = fleetKeyFor(o.fleetKey, claims?.fleetKey, file?.fleetKey);
+    // Any of a relay's URLs: looked up at its /.well-known/tunnel-relay (ws:// ones are endpoints already).
+    const asked: string[] | undefined = o.relay ?? (cfg?.relays.length ? cfg.relays : undefined);
+    const learned = asked ? await connectEndpointsFor(asked, fleetKey) : { connect: [], control: [] };
+    const relays = relaysFor(token, asked ? learned.connect : (file?.relays ?? []));
     if (relays.length === 0) throw new CliError('no relays: pass --relay URL, list `relays` in the config, or use a credential that names them');
     const haConnections = Number(o.haConnections ?? cfg?.haConnections ?? 4);
     if (!Number.isInteger(haConnections) || haConnections < 1 || haConnections > 16) throw new CliError('--ha-connections must be 1..16');
     const gracePeriodMs = o.gracePeriod ? durationFlag('grace-period', o.gracePeriod) : (cfg?.gracePeriod ?? 30_000);
 
     const claimed = peekClaims(token)?.controlUrl;
-    const controlUrls = o.discover === false ? [] : [file?.controlUrl, typeof claimed === 'string' ? claimed : undefined].filter((x): x is string => !!x);
-    const claims = peekClaims(token);
-    const fleetKey = fleetKeyFor(o.fleetKey, claims?.fleetKey, file?.fleetKey);
+    const controlUrls = o.discover === false ? [] : [...new Set([file?.controlUrl, typeof claimed === 'string' ? claimed : undefined, ...learned.control].filter((x): x is string => !!x))];
     const connectorId = randomUUID();
     const metrics = new ConnectorMetrics({ connectorId, tunnelId: typeof claims?.tunnelId === 'string' ? claims.tunnelId : '', version: CONNECTOR_VERSION });
     const connector = new Connector({

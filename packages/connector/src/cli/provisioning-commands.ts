@@ -7,6 +7,7 @@ import { tunnelHome, findCredentialsByName, credentialsFileFor, UnsafeIdError } 
 import { relayTrust } from '../origin/ca-trust.js';
 import { resolveToken, type TunnelCredentialsFile } from './credentials.js';
 import { parseDuration } from '@tunnel/protocol';
+import { describeRelay } from '../ha/relay-lookup.js';
 
 interface TunnelRecord {
   id: string;
@@ -52,22 +53,26 @@ export function registerProvisioningCommands(program: Command): void {
   program
     .command('login')
     .description('log in to a relay fleet: approve a short code (or use --enroll TOKEN), writes TUNNEL_HOME/cert.json')
-    .requiredOption('--relay <url>', 'a relay control API URL, e.g. https://relay.example.com:7000 (a private CA: --ca-file or NODE_EXTRA_CA_CERTS)')
+    .requiredOption('--relay <url>', 'any URL of a relay (public, control API or connector endpoint), e.g. https://relay.example.com:7000 (a private CA: --ca-file or NODE_EXTRA_CA_CERTS)')
     .option('--enroll <token>', 'non-interactive: an enrollment token from `tunnel-relay account create` (single use unless issued --reusable)')
     .option('--refresh', 'exchange the still-valid account credential in cert.json for a fresh one (the old one is revoked)')
     .option('--poll-interval <ms>', 'how often to ask whether the code was approved', '1000')
     .action(async (o: { relay: string; enroll?: string; refresh?: boolean; pollInterval: string }) => {
-      const base = o.relay.replace(/\/+$/, '');
-      if (o.refresh) {
-        const cert = readCert();
-        const r = await api<{ credential: string; accountId: string; accountName: string }>(base, 'POST', '/v1/account/refresh', { auth: cert.credential });
-        saveCert({ accountId: r.body.accountId, accountName: r.body.accountName, controlUrl: base, credential: r.body.credential, ...(cert.caFile ? { caFile: cert.caFile } : caFileField()) });
+      // Any of the relay's URLs: its /.well-known/tunnel-relay names the control API.
+      const current = o.refresh ? readCert() : undefined;
+      const relay = await describeRelay(o.relay, { pinnedFleetKey: current ? pinnedFleetKey(current) : null });
+      if (!relay.control) throw new ControlError(0, 'no_control_api', `the relay at ${o.relay} (${relay.relayId}) serves no control API: log in through a relay that does`);
+      const base = relay.control;
+      const learned = { relay };
+      if (current) {
+        const r = await api<{ credential: string; accountId: string; accountName: string }>(base, 'POST', '/v1/account/refresh', { auth: current.credential });
+        saveCert({ accountId: r.body.accountId, accountName: r.body.accountName, controlUrl: base, credential: r.body.credential, ...(current.caFile ? { caFile: current.caFile } : caFileField()), ...learned });
         return;
       }
       if (existsSync(certPath())) err(`note: replacing ${certPath()}`);
       if (o.enroll) {
         const r = await api<{ credential: string; accountId: string; accountName: string }>(base, 'POST', '/v1/enroll', { body: { token: o.enroll } });
-        saveCert({ accountId: r.body.accountId, accountName: r.body.accountName, controlUrl: base, credential: r.body.credential, ...caFileField() });
+        saveCert({ accountId: r.body.accountId, accountName: r.body.accountName, controlUrl: base, credential: r.body.credential, ...caFileField(), ...learned });
         return;
       }
       const keys = boxKeyPair();
@@ -83,7 +88,7 @@ export function registerProvisioningCommands(program: Command): void {
         if (r.body.state === 'approved' && r.body.sealedCredential) {
           const credential = openSealed(keys.secretKey, r.body.sealedCredential).toString('utf8');
           const claims = peekClaims(credential);
-          saveCert({ accountId: String(claims?.accountId ?? ''), accountName: String(claims?.accountName ?? ''), controlUrl: base, credential, ...caFileField() });
+          saveCert({ accountId: String(claims?.accountId ?? ''), accountName: String(claims?.accountName ?? ''), controlUrl: base, credential, ...caFileField(), ...learned });
           return;
         }
         if (Date.now() > expiresAt + 5_000) throw new ControlError(410, 'login_expired', `login code ${code} expired: run \`tunnel login\` again`);
@@ -252,6 +257,12 @@ export function registerProvisioningCommands(program: Command): void {
 /** Later commands (`tunnel create`, `tunnel run NAME`) talk to the same relays: keep the CA login used. */
 function caFileField(): { caFile?: string } {
   return relayTrust.file ? { caFile: relayTrust.file } : {};
+}
+
+/** The fleet key a logged-in account is pinned to: the one its credential carries, else the one login learned. */
+export function pinnedFleetKey(c: AccountCert): string | null {
+  const k = peekClaims(c.credential)?.fleetKey;
+  return typeof k === 'string' ? k : (c.relay?.fleetKey ?? null);
 }
 
 function saveCert(c: AccountCert): void {

@@ -4,6 +4,7 @@ import { join, dirname, basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { tunnelHome } from '../cli/tunnel-home.js';
 import { relayTrust, certificateHint } from '../origin/ca-trust.js';
+import type { RelayEndpoints } from './relay-lookup.js';
 
 /** A refusal or failure from the relay's control API, with its stable code. */
 export class ControlError extends Error {
@@ -24,6 +25,8 @@ export interface AccountCert {
   credential: string;
   /** The private CA given to `tunnel login --ca-file`, used by later commands too. */
   caFile?: string;
+  /** What login learned from the relay's /.well-known/tunnel-relay. */
+  relay?: RelayEndpoints;
 }
 
 export function certPath(): string {
@@ -48,6 +51,7 @@ export function readCert(): AccountCert {
     controlUrl: v.controlUrl,
     credential: v.credential,
     ...(typeof v.caFile === 'string' && v.caFile ? { caFile: v.caFile } : {}),
+    ...(v.relay && typeof v.relay === 'object' && typeof v.relay.fleetKey === 'string' ? { relay: v.relay } : {}),
   };
 }
 
