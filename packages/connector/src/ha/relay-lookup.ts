@@ -187,10 +187,11 @@ export async function describeRelay(given: string, o: { pinnedFleetKey?: string 
   const claims = claimsSchema.safeParse(signed);
   if (!claims.success) throw new ControlError(0, 'bad_relay_description', `the relay description at ${base.origin} is malformed (${issueText(claims.error)})`);
   const c = claims.data;
-  // Reached over TLS, a relay cannot send us to plain-text endpoints (a downgrade would expose credentials).
+  // Reached over TLS, a relay cannot send credentials to plain-text endpoints (a
+  // downgrade would expose them); a plain public listener is ordinary (:80 next to :443).
   if (base.protocol === 'https:') {
-    const plain = [...c.connect.filter((u) => u.startsWith('ws:')), ...[c.control, c.public].filter((u): u is string => !!u && u.startsWith('http:'))];
-    if (plain.length > 0) throw new ControlError(0, 'bad_relay_description', `the relay at ${base.origin} was reached over TLS but names plain-text endpoints (${plain.map((u) => shown(u)).join(', ')}): refused`);
+    const plain = [...c.connect.filter((u) => u.startsWith('ws:')), ...(c.control?.startsWith('http:') ? [c.control] : [])];
+    if (plain.length > 0) throw new ControlError(0, 'bad_relay_description', `the relay at ${base.origin} was reached over TLS but names plain-text endpoints for credentials (${plain.map((u) => shown(u)).join(', ')}): refused`);
   }
   // The listener the user named is reached as named; the others as advertised.
   const by: Listener | undefined = doc.data.answeredBy;
