@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { verifyToken, RELAY_DESCRIPTION_KIND, RELAY_DESCRIPTION_PATH } from '@tunnel/protocol';
-import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { CONNECTOR_CLI, RELAY_CLI, createTunnel, runCli, startConnector, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { req } from './harness/http.js';
