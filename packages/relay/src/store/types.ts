@@ -6,6 +6,7 @@
 
 import { z } from 'zod';
 import type { AccessRecord } from './access-records.js';
+import type { RelayHistoryStore } from './relay-history.js';
 
 export interface Account {
   readonly id: string;
@@ -129,6 +130,8 @@ export interface Presence {
   readonly version: string;
   readonly clientIp: string;
   readonly connectedAt: number;
+  /** The connector host's name as it reported it (absent from older connectors). */
+  readonly host?: string;
 }
 
 export interface RouteFilter {
@@ -193,7 +196,8 @@ export function isStoreError(err: unknown, code?: StoreErrorCode): err is StoreE
   return err instanceof StoreError && (code === undefined || err.code === code);
 }
 
-export interface Store {
+/** Relay history (relay-history.ts): every relay that joined, down ones included, with its counts. */
+export interface Store extends RelayHistoryStore {
   /** `file` or `redis`, for logs and metrics. */
   readonly kind: 'file' | 'redis';
 
@@ -362,6 +366,7 @@ export const presenceSchema = z.strictObject({
   version: z.string(),
   clientIp: z.string(),
   connectedAt: ms,
+  host: z.string().max(255).optional(),
 });
 
 const HOST_LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;

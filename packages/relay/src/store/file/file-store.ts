@@ -68,6 +68,8 @@ import {
   type NewZone,
   type Zone,
 } from '../types.js';
+import { FileRelayHistory } from './file-relay-history.js';
+import type { CountsByTunnel, RecordOutcome, RelayHistory } from '../relay-history.js';
 
 export interface FileStoreOptions {
   logger?: StoreLogger;
@@ -81,6 +83,8 @@ export interface FileStoreOptions {
   gcGraceMs?: number;
   /** Live relay-to-relay nonces kept in memory (claimNonce); when full, claims are refused (default 200,000). */
   nonceCacheEntries?: number;
+  /** Relays the fleet history remembers at once (default HISTORY_LIMITS.relays; 0: no ceiling). */
+  relayHistoryEntries?: number;
 }
 
 const FORMAT = 1;
@@ -226,7 +230,8 @@ export class FileStore implements Store {
   readonly dir: string;
 
   private readonly log: StoreLogger;
-  private readonly opts: Required<Omit<FileStoreOptions, 'logger' | 'nonceCacheEntries'>>;
+  private readonly opts: Required<Omit<FileStoreOptions, 'logger' | 'nonceCacheEntries' | 'relayHistoryEntries'>>;
+  private readonly history: FileRelayHistory;
   private readonly mirror: Mirror = {
     accounts: new Map(),
     zones: new Map(),
@@ -278,6 +283,7 @@ export class FileStore implements Store {
       gcGraceMs: opts.gcGraceMs ?? 60_000,
     };
     this.nonces = new MemoryReplayCache(opts.nonceCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES);
+    this.history = new FileRelayHistory(this.dir, this.log, opts.relayHistoryEntries);
   }
 
   /**
@@ -1182,6 +1188,25 @@ export class FileStore implements Store {
       }
     }
     return out.sort(byKey((p) => `${p.relayId}\n${p.connectionId}`));
+  }
+
+  // --- relay history (file-relay-history.ts) -------------------------------------------
+
+  recordRelayHistory(h: RelayHistory): Promise<RecordOutcome> {
+    this.check();
+    return this.history.recordRelayHistory(h);
+  }
+  listRelayHistory(): Promise<RelayHistory[]> {
+    this.check();
+    return this.history.listRelayHistory();
+  }
+  forgetRelay(id: string): Promise<void> {
+    this.check();
+    return this.history.forgetRelay(id);
+  }
+  retiredCounts(): Promise<CountsByTunnel> {
+    this.check();
+    return this.history.retiredCounts();
   }
 
   // --- events and lifecycle ------------------------------------------------------------

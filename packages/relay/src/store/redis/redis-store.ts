@@ -66,6 +66,8 @@ import {
   type Zone,
 } from '../types.js';
 import { conflictFor } from '../file/file-store.js';
+import { RedisRelayHistory } from './redis-relay-history.js';
+import type { CountsByTunnel, RecordOutcome, RelayHistory } from '../relay-history.js';
 
 export interface RedisStoreOptions {
   logger?: StoreLogger;
@@ -77,6 +79,8 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
   /** Longest pause between reconnect attempts (default 1000 ms). */
   maxReconnectDelayMs?: number;
+  /** Relays the fleet history remembers at once (default HISTORY_LIMITS.relays; 0: no ceiling). */
+  relayHistoryEntries?: number;
 }
 
 // --- Lua --------------------------------------------------------------------
@@ -297,7 +301,10 @@ export class RedisStore implements Store {
     this.log = opts.logger ?? silentLogger;
     this.prefix = opts.keyPrefix ?? 'tunnel:';
     this.channel = `${this.prefix}events`;
+    this.history = new RedisRelayHistory(client, this.prefix, this.log, opts.relayHistoryEntries);
   }
+
+  private readonly history: RedisRelayHistory;
 
   /** The client and key prefix, for fleet-wide rate limits kept next to the store's keys. */
   sharedRedis(): { client: Redis; keyPrefix: string } {
@@ -1027,6 +1034,25 @@ export class RedisStore implements Store {
       () => this.lastPresence,
     );
     return all.filter((p) => (filter.relayId === undefined || p.relayId === filter.relayId) && (filter.tunnelId === undefined || p.tunnelId === filter.tunnelId));
+  }
+
+  // --- relay history (redis-relay-history.ts) ---------------------------------------------
+
+  recordRelayHistory(h: RelayHistory): Promise<RecordOutcome> {
+    this.check();
+    return this.history.recordRelayHistory(h);
+  }
+  listRelayHistory(): Promise<RelayHistory[]> {
+    this.check();
+    return this.history.listRelayHistory();
+  }
+  forgetRelay(id: string): Promise<void> {
+    this.check();
+    return this.history.forgetRelay(id);
+  }
+  retiredCounts(): Promise<CountsByTunnel> {
+    this.check();
+    return this.history.retiredCounts();
   }
 
   // --- lifecycle ---------------------------------------------------------------------------
