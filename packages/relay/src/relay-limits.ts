@@ -41,6 +41,8 @@ export interface RelayLimits {
   h2MaxHeaderListSize: number;
   /** HTTP/2: streams the client resets per connection per second before the connection gets GOAWAY (CVE-2023-44487). */
   h2ResetRate: number;
+  /** Relays the fleet history remembers (the dashboard's down relays) until an operator forgets them. */
+  relayHistory: number;
 }
 
 /** Names used as the `limit` label of tunnel_relay_limit_hits_total. */
@@ -62,6 +64,7 @@ export const LIMIT_NAMES = [
   'access_pending_logins',
   'h2_header_list_size',
   'h2_reset_rate',
+  'relay_history',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
@@ -100,6 +103,7 @@ export function defaultLimits(): RelayLimits {
     h2MaxConcurrentStreams: 100,
     h2MaxHeaderListSize: 64 * 1024,
     h2ResetRate: 100,
+    relayHistory: 256,
   };
 }
 
@@ -139,4 +143,5 @@ export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: strin
   { key: 'h2MaxConcurrentStreams', name: 'h2-max-concurrent-streams', kind: 'count', help: 'HTTP/2 streams open at once on one public connection (more are refused)' },
   { key: 'h2MaxHeaderListSize', name: 'h2-max-header-list-size', kind: 'bytes', help: 'bytes of one HTTP/2 request header list before a 431' },
   { key: 'h2ResetRate', name: 'h2-reset-rate', kind: 'rate', help: 'HTTP/2 streams a client may reset per connection per second before GOAWAY (rapid reset)' },
+  { key: 'relayHistory', name: 'max-relay-history', kind: 'count', help: 'relays the fleet history remembers (down ones stay on the dashboard until forgotten); a new relay past it is not remembered' },
 ];

@@ -384,6 +384,7 @@ export class Relay {
           version: c.id.version,
           clientIp: c.id.clientIp,
           connectedAt: c.connectedAt,
+          ...(c.id.host ? { host: c.id.host } : {}),
         })),
         ttl,
       );

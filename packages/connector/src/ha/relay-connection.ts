@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
 import { relayTrust } from '../origin/ca-trust.js';
@@ -72,6 +73,8 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
         'tunnel-connector-id': opts.connectorId,
         'tunnel-conn-index': String(opts.connIndex),
         'tunnel-version': opts.version,
+        // Shown to operators on the relay dashboard next to the connector id.
+        'tunnel-connector-host': hostname(),
       },
       perMessageDeflate: false,
       maxPayload: 4 * 1024 * 1024, // our messages are at most one 256 KiB frame or a 64 KiB batch

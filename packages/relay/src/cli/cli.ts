@@ -19,6 +19,7 @@ import { durationMs, loadRelayConfig, RelayConfigError, type RelayConfigFile } f
 import http from 'node:http';
 import { RelayMetrics } from '../metrics.js';
 import { Dashboard } from '../dashboard/dashboard.js';
+import { RelayHistoryPublisher } from '../dashboard/relay-history-publisher.js';
 import { LegacyCredentials, parseLifetime, type CredentialPolicy, type LegacyPolicy } from '../connectors/credential-check.js';
 import { CredentialLifetime } from '@tunnel/protocol';
 import { registerRelayServiceCommands, ServiceError } from './service-install.js';
@@ -232,7 +233,7 @@ serve.action(async (flags, cmd: Command) => {
     const nonceCacheEntries = Number(flags.peerReplayCacheEntries);
     if (!Number.isInteger(nonceCacheEntries) || nonceCacheEntries < 1000) throw new UsageError('--peer-replay-cache-entries must be an integer of at least 1000');
     // The relay's logger, so store warnings (corrupt records, watch fallback, Redis reconnects) are seen.
-    const store = metrics.instrumentStore(await openStore(o.store, { nonceCacheEntries, logger: log.child({ component: 'store' }) }));
+    const store = metrics.instrumentStore(await openStore(o.store, { nonceCacheEntries, relayHistoryEntries: o.limits.relayHistory, logger: log.child({ component: 'store' }) }));
     const claimChecks = flags.zoneClaims ? new ClaimChecks(positiveInt(flags.zoneClaimChecks, '--zone-claim-checks')) : undefined;
     if (claimChecks) metrics.attachZoneClaims(claimChecks);
     if (!!o.tlsCert !== !!o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
@@ -259,6 +260,17 @@ serve.action(async (flags, cmd: Command) => {
       { store, keys, log, hooks: metrics.hooks, metrics, policy },
     );
     await relay.start();
+    const history = new RelayHistoryPublisher({
+      store,
+      log,
+      hits: metrics,
+      relayId: id,
+      region: o.region,
+      startedAt: relay.startedAt,
+      urls: () => relay.urls(),
+      draining: () => relay.draining,
+      traffic: () => metrics.trafficByTunnel().values(),
+    });
     if (o.metrics && o.metrics !== 'off') {
       const server = http.createServer((req, res) => {
         const path = (req.url ?? '/').split('?')[0];
@@ -300,8 +312,9 @@ serve.action(async (flags, cmd: Command) => {
         operatorKey: o.operatorKey,
         operatorGuard,
         controlUrl: () => relay.urls().controlUrl,
-        metrics,
         connections: relay.connections,
+        history,
+        policy,
         ...(relay.certificate ? { peerTls: { dispatcher: relay.certificate.peerDispatcher() } } : {}),
         peerAuth: relay.peerAuth,
       });
@@ -323,6 +336,8 @@ serve.action(async (flags, cmd: Command) => {
       const port = await relay.attachControl(control);
       log.info({ event: 'control-listening', port, operator: !!o.operatorKey }, 'control API listening');
     }
+    // After the control listener: the history records the control URL operators follow.
+    await history.start();
     let signals = 0;
     const onSignal = (sig: string) => {
       signals++;
@@ -330,16 +345,20 @@ serve.action(async (flags, cmd: Command) => {
         log.warn({ signal: sig }, 'second signal: exiting now');
         process.exit(1);
       }
-      relay.drain().then(
-        () => {
-          log.flush?.();
-          process.exit(0);
-        },
-        (e) => {
-          log.error({ err: (e as Error).message }, 'drain failed');
-          process.exit(1);
-        },
-      );
+      // Keeps recording while the relay drains (its store closes at the end).
+      history
+        .markStopping()
+        .then(() => relay.drain())
+        .then(
+          () => {
+            log.flush?.();
+            process.exit(0);
+          },
+          (e) => {
+            log.error({ err: (e as Error).message }, 'drain failed');
+            process.exit(1);
+          },
+        );
     };
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));

@@ -31,6 +31,8 @@ export interface ConnIdentity {
   connIndex: number;
   version: string;
   clientIp: string;
+  /** The host name the connector reported (Tunnel-Connector-Host), when it is a plausible one. */
+  host?: string;
 }
 
 export interface ConnectorConnectionEvents {

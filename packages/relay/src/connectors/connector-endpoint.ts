@@ -127,6 +127,8 @@ export class ConnectorEndpoint {
     const { claims } = checked;
     const connectorId = header(req, 'tunnel-connector-id') ?? '';
     const idx = Number(header(req, 'tunnel-conn-index'));
+    // Informational only (the dashboard shows it): dropped unless it looks like a host name.
+    const host = header(req, 'tunnel-connector-host') ?? '';
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(connectorId) || !Number.isInteger(idx) || idx < 0 || idx > 63) {
       return { status: 400, code: 'bad_headers', message: 'Tunnel-Connector-Id and Tunnel-Conn-Index (0..63) are required' };
     }
@@ -140,6 +142,7 @@ export class ConnectorEndpoint {
       connIndex: idx,
       version: (header(req, 'tunnel-version') ?? 'unknown').slice(0, 64),
       clientIp: req.socket.remoteAddress ?? '',
+      ...(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(host) ? { host } : {}),
     };
   }
 
