@@ -1,30 +1,26 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { request } from 'undici';
 import { startFleet, type Fleet } from './harness/fleet.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { waitFor } from './harness/wait.js';
 import { req } from './harness/http.js';
 import { CONNECTOR_CLI, Proc, tempDir, type RelayProc } from './harness/procs.js';
+import { launchChromium, noteChromium, skipBrowser } from './harness/dashboard-browser.js';
 
 // The operator dashboard in a real browser (Debian's Chromium driven by
 // playwright-core): login refused with a wrong key, the connector's four
 // connections, a request counter rising live while requests are sent (no
 // reload), and a `tunnel login` code approved from the page.
 
-const CHROMIUM = '/usr/bin/chromium';
 const OPERATOR_KEY = 'dashboard-operator-key-0123456789';
 const ARTIFACTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../test-artifacts');
-const haveChromium = existsSync(CHROMIUM);
-if (!haveChromium) {
-  if (process.env.CI === 'true') console.log(`[fail] ${CHROMIUM} is missing and CI=true: .ci/run installs chromium`);
-  else console.log(`[skip] dashboard browser tests: ${CHROMIUM} is not installed (apt-get install -y chromium)`);
-}
+noteChromium('dashboard browser tests');
 
-describe.skipIf(!haveChromium && process.env.CI !== 'true')('dashboard in a real browser', () => {
+describe.skipIf(skipBrowser)('dashboard in a real browser', () => {
   let fleet: Fleet;
   let origin: Origin;
   let browser: Browser;
@@ -33,17 +29,13 @@ describe.skipIf(!haveChromium && process.env.CI !== 'true')('dashboard in a real
   const tmp = tempDir('tunnel-dash-');
 
   beforeAll(async () => {
-    if (!haveChromium) throw new Error(`${CHROMIUM} is required when CI=true (.ci/run installs chromium)`);
     origin = await startOrigin((q, s) => s.end(`hello ${q.url}`));
     const keyFile = path.join(tmp.dir, 'operator-key');
     writeFileSync(keyFile, OPERATOR_KEY + '\n', { mode: 0o600 });
     fleet = await startFleet({ relays: 2, relayArgs: ['--operator-key-file', keyFile] });
     relay = fleet.relays[0]!;
     await fleet.connector({ url: origin.url });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
   });
   afterAll(async () => {

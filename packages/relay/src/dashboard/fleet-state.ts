@@ -85,14 +85,18 @@ export interface FleetInputs {
  */
 export class RateTracker {
   private prev = new Map<string, { at: number; requests: number; errors: number }>();
+  /** When each relay's stats were last read: a tunnel new in its counts had 0 then. */
+  private relayAt = new Map<string, number>();
 
   update(stats: Iterable<RelayStats>, now: number): Map<string, { rps: number; eps: number }> {
     const next = new Map<string, { at: number; requests: number; errors: number }>();
     const rates = new Map<string, { rps: number; eps: number }>();
     for (const s of stats) {
+      const seenAt = this.relayAt.get(s.relayId);
+      this.relayAt.set(s.relayId, s.at);
       for (const [tunnelId, c] of Object.entries(s.tunnels)) {
         const key = `${s.relayId}\n${tunnelId}`;
-        const p = this.prev.get(key);
+        const p = this.prev.get(key) ?? (seenAt !== undefined ? { at: seenAt, requests: 0, errors: 0 } : undefined);
         next.set(key, { at: s.at, requests: c.requests, errors: c.errors });
         if (!p || s.at <= p.at) continue;
         const dt = (s.at - p.at) / 1000;
@@ -107,6 +111,7 @@ export class RateTracker {
     }
     // A relay that missed this tick keeps its previous counts for the next one.
     for (const [k, v] of this.prev) if (!next.has(k) && now - v.at < 60_000) next.set(k, v);
+    for (const [id, at] of this.relayAt) if (now - at >= 60_000) this.relayAt.delete(id);
     this.prev = next;
     return rates;
   }
@@ -183,11 +188,13 @@ export function buildFleetState(x: FleetInputs, rates: ReadonlyMap<string, { rps
     trps += r.rps;
     teps += r.eps;
   }
+  // The fleet's total is its tunnels' (and unrouted requests'): a deleted tunnel's counts go with it.
   let allRequests = 0;
   let allErrors = 0;
-  for (const c of totals.values()) {
-    allRequests += c.requests;
-    allErrors += c.errors;
+  for (const id of ['', ...x.tunnels.map((t) => t.id)]) {
+    const c = totals.get(id);
+    allRequests += c?.requests ?? 0;
+    allErrors += c?.errors ?? 0;
   }
   const tunnelsOf = groupBy(x.tunnels, (t) => t.accountId);
   const zonesOf = groupBy(x.zones, (z) => z.accountId);

@@ -69,11 +69,13 @@ export class RelayHistoryPublisher {
   publish(): Promise<void> {
     const run = async (): Promise<void> => {
       const now = Date.now();
+      const { publicUrl, controlUrl } = this.d.urls();
       try {
         const outcome = await this.d.store.recordRelayHistory({
           id: this.d.relayId,
           region: this.d.region,
-          ...this.d.urls(),
+          publicUrl,
+          controlUrl,
           startedAt: this.d.startedAt,
           firstSeen: Math.min(this.firstSeen, now),
           lastSeen: now,
