@@ -174,6 +174,13 @@ describe('provisioning: login → create → route → run', () => {
     const own = await tunnel(alice, ['route', 'dns', 'other', 'app2.alice.test']);
     expect(own.code).toBe(1);
     expect(own.stderr).toMatch(/hostname_taken/);
+    // One hostname grammar (protocol's) for the control API, the store and a connector's ingress:
+    // `_` is a valid label character everywhere; a space is not, and the API says so.
+    const underscore = await tunnel(alice, ['route', 'dns', 'other', 'a_b.alice.test']);
+    expect(underscore.code, underscore.stderr).toBe(0);
+    const spaced = await tunnel(alice, ['route', 'dns', 'other', 'bad host.alice.test']);
+    expect(spaced.code).toBe(1);
+    expect(spaced.stderr).toMatch(/hostname: "bad host\.alice\.test" is not a valid hostname \(bad_request\)/);
     // Tampered token: refused before the upgrade, exit 2, reason printed.
     const tok = (await tunnel(alice, ['token', 'private'])).stdout.trim();
     const [claims, sig] = tok.split('.');

@@ -17,3 +17,4 @@ export * from './duration.js';
 export * from './error-answer.js';
 export * from './access-assertion.js';
 export * from './relay-description.js';
+export * from './hostname.js';

@@ -22,7 +22,7 @@ import {
   type Document,
 } from 'yaml';
 import * as z from 'zod';
-import { parseDuration } from '@tunnel/protocol';
+import { HostnameError, normalizeHostname, parseDuration, type HostnameFault } from '@tunnel/protocol';
 
 // ───────────────────────────── public types ─────────────────────────────
 
@@ -209,18 +209,22 @@ export function serviceToString(s: Service): string {
   }
 }
 
-const LABEL = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
+// Hints only a rule hostname needs: what to use instead in a config file.
+const RULE_HINT: Partial<Record<HostnameFault, string>> = {
+  'not-bare': ' (use the path key to match paths)',
+  port: " (matching ignores the request's port)",
+};
 
-/** Normalise a rule hostname: lower-cased; '' and '*' (match anything) become undefined. */
+/** Normalise a rule hostname (the grammar is protocol's, shared with the relay); '' and '*' (match anything) become undefined. */
 export function parseHostname(text: string): string | undefined {
-  const host = text.toLowerCase();
+  const host = text.trim();
   if (host === '' || host === '*') return undefined;
-  if (host.includes('/')) throw new Error(`"${text}" must be a bare hostname, without scheme or path (use the path key to match paths)`);
-  if (host.includes(':')) throw new Error(`"${text}" must not include a port (matching ignores the request's port)`);
-  const bare = host.startsWith('*.') ? host.slice(2) : host;
-  if (bare.includes('*')) throw new Error(`"${text}": only a leading "*." wildcard is supported, as in *.example.com`);
-  if (!bare.split('.').every((l) => LABEL.test(l))) throw new Error(`"${text}" is not a valid hostname`);
-  return host;
+  try {
+    return normalizeHostname(host);
+  } catch (e) {
+    if (e instanceof HostnameError) throw new Error(e.message + (RULE_HINT[e.fault] ?? ''));
+    throw e;
+  }
 }
 
 /**

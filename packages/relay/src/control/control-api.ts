@@ -2,7 +2,7 @@ import http from 'node:http';
 import { randomInt } from 'node:crypto';
 import { z } from 'zod';
 import type { Logger } from 'pino';
-import { randomId, sealTo, signToken, verifyToken, TokenError, TokenKind, type AccountClaims, type EnrollClaims, type TunnelClaims } from '@tunnel/protocol';
+import { normalizeHostname, randomId, sealTo, signToken, verifyToken, TokenError, TokenKind, type AccountClaims, type EnrollClaims, type TunnelClaims } from '@tunnel/protocol';
 import type { Store, Tunnel, Presence } from '../store/types.js';
 import { StoreError } from '../store/types.js';
 import type { FleetKeys } from './keys.js';
@@ -59,10 +59,18 @@ const MAX_ROTATION_GRACE_SECONDS = 30 * 24 * 3600;
 const CODE_ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789'; // no 0/O, 1/I
 
 const NameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'names are 1-63 letters, digits, dot, dash, underscore');
+// The shared grammar (protocol's hostname.ts): the same names a connector's ingress and the store take.
 const HostnameSchema = z
   .string()
-  .transform((s) => s.trim().toLowerCase().replace(/\.$/, ''))
-  .refine((s) => /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s) && s.length <= 253, 'not a valid hostname (exact or *.domain)');
+  .max(1024)
+  .transform((s, ctx) => {
+    try {
+      return normalizeHostname(s);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
 
 export function loginCode(): string {
   let s = '';

@@ -369,23 +369,13 @@ export const presenceSchema = z.strictObject({
   host: z.string().max(255).optional(),
 });
 
-const HOST_LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
-
 /**
  * Lower-cases and checks a route hostname: exact (`app.example.com`) or a
  * wildcard (`*.example.com`); a trailing dot is dropped. Throws a
- * TypeError for anything else (callers validate user input before this).
+ * HostnameError (a TypeError) for anything else. The grammar is protocol's,
+ * shared with the connector's ingress rules and the control API.
  */
-export function normalizeHostname(hostname: string): string {
-  let h = hostname.trim().toLowerCase();
-  if (h.endsWith('.')) h = h.slice(0, -1);
-  const labels = h.split('.');
-  const rest = labels[0] === '*' ? labels.slice(1) : labels;
-  if (h.length > 253 || rest.length < 1 || !rest.every((l) => HOST_LABEL.test(l))) {
-    throw new TypeError(`invalid hostname ${JSON.stringify(hostname)}: expected an exact name like app.example.com or a wildcard like *.example.com`);
-  }
-  return h;
-}
+export { normalizeHostname } from '@tunnel/protocol';
 
 /** Sorts for stable listings. */
 export function byKey<T>(key: (v: T) => string): (a: T, b: T) => number {
