@@ -51,6 +51,14 @@ export function isOriginForm(target: string): boolean {
 }
 
 /**
+ * Methods a hop may send twice: the safe ones (RFC 9110 §9.2.1), so a retry
+ * after a connection the far side reset before answering cannot repeat an
+ * effect. PUT and DELETE are idempotent too, but a retry may still race
+ * another client's write, so neither end retries them.
+ */
+export const RETRYABLE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+
+/**
  * Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones still seen in
  * the wild): they describe one connection, so no hop passes them on.
  * `proxy-authorization` is a credential for a proxy, never for the origin.

@@ -9,6 +9,7 @@ export * from './limits.js';
 export * from './token-bucket.js';
 export * from './heads.js';
 export * from './control.js';
+export * from './control-stream.js';
 export * from './token.js';
 export * from './credentials.js';
 export * from './head-stream.js';

@@ -101,3 +101,17 @@ export function wsTransport(ws: WebSocket, options: WsTransportOptions = {}): Tr
 export function zeroMask(mask: Buffer): void {
   mask.fill(0);
 }
+
+/**
+ * The ws settings both ends of a connector connection use, so the relay's
+ * server and the connector's client cannot drift apart. Messages carry only
+ * yamux bytes: no compression (the payload is the origin's, often already
+ * compressed, and inflating attacker-sized input is a memory bomb), no text
+ * (so no UTF-8 check), and at most one 256 KiB frame or a 64 KiB batch per
+ * message, far under the 4 MiB ceiling.
+ */
+export const TUNNEL_WS_OPTIONS = {
+  perMessageDeflate: false,
+  maxPayload: 4 * 1024 * 1024,
+  skipUTF8Validation: true,
+} as const;

@@ -4,10 +4,11 @@ import WebSocket from 'ws';
 import type { Logger } from 'pino';
 import { relayTrust } from '../origin/ca-trust.js';
 import {
-  ControlDecoder,
   encodeControl,
+  readControl,
   Session,
   wsTransport,
+  TUNNEL_WS_OPTIONS,
   zeroMask,
   type ControlMessage,
   type YamuxStream,
@@ -76,9 +77,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
         // Shown to operators on the relay dashboard next to the connector id.
         'tunnel-connector-host': hostname(),
       },
-      perMessageDeflate: false,
-      maxPayload: 4 * 1024 * 1024, // our messages are at most one 256 KiB frame or a 64 KiB batch
-      skipUTF8Validation: true,
+      ...TUNNEL_WS_OPTIONS,
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
       generateMask: zeroMask,
       ...relayTrust.tlsOptions(),
@@ -150,16 +149,9 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
     const control = session.openStream();
     this.control = control;
     control.on('error', () => {});
-    const decoder = new ControlDecoder();
-    control.on('data', (chunk: Buffer) => {
-      let msgs: ControlMessage[];
-      try {
-        msgs = decoder.push(chunk);
-      } catch (e) {
-        this.abort({ kind: 'network', message: `bad control message from relay: ${(e as Error).message}` });
-        return;
-      }
-      for (const m of msgs) this.onControl(m);
+    readControl(control, {
+      message: (m) => this.onControl(m),
+      bad: (e) => this.abort({ kind: 'network', message: `bad control message from relay: ${e.message}` }),
     });
     control.write(
       encodeControl({ type: 'register', connectorId: this.opts.connectorId, connIndex: this.opts.connIndex, version: this.opts.version, features: ['http', 'websocket'] }),

@@ -17,6 +17,7 @@ import {
   type HeaderPairs,
   type RequestHead,
   type YamuxStream,
+  RETRYABLE_METHODS,
 } from '@tunnel/protocol';
 import type { Ingress, CompiledRule } from '../ingress/ingress.js';
 import type { OriginRequestConfig } from '../ingress/config.js';
@@ -57,7 +58,6 @@ function isOursToSet(lowerName: string): boolean {
   return DROP_REQUEST.has(lowerName) || (lowerName.startsWith('tunnel-') && lowerName !== AccessHeaders.assertion && lowerName !== AccessHeaders.email);
 }
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 /** Body limit when disableChunkedEncoding makes us buffer a request body to learn its length. */
 const MAX_BUFFERED_BODY = 16 * 1024 * 1024;
 
@@ -355,7 +355,7 @@ export class OriginProxy {
         phase = 'done';
         const f = classifyOriginError(err);
         // A pooled socket the origin closed under us: retry once if that is safe.
-        if (attempt === 0 && f.code === 'origin_reset' && body === null && IDEMPOTENT.has(head.method) && !stream.destroyed) {
+        if (attempt === 0 && f.code === 'origin_reset' && body === null && RETRYABLE_METHODS.has(head.method) && !stream.destroyed) {
           return this.proxyHttp(stream, head, rule, started, 1);
         }
         this.fail(stream, head, f, started);
@@ -369,7 +369,7 @@ export class OriginProxy {
         body,
         // Requests are not pipelined behind each other on one origin socket.
         blocking: false,
-        idempotent: IDEMPOTENT.has(head.method),
+        idempotent: RETRYABLE_METHODS.has(head.method),
         upgrade: null,
       } as Dispatcher.DispatchOptions,
       handler,

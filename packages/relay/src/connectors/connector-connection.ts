@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import {
-  ControlDecoder,
+  readControl,
   encodeControl,
   GoAwayCode,
   type ControlMessage,
@@ -138,16 +138,9 @@ export class ConnectorConnection extends EventEmitter<ConnectorConnectionEvents>
       return;
     }
     this.control = s;
-    const decoder = new ControlDecoder();
-    s.on('data', (chunk: Buffer) => {
-      let msgs: ControlMessage[];
-      try {
-        msgs = decoder.push(chunk);
-      } catch (e) {
-        this.fail(`bad control message: ${(e as Error).message}`);
-        return;
-      }
-      for (const m of msgs) this.onControl(m);
+    readControl(s, {
+      message: (m) => this.onControl(m),
+      bad: (e) => this.fail(`bad control message: ${e.message}`),
     });
     s.on('end', () => {
       if (this._state !== 'closed') this.fail('control stream closed');

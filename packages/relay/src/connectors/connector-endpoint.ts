@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { WebSocketServer } from 'ws';
 import type { Logger } from 'pino';
-import { Session, wsTransport } from '@tunnel/protocol';
+import { Session, TUNNEL_WS_OPTIONS, wsTransport } from '@tunnel/protocol';
 import { checkTunnelCredential, type CredentialPolicy } from './credential-check.js';
 import { ConnectorConnection } from './connector-connection.js';
 import type { TunnelConnections } from './tunnel-connections.js';
@@ -40,9 +40,7 @@ export const CONNECT_PATH = '/v1/connect';
 export class ConnectorEndpoint {
   private readonly wss = new WebSocketServer({
     noServer: true,
-    perMessageDeflate: false,
-    maxPayload: 4 * 1024 * 1024, // our messages are at most one 256 KiB frame or a 64 KiB batch
-    skipUTF8Validation: true,
+    ...TUNNEL_WS_OPTIONS,
   });
 
   /** Live sessions (from admission to socket close) per tunnel token and per tunnel+connector id. */

@@ -14,6 +14,7 @@ import {
   type RequestHead,
   type ResponseHead,
   type YamuxStream,
+  RETRYABLE_METHODS,
 } from '@tunnel/protocol';
 import type { ConnectorConnection } from '../connectors/connector-connection.js';
 import type { TunnelConnections } from '../connectors/tunnel-connections.js';
@@ -59,7 +60,6 @@ export function newRequestId(): string {
   return `${idPrefix}${idCounter.toString(16).padStart(9, '0')}`;
 }
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 
 function pairs(raw: string[]): Array<[string, string]> {
   const out: Array<[string, string]> = new Array(raw.length >> 1);
@@ -194,7 +194,7 @@ export function proxyOverStream(
     }
     state = 'done';
     if ((source === req && req.readableEnded) || given !== undefined || bodyless) {
-      if (attempt === 0 && (bodyless || IDEMPOTENT.has(head.method)) && !res.destroyed) {
+      if (attempt === 0 && (bodyless || RETRYABLE_METHODS.has(head.method)) && !res.destroyed) {
         const other = ctx.connections.pick(route.tunnelId, conn);
         if (other) {
           ctx.log.debug({ requestId, err: err.message }, 'retrying on another connection');
