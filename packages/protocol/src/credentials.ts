@@ -24,6 +24,17 @@ export interface TunnelClaims {
    * credentials expired (a relay's `--legacy-credentials` decides on those).
    */
   exp?: number;
+  /**
+   * Set only on a quick tunnel's token (`tunnel --url`): the one hostname it
+   * was issued for and the one connector that may use it. Relays refuse it
+   * from any other connector id; it is never an account credential.
+   */
+  quick?: QuickBinding;
+}
+
+export interface QuickBinding {
+  hostname: string;
+  connectorId: string;
 }
 
 /** `cert.json`: the account credential `tunnel login` obtains. */

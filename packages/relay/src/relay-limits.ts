@@ -43,6 +43,19 @@ export interface RelayLimits {
   h2ResetRate: number;
   /** Relays the fleet history remembers (the dashboard's down relays) until an operator forgets them. */
   relayHistory: number;
+  /** Quick tunnels (`--quick-zone`, quick/): live ones in the fleet, in total. */
+  quickTunnels: number;
+  /** Quick tunnels one client IP may create per `quickPerIpWindowMs` (fleet-wide on Redis). */
+  quickTunnelsPerIp: number;
+  quickPerIpWindowMs: number;
+  /** Requests in flight to one quick tunnel through this relay; past it a 429. */
+  quickStreams: number;
+  /** Requests per second to one quick tunnel (fleet-wide on Redis); past it a 429 with Retry-After. */
+  quickRequestRate: number;
+  /** Request body bytes to a quick tunnel; past it a 413 (or an abort once answering). */
+  quickBodyBytes: number;
+  /** A quick tunnel with no connector connection this long is deleted and its hostname freed. */
+  quickIdleMs: number;
 }
 
 /** Names used as the `limit` label of tunnel_relay_limit_hits_total. */
@@ -65,6 +78,12 @@ export const LIMIT_NAMES = [
   'h2_header_list_size',
   'h2_reset_rate',
   'relay_history',
+  'quick_tunnels',
+  'quick_tunnels_per_ip',
+  'quick_streams',
+  'quick_request_rate',
+  'quick_body',
+  'quick_idle_expiry',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
@@ -104,6 +123,14 @@ export function defaultLimits(): RelayLimits {
     h2MaxHeaderListSize: 64 * 1024,
     h2ResetRate: 100,
     relayHistory: 256,
+    quickTunnels: 1000,
+    quickTunnelsPerIp: 10,
+    quickPerIpWindowMs: 3_600_000,
+    quickStreams: 100,
+    quickRequestRate: 100,
+    // Cloudflare's free plan takes request bodies up to 100 MB.
+    quickBodyBytes: 100 * 1024 * 1024,
+    quickIdleMs: 600_000,
   };
 }
 
@@ -144,4 +171,11 @@ export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: strin
   { key: 'h2MaxHeaderListSize', name: 'h2-max-header-list-size', kind: 'bytes', help: 'bytes of one HTTP/2 request header list before a 431' },
   { key: 'h2ResetRate', name: 'h2-reset-rate', kind: 'rate', help: 'HTTP/2 streams a client may reset per connection per second before GOAWAY (rapid reset)' },
   { key: 'relayHistory', name: 'max-relay-history', kind: 'count', help: 'relays the fleet history remembers (down ones stay on the dashboard until forgotten); a new relay past it is not remembered' },
+  { key: 'quickTunnels', name: 'max-quick-tunnels', kind: 'count', help: 'live quick tunnels in the fleet before POST /v1/quick gets a 429' },
+  { key: 'quickTunnelsPerIp', name: 'max-quick-tunnels-per-ip', kind: 'count', help: 'quick tunnels one client IP may create per --quick-per-ip-window' },
+  { key: 'quickPerIpWindowMs', name: 'quick-per-ip-window', kind: 'ms', help: 'window of --max-quick-tunnels-per-ip' },
+  { key: 'quickStreams', name: 'max-quick-streams', kind: 'count', help: 'requests in flight to one quick tunnel through this relay before a 429' },
+  { key: 'quickRequestRate', name: 'quick-request-rate', kind: 'rate', help: 'requests per second to one quick tunnel before a 429 with Retry-After' },
+  { key: 'quickBodyBytes', name: 'max-quick-body', kind: 'bytes', help: 'request body bytes to a quick tunnel before a 413' },
+  { key: 'quickIdleMs', name: 'quick-idle-expiry', kind: 'ms', help: 'a quick tunnel with no connector connection this long is deleted and its hostname freed' },
 ];

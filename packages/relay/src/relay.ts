@@ -23,6 +23,9 @@ import { Access, type AccessOptions } from './access/access.js';
 import { routesOutsideZones } from './zones/zone-grants.js';
 import { createPublicHttpsServer, type PublicHttpsServer } from './edge/public-https-server.js';
 import { RelayDescriptionDocument } from './relay-description.js';
+import { QuickTunnels, type QuickSettings } from './quick/quick-tunnels.js';
+import { QuickGate } from './quick/quick-gate.js';
+import { sharedRedisOf } from './rate-limiter.js';
 
 export interface RelayOptions {
   id: string;
@@ -58,6 +61,8 @@ export interface RelayOptions {
   limits?: RelayLimits;
   /** Access key rotation and assertion lifetime (defaults: a day per key, 300 s). */
   access?: Omit<AccessOptions, 'maxPendingLogins'>;
+  /** Anonymous quick tunnels under this zone (`--quick-zone`); off when unset. */
+  quick?: QuickSettings;
 }
 
 export interface RelayDeps {
@@ -109,6 +114,9 @@ export class Relay {
   private https: PublicHttpsServer | null = null;
   /** `/.well-known/tunnel-relay` on every listener: one relay URL is enough for every command. */
   readonly description: RelayDescriptionDocument;
+  /** Quick tunnels, when `opts.quick` turns them on. */
+  readonly quick: QuickTunnels | null;
+  private quickGate: QuickGate | null = null;
 
   constructor(
     readonly opts: RelayOptions,
@@ -128,6 +136,19 @@ export class Relay {
     });
     this.ctx.access = (req, route, reply) => this.access.gate.check(req, route, reply);
     this.description = new RelayDescriptionDocument(opts.id, opts.region, deps.keys, () => this.urls());
+    this.quick = opts.quick
+      ? new QuickTunnels(opts.quick, {
+          store: deps.store,
+          keys: deps.keys,
+          log: deps.log,
+          policy: deps.policy ?? DEFAULT_CREDENTIAL_POLICY,
+          limits: this.limits,
+          hits: deps.metrics ?? NO_LIMIT_HITS,
+          publicUrl: () => this.urls().publicUrl,
+          controlUrl: () => this.urls().controlUrl,
+          redis: sharedRedisOf(deps.store),
+        })
+      : null;
   }
 
   get id(): string {
@@ -146,6 +167,11 @@ export class Relay {
     await this.routes.load();
     await this.access.load();
     await this.warnRoutesOutsideZones();
+    if (this.quick) {
+      await this.quick.start();
+      const quick = this.quick;
+      this.quickGate = new QuickGate({ routes: this.routes, isQuick: (a) => quick.isQuick(a), limits: this.limits, hits: this.deps.metrics ?? NO_LIMIT_HITS, log, banner: this.opts.quick?.banner, redis: sharedRedisOf(store) });
+    }
     const metrics = this.deps.metrics;
     metrics?.attachConnections(this.connections, () => this.publicInFlight());
     if (this.certificate) metrics?.attachCertificate(this.certificate);
@@ -186,16 +212,23 @@ export class Relay {
       if (RelayDescriptionDocument.asks(req) && !this.routes.lookup(req.headers.host ?? '')) return void this.description.serve('public', req, res);
       this.trackPublic(res);
       let requestId: string | undefined;
-      try {
-        if (limits.bodyIdleTimeoutMs > 0 && hasRequestBody(req)) watchBodyIdle(req, res, limits.bodyIdleTimeoutMs, hits, log, () => requestId);
-        requestId = handleRequest(this.ctx, req, res);
-      } catch (e) {
-        // Last resort for this one request: the process and every other request carry on.
-        log.error({ err: (e as Error).message, stack: (e as Error).stack, host: req.headers.host }, 'request handler failed: request ended');
-        res.destroy();
-        return;
-      }
-      if (logRequests) logRequestWhenDone(log, req, res, 'public', requestId);
+      const dispatch = (): boolean => {
+        try {
+          requestId = handleRequest(this.ctx, req, res);
+          return true;
+        } catch (e) {
+          // Last resort for this one request: the process and every other request carry on.
+          log.error({ err: (e as Error).message, stack: (e as Error).stack, host: req.headers.host }, 'request handler failed: request ended');
+          res.destroy();
+          return false;
+        }
+      };
+      if (limits.bodyIdleTimeoutMs > 0 && hasRequestBody(req)) watchBodyIdle(req, res, limits.bodyIdleTimeoutMs, hits, log, () => requestId);
+      // A quick tunnel's request is dispatched once its limits admit it.
+      const serve = () => {
+        if (dispatch() && logRequests) logRequestWhenDone(log, req, res, 'public', requestId);
+      };
+      if (!this.quickGate?.request(req, res, serve)) serve();
     };
     const countBytes = (s: import('node:net').Server, side: 'public' | 'connector') => {
       if (metrics) s.on('connection', (sock: import('node:net').Socket) => metrics.trackSocket(side, sock));
@@ -203,12 +236,15 @@ export class Relay {
     const refuseUnparsable = (e: Error & { code?: string }, sock: Duplex) => refuseClientBytes(log, e, sock);
     const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       if (this.gate.isRefused(req.socket)) return void socket.destroy();
-      try {
-        handleUpgrade(this.ctx, req, socket, head);
-      } catch (e) {
-        log.error({ err: (e as Error).message, stack: (e as Error).stack, host: req.headers.host }, 'upgrade handler failed: connection ended');
-        socket.destroy();
-      }
+      const dispatch = () => {
+        try {
+          handleUpgrade(this.ctx, req, socket, head);
+        } catch (e) {
+          log.error({ err: (e as Error).message, stack: (e as Error).stack, host: req.headers.host }, 'upgrade handler failed: connection ended');
+          socket.destroy();
+        }
+      };
+      if (!this.quickGate?.upgrade(req, socket, dispatch)) dispatch();
     };
     const ports: BoundPorts = { connect: 0 };
 
@@ -528,6 +564,7 @@ export class Relay {
     this.state = 'stopped';
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
+    this.quick?.stop();
     this.fleet?.stop();
     this.certificate?.close();
     await this.forwarder?.close();

@@ -28,6 +28,10 @@ import { OperatorKeyGuard } from '../control/operator-key-guard.js';
 import { LoginAdmissions } from '../control/login-admission.js';
 import { registerZoneCommands } from '../zones/zone-commands.js';
 import { ClaimChecks } from '../zones/zone-claims.js';
+import { withQuickRoutes } from '../quick/quick-routes.js';
+import { sharedRedisOf } from '../rate-limiter.js';
+import type { QuickSettings } from '../quick/quick-tunnels.js';
+import { checkZoneName } from '../zones/zone-rules.js';
 
 const VERSION = '0.1.0';
 
@@ -115,6 +119,9 @@ function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) 
     logFormat: pick<string>('logFormat', cfg.log?.format),
     logFile: pick<string | undefined>('logFile', cfg.log?.file),
     limits: limitsFrom(cmd, o, cfg),
+    quickZone: pick<string | undefined>('quickZone', cfg['quick-zone']),
+    quickTokenTtl: pick<string>('quickTokenTtl', cfg['quick-token-ttl']),
+    quickBanner: pick<string | undefined>('quickBanner', cfg['quick-banner']),
   };
 }
 
@@ -151,6 +158,22 @@ function aliasFlag(cmd: Command, flags: Record<string, unknown>, alias: string, 
   if (src === 'cli' || src === 'env') return;
   cmd.setOptionValueWithSource(flag, flags[alias], 'cli');
   flags[flag] = flags[alias];
+}
+
+/** `--quick-zone` and its companions; undefined when quick tunnels are off. */
+function quickSettings(o: { quickZone?: string; quickTokenTtl: string; quickBanner?: string }): QuickSettings | undefined {
+  if (!o.quickZone) return undefined;
+  const zone = checkZoneName(o.quickZone);
+  if (!zone.ok) throw new UsageError(`--quick-zone: ${zone.refusal.message}`);
+  let tokenSeconds: number;
+  try {
+    tokenSeconds = parseLifetime(o.quickTokenTtl, '--quick-token-ttl');
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  // A header value: printable ASCII only, so no banner can split the response head.
+  if (o.quickBanner !== undefined && !/^[\x20-\x7e]{1,200}$/.test(o.quickBanner)) throw new UsageError('--quick-banner: 1-200 printable ASCII characters (it is sent as a header)');
+  return { zone: zone.value, tokenSeconds, ...(o.quickBanner ? { banner: o.quickBanner } : {}) };
 }
 
 function camel(flag: string): string {
@@ -194,6 +217,9 @@ const serve = program
   .option('--account-credential-ttl <duration>', 'lifetime of account credentials issued here (tunnel login)', '90d')
   .option('--tunnel-token-ttl <duration>', 'lifetime of tunnel tokens issued here', '365d')
   .addOption(new Option('--legacy-credentials <policy>', 'credentials issued before they expired (no exp): accept (logged once each) or refuse').choices(['accept', 'refuse']).default('accept'))
+  .option('--quick-zone <zone>', 'offer anonymous quick tunnels (`tunnel --url`) under this zone, reserved to them (default: off)')
+  .option('--quick-token-ttl <duration>', 'lifetime of a quick tunnel token; its live connector renews it', '8h')
+  .option('--quick-banner <text>', 'add this text as a Tunnel-Quick-Notice header to every quick tunnel response')
   .option('--zone-claims', 'let accounts claim zones themselves by a DNS TXT challenge (`tunnel zone claim`)')
   .option('--dns-resolver <addr>', 'DNS server (HOST:PORT) that zone claims are checked against (default: the system resolvers)')
   .option('--zone-claim-checks <n>', 'most zone-claim DNS checks in flight at once on this relay (more get 429)', '8')
@@ -256,6 +282,7 @@ serve.action(async (flags, cmd: Command) => {
         advertise: { host: o.advertiseHost, ...(flags.advertisePeerUrl ? { peerUrl: String(flags.advertisePeerUrl) } : {}) },
         drainTimeoutMs: durationFlag('drain-timeout', o.drainTimeout),
         limits: o.limits,
+        quick: quickSettings(o),
       },
       { store, keys, log, hooks: metrics.hooks, metrics, policy },
     );
@@ -297,7 +324,7 @@ serve.action(async (flags, cmd: Command) => {
       log.info({ event: 'metrics-listening', port }, 'metrics listening on /metrics');
     }
     if (o.control !== 'off') {
-      const shared = (store as { sharedRedis?: () => NonNullable<ConstructorParameters<typeof OperatorKeyGuard>[1]['redis']> }).sharedRedis?.();
+      const shared = sharedRedisOf(store);
       const operatorGuard = o.operatorKey
         ? new OperatorKeyGuard(o.operatorKey, { failures: o.limits.operatorKeyFailures, windowMs: o.limits.operatorKeyWindowMs, hits: metrics, redis: shared })
         : undefined;
@@ -318,7 +345,7 @@ serve.action(async (flags, cmd: Command) => {
         ...(relay.certificate ? { peerTls: { dispatcher: relay.certificate.peerDispatcher() } } : {}),
         peerAuth: relay.peerAuth,
       });
-      const control = controlRequestHandler({
+      const control = withQuickRoutes({ quick: relay.quick, operatorGuard, log }, controlRequestHandler({
         extra: (req, res, url) => dashboard.handle(req, res, url),
         store,
         keys,
@@ -332,7 +359,7 @@ serve.action(async (flags, cmd: Command) => {
         policy,
         isDraining: () => relay.draining,
         zoneClaims: claimChecks ? { resolver: flags.dnsResolver, checks: claimChecks } : undefined,
-      });
+      }));
       const port = await relay.attachControl(control);
       log.info({ event: 'control-listening', port, operator: !!o.operatorKey }, 'control API listening');
     }

@@ -85,6 +85,10 @@ const schema = z.strictObject({
   'account-credential-ttl': lifetime('90d').optional(),
   'tunnel-token-ttl': lifetime('365d').optional(),
   'legacy-credentials': z.enum(['accept', 'refuse']).optional(),
+  /** Quick tunnels (`tunnel --url`): on when a zone is given. */
+  'quick-zone': z.string().min(1).max(253).optional(),
+  'quick-token-ttl': lifetime('8h').optional(),
+  'quick-banner': z.string().regex(/^[\x20-\x7e]{1,200}$/, '1-200 printable ASCII characters (it is sent as a header)').optional(),
   /** Ceilings (see relay-limits.ts); 0 turns one off. */
   limits: limitsSchema.optional(),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(), format: z.enum(['json', 'pretty', 'auto']).optional(), file: z.string().optional() }).optional(),

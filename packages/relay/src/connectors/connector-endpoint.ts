@@ -130,6 +130,10 @@ export class ConnectorEndpoint {
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(connectorId) || !Number.isInteger(idx) || idx < 0 || idx > 63) {
       return { status: 400, code: 'bad_headers', message: 'Tunnel-Connector-Id and Tunnel-Conn-Index (0..63) are required' };
     }
+    // A quick tunnel has one connector: its token works for no other.
+    if (claims.quick !== undefined && claims.quick.connectorId !== connectorId) {
+      return { status: 403, code: 'quick_wrong_connector', message: 'this quick tunnel token belongs to another connector' };
+    }
     return {
       connectionId: randomUUID(),
       tunnelId: claims.tunnelId,

@@ -104,7 +104,7 @@ export function controlRequestHandler(d: ControlApiDeps): http.RequestListener {
   };
 }
 
-function toApiError(e: unknown): ApiError {
+export function toApiError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
   if (e instanceof StoreError) {
     switch (e.code) {
@@ -125,14 +125,14 @@ function toApiError(e: unknown): ApiError {
   return new ApiError(500, 'internal', 'internal error');
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
+export function send(res: http.ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return void res.end();
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
 }
 
-async function readJson(req: http.IncomingMessage): Promise<unknown> {
+export async function readJson(req: http.IncomingMessage): Promise<unknown> {
   const body = await readBody(req, MAX_BODY);
   if (body === null) throw new ApiError(413, 'body_too_large', 'request body over 64 KiB');
   if (body.length === 0) return {};

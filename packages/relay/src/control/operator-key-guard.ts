@@ -1,7 +1,7 @@
-import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import type { Redis } from 'ioredis';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { constantTimeEqual } from '@tunnel/protocol';
 import type { LimitHits } from '../relay-limits.js';
+import { fleetRateLimiter, type SharedRedis } from '../rate-limiter.js';
 
 export type KeyCheck = { ok: true } | { ok: false; status: 401; reason: 'missing' | 'wrong' } | { ok: false; status: 429; retryAfterS: number };
 
@@ -18,18 +18,9 @@ export class OperatorKeyGuard {
 
   constructor(
     private readonly operatorKey: string,
-    private readonly o: { failures: number; windowMs: number; hits: LimitHits; redis?: { client: Redis; keyPrefix: string } },
+    private readonly o: { failures: number; windowMs: number; hits: LimitHits; redis?: SharedRedis },
   ) {
-    const opts = { points: Math.max(1, o.failures), duration: Math.max(1, Math.ceil(o.windowMs / 1000)) };
-    this.limiter = o.redis
-      ? new RateLimiterRedis({
-          ...opts,
-          storeClient: o.redis.client,
-          keyPrefix: `${o.redis.keyPrefix}operator-key-failures`,
-          // Redis unreachable: count on this relay rather than fail the request.
-          insuranceLimiter: new RateLimiterMemory({ ...opts, keyPrefix: 'operator-key-failures' }),
-        })
-      : new RateLimiterMemory({ ...opts, keyPrefix: 'operator-key-failures' });
+    this.limiter = fleetRateLimiter({ points: o.failures, durationS: o.windowMs / 1000, keyPrefix: 'operator-key-failures', redis: o.redis });
   }
 
   async check(ip: string, presented: string | undefined): Promise<KeyCheck> {

@@ -1,10 +1,14 @@
-import { randomId, signToken, TokenKind, type TunnelClaims } from '@tunnel/protocol';
+import { randomId, signToken, TokenKind, type QuickBinding, type TunnelClaims } from '@tunnel/protocol';
 import type { Account, Store, Tunnel } from '../store/types.js';
 import { StoreError } from '../store/types.js';
 import type { FleetKeys } from './keys.js';
 import { checkRoute } from '../zones/zone-grants.js';
+import { ApiError } from './api-error.js';
+import { isReservedAccountName } from '../quick/quick-names.js';
 
 export async function ensureAccount(store: Store, name: string): Promise<Account> {
+  // Quick tunnels live in a reserved account that no person may hold a credential of.
+  if (isReservedAccountName(name)) throw new ApiError(403, 'reserved_account', `account name ${name} is reserved for quick tunnels`);
   const existing = await store.getAccountByName(name);
   if (existing) return existing;
   try {
@@ -25,7 +29,7 @@ export async function relayUrls(store: Store, given?: string[]): Promise<string[
   return live.filter((r) => !r.draining && r.connectUrl).map((r) => r.connectUrl);
 }
 
-export function signTunnelToken(keys: FleetKeys, tunnel: Tunnel, relays: string[], controlUrl: string | undefined, ttlSeconds: number): string {
+export function signTunnelToken(keys: FleetKeys, tunnel: Tunnel, relays: string[], controlUrl: string | undefined, ttlSeconds: number, quick?: QuickBinding): string {
   const now = Math.floor(Date.now() / 1000);
   const claims: TunnelClaims = {
     jti: randomId(12),
@@ -37,6 +41,7 @@ export function signTunnelToken(keys: FleetKeys, tunnel: Tunnel, relays: string[
     fleetKey: keys.publicKey,
     iat: now,
     exp: now + ttlSeconds,
+    ...(quick ? { quick } : {}),
   };
   return signToken(TokenKind.Tunnel, claims, keys.secretKey);
 }

@@ -466,10 +466,10 @@ export function upgradeOverStream(
 }
 
 /** An error answer written straight to a socket (upgrade paths have no ServerResponse). */
-export function rawError(socket: Duplex, req: IncomingMessage, info: TunnelErrorInfo, requestId: string): void {
+export function rawError(socket: Duplex, req: IncomingMessage, info: TunnelErrorInfo, requestId: string, extraHeaders = ''): void {
   const { type, body } = renderError(info, req.headers.accept, requestId);
   socket.end(
-    `HTTP/1.1 ${info.status} ${reasonPhrase(info.status)}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+    `HTTP/1.1 ${info.status} ${reasonPhrase(info.status)}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extraHeaders}` +
       `Tunnel-Error: ${info.code}\r\nTunnel-Error-Source: ${info.source}\r\nTunnel-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
   );
 }
