@@ -21,6 +21,7 @@ import { registerServiceCommands, ServiceError } from './service-install.js';
 import { registerAccessCommands, AccessError } from './access-tcp.js';
 import { relayTrust, CaFileError } from '../origin/ca-trust.js';
 import { connectEndpointsFor } from '../ha/relay-lookup.js';
+import { registerQuickCommand, quickArgv, QuickUsageError } from '../quick/quick-command.js';
 
 class CliError extends Error {}
 
@@ -201,6 +202,7 @@ program
   });
 
 registerProvisioningCommands(program);
+registerQuickCommand(program);
 registerServiceCommands(program);
 registerAccessCommands(program);
 
@@ -262,7 +264,7 @@ async function credentialsPathFor(name: string): Promise<string> {
 
 async function main(): Promise<void> {
   try {
-    await program.parseAsync(process.argv);
+    await program.parseAsync(quickArgv(process.argv));
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode);
     const msg =
@@ -270,7 +272,7 @@ async function main(): Promise<void> {
         ? e.message
         : e instanceof ControlError
           ? `${e.message} (${e.code})`
-          : e instanceof CredentialError || e instanceof CliError || e instanceof UnsafeIdError || e instanceof ServiceError || e instanceof AccessError || e instanceof CaFileError
+          : e instanceof CredentialError || e instanceof CliError || e instanceof UnsafeIdError || e instanceof ServiceError || e instanceof AccessError || e instanceof CaFileError || e instanceof QuickUsageError
           ? e.message
           : ((e as Error).message ?? String(e));
     process.stderr.write(`tunnel: ${msg}\n`);
