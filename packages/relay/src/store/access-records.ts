@@ -42,7 +42,7 @@ export const accessPolicySchema = z.strictObject({
   /** The assertion's `aud`: what an origin's `audTag` list names. */
   audTag: str,
   /** Seconds a browser session (the relay's cookie) lasts on this hostname. */
-  sessionSeconds: z.number().int().min(60).max(7 * 24 * 3600),
+  sessionSeconds: z.number().int().min(2).max(7 * 24 * 3600),
   createdAt: ms,
 });
 export type AccessPolicy = z.infer<typeof accessPolicySchema>;

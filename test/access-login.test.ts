@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
+import { request } from 'undici';
+import { chromiumOrSkip, startAccessFleet, type AccessFleet } from './harness/access-fleet.js';
+import { req } from './harness/http.js';
+import { waitFor } from './harness/wait.js';
+
+// Issue 15, Access for people: a real OpenID provider process (oidc-provider)
+// and Chromium going through its real login pages. An allowed user gets in
+// and the origin receives a signed assertion naming her; a user of another
+// domain gets the deny page; an expired session logs in again; logout ends
+// the session; the session cookie is HttpOnly, SameSite=Lax, host-only, and
+// opens on every relay of the fleet.
+
+const skip = chromiumOrSkip('Access browser logins');
+
+describe.skipIf(skip)('Access: browser login through an OpenID Connect provider', () => {
+  let f: AccessFleet;
+
+  beforeAll(async () => {
+    f = await startAccessFleet();
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  /** A plain HTTP request to a relay (at 127.0.0.1, the hostname in Host), with the browser's session cookie if any. */
+  const raw = async (host: string, p: string, o: { relay?: number; cookie?: string; accept?: string } = {}) => {
+    const port = f.relays[o.relay ?? 0]!.http;
+    const r = await request(`http://127.0.0.1:${port}${p}`, { headers: { host: `${host}:${port}`, accept: o.accept ?? 'text/html', ...(o.cookie ? { cookie: o.cookie } : {}) } });
+    await r.body.text();
+    return { status: r.statusCode, location: r.headers.location as string | undefined, code: r.headers['tunnel-error'] as string | undefined };
+  };
+  const sessionOf = async (ctx: import('playwright-core').BrowserContext) => {
+    const c = (await ctx.cookies()).find((x) => x.name === 'tunnel_access');
+    return c ? `tunnel_access=${c.value}` : undefined;
+  };
+  const jwks = async () => createLocalJWKSet((await req(`${f.relays[0].controlUrl}/.well-known/tunnel-access/certs`)).json<JSONWebKeySet>());
+
+  it('an allowed user signs in at the provider and lands on the page she asked for, with a verifiable assertion', async () => {
+    const ctx = await f.context();
+    const page = await ctx.newPage();
+    await page.goto(f.url('app.alice.test', '/hello?x=1'));
+    expect(new URL(page.url()).origin).toBe(f.idp.issuer);
+    await f.signIn(page, 'alice', 'app.alice.test');
+    expect(new URL(page.url()).pathname + new URL(page.url()).search).toBe('/hello?x=1');
+    expect(await page.textContent('#origin')).toBe('ok /hello?x=1');
+    const got = f.seen.at(-1)!;
+    const { payload } = await jwtVerify(String(got.headers['tunnel-access-jwt-assertion']), await jwks(), { audience: f.aud['app.alice.test'] });
+    expect(payload).toMatchObject({ email: 'alice@alice.test', sub: 'alice', groups: ['staff'], type: 'app' });
+    expect(got.headers['tunnel-access-authenticated-user-email']).toBe('alice@alice.test');
+    // The relay's cookies are a credential: the origin never sees them.
+    expect(String(got.headers.cookie ?? '')).not.toContain('tunnel_access');
+    const cookies = await ctx.cookies();
+    const session = cookies.find((c) => c.name === 'tunnel_access')!;
+    expect(session).toMatchObject({ domain: 'app.alice.test', path: '/', httpOnly: true, sameSite: 'Lax', secure: false });
+    expect(session.expires * 1000 - Date.now()).toBeLessThanOrEqual(3600_000 + 5_000);
+    expect(cookies.find((c) => c.name === 'tunnel_access_login')).toBeUndefined();
+    // Sealed by relay A, opened by relay B: one fleet key.
+    expect((await raw('app.alice.test', '/via-b', { relay: 1, cookie: `tunnel_access=${session.value}` })).status).toBe(200);
+    await ctx.close();
+  });
+
+  it('a member of an allowed group gets in from another domain', async () => {
+    const ctx = await f.context();
+    const page = await ctx.newPage();
+    await page.goto(f.url('app.alice.test', '/team'));
+    await f.signIn(page, 'bob', 'app.alice.test');
+    expect(await page.textContent('#origin')).toBe('ok /team');
+    await ctx.close();
+  });
+
+  it('a user of another domain gets the deny page (403), and the origin never sees her', async () => {
+    const ctx = await f.context();
+    const page = await ctx.newPage();
+    await page.goto(f.url('app.alice.test', '/secret'));
+    const before = f.seen.length;
+    const denied = page.waitForResponse((r) => new URL(r.url()).hostname === 'app.alice.test' && r.status() === 403);
+    await f.signIn(page, 'mallory', 'app.alice.test');
+    await denied;
+    expect(await page.textContent('body')).toContain('mallory@evil.test is not allowed to reach app.alice.test');
+    expect(f.seen.length).toBe(before);
+    await ctx.close();
+  });
+
+  it('an email the provider has not verified matches no email or domain rule', async () => {
+    const ctx = await f.context();
+    const page = await ctx.newPage();
+    await page.goto(f.url('app.alice.test', '/'));
+    const denied = page.waitForResponse((r) => new URL(r.url()).hostname === 'app.alice.test' && r.status() === 403);
+    await f.signIn(page, 'unverified', 'app.alice.test');
+    await denied;
+    await ctx.close();
+  });
+
+  it('logout ends the session: the next visit goes back to the provider', async () => {
+    const ctx = await f.context();
+    const page = await ctx.newPage();
+    await page.goto(f.url('app.alice.test', '/before'));
+    await f.signIn(page, 'alice', 'app.alice.test');
+    expect(await page.textContent('#origin')).toBe('ok /before');
+    await page.goto(f.url('app.alice.test', '/.tunnel/access/logout'));
+    expect(await page.textContent('h1')).toBe('Logged out');
+    expect((await ctx.cookies()).find((c) => c.name === 'tunnel_access')).toBeUndefined();
+    const r = await raw('app.alice.test', '/after', { cookie: await sessionOf(ctx) });
+    expect(r.status).toBe(302);
+    expect(r.location).toMatch(new RegExp(`^${f.idp.issuer}/`));
+    await ctx.close();
+  });
+
+  it('an expired session logs in again, and lands back where it was', async () => {
+    const ctx = await f.context();
+    const page = await ctx.newPage();
+    await page.goto(f.url('short.alice.test', '/one'));
+    await f.signIn(page, 'alice', 'short.alice.test');
+    expect(await page.textContent('#origin')).toBe('ok /one');
+    // The policy's session lasts 2 s: then the relay sends the browser to the provider again.
+    await waitFor(
+      async () => {
+        const r = await raw('short.alice.test', '/two', { cookie: await sessionOf(ctx) });
+        return r.status === 302 && !!r.location?.startsWith(f.idp.issuer);
+      },
+      10_000,
+      { message: 'the short session expired' },
+    );
+    await page.goto(f.url('short.alice.test', '/two'));
+    // The provider still knows alice: either its form again or straight back.
+    if (new URL(page.url()).hostname !== 'short.alice.test') await f.signIn(page, 'alice', 'short.alice.test');
+    expect(await page.textContent('#origin')).toBe('ok /two');
+    await ctx.close();
+  });
+
+  it('an API client without a session is told to log in (401 JSON), not redirected', async () => {
+    const r = await raw('app.alice.test', '/api', { accept: 'application/json' });
+    expect(r.status).toBe(401);
+    expect(r.code).toBe('access_login_required');
+  });
+});
