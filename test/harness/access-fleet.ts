@@ -64,7 +64,8 @@ export interface AccessFleet {
   close(): Promise<void>;
 }
 
-export async function startAccessFleet(): Promise<AccessFleet> {
+/** `relayB`: extra flags for the second relay (the ceiling tests use it). */
+export async function startAccessFleet(o: { relayB?: string[] } = {}): Promise<AccessFleet> {
   if (!haveChromium) throw new Error(`${CHROMIUM} is required when CI=true (.ci/run installs chromium)`);
   const tmp = tempDir('tunnel-access-');
   const keys = path.join(tmp.dir, 'fleet-key.json');
@@ -84,7 +85,7 @@ export async function startAccessFleet(): Promise<AccessFleet> {
     s.end(`<!doctype html><title>origin</title><p id="origin">ok ${q.url}</p>`);
   });
   const a = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-a' });
-  const b = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-b' });
+  const b = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-b', extraArgs: o.relayB });
   const acct = await must(runCli(RELAY_CLI, ['account', 'create', 'alice', '--store', store, '--keys', keys], {}, tmp.dir), 'account create');
   await must(tunnel(['login', '--relay', a.controlUrl!, '--enroll', acct.stdout.trim()]), 'login');
   await must(runCli(RELAY_CLI, ['zone', 'add', 'alice.test', '--account', 'alice', '--store', store], {}, tmp.dir), 'zone add');
