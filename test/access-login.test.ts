@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
+import net from 'node:net';
 import { request } from 'undici';
+import { CONNECTOR_CLI, Proc, runCli } from './harness/procs.js';
 import { chromiumOrSkip, startAccessFleet, type AccessFleet } from './harness/access-fleet.js';
 import { req } from './harness/http.js';
 import { waitFor } from './harness/wait.js';
@@ -134,5 +136,36 @@ describe.skipIf(skip)('Access: browser login through an OpenID Connect provider'
     const r = await raw('app.alice.test', '/api', { accept: 'application/json' });
     expect(r.status).toBe(401);
     expect(r.code).toBe('access_login_required');
+  });
+
+  it('tunnel access tcp: one browser login through a local callback, then the saved token carries TCP; without it, a clear refusal', async () => {
+    const relay = `http://127.0.0.1:${f.relays[0].http}`;
+    const tcp = ['access', 'tcp', '--hostname', 'ssh.alice.test', '--relay', relay];
+    // No login yet: refused with the way out named, non-zero exit.
+    const refused = await runCli(CONNECTOR_CLI, tcp, { TUNNEL_HOME: f.home });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('access_login_required');
+    expect(refused.stderr).toContain('tunnel access login --hostname ssh.alice.test');
+
+    const login = new Proc('access-login', process.execPath, [CONNECTOR_CLI, 'access', 'login', '--hostname', 'ssh.alice.test', '--relay', relay], { TUNNEL_HOME: f.home });
+    const link = await waitFor(() => /open this URL[^\n]*\n\s+(\S+)/.exec(login.stderr)?.[1], 10_000, { message: 'access login prints its URL' });
+    expect(new URL(link).hostname).toBe('ssh.alice.test');
+    const ctx = await f.context();
+    const page = await ctx.newPage();
+    await page.goto(link);
+    await f.signIn(page, 'alice', new URL(new URL(link).searchParams.get('callback')!).host);
+    expect(await page.textContent('h1')).toBe('Logged in');
+    expect((await login.exited).code).toBe(0);
+    await ctx.close();
+
+    const carry = new Proc('access-tcp', process.execPath, [CONNECTOR_CLI, ...tcp, '--url', '127.0.0.1:0'], { TUNNEL_HOME: f.home });
+    const addr = await waitFor(() => /listening on 127\.0\.0\.1:(\d+)/.exec(carry.stderr)?.[1], 10_000, { message: 'access tcp listening' });
+    const sock = net.connect(Number(addr), '127.0.0.1');
+    sock.write('ping over access\n');
+    let echoed = '';
+    sock.on('data', (d: Buffer) => (echoed += d.toString()));
+    await waitFor(() => echoed.includes('ping over access'), 10_000, { message: 'the echo came back through the tunnel' });
+    sock.destroy();
+    carry.signal('SIGTERM');
   });
 });

@@ -5,6 +5,7 @@
 // nothing else anywhere.
 
 import type http from 'node:http';
+import net from 'node:net';
 import { existsSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,7 +38,7 @@ export const USERS = {
 } as const;
 export type User = keyof typeof USERS;
 
-export const HOSTS = ['app.alice.test', 'short.alice.test'] as const;
+export const HOSTS = ['app.alice.test', 'short.alice.test', 'ssh.alice.test'] as const;
 
 export interface Seen {
   host: string;
@@ -47,6 +48,8 @@ export interface Seen {
 
 export interface AccessFleet {
   dir: string;
+  /** alice's TUNNEL_HOME. */
+  home: string;
   relays: [RelayProc, RelayProc];
   idp: { proc: Proc; issuer: string; port: number };
   origin: Origin;
@@ -59,7 +62,7 @@ export interface AccessFleet {
   url(host: string, p?: string, relay?: number): string;
   /** A fresh browser profile (no cookies) that may reach only 127.0.0.1. */
   context(): Promise<BrowserContext>;
-  /** From a page at the provider's login form: sign in as `user` and consent; resolves when back on `host`. */
+  /** From a page at the provider's login form: sign in as `user` and consent; resolves when back on `host` (a hostname, or host:port). */
   signIn(page: Page, user: User, host: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -104,8 +107,14 @@ export async function startAccessFleet(o: { relayB?: string[] } = {}): Promise<A
   aud['app.alice.test'] = (JSON.parse(app.stdout) as { audTag: string }).audTag;
   const short = await must(tunnel(['access', 'policy', 'add', 'short.alice.test', '--allow-email', 'alice@alice.test', '--session-duration', '2s', '--output', 'json']), 'policy add short');
   aud['short.alice.test'] = (JSON.parse(short.stdout) as { audTag: string }).audTag;
+  await must(tunnel(['access', 'policy', 'add', 'ssh.alice.test', '--allow-email', 'alice@alice.test']), 'policy add ssh');
+  // ssh.alice.test is a raw TCP service (an echo server) for `tunnel access tcp`.
+  const echo = net.createServer((s) => s.pipe(s));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  const config = path.join(tmp.dir, 'config.yml');
+  writeFileSync(config, `ingress:\n  - hostname: ssh.alice.test\n    service: tcp://127.0.0.1:${(echo.address() as net.AddressInfo).port}\n  - service: ${origin.url}\n`);
 
-  const connector = new Proc('connector', process.execPath, [CONNECTOR_CLI, 'run', 'a', '--url', origin.url, '--relay', a.connectUrl, '--no-discover', '--ha-connections', '1', '--log-format', 'json'], { TUNNEL_HOME: home });
+  const connector = new Proc('connector', process.execPath, [CONNECTOR_CLI, 'run', 'a', '--config', config, '--relay', a.connectUrl, '--no-discover', '--ha-connections', '1', '--log-format', 'json'], { TUNNEL_HOME: home });
   await waitFor(() => connector.countLogs((l) => l.event === 'registered') >= 1 || !connector.running, 15_000, { message: 'connector registered' });
   if (!connector.running) throw new Error(`connector exited: ${connector.stderr}`);
 
@@ -127,6 +136,7 @@ export async function startAccessFleet(o: { relayB?: string[] } = {}): Promise<A
   const relays: [RelayProc, RelayProc] = [a, b];
   return {
     dir: tmp.dir,
+    home,
     relays,
     idp,
     origin,
@@ -150,7 +160,8 @@ export async function startAccessFleet(o: { relayB?: string[] } = {}): Promise<A
       await page.fill('input[name=password]', 'any-password');
       await Promise.all([page.waitForLoadState(), page.click('button[type=submit]')]);
       // The consent page (first time for this user and client), then back to the relay.
-      const back = (u: URL) => u.hostname === host;
+      // `host` may carry a port (the CLI's loopback callback shares 127.0.0.1 with the provider).
+      const back = (u: URL) => (host.includes(':') ? u.host === host : u.hostname === host);
       const deadline = Date.now() + 15_000;
       while (!back(new URL(page.url())) && Date.now() < deadline) {
         const consent = await page.$('button[type=submit]');
@@ -163,6 +174,7 @@ export async function startAccessFleet(o: { relayB?: string[] } = {}): Promise<A
       await browser.close().catch(() => {});
       await stopAll();
       await origin.close();
+      echo.close();
       tmp.cleanup();
     },
   };

@@ -94,6 +94,14 @@ describe.skipIf(skip)('Access login: replay, tampering, open redirects and a fai
     }
   });
 
+  it('tunnel access login hands a token only to a loopback callback', async () => {
+    for (const cb of ['http://evil.test:8080/', 'http://127.0.0.1.evil.test:8080/', 'https://127.0.0.1:8080/', 'http://127.0.0.1/']) {
+      const r = await raw('app.alice.test', `/.tunnel/access/cli?callback=${encodeURIComponent(cb)}&state=${'s'.repeat(20)}`);
+      expect(r.status, cb).toBe(400);
+      expect(r.code, cb).toBe('access_bad_cli_callback');
+    }
+  });
+
   it('a provider that cannot be reached is a clear 503, not a crash; the same provider back, logins work again', async () => {
     const secretFile = path.join(f.dir, 'down-secret');
     writeFileSync(secretFile, 'x\n', { mode: 0o600 });

@@ -4,7 +4,7 @@ import { generateSigningKeyPair } from '@tunnel/protocol';
 import { AccessKeys } from '../src/access/signing-keys.js';
 import { AssertionSigner } from '../src/access/assertion.js';
 import { policyPath, underPrefix } from '../src/access/policy-table.js';
-import { safeReturnPath } from '../src/access/access-gate.js';
+import { loopbackCallback, safeReturnPath } from '../src/access/access-gate.js';
 import { CookieSealer } from '../src/access/session-cookie.js';
 
 describe('Access keys: derived from the fleet secret, rotating with overlap', () => {
@@ -57,6 +57,11 @@ describe('Access paths', () => {
 
   it('a login returns only to a path on the same host', () => {
     expect(safeReturnPath('/app?x=1')).toBe('/app?x=1');
+    expect(loopbackCallback('http://127.0.0.1:5555/x?y=1')?.href).toBe('http://127.0.0.1:5555/');
+    expect(loopbackCallback('http://localhost:5555/')?.href).toBe('http://localhost:5555/');
+    for (const evil of ['http://evil.test:5555/', 'http://127.0.0.1.evil.test:5555/', 'https://127.0.0.1:5555/', 'http://127.0.0.1/', 'http://u:p@127.0.0.1:5555/', 'javascript:alert(1)', '']) {
+      expect(loopbackCallback(evil), evil).toBeNull();
+    }
     for (const evil of ['//evil.test/x', '/\\evil.test', 'https://evil.test/', 'evil.test', '/\r\nSet-Cookie: x', '/.tunnel/access/callback?code=1']) expect(safeReturnPath(evil)).toBe('/');
   });
 });

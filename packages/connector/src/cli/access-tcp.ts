@@ -6,6 +6,8 @@ import { Command } from 'commander';
 import { TCP_UPGRADE } from '../origin/tcp-bridge.js';
 import { registerAccessManagement } from '../access/access-commands.js';
 import { describeRelay } from '../ha/relay-lookup.js';
+import { browserLogin, cachedToken, tokenPath } from '../access/access-login.js';
+import { parseDuration } from '@tunnel/protocol';
 
 /**
  * `tunnel access tcp`: the client end of a `tcp://` ingress rule, as
@@ -29,7 +31,7 @@ export async function accessTarget(hostname: string, relay?: string): Promise<UR
 }
 
 /** Open one raw TCP stream to the origin behind `hostname`; rejects with the relay's or connector's reason. */
-export function openTcpStream(hostname: string, target: URL, timeoutMs = 30_000): Promise<Duplex> {
+export function openTcpStream(hostname: string, target: URL, timeoutMs = 30_000, credentials: Record<string, string> = {}): Promise<Duplex> {
   const tls = target.protocol === 'https:';
   const opts: https.RequestOptions = {
     host: target.hostname,
@@ -37,7 +39,7 @@ export function openTcpStream(hostname: string, target: URL, timeoutMs = 30_000)
     path: '/',
     method: 'GET',
     agent: false,
-    headers: { Host: hostname, Connection: 'Upgrade', Upgrade: TCP_UPGRADE },
+    headers: { Host: hostname, Connection: 'Upgrade', Upgrade: TCP_UPGRADE, ...credentials },
     timeout: timeoutMs,
     ...(tls ? { servername: net.isIP(hostname) ? undefined : hostname } : {}),
   };
@@ -109,13 +111,28 @@ export function registerAccessCommands(program: Command): void {
   const access = program.command('access').description('reach a service published through a tunnel from this machine, and manage who may (Access)');
   registerAccessManagement(access);
   access
+    .command('login')
+    .description("log in to an Access-protected hostname in a browser once; `tunnel access tcp` then uses the saved token")
+    .requiredOption('--hostname <host>', 'the protected hostname')
+    .option('--relay <url>', 'log in through this relay: any of its URLs (default: https://HOSTNAME)')
+    .option('--timeout <duration>', 'how long to wait for the browser', '5m')
+    .action(async (o: { hostname: string; relay?: string; timeout: string }) => {
+      const target = await accessTarget(o.hostname, o.relay);
+      await browserLogin(o.hostname.toLowerCase(), target, { timeoutMs: parseDuration(o.timeout), tell: (l) => void process.stderr.write(l + '\n') });
+      process.stderr.write(`tunnel: logged in to ${o.hostname}; the token is in ${tokenPath(o.hostname)}\n`);
+    });
+  access
     .command('tcp')
     .description('carry a TCP connection to a hostname whose ingress rule is tcp://host:port (e.g. SSH)')
     .requiredOption('--hostname <host>', 'public hostname routed to the tunnel')
     .option('--url <addr>', 'listen on this local address (host:port) and carry each connection; without it, stdin/stdout (for ssh -o ProxyCommand)')
     .option('--relay <url>', 'connect through this relay: any of its URLs (default: https://HOSTNAME)')
-    .action(async (o: { hostname: string; url?: string; relay?: string }) => {
+    .option('--service-token-id <id>', 'an Access service token (or TUNNEL_SERVICE_TOKEN_ID); default: the token of `tunnel access login`')
+    .option('--service-token-secret <secret>', 'its secret (or TUNNEL_SERVICE_TOKEN_SECRET)')
+    .action(async (o: { hostname: string; url?: string; relay?: string; serviceTokenId?: string; serviceTokenSecret?: string }) => {
       const target = await accessTarget(o.hostname, o.relay);
+      const credentials = accessCredentials(o);
+      const openTcpStream = (h: string, t: URL) => openAccessStream(h, t, credentials);
       if (!o.url) {
         // stdin/stdout: one stream, and the exit code says whether it ended cleanly.
         const remote = await openTcpStream(o.hostname, target);
@@ -153,6 +170,30 @@ export function registerAccessCommands(program: Command): void {
       process.once('SIGTERM', stop);
       await new Promise<never>(() => {}); // serve until a signal
     });
+}
+
+/** What proves who we are to an Access policy: a service token, else the token `tunnel access login` saved. */
+function accessCredentials(o: { hostname: string; serviceTokenId?: string; serviceTokenSecret?: string }): Record<string, string> {
+  const id = o.serviceTokenId ?? process.env.TUNNEL_SERVICE_TOKEN_ID;
+  const secret = o.serviceTokenSecret ?? process.env.TUNNEL_SERVICE_TOKEN_SECRET;
+  if (id || secret) {
+    if (!id || !secret) throw new AccessError('a service token needs both --service-token-id and --service-token-secret');
+    return { 'Tunnel-Access-Client-Id': id, 'Tunnel-Access-Client-Secret': secret };
+  }
+  const token = cachedToken(o.hostname);
+  return token ? { Cookie: `tunnel_access=${token}` } : {};
+}
+
+/** openTcpStream, with the way out named when Access wants a login. */
+async function openAccessStream(hostname: string, target: URL, credentials: Record<string, string>): Promise<Duplex> {
+  try {
+    return await openTcpStream(hostname, target, 30_000, credentials);
+  } catch (e) {
+    if (e instanceof AccessError && /access_login_required|access_denied/.test(e.message)) {
+      throw new AccessError(`${e.message} (log in with \`tunnel access login --hostname ${hostname}\`, or pass a service token)`);
+    }
+    throw e;
+  }
 }
 
 function splitHostPort(addr: string): [string, number] {

@@ -19,6 +19,7 @@ import { logOriginRequests } from '../request-log.js';
 import { fetchHostnames, showStatusBlockWhenConnected } from '../status/status-block.js';
 import { registerServiceCommands, ServiceError } from './service-install.js';
 import { registerAccessCommands, AccessError } from './access-tcp.js';
+import { AccessLoginError } from '../access/access-login.js';
 import { relayTrust, CaFileError } from '../origin/ca-trust.js';
 import { connectEndpointsFor } from '../ha/relay-lookup.js';
 import { registerQuickCommand, quickArgv, QuickUsageError } from '../quick/quick-command.js';
@@ -272,7 +273,7 @@ async function main(): Promise<void> {
         ? e.message
         : e instanceof ControlError
           ? `${e.message} (${e.code})`
-          : e instanceof CredentialError || e instanceof CliError || e instanceof UnsafeIdError || e instanceof ServiceError || e instanceof AccessError || e instanceof CaFileError || e instanceof QuickUsageError
+          : e instanceof CredentialError || e instanceof CliError || e instanceof UnsafeIdError || e instanceof ServiceError || e instanceof AccessError || e instanceof AccessLoginError || e instanceof CaFileError || e instanceof QuickUsageError
           ? e.message
           : ((e as Error).message ?? String(e));
     process.stderr.write(`tunnel: ${msg}\n`);

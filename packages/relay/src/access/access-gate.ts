@@ -14,6 +14,8 @@ import { IdpError, type OidcClients } from './oidc-client.js';
 
 export const CALLBACK_PATH = '/.tunnel/access/callback';
 export const LOGOUT_PATH = '/.tunnel/access/logout';
+/** `tunnel access login`: the browser logs in here and is sent, with a token, to the CLI's loopback callback. */
+export const CLI_LOGIN_PATH = '/.tunnel/access/cli';
 const DEFAULT_SESSION_SECONDS = 3600;
 const LOGIN_STATE_TTL_MS = 11 * 60_000;
 
@@ -69,6 +71,7 @@ export class AccessGate {
     const path = policyPath(req.url ?? '/');
     if (path === CALLBACK_PATH) return this.guard(reply, req, () => this.callback(req, host, reply));
     if (path === LOGOUT_PATH) return this.guard(reply, req, async () => this.logout(req, reply));
+    if (path === CLI_LOGIN_PATH) return this.guard(reply, req, () => this.cliLogin(req, host, reply));
     const policy = this.d.table.lookup(host, path);
     // A policy speaks only for the account that routes the hostname.
     if (!policy || policy.accountId !== route.accountId || policy.decision === 'bypass') return null;
@@ -203,6 +206,39 @@ export class AccessGate {
     return false;
   }
 
+  /**
+   * The browser half of `tunnel access login` (as `cloudflared access
+   * login`): once the browser holds a session that the hostname's policy
+   * admits, it is sent on to the CLI's own callback on this machine's
+   * loopback (and nowhere else) with the session as a token; the CLI sends
+   * it as its cookie on `tunnel access tcp` upgrades.
+   */
+  private async cliLogin(req: IncomingMessage, host: string, reply: Reply): Promise<boolean> {
+    const url = new URL(req.url ?? '/', 'http://relay');
+    const callback = loopbackCallback(url.searchParams.get('callback'));
+    const state = url.searchParams.get('state') ?? '';
+    if (!callback || !/^[A-Za-z0-9_-]{16,128}$/.test(state)) {
+      answer(reply, req, { status: 400, code: 'access_bad_cli_callback', source: 'relay', message: 'tunnel access login passes a callback on 127.0.0.1 (or localhost) and a state; this link has neither.' });
+      return false;
+    }
+    const policy = this.d.table.lookup(host, '/');
+    if (!policy || policy.decision !== 'allow') {
+      answer(reply, req, { status: 404, code: 'access_no_policy', source: 'relay', message: `${host} has no Access policy to log in to.` });
+      return false;
+    }
+    const value = readCookie(req.headers.cookie, SESSION_COOKIE);
+    const session = await this.d.cookies.openSession(value, host);
+    if (!session || session.accountId !== policy.accountId) return this.startLogin(req, host, policy, reply);
+    if (!admits(policy, session)) {
+      answer(reply, req, { status: 403, code: 'access_denied', source: 'relay', message: `${session.email || session.sub} is not allowed to reach ${host}.` });
+      return false;
+    }
+    callback.searchParams.set('token', value!);
+    callback.searchParams.set('state', state);
+    redirect(reply, callback.href, []);
+    return false;
+  }
+
   private logout(req: IncomingMessage, reply: Reply): boolean {
     const secure = isEncrypted(req);
     const body = '<!doctype html><meta charset="utf-8"><title>Logged out</title><h1>Logged out</h1><p>Your session on this hostname has ended.</p>';
@@ -289,6 +325,18 @@ export function stripClientHeaders(req: IncomingMessage): ClientCredentials {
   }
   req.rawHeaders = kept;
   return creds;
+}
+
+/** The CLI's callback: plain http on the loopback of the user's machine, never anywhere else. */
+export function loopbackCallback(raw: string | null): URL | null {
+  if (!raw || raw.length > 256) return null;
+  try {
+    const u = new URL(raw);
+    if (u.protocol !== 'http:' || !['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname) || !u.port || u.username || u.password) return null;
+    return new URL(`${u.origin}/`);
+  } catch {
+    return null;
+  }
 }
 
 function isEncrypted(req: IncomingMessage): boolean {
