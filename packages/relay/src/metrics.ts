@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 import type { Route, Store } from './store/types.js';
-import type { ProxyHooks } from './edge/request-proxy.js';
+import type { ProxyHooks } from './edge/exchange.js';
 import type { TunnelConnections } from './connectors/tunnel-connections.js';
 import type { ConnectorConnection } from './connectors/connector-connection.js';
 import type { RelayCertificate } from './edge/listener-tls.js';
@@ -53,7 +53,7 @@ export class RelayMetrics implements LimitHits {
   private claimChecks: { inFlight: number; max: number; refused: number } | null = null;
   private h2: { sessions: number; streams: number } = { sessions: 0, streams: 0 };
 
-  /** Hooks for the request path (ProxyContext.hooks). */
+  /** Hooks for the request path (RequestProxy, LocalDispatch, the peer endpoint). */
   readonly hooks: ProxyHooks;
 
   constructor(o: { relayId: string; region: string; version: string; defaultMetrics?: boolean }) {

@@ -5,13 +5,17 @@ import type { Logger } from 'pino';
 import { ConnectorEndpoint } from './connectors/connector-endpoint.js';
 import { TunnelConnections } from './connectors/tunnel-connections.js';
 import { RouteTable } from './edge/route-table.js';
-import { handleRequest, handleUpgrade, makeRequestHead, proxyOverStream, upgradeOverStream, type ProxyContext, type ProxyHooks } from './edge/request-proxy.js';
+import { RequestProxy } from './edge/request-proxy.js';
+import { LocalDispatch } from './edge/local-dispatch.js';
+import { ErrorAnswers } from './edge/error-page.js';
+import type { ProxyHooks } from './edge/exchange.js';
 import { listen, closeServer, type ListenAddress } from './edge/listen.js';
 import type { Store, StoreEvent } from './store/types.js';
 import type { FleetKeys } from './control/keys.js';
 import { FleetView } from './fleet/fleet-view.js';
 import { PeerAuth, PeerHeaders } from './fleet/peer-auth.js';
-import { PeerForwarder, createPeerServer } from './fleet/peer-forwarding.js';
+import { PeerDispatch } from './fleet/peer-dispatch.js';
+import { createPeerServer } from './fleet/peer-endpoint.js';
 import type { RelayMetrics } from './metrics.js';
 import { logRequestWhenDone } from './edge/request-log.js';
 import { RelayCertificate, checkPlainListeners, type ReloadTrigger, type TlsFiles } from './edge/listener-tls.js';
@@ -94,8 +98,11 @@ export class Relay {
   private readonly servers: { public: Array<http.Server | https.Server | PublicHttpsServer['server']>; connect?: http.Server | https.Server; control?: http.Server | https.Server; peer?: http.Server | https.Server; metrics?: http.Server } = { public: [] };
   /** Set when certificates are configured: every listener but plain public HTTP and metrics uses it. */
   readonly certificate: RelayCertificate | null;
-  private fleet: FleetView | null = null;
-  private forwarder: PeerForwarder | null = null;
+  /** Set when the relay has a peer endpoint: it forwards, and is forwarded to. */
+  private readonly fleet: FleetView | null;
+  private readonly peers: PeerDispatch | null;
+  private readonly local: LocalDispatch;
+  private readonly requests: RequestProxy;
   private presenceTimer: NodeJS.Timeout | null = null;
   private endpoint!: ConnectorEndpoint;
   private heartbeat: NodeJS.Timeout | null = null;
@@ -103,7 +110,6 @@ export class Relay {
   private presenceDirty = false;
   ports!: BoundPorts;
   readonly startedAt = Date.now();
-  private readonly ctx: ProxyContext;
   /** Signs and checks relay-to-relay requests (forwarding and the dashboard's stats calls). */
   readonly peerAuth: PeerAuth;
   readonly limits: RelayLimits;
@@ -126,7 +132,25 @@ export class Relay {
     this.routes = new RouteTable(deps.store);
     if (!opts.tls) checkPlainListeners({ connect: opts.listen.connect, control: opts.listen.control, peer: opts.listen.peer }, !!opts.insecureHttpControl);
     this.certificate = opts.tls ? new RelayCertificate(opts.tls, deps.log) : null;
-    this.ctx = { routes: this.routes, connections: this.connections, log: deps.log, hooks: deps.hooks ?? {} };
+    const hooks = deps.hooks ?? {};
+    const errors = new ErrorAnswers(deps.log, hooks);
+    this.local = new LocalDispatch(this.connections, deps.log, hooks, errors);
+    if (opts.listen.peer) {
+      // With certificates, requests are forwarded only to https:// peers, verified with the fleet's CA.
+      this.fleet = new FleetView(deps.store, opts.id, deps.log, undefined, this.certificate ? 'https' : 'any', this.memberTtlMs());
+      this.peers = new PeerDispatch({
+        selfId: opts.id,
+        auth: this.peerAuth,
+        fleet: this.fleet,
+        log: deps.log,
+        local: this.local,
+        onForward: hooks.onForward,
+        ca: this.certificate?.peerCa(),
+      });
+    } else {
+      this.fleet = null;
+      this.peers = null;
+    }
     this.limits = opts.limits ?? defaultLimits();
     this.gate = new PublicConnectionGate(this.limits, deps.metrics ?? NO_LIMIT_HITS);
     const metrics = deps.metrics;
@@ -134,7 +158,7 @@ export class Relay {
       onOutcome: (o) => metrics?.accessOutcome(o),
       hits: metrics ?? NO_LIMIT_HITS,
     });
-    this.ctx.access = (req, route, reply) => this.access.gate.check(req, route, reply);
+    this.requests = new RequestProxy(this.routes, this.peers ? [this.local, this.peers] : [this.local], errors, this.access.gate);
     this.description = new RelayDescriptionDocument(opts.id, opts.region, deps.keys, () => this.urls());
     this.quick = opts.quick
       ? new QuickTunnels(opts.quick, {
@@ -153,9 +177,6 @@ export class Relay {
 
   get id(): string {
     return this.opts.id;
-  }
-  get proxyContext(): ProxyContext {
-    return this.ctx;
   }
   get draining(): boolean {
     return this.state === 'draining';
@@ -214,7 +235,7 @@ export class Relay {
       let requestId: string | undefined;
       const dispatch = (): boolean => {
         try {
-          requestId = handleRequest(this.ctx, req, res);
+          requestId = this.requests.handleRequest(req, res);
           return true;
         } catch (e) {
           // Last resort for this one request: the process and every other request carry on.
@@ -238,7 +259,7 @@ export class Relay {
       if (this.gate.isRefused(req.socket)) return void socket.destroy();
       const dispatch = () => {
         try {
-          handleUpgrade(this.ctx, req, socket, head);
+          this.requests.handleUpgrade(req, socket, head);
         } catch (e) {
           log.error({ err: (e as Error).message, stack: (e as Error).stack, host: req.headers.host }, 'upgrade handler failed: connection ended');
           socket.destroy();
@@ -290,28 +311,16 @@ export class Relay {
     countBytes(connect, 'connector');
     this.servers.connect = connect;
     ports.connect = await listen(connect, this.opts.listen.connect);
-    if (this.opts.listen.peer) {
-      const auth = this.peerAuth;
-      // With certificates, requests are forwarded only to https:// peers, verified with the fleet's CA.
-      this.fleet = new FleetView(store, this.opts.id, log, undefined, cert ? 'https' : 'any', this.memberTtlMs());
+    if (this.opts.listen.peer && this.fleet) {
       await this.fleet.start();
-      this.forwarder = new PeerForwarder(this.opts.id, auth, this.fleet, log, this.deps.hooks?.onForward, cert?.peerCa());
-      const fwd = this.forwarder;
-      this.ctx.forwardToPeer = (route, req, res, requestId) => fwd.forward(route, req, res, requestId);
-      fwd.upgradeLocally = (route, req, socket, head, requestId) => {
-        const conn = this.ctx.connections.pick(route.tunnelId);
-        if (!conn) return false;
-        upgradeOverStream(this.ctx, conn, req, socket, head, makeRequestHead(req, 'websocket', requestId), route);
-        return true;
-      };
-      fwd.serveLocally = (route, req, res, requestId, body) => {
-        const conn = this.ctx.connections.pick(route.tunnelId);
-        if (!conn) return false;
-        proxyOverStream(this.ctx, conn, route, req, res, makeRequestHead(req, 'http', requestId), process.hrtime.bigint(), 0, body);
-        return true;
-      };
-      this.ctx.forwardUpgradeToPeer = (route, req, socket, head, requestId) => fwd.forwardUpgrade(route, req, socket, head, requestId);
-      const peer = createPeerServer(this.ctx, auth, log, (o, h) => this.createServer(o, h));
+      const peer = createPeerServer({
+        routes: this.routes,
+        local: this.local,
+        auth: this.peerAuth,
+        log,
+        hooks: this.deps.hooks ?? {},
+        createServer: (o, h) => this.createServer(o, h),
+      });
       if (logRequests) {
         peer.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
           const id = req.headers[PeerHeaders.requestId];
@@ -567,7 +576,7 @@ export class Relay {
     this.quick?.stop();
     this.fleet?.stop();
     this.certificate?.close();
-    await this.forwarder?.close();
+    await this.peers?.close();
     this.unsubscribe?.();
     this.routes.close();
     this.access.close();

@@ -18,7 +18,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const pkg = path.resolve(here, '..');
 const root = path.resolve(pkg, '../..');
 const fixture = path.join(here, 'fixtures/crash-writer.mjs');
-const dist = path.join(pkg, 'dist/store/file/file-store.js');
+const distStore = path.join(pkg, 'dist/store');
 
 /** The child imports the compiled store: build it when an output is missing or older than its source. */
 function stale(): string[] {
@@ -26,15 +26,17 @@ function stale(): string[] {
   return readdirSync(srcDir, { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.ts'))
     .filter((f) => {
-      const out = path.join(pkg, 'dist/store', f.replace(/\.ts$/, '.js'));
+      const out = path.join(distStore, f.replace(/\.ts$/, '.js'));
       return !existsSync(out) || statSync(out).mtimeMs < statSync(path.join(srcDir, f)).mtimeMs;
     });
 }
 function ensureBuilt(): void {
   if (stale().length === 0) return;
+  // tsc leaves an output it judges current as it is (a checkout may have
+  // only touched the source), so success is its exit status and every output there.
   const r = spawnSync('npx', ['tsc', '-b', 'packages/relay'], { cwd: root, encoding: 'utf8', timeout: 120_000 });
-  const left = stale();
-  if (left.length > 0) throw new Error(`could not build ${left.join(', ')} into ${path.join(pkg, 'dist/store')}: ${r.stdout}${r.stderr}`);
+  const missing = stale().filter((f) => !existsSync(path.join(distStore, f.replace(/\.ts$/, '.js'))));
+  if (r.status !== 0 || missing.length > 0) throw new Error(`could not build ${missing.join(', ') || 'the relay'} into ${distStore}: ${r.stdout}${r.stderr}`);
 }
 
 const dirs: string[] = [];

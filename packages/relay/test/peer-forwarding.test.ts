@@ -8,7 +8,8 @@ import { connect, type AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { request } from 'undici';
-import { PeerForwarder } from '../src/fleet/peer-forwarding.js';
+import { PeerDispatch } from '../src/fleet/peer-dispatch.js';
+import { publicExchange, type Dispatch } from '../src/edge/exchange.js';
 import { PeerAuth } from '../src/fleet/peer-auth.js';
 import { MemoryReplayCache } from '../src/fleet/replay-cache.js';
 import type { FleetView } from '../src/fleet/fleet-view.js';
@@ -51,12 +52,21 @@ function servingPeer(name: string, seen: string[]) {
 /** A public listener that forwards everything to `peers`, in that order. */
 async function forwarding(peers: Array<{ id: string; url: string }>, local?: (body: Buffer, res: http.ServerResponse) => boolean) {
   const fleet = { peersFor: () => peers.map((p) => ({ id: p.id, peerUrl: p.url })) } as unknown as FleetView;
-  const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, pino({ level: 'silent' }));
-  if (local) fwd.serveLocally = (_route, _req, res, _id, body) => local(body, res);
+  const fwd = peerDispatch(fleet, {
+    serve: (ex, res) => (local && ex.body.kind === 'buffered' ? local(ex.body.bytes, res) : false),
+    upgrade: () => false,
+  });
   const pub = await listen((req, res) => {
-    if (!fwd.forward(route, req, res, 'req-1')) res.writeHead(599).end();
+    if (!fwd.serve(publicExchange(req, route, 'http', 'req-1', process.hrtime.bigint()), res)) res.writeHead(599).end();
   });
   return pub.url;
+}
+
+/** No connection of the tunnel here, unless a test says otherwise. */
+const NO_LOCAL: Dispatch = { serve: () => false, upgrade: () => false };
+
+function peerDispatch(fleet: FleetView, local: Dispatch = NO_LOCAL): PeerDispatch {
+  return new PeerDispatch({ selfId: 'relay-self', auth: new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, log: pino({ level: 'silent' }), local });
 }
 
 afterEach(async () => {
@@ -83,7 +93,7 @@ describe('peer forwarding: a peer that turns the request away', () => {
 
   it('a connection that arrived here meanwhile is preferred to the next peer', async () => {
     const served: string[] = [];
-    const a = await refusingPeer([], 'relay_draining', 'relay', 503);
+    const a = await refusingPeer([]);
     const b = await servingPeer('b', served);
     const url = await forwarding([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], (body, res) => {
       res.end(`local:${body.toString()}`);
@@ -183,10 +193,10 @@ describe('peer forwarding of upgrades: a refusing peer', () => {
     const a = await upgradePeer(true, refused);
     const b = await upgradePeer(false, served);
     const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }, { id: 'b', peerUrl: b.url }] } as unknown as FleetView;
-    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, pino({ level: 'silent' }));
+    const fwd = peerDispatch(fleet);
     const pub = await listen((_req, res) => res.writeHead(400).end());
     pub.server.on('upgrade', (req, socket, head) => {
-      if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();
+      if (!fwd.upgrade(publicExchange(req, route, 'websocket', 'req-u', process.hrtime.bigint()), socket, head)) socket.destroy();
     });
     const got = await dialUpgrade(pub.url);
     expect(got.startsWith('HTTP/1.1 101')).toBe(true);
@@ -200,17 +210,19 @@ describe('peer forwarding of upgrades: a refusing peer', () => {
     const a = await upgradePeer(true, []);
     const b = await upgradePeer(false, served);
     const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }, { id: 'b', peerUrl: b.url }] } as unknown as FleetView;
-    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, pino({ level: 'silent' }));
     let local = 0;
-    fwd.upgradeLocally = (_route, _req, socket) => {
-      local++;
-      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: tunnel-tcp\r\nConnection: Upgrade\r\n\r\n');
-      socket.pipe(socket);
-      return true;
-    };
+    const fwd = peerDispatch(fleet, {
+      serve: () => false,
+      upgrade: (_ex, socket) => {
+        local++;
+        socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: tunnel-tcp\r\nConnection: Upgrade\r\n\r\n');
+        socket.pipe(socket);
+        return true;
+      },
+    });
     const pub = await listen((_req, res) => res.writeHead(400).end());
     pub.server.on('upgrade', (req, socket, head) => {
-      if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();
+      if (!fwd.upgrade(publicExchange(req, route, 'websocket', 'req-u', process.hrtime.bigint()), socket, head)) socket.destroy();
     });
     const got = await dialUpgrade(pub.url);
     expect(got.endsWith('ping')).toBe(true);
@@ -221,10 +233,10 @@ describe('peer forwarding of upgrades: a refusing peer', () => {
   it('with nowhere else to go, the client gets 530 tunnel_offline', async () => {
     const a = await upgradePeer(true, []);
     const fleet = { peersFor: () => [{ id: 'a', peerUrl: a.url }] } as unknown as FleetView;
-    const fwd = new PeerForwarder('relay-self', new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache()), fleet, pino({ level: 'silent' }));
+    const fwd = peerDispatch(fleet);
     const pub = await listen((_req, res) => res.writeHead(400).end());
     pub.server.on('upgrade', (req, socket, head) => {
-      if (!fwd.forwardUpgrade(route, req, socket, head, 'req-u')) socket.destroy();
+      if (!fwd.upgrade(publicExchange(req, route, 'websocket', 'req-u', process.hrtime.bigint()), socket, head)) socket.destroy();
     });
     const got = await dialUpgrade(pub.url);
     expect(got).toMatch(/^HTTP\/1\.1 530 Tunnel Offline\r\n/);

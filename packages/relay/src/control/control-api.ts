@@ -23,7 +23,7 @@ function relayList(d: ControlApiDeps): SignedRelayList {
 }
 import type { OperatorKeyGuard } from './operator-key-guard.js';
 import type { LoginAdmissions } from './login-admission.js';
-import { stripV4Mapped } from '../edge/request-proxy.js';
+import { stripV4Mapped } from '../edge/client-ip.js';
 import { checkRoute, grantZone, refusalError } from '../zones/zone-grants.js';
 import { zoneVerdict } from '../zones/zone-rules.js';
 import { challengeRecord, challengeToken, checkClaim, type ZoneClaimOptions } from '../zones/zone-claims.js';

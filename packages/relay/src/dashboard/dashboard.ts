@@ -15,7 +15,7 @@ import type { OperatorKeyGuard } from '../control/operator-key-guard.js';
 import type { CredentialPolicy } from '../connectors/credential-check.js';
 import type { PeerAuth } from '../fleet/peer-auth.js';
 import { ApiError, decodeSegment } from '../control/api-error.js';
-import { stripV4Mapped } from '../edge/request-proxy.js';
+import { stripV4Mapped } from '../edge/client-ip.js';
 import { DashboardSessions, checkSameOrigin, type Session } from './session.js';
 import { RelayStatsClient, STATS_PATH, type RelayStats } from './relay-stats.js';
 import { RateTracker, buildFleetState, type DashboardState } from './fleet-state.js';

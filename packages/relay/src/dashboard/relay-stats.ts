@@ -13,7 +13,7 @@ import type { CountsByTunnel } from '../store/relay-history.js';
 import type { TunnelConnections } from '../connectors/tunnel-connections.js';
 import type { OperatorKeyGuard } from '../control/operator-key-guard.js';
 import { bearer, tooManyKeyFailures } from '../control/control-auth.js';
-import { stripV4Mapped } from '../edge/request-proxy.js';
+import { stripV4Mapped } from '../edge/client-ip.js';
 import { PeerAuth, headersDigest, readSignedRequest, type SignedRequest } from '../fleet/peer-auth.js';
 
 export const STATS_PATH = '/dashboard/api/relay-stats';

@@ -1,4 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Route } from '../store/types.js';
+import type { ProxyHooks } from './exchange.js';
 import { reasonPhrase, renderTunnelError, type ErrorSource, type TunnelErrorInfo } from '@tunnel/protocol';
 
 export type { ErrorSource, TunnelErrorInfo };
@@ -79,5 +83,42 @@ export function sendError(req: IncomingMessage, res: ServerResponse, info: Tunne
     res.end(req.method === 'HEAD' ? undefined : body);
   } catch {
     res.destroy();
+  }
+}
+
+/** An error answer written straight to a socket (upgrade paths have no ServerResponse). */
+export function rawError(socket: Duplex, req: IncomingMessage, info: TunnelErrorInfo, requestId: string, extraHeaders = ''): void {
+  const { type, body } = renderError(info, req.headers.accept, requestId);
+  socket.end(
+    `HTTP/1.1 ${info.status} ${reasonPhrase(info.status)}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extraHeaders}` +
+      `Tunnel-Error: ${info.code}\r\nTunnel-Error-Source: ${info.source}\r\nTunnel-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** A request as its answer is counted and logged: an exchange, or a request that found no route. */
+export interface Answered {
+  readonly req: IncomingMessage;
+  readonly route: Route | undefined;
+  readonly requestId: string;
+  readonly startedAt: bigint;
+}
+
+/** The relay's own error answers on the request path, each counted like any response. */
+export class ErrorAnswers {
+  constructor(
+    private readonly log: Logger,
+    private readonly hooks: ProxyHooks,
+  ) {}
+
+  send(a: Answered, res: ServerResponse, info: TunnelErrorInfo): void {
+    this.log.debug({ requestId: a.requestId, code: info.code, host: a.req.headers.host }, 'request failed at relay');
+    sendError(a.req, res, info, a.requestId);
+    this.hooks.onResponse?.(a.route, info.status, a.startedAt);
+  }
+
+  /** On an upgrade's socket, which has no ServerResponse. */
+  raw(a: Answered, socket: Duplex, info: TunnelErrorInfo): void {
+    rawError(socket, a.req, info, a.requestId);
+    this.hooks.onResponse?.(a.route, info.status, a.startedAt);
   }
 }

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { LimitHits } from '../relay-limits.js';
-import { stripV4Mapped } from './request-proxy.js';
+import { stripV4Mapped } from './client-ip.js';
 
 /**
  * Counts open public connections, in total and per client IP, and turns

@@ -10,7 +10,8 @@ import { RateLimiterRes } from 'rate-limiter-flexible';
 import { sendError, type TunnelErrorInfo } from '../edge/error-page.js';
 import { fleetRateLimiter, type SharedRedis } from '../rate-limiter.js';
 import type { LimitHits, RelayLimits } from '../relay-limits.js';
-import { newRequestId, rawError } from '../edge/request-proxy.js';
+import { rawError } from '../edge/error-page.js';
+import { newRequestId } from '../edge/exchange.js';
 import type { RouteTable } from '../edge/route-table.js';
 import type { Route } from '../store/types.js';
 

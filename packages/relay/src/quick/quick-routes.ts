@@ -13,7 +13,7 @@ import { ApiError, decodeSegment } from '../control/api-error.js';
 import { authenticateOperator, bearer } from '../control/control-auth.js';
 import { readJson, send, toApiError } from '../control/control-api.js';
 import type { OperatorKeyGuard } from '../control/operator-key-guard.js';
-import { stripV4Mapped } from '../edge/request-proxy.js';
+import { stripV4Mapped } from '../edge/client-ip.js';
 import type { QuickTunnels } from './quick-tunnels.js';
 
 export interface QuickRoutesDeps {
