@@ -80,8 +80,8 @@ describe.skipIf(skipBrowser)('dashboard actions in a real browser', () => {
     await row.locator('button.deny').click();
     await page.waitForSelector('#approve-msg.ok', { timeout: 10_000 });
     expect(await page.textContent('#approve-msg')).toBe(`Denied ${code}: the login was refused.`);
-    const { code: exit } = await login.exited;
-    expect(exit).not.toBe(0);
+    await waitFor(() => !login.running, 15_000, { message: 'the login CLI stopped' });
+    expect((await login.exited).code).not.toBe(0);
     expect(login.stderr).toContain(code);
     expect(login.stdout + login.stderr).not.toContain('Logged in');
     await expect.poll(() => page.locator(`#logins tr[data-code="${code}"]`).count(), { timeout: 5_000 }).toBe(0);
@@ -106,6 +106,7 @@ describe.skipIf(skipBrowser)('dashboard actions in a real browser', () => {
     await page.waitForSelector('#revoke-msg.ok', { timeout: 10_000 });
     const jti = (JSON.parse(Buffer.from(head!, 'base64url').toString()) as { jti: string }).jti;
     expect(await page.textContent('#revoke-msg')).toBe(`Revoked tunnel ${jti}: it is refused on every relay, and connections using it are closed.`);
+    await waitFor(() => !second.running, 15_000, { message: 'the revoked connector exited' });
     expect((await second.exited).code).toBe(3);
     expect(second.stderr).toContain('credential_revoked');
     await card.locator('.none', { hasText: 'No connector connected.' }).waitFor({ timeout: 10_000 });
@@ -147,8 +148,8 @@ describe.skipIf(skipBrowser)('dashboard actions in a real browser', () => {
     await page.locator('[data-testid="tunnel-app"] button.delete-tunnel').click();
     await expect.poll(() => page.textContent('#action-msg.ok'), { timeout: 10_000 }).toBe(`Deleted tunnel app (${tunnelId}).`);
     await expect.poll(() => page.locator('[data-testid="tunnel-app"]').count(), { timeout: 5_000 }).toBe(0);
-    const { code } = await connector.exited;
-    expect(code).not.toBe(0);
+    await waitFor(() => !connector.running, 15_000, { message: "the deleted tunnel's connector exited" });
+    expect((await connector.exited).code).not.toBe(0);
     expect(connector.stderr).toContain('tunnel_deleted');
     const store = await openStore(fleet.store);
     try {
