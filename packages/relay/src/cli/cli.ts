@@ -26,6 +26,7 @@ import { registerRelayServiceCommands, ServiceError } from './service-install.js
 import { defaultLimits, LIMIT_SETTINGS, type RelayLimits } from '../relay-limits.js';
 import { OperatorKeyGuard } from '../control/operator-key-guard.js';
 import { LoginAdmissions } from '../control/login-admission.js';
+import { keysNextTo, missingKeys, missingStore, OperatorSettingsError, readOperatorSettingsFromRelayConfig, relayConfigFile, writeOperatorKey } from './operator-settings.js';
 import { registerZoneCommands } from '../zones/zone-commands.js';
 import { ClaimChecks } from '../zones/zone-claims.js';
 import { withQuickRoutes } from '../quick/quick-routes.js';
@@ -55,8 +56,8 @@ const program = new Command('tunnel-relay')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
-const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE').default('file:./relay-data');
-const keysOpt = () => new Option('--keys <file>', 'fleet signing key file').env('TUNNEL_RELAY_KEYS').default('./fleet-key.json');
+const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE');
+const keysOpt = () => new Option('--keys <file>', 'fleet signing key file').env('TUNNEL_RELAY_KEYS');
 
 /**
  * A duration flag: the forms relay.yml takes, else a usage error naming the
@@ -233,7 +234,11 @@ for (const l of LIMIT_SETTINGS) serve.option(`--${l.name} <${l.kind === 'ms' ? '
 serve.action(async (flags, cmd: Command) => {
     aliasFlag(cmd, flags, 'loglevel', 'logLevel');
     aliasFlag(cmd, flags, 'logfile', 'logFile');
-    const o = merged(cmd, flags, flags.config ? loadRelayConfig(flags.config) : {});
+    const configFile = relayConfigFile(flags.config);
+    const o = merged(cmd, flags, configFile ? loadRelayConfig(configFile) : {});
+    o.keys ??= keysNextTo(configFile) as string;
+    if (!o.store) throw missingStore(configFile);
+    if (!o.keys) throw missingKeys(configFile);
     const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat as 'json', file: o.logFile });
     const keys = loadKeyFile(o.keys);
     let policy: CredentialPolicy;
@@ -362,6 +367,12 @@ serve.action(async (flags, cmd: Command) => {
       }));
       const port = await relay.attachControl(control);
       log.info({ event: 'control-listening', port, operator: !!o.operatorKey }, 'control API listening');
+      if (!o.operatorKey) {
+        log.warn(
+          { event: 'no-operator-key' },
+          'no operator key: the dashboard and the operator API are disabled; create one with `tunnel-relay keys operator --out FILE` and pass --operator-key-file FILE (operator-key-file: in relay.yml)',
+        );
+      }
     }
     // After the control listener: the history records the control URL operators follow.
     await history.start();
@@ -414,6 +425,15 @@ keysCmd
   .action((o) => {
     const k = generateKeyFile(o.out, !!o.force);
     process.stdout.write(`wrote ${o.out} (mode 0600)\npublic key: ${k.publicKey}\n`);
+  });
+keysCmd
+  .command('operator')
+  .description('create the operator key (dashboard and operator API) in a new file, mode 0600; it is never printed or put on a command line')
+  .option('--out <file>', 'where to write it', './operator-key')
+  .option('--force', 'replace an existing key (operators must use the new one)')
+  .action((o: { out: string; force?: boolean }) => {
+    writeOperatorKey(o.out, !!o.force);
+    process.stdout.write(`wrote ${o.out} (mode 0600): pass --operator-key-file ${o.out} to tunnel-relay serve, or operator-key-file: in relay.yml\n`);
   });
 
 const tunnelCmd = program.command('tunnel').description('operator actions on tunnels');
@@ -499,7 +519,9 @@ loginCmd
   .action(async (o) => {
     const store = await openStore(o.store);
     try {
-      for (const s of await store.listLoginSessions()) process.stdout.write(`${s.code}\texpires ${new Date(s.expiresAt).toISOString()}\n`);
+      const pending = await store.listLoginSessions();
+      if (pending.length === 0) process.stdout.write(`No pending login codes in ${o.store} (a user starts one with \`tunnel login --relay URL\`)\n`);
+      for (const s of pending) process.stdout.write(`${s.code}\texpires ${new Date(s.expiresAt).toISOString()}\n`);
     } finally {
       await store.close();
     }
@@ -522,12 +544,14 @@ program
     }
   });
 
+readOperatorSettingsFromRelayConfig(program);
+
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode);
-    if (e instanceof KeyFileError || e instanceof UsageError || e instanceof RelayConfigError || e instanceof ServiceError || e instanceof TlsConfigError) die(e.message);
+    if (e instanceof KeyFileError || e instanceof OperatorSettingsError || e instanceof UsageError || e instanceof RelayConfigError || e instanceof ServiceError || e instanceof TlsConfigError) die(e.message);
     if (e instanceof StoreError) die(`store: ${e.message}`);
     if (e instanceof ApiError) die(`${e.message} (${e.code})`, 2);
     die((e as Error).message ?? String(e));
