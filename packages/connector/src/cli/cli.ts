@@ -23,6 +23,8 @@ import { AccessLoginError } from '../access/access-login.js';
 import { relayTrust, CaFileError } from '../origin/ca-trust.js';
 import { connectEndpointsFor } from '../ha/relay-lookup.js';
 import { registerQuickCommand, quickArgv, QuickUsageError } from '../quick/quick-command.js';
+import { warnIfOriginDown } from '../origin/origin-probe.js';
+import type { TunnelCredentialsFile } from './credentials.js';
 
 class CliError extends Error {}
 
@@ -79,6 +81,7 @@ program
       tokenFile: o.tokenFile ?? cfg?.tokenFile,
       credentialsFile: o.credentialsFile ?? cfg?.credentialsFile ?? (name ? await credentialsPathFor(name) : undefined),
     });
+    if (cfg?.tunnel !== undefined && file) checkTunnelKey(cfg, file, o.credentialsFile ?? cfg.credentialsFile ?? '');
     const exp = tokenExpiry(token);
     if (exp !== undefined && exp * 1000 <= Date.now()) {
       // Said here, before any dial: the relay would refuse it the same way.
@@ -161,6 +164,7 @@ program
     }
     log.info({ event: 'starting', connectorId: connector.id, relays, haConnections, version: CONNECTOR_VERSION }, 'connector starting');
     connector.start();
+    if (o.url) void warnIfOriginDown(o.url, log);
     if (watch) watchCredential(watch, token, (next) => connector.rotateCredential(next), connector.log);
 
     let signals = 0;
@@ -237,6 +241,16 @@ function fleetKeyFor(flag: string | undefined, claimed: unknown, fromFile: strin
   if (key === undefined) return null;
   if (!/^[A-Za-z0-9_-]{43}$/.test(key)) throw new CliError(`fleet key ${JSON.stringify(key.slice(0, 60))} is not an Ed25519 public key (43 base64url characters)`);
   return key;
+}
+
+/** `tunnel:` in config.yml names the tunnel its credentials file is for: a mismatch runs someone else's tunnel by mistake. */
+function checkTunnelKey(cfg: ConnectorConfig, file: TunnelCredentialsFile, path: string): void {
+  const want = cfg.tunnel!;
+  if (want === file.tunnelName || want === file.tunnelId) return;
+  const where = cfg.tunnelAt ?? { line: 0, column: 0 };
+  throw new ConfigError(cfg.source, [
+    { ...where, message: `tunnel: ${JSON.stringify(want)} is not the tunnel in credentials-file ${path} (${file.tunnelName ? `${file.tunnelName}, ` : ''}${file.tunnelId})` },
+  ]);
 }
 
 /** A duration flag (`30s`, `1m30s`); a bare number or garbage is a usage error naming the flag. */

@@ -97,6 +97,23 @@ export function registerProvisioningCommands(program: Command): void {
     });
 
   program
+    .command('logout')
+    .description('revoke the account credential (fleet-wide) and remove TUNNEL_HOME/cert.json; tunnel credentials files stay')
+    .action(async () => {
+      if (!existsSync(certPath())) return out(`Not logged in: no ${certPath()}`);
+      const cert = readCert();
+      try {
+        await api(cert.controlUrl, 'POST', '/v1/account/logout', { auth: cert.credential });
+      } catch (e) {
+        // Already revoked or expired: nothing left to revoke. Unreachable: say so, and still log out here.
+        const c = e instanceof ControlError ? e.code : '';
+        if (!['credential_revoked', 'credential_expired'].includes(c)) err(`note: could not revoke the credential on ${cert.controlUrl} (${(e as Error).message}); it stays valid until it expires or an operator revokes it`);
+      }
+      unlinkSync(certPath());
+      out(`Logged out of account ${cert.accountName}: removed ${certPath()}`);
+    });
+
+  program
     .command('create <name>')
     .description('create a named tunnel and write its credentials file to TUNNEL_HOME')
     .addOption(outputOpt())
@@ -240,9 +257,12 @@ export function registerProvisioningCommands(program: Command): void {
     .action(async (o: { output: string }) => {
       const cert = readCert();
       const r = await api<{ routes: RouteRecord[] }>(cert.controlUrl, 'GET', '/v1/routes', { auth: cert.credential });
-      if (o.output === 'json') return out(JSON.stringify(r.body.routes));
-      if (r.body.routes.length === 0) return out('No routes yet: `tunnel route dns NAME HOSTNAME`');
-      out(table([['HOSTNAME', 'TUNNEL ID', 'CREATED'], ...r.body.routes.map((x) => [x.hostname, x.tunnelId, new Date(x.createdAt).toISOString()])]));
+      const t = await api<{ tunnels: TunnelRecord[] }>(cert.controlUrl, 'GET', '/v1/tunnels', { auth: cert.credential });
+      const names = new Map(t.body.tunnels.map((x) => [x.id, x.name]));
+      const routes = r.body.routes.map((x) => ({ ...x, tunnelName: names.get(x.tunnelId) ?? null }));
+      if (o.output === 'json') return out(JSON.stringify(routes));
+      if (routes.length === 0) return out('No routes yet: `tunnel route dns NAME HOSTNAME`');
+      out(table([['HOSTNAME', 'TUNNEL', 'TUNNEL ID', 'CREATED'], ...routes.map((x) => [x.hostname, x.tunnelName ?? '(deleted)', x.tunnelId, new Date(x.createdAt).toISOString()])]));
     });
   route
     .command('delete <hostname>')

@@ -103,6 +103,8 @@ export interface ConnectorConfig {
   readonly source: string;
   /** Tunnel name or id. */
   readonly tunnel?: string;
+  /** Where `tunnel:` is written, for an error about it. */
+  readonly tunnelAt?: { readonly line: number; readonly column: number };
   /** Absolute path (relative paths resolve against the config file's directory, `~` expands). */
   readonly credentialsFile?: string;
   readonly tokenFile?: string;
@@ -471,7 +473,7 @@ export function parseConfig(text: string, file: string): ConnectorConfig {
   const top = resolveOriginRequest(originOverrides(c.originRequest, baseDir));
   return {
     source: file,
-    ...(c.tunnel !== undefined && { tunnel: c.tunnel }),
+    ...(c.tunnel !== undefined && { tunnel: c.tunnel, tunnelAt: at(locate(doc, ['tunnel'], 'value')) }),
     ...(c['credentials-file'] !== undefined && { credentialsFile: resolvePath(c['credentials-file'], baseDir) }),
     ...(c['token-file'] !== undefined && { tokenFile: resolvePath(c['token-file'], baseDir) }),
     relays: c.relays ?? [],

@@ -159,6 +159,14 @@ export class OriginProxy {
 
   private dispatch(stream: YamuxStream, head: RequestHead, rule: CompiledRule, started: bigint): void {
     const svc = rule.service;
+    if (svc.kind !== 'tcp' && wantsTcp(head)) {
+      return this.fail(
+        stream,
+        head,
+        { status: 502, code: 'http_service_over_tcp', source: 'connector', message: `${head.host} is an HTTP route, not raw TCP: open https://${head.host}/ with a browser or curl.` },
+        started,
+      );
+    }
     switch (svc.kind) {
       case 'http':
       case 'unix':

@@ -256,6 +256,12 @@ async function handle(d: ControlApiDeps, req: http.IncomingMessage, res: http.Se
     d.log.info({ event: 'account-credential-refreshed', accountId: who.accountId, oldTokenId: who.jti }, 'account credential refreshed');
     return send(res, 200, { credential, accountId: who.accountId, accountName: account?.name ?? who.accountName });
   }
+  if (p === '/v1/account/logout' && m === 'POST') {
+    // `tunnel logout`: the credential in cert.json stops working fleet-wide, not only on this machine.
+    await store.revoke(who.jti, expiryMs(who.exp));
+    d.log.info({ event: 'account-logout', accountId: who.accountId, tokenId: who.jti }, 'account credential revoked by its holder (logout)');
+    return send(res, 200, { revoked: who.jti });
+  }
   const access = await accessApi(store, who, m, parts, url.searchParams, () => readJson(req));
   if (access) return send(res, access.status, access.body);
   if (p === '/v1/tunnels' && m === 'GET') {
