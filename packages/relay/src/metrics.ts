@@ -6,6 +6,7 @@ import type { TunnelConnections } from './connectors/tunnel-connections.js';
 import type { ConnectorConnection } from './connectors/connector-connection.js';
 import type { RelayCertificate } from './edge/listener-tls.js';
 import { LIMIT_NAMES, type LimitHits, type LimitName } from './relay-limits.js';
+import type { AcmeStats } from './tls/certificate-manager.js';
 
 /** Requests one tunnel has seen on this relay, by status class (index 1..5 = 1xx..5xx, 0 = other). */
 export interface TunnelTraffic {
@@ -52,6 +53,7 @@ export class RelayMetrics implements LimitHits {
   private publicInFlight: () => number = () => 0;
   private claimChecks: { inFlight: number; max: number; refused: number } | null = null;
   private h2: { sessions: number; streams: number } = { sessions: 0, streams: 0 };
+  private acme: AcmeStats | null = null;
 
   /** Hooks for the request path (RequestProxy, LocalDispatch, the peer endpoint). */
   readonly hooks: ProxyHooks;
@@ -261,6 +263,43 @@ export class RelayMetrics implements LimitHits {
       },
     });
     new Gauge({
+      name: 'tunnel_relay_acme_certificates',
+      help: 'ACME certificates this relay serves by SNI.',
+      registers,
+      collect() {
+        this.set(self.acme?.certificates() ?? 0);
+      },
+    });
+    new Counter({
+      name: 'tunnel_relay_acme_orders_total',
+      help: 'ACME orders this relay placed, by result (ok, failed; rate_limited: refused by --acme-orders-per-hour before reaching the CA).',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        this.reset();
+        const o = self.acme?.orders ?? { ok: 0, failed: 0, rateLimited: 0 };
+        this.inc({ result: 'ok' }, o.ok);
+        this.inc({ result: 'failed' }, o.failed);
+        this.inc({ result: 'rate_limited' }, o.rateLimited);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_acme_backoff_names',
+      help: 'Hostnames whose last ACME order failed and that are not retried before their back-off ends.',
+      registers,
+      collect() {
+        this.set(self.acme?.backoffNames() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'tunnel_relay_acme_soonest_expiry_seconds',
+      help: 'Expiry (Unix seconds) of the ACME certificate that expires first; 0 when there is none.',
+      registers,
+      collect() {
+        this.set(Math.floor((self.acme?.soonestExpiry() ?? 0) / 1000));
+      },
+    });
+    new Gauge({
       name: 'tunnel_relay_h2_sessions',
       help: 'Open HTTP/2 connections on the public HTTPS listener.',
       registers,
@@ -397,6 +436,11 @@ export class RelayMetrics implements LimitHits {
   /** Where the ceiling gauges read their current values. */
   attachLimitGauges(sources: Partial<LimitGaugeSources>): void {
     this.gaugeSources = { ...this.gaugeSources, ...sources };
+  }
+
+  /** ACME certificate counts and order results. */
+  attachAcme(stats: AcmeStats): void {
+    this.acme = stats;
   }
 
   /** The public HTTPS listener's live HTTP/2 counts. */

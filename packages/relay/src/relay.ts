@@ -30,6 +30,9 @@ import { RelayDescriptionDocument } from './relay-description.js';
 import { QuickTunnels, type QuickSettings } from './quick/quick-tunnels.js';
 import { QuickGate } from './quick/quick-gate.js';
 import { sharedRedisOf } from './rate-limiter.js';
+import { AcmeIssuer, type AcmeSettings } from './tls/acme-issuer.js';
+import type { AcmeStore } from './tls/acme-store.js';
+import { answeringHttp01, CertificateManager, type CertificateManagerOptions } from './tls/certificate-manager.js';
 
 export interface RelayOptions {
   id: string;
@@ -78,6 +81,8 @@ export interface RelayDeps {
   metrics?: RelayMetrics;
   /** Credential lifetimes and the legacy (no `exp`) policy. */
   policy?: CredentialPolicy;
+  /** Certificates per hostname from an ACME CA (the static certificate is then the fallback). */
+  acme?: { store: AcmeStore; settings: AcmeSettings; options: Omit<CertificateManagerOptions, 'isRouted'> };
 }
 
 export interface BoundPorts {
@@ -123,6 +128,8 @@ export class Relay {
   /** Quick tunnels, when `opts.quick` turns them on. */
   readonly quick: QuickTunnels | null;
   private quickGate: QuickGate | null = null;
+  /** ACME certificates by SNI, when configured. */
+  certificates: CertificateManager | null = null;
 
   constructor(
     readonly opts: RelayOptions,
@@ -186,6 +193,14 @@ export class Relay {
     if (this.state !== 'created') throw new Error('relay already started');
     const { log, store } = this.deps;
     await this.routes.load();
+    if (this.deps.acme) {
+      const { store: acmeStore, settings, options } = this.deps.acme;
+      const acmeLog = log.child({ component: 'acme' });
+      const board = { add: (r: Parameters<CertificateManager['add']>[0]) => this.certificates?.add(r), remove: (r: Parameters<CertificateManager['remove']>[0]) => this.certificates?.remove(r) };
+      this.certificates = new CertificateManager(new AcmeIssuer(settings, acmeStore, board, this.opts.id, acmeLog), acmeStore, { ...options, isRouted: (n) => this.routes.lookup(n) !== undefined }, acmeLog);
+      await this.certificates.start();
+      this.deps.metrics?.attachAcme(this.certificates);
+    }
     await this.access.load();
     await this.warnRoutesOutsideZones();
     if (this.quick) {
@@ -270,7 +285,7 @@ export class Relay {
     const ports: BoundPorts = { connect: 0 };
 
     if (this.opts.listen.http) {
-      const s = http.createServer(serverOpts, onRequest);
+      const s = http.createServer(serverOpts, this.certificates ? answeringHttp01(this.certificates, onRequest) : onRequest);
       s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, true));
       s.on('upgrade', onUpgrade);
       s.on('clientError', refuseUnparsable);
@@ -282,7 +297,7 @@ export class Relay {
       if (!cert) throw new Error('listen.https needs tls.cert and tls.key');
       // HTTP/2 (ALPN h2) and HTTP/1.1 on one port, into the same request handler.
       const h2 = createPublicHttpsServer({
-        certificates: cert.pem,
+        certificates: this.certificates ? { ...cert.pem, sni: this.certificates.sniCallback, alpn: this.certificates.alpnCallback } : cert.pem,
         limits,
         http1: serverOpts,
         hits,
@@ -580,6 +595,8 @@ export class Relay {
     this.unsubscribe?.();
     this.routes.close();
     this.access.close();
+    this.certificates?.stop();
+    await this.deps.acme?.store.close();
     for (const c of this.connections.list()) c.close();
     for (const s of this.servers.public) (s as http.Server).closeAllConnections?.();
     this.https?.closeAllConnections();

@@ -3,7 +3,9 @@ import { Command, Option, CommanderError } from 'commander';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { createLogger, LOG_LEVELS } from '@tunnel/host';
-import { Relay } from '../relay.js';
+import { Relay, type RelayDeps } from '../relay.js';
+import { openAcmeStore } from '../tls/acme-store.js';
+import type { AcmeSettings } from '../tls/acme-issuer.js';
 import { parseListen } from '../edge/listen.js';
 import { generateKeyFile, loadKeyFile, KeyFileError } from '../control/keys.js';
 import { openStore } from '../store/open.js';
@@ -71,6 +73,34 @@ function durationFlag(flag: string, value: string | number): number {
   return r.ms;
 }
 
+/** --acme-*: checked here, so a wrong one stops start-up naming the flag. */
+async function acmeDeps(o: ReturnType<typeof merged>, store: object, relayId: string): Promise<RelayDeps['acme']> {
+  if (!o.acmeDirectory) {
+    if (o.acmeEmail) throw new UsageError('--acme-email needs --acme-directory');
+    return undefined;
+  }
+  if (!/^https?:\/\//.test(o.acmeDirectory)) throw new UsageError(`--acme-directory: expected an https:// URL, got ${JSON.stringify(o.acmeDirectory)}`);
+  if (!o.acmeEmail || !/^[^@\s]+@[^@\s]+$/.test(o.acmeEmail)) throw new UsageError('--acme-directory needs --acme-email ADDRESS (the CA writes about expiring certificates and account problems)');
+  if (!o.https) throw new UsageError('--acme-directory needs the public --https listener (certificates are served there)');
+  if (!o.tlsCert) throw new UsageError('--acme-directory needs --tls-cert/--tls-key: the fallback certificate for names without one (unrouted, or while ordering)');
+  const challenge = (o.acmeChallenge ?? (o.http === 'off' ? 'tls-alpn-01' : 'http-01')) as AcmeSettings['challenge'];
+  if (challenge === 'http-01' && o.http === 'off') throw new UsageError('--acme-challenge http-01 is answered on the public --http listener, which is off');
+  if (challenge === 'dns-01' && !o.acmeDnsHook) throw new UsageError('--acme-challenge dns-01 needs --acme-dns-hook COMMAND');
+  const ordersPerHour = Number(o.acmeOrdersPerHour);
+  if (!Number.isInteger(ordersPerHour) || ordersPerHour < 0) throw new UsageError(`--acme-orders-per-hour must be a whole number, not ${JSON.stringify(o.acmeOrdersPerHour)}`);
+  const acmeStore = await openAcmeStore(o.store, store, relayId);
+  return {
+    store: acmeStore,
+    settings: { directory: o.acmeDirectory, email: o.acmeEmail, challenge, ...(o.acmeDnsHook ? { dnsHook: o.acmeDnsHook } : {}) },
+    options: {
+      ordersPerHour,
+      retryBaseMs: durationFlag('acme-retry-after', o.acmeRetryAfter),
+      retryMaxMs: 6 * 3_600_000,
+      handshakeWaitMs: durationFlag('acme-handshake-wait', o.acmeHandshakeWait),
+    },
+  };
+}
+
 function readOperatorKey(file: string | undefined): string | undefined {
   if (!file) return undefined;
   let key: string;
@@ -105,6 +135,13 @@ function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) 
     tlsKey: pick<string | undefined>('tlsKey', cfg.tls?.key),
     tlsCa: pick<string | undefined>('tlsCa', cfg.tls?.ca),
     insecureHttpControl: pick<boolean>('insecureHttpControl', cfg['insecure-http-control']),
+    acmeDirectory: pick<string | undefined>('acmeDirectory', cfg.acme?.directory),
+    acmeEmail: pick<string | undefined>('acmeEmail', cfg.acme?.email),
+    acmeChallenge: pick<string | undefined>('acmeChallenge', cfg.acme?.challenge),
+    acmeDnsHook: pick<string | undefined>('acmeDnsHook', cfg.acme?.['dns-hook']),
+    acmeOrdersPerHour: pick<string | number>('acmeOrdersPerHour', cfg.acme?.['orders-per-hour']),
+    acmeRetryAfter: pick<string | number>('acmeRetryAfter', cfg.acme?.['retry-after']),
+    acmeHandshakeWait: pick<string | number>('acmeHandshakeWait', cfg.acme?.['handshake-wait']),
     advertiseHost: pick<string>('advertiseHost', cfg['advertise-host']),
     drainTimeout: pick<string | number>('drainTimeout', cfg['drain-timeout']),
     drainDelay: pick<string | number>('drainDelay', cfg['drain-delay']),
@@ -202,6 +239,13 @@ const serve = program
   .addOption(new Option('--tls-cert <file>', 'certificate (PEM) for HTTPS, wss://, the control API and the peer endpoint (reloaded on change and SIGHUP)').env('TUNNEL_RELAY_TLS_CERT'))
   .addOption(new Option('--tls-key <file>', 'private key (PEM) of --tls-cert').env('TUNNEL_RELAY_TLS_KEY'))
   .addOption(new Option('--tls-ca <file>', 'CA bundle (PEM) that verifies other relays of the fleet (default: system CAs and NODE_EXTRA_CA_CERTS)').env('TUNNEL_RELAY_TLS_CA'))
+  .option('--acme-directory <url>', 'ACME directory URL: certificates per routed hostname, ordered at its first TLS handshake (--tls-cert stays the fallback)')
+  .option('--acme-email <email>', 'contact address of the ACME account')
+  .addOption(new Option('--acme-challenge <type>', 'how hostnames are proven (default: http-01 with --http, else tls-alpn-01)').choices(['http-01', 'tls-alpn-01', 'dns-01']))
+  .option('--acme-dns-hook <command>', 'dns-01: command run as `COMMAND set|unset _acme-challenge.NAME VALUE` (returns once the TXT record is live)')
+  .option('--acme-orders-per-hour <n>', 'most ACME orders this relay places per hour', '60')
+  .option('--acme-retry-after <duration>', 'wait after a failed order before a name is ordered again (doubles per failure, up to 6h)', '1m')
+  .option('--acme-handshake-wait <duration>', 'how long a first handshake waits for its certificate before getting the fallback', '30s')
   .option('--insecure-http-control', 'without --tls-cert: serve the connector endpoint, control API and peer endpoint in plain HTTP on non-loopback addresses (only behind a TLS-terminating proxy or on a trusted network)', false)
   .option('--connect <addr>', 'connector endpoint listener', ':7844')
   .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
@@ -269,6 +313,7 @@ serve.action(async (flags, cmd: Command) => {
     if (claimChecks) metrics.attachZoneClaims(claimChecks);
     if (!!o.tlsCert !== !!o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
     if (o.tlsCa && !o.tlsCert) throw new UsageError('--tls-ca verifies other relays over TLS: it needs --tls-cert/--tls-key');
+    const acme = await acmeDeps(o, store, id);
     const relay = new Relay(
       {
         id,
@@ -289,7 +334,7 @@ serve.action(async (flags, cmd: Command) => {
         limits: o.limits,
         quick: quickSettings(o),
       },
-      { store, keys, log, hooks: metrics.hooks, metrics, policy },
+      { store, keys, log, hooks: metrics.hooks, metrics, policy, ...(acme ? { acme } : {}) },
     );
     await relay.start();
     const history = new RelayHistoryPublisher({

@@ -76,6 +76,18 @@ const schema = z.strictObject({
     .optional(),
   tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1).optional() }).optional(),
   'insecure-http-control': z.boolean().optional(),
+  /** Certificates per hostname from an ACME CA (static tls: stays the fallback). */
+  acme: z
+    .strictObject({
+      directory: z.url({ protocol: /^https?$/ }),
+      email: z.email(),
+      challenge: z.enum(['http-01', 'tls-alpn-01', 'dns-01']).optional(),
+      'dns-hook': z.string().min(1).optional(),
+      'orders-per-hour': z.number().int().min(0).optional(),
+      'retry-after': duration.optional(),
+      'handshake-wait': duration.optional(),
+    })
+    .optional(),
   'advertise-host': z.string().min(1).optional(),
   'drain-timeout': duration.optional(),
   'drain-delay': duration.optional(),
@@ -132,6 +144,7 @@ export function loadRelayConfig(file: string): RelayConfigFile {
     ...c,
     keys: abs(c.keys),
     'operator-key-file': abs(c['operator-key-file']),
+    ...(c.acme?.['dns-hook'] ? { acme: { ...c.acme, 'dns-hook': abs(c.acme['dns-hook']) } } : {}),
     ...(c.tls ? { tls: { cert: abs(c.tls.cert)!, key: abs(c.tls.key)!, ...(c.tls.ca ? { ca: abs(c.tls.ca)! } : {}) } } : {}),
     ...(c.store?.startsWith('file:') && !c.store.startsWith('file:/') ? { store: `file:${resolve(base, c.store.slice(5))}` } : {}),
   };

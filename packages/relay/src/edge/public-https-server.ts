@@ -1,17 +1,20 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
-import type { SecureContextOptions, TLSSocket } from 'node:tls';
+import type { SecureContext, SecureContextOptions, TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LimitHits, RelayLimits } from '../relay-limits.js';
 import { EdgeH2Request, EdgeH2Response } from './h2-compat.js';
 
 /** What the public HTTPS listener needs from the relay's certificate sources. */
 export interface HttpsCertificates extends SecureContextOptions {
-  /** Per-SNI certificate (ACME); without it every name gets the default `cert`/`key`. */
-  SNICallback?: (servername: string, cb: (err: Error | null, ctx?: import('node:tls').SecureContext) => void) => void;
-  /** ALPN protocols beyond h2/http1.1 the certificates answer (acme-tls/1 for TLS-ALPN-01). */
-  extraAlpn?: string[];
+  /**
+   * Per-SNI certificates (ACME): called with the TLS socket, after `alpn`.
+   * An undefined context means the default `cert`/`key` (the fallback).
+   */
+  sni?: (socket: object, servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
+  /** ALPN choice per handshake (lets ACME see `acme-tls/1` before the certificate is picked). */
+  alpn?: (socket: object, info: { servername: string; protocols: string[] }) => string | undefined;
 }
 
 /** An HTTP/2 stream or HTTP/1.1 request as node hands it to the 'request' listener. */
@@ -52,7 +55,7 @@ export function createPublicHttpsServer(o: {
   onRequest: (req: PublicRequest, res: PublicResponse) => void;
 }): PublicHttpsServer {
   const { limits, hits, log } = o;
-  const { SNICallback, extraAlpn, ...secure } = o.certificates;
+  const { sni, alpn, ...secure } = o.certificates;
   const headerLimit = limits.h2MaxHeaderListSize > 0 ? limits.h2MaxHeaderListSize : 0;
   const settings: http2.Settings = {
     // 0 (off) leaves node's default, which is unbounded.
@@ -61,11 +64,11 @@ export function createPublicHttpsServer(o: {
   };
   const server = http2.createSecureServer({
     ...secure,
-    ...(SNICallback ? { SNICallback } : {}),
+    // node calls these with the TLS socket as `this`.
+    ...(sni ? { SNICallback: function (this: object, name: string, cb: (err: Error | null, ctx?: SecureContext) => void) { sni(this, name, cb); } } : {}),
     allowHTTP1: true,
     Http2ServerRequest: EdgeH2Request,
     Http2ServerResponse: EdgeH2Response,
-    ALPNProtocols: ['h2', 'http/1.1', ...(extraAlpn ?? [])],
     settings,
     // Header pairs: node's default (128) would cut a legitimate cookie-heavy
     // request before our byte limit says anything; the byte limit bounds them.
@@ -74,6 +77,14 @@ export function createPublicHttpsServer(o: {
     // A connection that negotiated no protocol we speak is closed soon (e.g. acme-tls/1 after its handshake).
     unknownProtocolTimeout: 2_000,
   });
+  if (alpn) {
+    // node's http2 fixes ALPNProtocols to h2 + http/1.1; a callback takes their place (the two cannot be set together).
+    const tlsServer = server as unknown as { ALPNProtocols?: Buffer; ALPNCallback?: (this: object, info: { servername: string; protocols: string[] }) => string | undefined };
+    tlsServer.ALPNProtocols = undefined;
+    tlsServer.ALPNCallback = function (info) {
+      return alpn(this, info);
+    };
+  }
   // HTTP/1.1 connections on this server are node's http ones: the same
   // timeouts and head size as the plain listener.
   const h1 = server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeaderSize: number; connectionsCheckingInterval: number };

@@ -1,0 +1,47 @@
+// A real DNS server on 127.0.0.1 (dns2, UDP) for tests: A records and TXT
+// records from maps the test changes as it goes; every query is recorded.
+
+import dns2 from 'dns2';
+
+export interface TestDns {
+  port: number;
+  /** name → IPv4 (A). */
+  readonly a: Map<string, string>;
+  /** name → TXT value. */
+  readonly txt: Map<string, string>;
+  /** Names whose queries are never answered (the asker waits out its timeout). */
+  readonly silent: Set<string>;
+  readonly queries: string[];
+  close(): Promise<void>;
+}
+
+export async function startDns(): Promise<TestDns> {
+  const a = new Map<string, string>();
+  const txt = new Map<string, string>();
+  const silent = new Set<string>();
+  const queries: string[] = [];
+  const server = dns2.createServer({
+    udp: true,
+    handle: (request, send) => {
+      const response = dns2.Packet.createResponseFromRequest(request);
+      const q = request.questions[0];
+      if (q) {
+        const name = q.name.toLowerCase().replace(/\.$/, '');
+        queries.push(name);
+        if (silent.has(name)) return;
+        const ip = a.get(name);
+        if (ip !== undefined && q.type === dns2.Packet.TYPE.A) {
+          response.answers.push({ name: q.name, type: dns2.Packet.TYPE.A, class: dns2.Packet.CLASS.IN, ttl: 1, address: ip } as never);
+        }
+        const value = txt.get(name);
+        if (value !== undefined && q.type === dns2.Packet.TYPE.TXT) {
+          response.answers.push({ name: q.name, type: dns2.Packet.TYPE.TXT, class: dns2.Packet.CLASS.IN, ttl: 1, data: value } as never);
+        }
+      }
+      void send(response);
+    },
+  });
+  const addrs = await server.listen({ udp: { port: 0, address: '127.0.0.1' } } as never);
+  const port = (addrs as unknown as { udp: { port: number } }).udp.port;
+  return { port, a, txt, silent, queries, close: () => server.close() };
+}
