@@ -32,3 +32,16 @@ export async function loginToDashboard(page: Page, controlUrl: string, key: stri
   await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
   await page.waitForSelector('#live.on', { timeout: 10_000 });
 }
+
+/** An operator session over plain HTTP: its cookie and the CSRF token its page carries. */
+export async function dashboardSession(controlUrl: string, key: string): Promise<{ cookie: string; csrf: string }> {
+  const { request } = await import('undici');
+  const r = await request(`${controlUrl}/dashboard/login`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `key=${encodeURIComponent(key)}` });
+  await r.body.dump();
+  if (r.statusCode !== 303) throw new Error(`dashboard login: ${r.statusCode}`);
+  const cookie = String(r.headers['set-cookie']).split(';')[0]!;
+  const page = await request(`${controlUrl}/dashboard/`, { headers: { cookie } });
+  const csrf = /<meta name="csrf-token" content="([^"]+)">/.exec(await page.body.text())?.[1];
+  if (!csrf) throw new Error('dashboard page carries no CSRF token');
+  return { cookie, csrf };
+}

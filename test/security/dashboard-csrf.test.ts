@@ -7,7 +7,7 @@ import type { Browser } from 'playwright-core';
 import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { openStore } from '../../packages/relay/src/store/open.js';
 import { createTunnel, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
-import { launchChromium, noteChromium, skipBrowser } from '../harness/dashboard-browser.js';
+import { dashboardSession, launchChromium, noteChromium, skipBrowser } from '../harness/dashboard-browser.js';
 import { waitFor } from '../harness/wait.js';
 
 // Forged dashboard actions. Every operator action (approve, deny, revoke,
@@ -32,17 +32,7 @@ describe('dashboard actions refuse forged requests', () => {
   let tunnelId: string;
   let base: string;
 
-  async function login(): Promise<{ cookie: string; csrf: string }> {
-    const r = await request(`${base}/dashboard/login`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `key=${OPERATOR_KEY}` });
-    await r.body.dump();
-    expect(r.statusCode).toBe(303);
-    const cookie = String(r.headers['set-cookie']).split(';')[0]!;
-    const page = await request(`${base}/dashboard/`, { headers: { cookie } });
-    const html = await page.body.text();
-    const csrf = /<meta name="csrf-token" content="([^"]+)">/.exec(html)?.[1];
-    expect(csrf).toBeTruthy();
-    return { cookie, csrf: csrf! };
-  }
+  const login = () => dashboardSession(base, OPERATOR_KEY);
 
   async function post(p: string, headers: Record<string, string>, body = '{}'): Promise<Answer> {
     const r = await request(`${base}/dashboard/api/${p}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
