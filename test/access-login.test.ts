@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import net from 'node:net';
-import { request } from 'undici';
 import { CONNECTOR_CLI, Proc, runCli } from './harness/procs.js';
 import { chromiumOrSkip, startAccessFleet, type AccessFleet } from './harness/access-fleet.js';
 import { req } from './harness/http.js';
@@ -26,13 +25,7 @@ describe.skipIf(skip)('Access: browser login through an OpenID Connect provider'
     await f?.close();
   });
 
-  /** A plain HTTP request to a relay (at 127.0.0.1, the hostname in Host), with the browser's session cookie if any. */
-  const raw = async (host: string, p: string, o: { relay?: number; cookie?: string; accept?: string } = {}) => {
-    const port = f.relays[o.relay ?? 0]!.http;
-    const r = await request(`http://127.0.0.1:${port}${p}`, { headers: { host: `${host}:${port}`, accept: o.accept ?? 'text/html', ...(o.cookie ? { cookie: o.cookie } : {}) } });
-    await r.body.text();
-    return { status: r.statusCode, location: r.headers.location as string | undefined, code: r.headers['tunnel-error'] as string | undefined };
-  };
+  const raw: AccessFleet['raw'] = (...a) => f.raw(...a);
   const sessionOf = async (ctx: import('playwright-core').BrowserContext) => {
     const c = (await ctx.cookies()).find((x) => x.name === 'tunnel_access');
     return c ? `tunnel_access=${c.value}` : undefined;

@@ -97,6 +97,8 @@ describe('Access: policies, service tokens, the signed assertion and the connect
     expect(r.status).toBe(403);
     expect(r.header('tunnel-error')).toBe('access_denied');
     expect(r.header('tunnel-error-source')).toBe('relay');
+    expect(r.header('tunnel-request-id')).toMatch(/^[0-9a-f]{21}$/);
+    expect(r.json<{ error: { requestId: string } }>().error.requestId).toBe(r.header('tunnel-request-id'));
     expect(seen.length).toBe(before);
   });
 

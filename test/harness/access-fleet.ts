@@ -6,6 +6,7 @@
 
 import type http from 'node:http';
 import net from 'node:net';
+import { request } from 'undici';
 import { existsSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,6 +61,8 @@ export interface AccessFleet {
   /** Audience tag of each protected hostname. */
   aud: Record<string, string>;
   url(host: string, p?: string, relay?: number): string;
+  /** A plain HTTP request to a relay (at 127.0.0.1, the hostname in Host), with a cookie if given. */
+  raw(host: string, p: string, o?: { relay?: number; cookie?: string; accept?: string }): Promise<{ status: number; location?: string; code?: string; body: string }>;
   /** A fresh browser profile (no cookies) that may reach only 127.0.0.1. */
   context(): Promise<BrowserContext>;
   /** From a page at the provider's login form: sign in as `user` and consent; resolves when back on `host` (a hostname, or host:port). */
@@ -145,6 +148,12 @@ export async function startAccessFleet(o: { relayB?: string[] } = {}): Promise<A
     tunnel,
     aud,
     url: (host, p = '/', relay = 0) => `http://${host}:${relays[relay]!.http}${p}`,
+    async raw(host, p, o = {}) {
+      const port = relays[o.relay ?? 0]!.http;
+      const r = await request(`http://127.0.0.1:${port}${p}`, { headers: { host: `${host}:${port}`, accept: o.accept ?? 'text/html', ...(o.cookie ? { cookie: o.cookie } : {}) } });
+      const body = await r.body.text();
+      return { status: r.statusCode, location: r.headers.location as string | undefined, code: r.headers['tunnel-error'] as string | undefined, body };
+    },
     async context() {
       const ctx = await browser.newContext();
       // Belt and braces: a request for anything but this machine is aborted in the browser.

@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import net from 'node:net';
-import { request } from 'undici';
 import { limitHits, metricsUrl, scrape } from '../harness/limit-metrics.js';
 import { chromiumOrSkip, startAccessFleet, type AccessFleet } from '../harness/access-fleet.js';
 
@@ -25,12 +24,7 @@ describe.skipIf(skip)('Access login: replay, tampering, open redirects and a fai
     await f?.close();
   });
 
-  const raw = async (host: string, p: string, o: { relay?: number; cookie?: string; accept?: string } = {}) => {
-    const port = f.relays[o.relay ?? 0]!.http;
-    const r = await request(`http://127.0.0.1:${port}${p}`, { headers: { host: `${host}:${port}`, accept: o.accept ?? 'text/html', ...(o.cookie ? { cookie: o.cookie } : {}) } });
-    const body = await r.body.text();
-    return { status: r.statusCode, location: r.headers.location as string | undefined, code: r.headers['tunnel-error'] as string | undefined, body };
-  };
+  const raw: AccessFleet['raw'] = (...a) => f.raw(...a);
   const relayAlive = async () => expect((await raw('app.alice.test', '/', { accept: 'application/json' })).status).toBe(401);
 
   /** Signs alice in, capturing the callback request the provider sent the browser to (URL and the login cookie it carried). */

@@ -1,7 +1,8 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { parseDuration } from '@tunnel/protocol';
 import { api, readCert, ControlError } from '../ha/control-client.js';
+import { out, outputOpt, table } from '../cli/provisioning-commands.js';
 
 /**
  * `tunnel access policy|token|idp`: the account's Access records on the
@@ -24,14 +25,7 @@ interface TokenRecord {
   expiresAt?: number;
 }
 
-const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : s + '\n');
-const outputOpt = () => new Option('--output <format>', 'table for people, json for scripts').choices(['table', 'json']).default('table');
 const collect = (v: string, prev: string[]) => prev.concat(v.split(',').map((x) => x.trim()).filter(Boolean));
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
-}
 
 function seconds(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;

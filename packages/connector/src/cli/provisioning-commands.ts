@@ -28,11 +28,11 @@ interface ConnectorRecord {
   connections: Array<{ connIndex: number; relayId: string; connectionId: string; connectedAt: number }>;
 }
 
-const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+export const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : s + '\n');
 const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : s + '\n');
-const outputOpt = () => new Option('--output <format>', 'table for people, json for scripts').choices(['table', 'json']).default('table');
+export const outputOpt = () => new Option('--output <format>', 'table for people, json for scripts').choices(['table', 'json']).default('table');
 
-function table(rows: string[][]): string {
+export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
 }

@@ -64,10 +64,11 @@ export class AccessGate {
    * null: go on at once (no policy, or bypass). Otherwise the request waits:
    * true when it may go on (its assertion added), false when the gate has answered.
    */
-  check(req: IncomingMessage, route: Route, reply: Reply): Promise<boolean> | null {
+  check(req: IncomingMessage, route: Route, reply: Reply, requestId: string): Promise<boolean> | null {
     const creds = stripClientHeaders(req);
     const host = normalizeHost(req.headers.host ?? '');
     if (!this.d.table.covers(host)) return null;
+    requestIds.set(req, requestId);
     const path = policyPath(req.url ?? '/');
     if (path === CALLBACK_PATH) return this.guard(reply, req, () => this.callback(req, host, reply));
     if (path === LOGOUT_PATH) return this.guard(reply, req, async () => this.logout(req, reply));
@@ -355,13 +356,18 @@ export function safeReturnPath(target: string): string {
   return target.length > 2048 ? '/' : target;
 }
 
+/** The Tunnel-Request-Id of a request the gate is deciding, for its answers (the request path's own pages carry it too). */
+const requestIds = new WeakMap<IncomingMessage, string>();
+
 function answer(reply: Reply, req: IncomingMessage, info: TunnelErrorInfo): void {
-  const { type, body } = renderTunnelError(info, req.headers.accept, '');
+  const requestId = requestIds.get(req) ?? '';
+  const { type, body } = renderTunnelError(info, req.headers.accept, requestId);
   write(reply, info.status, [
     ['Content-Type', type],
     ['Cache-Control', 'no-store'],
     ['Tunnel-Error', info.code],
     ['Tunnel-Error-Source', info.source],
+    ['Tunnel-Request-Id', requestId],
   ], req.method === 'HEAD' ? '' : body);
 }
 

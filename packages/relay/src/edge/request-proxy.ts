@@ -11,7 +11,7 @@ import type { Route } from '../store/types.js';
  * assertion added to the request) or false (the gate has answered).
  */
 export interface AccessCheck {
-  check(req: IncomingMessage, route: Route, reply: { res: ServerResponse } | { socket: Duplex }): Promise<boolean> | null;
+  check(req: IncomingMessage, route: Route, reply: { res: ServerResponse } | { socket: Duplex }, requestId: string): Promise<boolean> | null;
 }
 
 const OPEN: AccessCheck = { check: () => null };
@@ -40,7 +40,7 @@ export class RequestProxy {
       this.errors.send({ req, route, requestId, startedAt: started }, res, RelayErrors.unknownHostname(host ?? '(no Host header)'));
       return requestId;
     }
-    const waiting = this.access.check(req, route, { res });
+    const waiting = this.access.check(req, route, { res }, requestId);
     if (waiting) void waiting.then((go) => go && !res.destroyed && this.dispatchRequest(req, res, route, requestId, started));
     else this.dispatchRequest(req, res, route, requestId, started);
     return requestId;
@@ -61,7 +61,7 @@ export class RequestProxy {
     const host = req.headers.host;
     const route = host ? this.routes.lookup(host) : undefined;
     if (!route) return this.errors.raw({ req, route, requestId, startedAt: started }, socket, RelayErrors.unknownHostname(host ?? '(no Host header)'));
-    const waiting = this.access.check(req, route, { socket });
+    const waiting = this.access.check(req, route, { socket }, requestId);
     if (waiting) void waiting.then((go) => go && !socket.destroyed && this.dispatchUpgrade(req, socket, clientHead, route, requestId, started));
     else this.dispatchUpgrade(req, socket, clientHead, route, requestId, started);
   }
