@@ -1,2 +1,3 @@
 export * from './logger.js';
 export * from './systemd-unit.js';
+export * from './runnable-install.js';

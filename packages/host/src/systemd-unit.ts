@@ -54,14 +54,6 @@ export function defaultExec(): string[] {
   return [process.execPath, script];
 }
 
-export function warnIfHidden(exec: string[]): void {
-  for (const p of exec) {
-    if (/^\/(home|root|run\/user)\//.test(p)) {
-      process.stderr.write(`warning: ${p} is under a home directory, which ProtectHome=yes hides from the service; install the package system-wide or pass --exec\n`);
-    }
-  }
-}
-
 export function say(s: string): void {
   process.stdout.write(s.endsWith('\n') ? s : s + '\n');
 }

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
-import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/host';
+import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, writeUnitFile, checkRunnableInstall, HiddenInstallError } from '@tunnel/host';
 import { stringify } from 'yaml';
 import { loadConfig, parseConfig, resolveIngress } from '../ingress/config.js';
 import { compileIngress } from '../ingress/ingress.js';
@@ -142,7 +142,11 @@ export function registerServiceCommands(program: Command): void {
         tokenFile: o.tokenFile,
         credentialsFile: o.credentialsFile ?? (name ? await fetchCredentialsFor(name) : undefined),
       });
-      warnIfHidden(opts.exec);
+      try {
+        checkRunnableInstall(opts.exec, 'tunnel', process.argv.slice(process.argv.indexOf('install') + 1), !!o.exec);
+      } catch (e) {
+        throw e instanceof HiddenInstallError ? new ServiceError(e.message) : e;
+      }
       mkdirSync(configDir, { recursive: true, mode: 0o755 });
       for (const p of [cfgPath, tokenPath]) {
         if (existsSync(p) && !o.force) throw new ServiceError(`${p} exists: pass --force to replace it (or \`tunnel service uninstall --purge\` first)`);

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
-import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, warnIfHidden, writeUnitFile } from '@tunnel/host';
+import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, writeUnitFile, checkRunnableInstall, HiddenInstallError } from '@tunnel/host';
 import { stringify } from 'yaml';
 import { generateKeyFile, loadKeyFile } from '../control/keys.js';
 import { checkPlainListeners, TlsConfigError } from '../edge/listener-tls.js';
@@ -168,7 +168,11 @@ export function registerRelayServiceCommands(program: Command): void {
         say(`# ${unitPath}\n${unit}\n# ${cfgPath}\n${config}`);
         return;
       }
-      warnIfHidden(opts.exec);
+      try {
+        checkRunnableInstall(opts.exec, 'tunnel-relay', process.argv.slice(process.argv.indexOf('install') + 1), !!o.exec);
+      } catch (e) {
+        throw e instanceof HiddenInstallError ? new ServiceError(e.message) : e;
+      }
       mkdirSync(opts.configDir, { recursive: true, mode: 0o755 });
       if (existsSync(cfgPath) && !o.force) say(`kept     ${cfgPath} (exists; --force replaces it)`);
       else writeUnitFile(cfgPath, config, 0o644);
