@@ -116,6 +116,19 @@ describe.skipIf(skip !== null)('HTTP/2 on the public HTTPS listener', () => {
     expect(r.stdout.trim().split('\n').at(-1)).toBe(`${body.length} ${createHash('sha256').update(body).digest('hex')}`);
   });
 
+  it('Access over h2: client-sent Tunnel-Access-* headers are dropped before the origin (as over HTTP/1.1)', async () => {
+    const s = await h2session(`https://127.0.0.1:${httpsPort}`, { ca: readFileSync(ca.cert), servername: 'h2.test' });
+    try {
+      const r = await h2get(s, { ':path': '/echo', ':authority': 'h2.test', 'tunnel-access-jwt-assertion': 'forged', 'tunnel-access-authenticated-user-email': 'ceo@h2.test', cookie: 'a=1; tunnel_access=x' });
+      expect(r.status).toBe(200);
+      expect(seen!.headers['tunnel-access-jwt-assertion']).toBeUndefined();
+      expect(seen!.headers['tunnel-access-authenticated-user-email']).toBeUndefined();
+      expect(seen!.headers.cookie).toBe('a=1');
+    } finally {
+      s.close();
+    }
+  });
+
   it('split cookies are joined into one field; an h2 SSE event arrives while the response is still open', async () => {
     const s = await h2session(`https://127.0.0.1:${httpsPort}`, { ca: readFileSync(ca.cert), servername: 'h2.test' });
     try {

@@ -324,7 +324,9 @@ export function stripClientHeaders(req: IncomingMessage): ClientCredentials {
     }
     kept.push(name, value);
   }
-  req.rawHeaders = kept;
+  // In place: an HTTP/2 request's rawHeaders has a getter only (the same array every time).
+  raw.length = 0;
+  for (const x of kept) raw.push(x);
   return creds;
 }
 
