@@ -15,9 +15,9 @@ export interface TestDns {
   close(): Promise<void>;
 }
 
-export async function startDns(): Promise<TestDns> {
+export async function startDns(o: { txt?: Map<string, string> } = {}): Promise<TestDns> {
   const a = new Map<string, string>();
-  const txt = new Map<string, string>();
+  const txt = o.txt ?? new Map<string, string>();
   const silent = new Set<string>();
   const queries: string[] = [];
   const server = dns2.createServer({

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { request } from 'undici';
-import dns2 from 'dns2';
+import { startDns, type TestDns } from '../harness/dns.js';
 import { generateKeyFile, loadKeyFile } from '../../packages/relay/src/control/keys.js';
 import { FileStore } from '../../packages/relay/src/store/file/file-store.js';
 import { signTunnelToken } from '../../packages/relay/src/control/provisioning.js';
@@ -28,40 +28,13 @@ async function api<T = { error?: { code: string; message: string } }>(base: stri
   return { status: r.statusCode, body: (await r.body.json()) as T };
 }
 
-/** A real DNS server on 127.0.0.1 answering TXT queries from `records`. */
-async function startDns(records: Map<string, string>): Promise<{ port: number; queries: string[]; close(): Promise<void> }> {
-  const queries: string[] = [];
-  const server = dns2.createServer({
-    udp: true,
-    handle: (request, send) => {
-      const response = dns2.Packet.createResponseFromRequest(request);
-      const q = request.questions[0];
-      if (q?.name.toLowerCase() === '_tunnel-challenge.slow.test') {
-        queries.push(q.name);
-        return; // never answers: the relay's check waits out its DNS timeout
-      }
-      if (q) {
-        queries.push(q.name);
-        const value = records.get(q.name.toLowerCase());
-        if (value !== undefined && q.type === dns2.Packet.TYPE.TXT) {
-          response.answers.push({ name: q.name, type: dns2.Packet.TYPE.TXT, class: dns2.Packet.CLASS.IN, ttl: 1, data: value } as never);
-        }
-      }
-      void send(response);
-    },
-  });
-  const addrs = await server.listen({ udp: { port: 0, address: '127.0.0.1' } } as never);
-  const port = (addrs as unknown as { udp: { port: number } }).udp.port;
-  return { port, queries, close: () => server.close() };
-}
-
 describe('zones: an account routes only inside zones it holds', () => {
   const tmp = tempDir();
   const keys = path.join(tmp.dir, 'fleet-key.json');
   const storeDir = path.join(tmp.dir, 'store');
   const store = `file:${storeDir}`;
   const records = new Map<string, string>();
-  let dns: Awaited<ReturnType<typeof startDns>>;
+  let dns: TestDns;
   let relay: RelayProc;
   let aliceOrigin: Origin;
   let bobOrigin: Origin;
@@ -72,7 +45,9 @@ describe('zones: an account routes only inside zones it holds', () => {
 
   beforeAll(async () => {
     generateKeyFile(keys);
-    dns = await startDns(records);
+    dns = await startDns({ txt: records });
+    // Never answered: the relay's check waits out its DNS timeout.
+    dns.silent.add('_tunnel-challenge.slow.test');
     aliceOrigin = await startOrigin((_q, s) => s.end('alice'));
     bobOrigin = await startOrigin((_q, s) => s.end('bob'));
     relay = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-zones', extraArgs: ['--zone-claims', '--dns-resolver', `127.0.0.1:${dns.port}`, '--zone-claim-checks', '1', '--metrics', '127.0.0.1:0'] });
