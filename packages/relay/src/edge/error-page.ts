@@ -32,12 +32,6 @@ export const RelayErrors = {
     source: 'relay',
     message: 'The connector sent a response the relay could not read.',
   }),
-  draining: (): TunnelErrorInfo => ({
-    status: 503,
-    code: 'relay_draining',
-    source: 'relay',
-    message: 'This relay is shutting down; retry.',
-  }),
   headTooLarge: (why: string): TunnelErrorInfo => ({
     status: 431,
     code: 'request_head_too_large',
