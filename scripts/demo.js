@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// `npm start`: a local fleet on the embedded store — two relays and a
-// connector with four connections publishing the built-in hello_world origin
-// (or `npm start -- --url http://localhost:3000`) — then the URL to curl.
+// `npm start`: the quick path on a local fleet — two relays on the embedded
+// store offering quick tunnels under try.localhost, then `tunnel --url` with
+// four connections publishing the built-in hello_world origin (or
+// `npm start -- --url http://localhost:3000`) at a random hostname, printed.
 // Ctrl-C drains and stops everything.
 
 import { spawn, execFileSync } from 'node:child_process';
@@ -17,7 +18,7 @@ const TUNNEL = path.join(root, 'packages/connector/dist/cli/cli.js');
 const args = process.argv.slice(2);
 const urlArg = args.indexOf('--url');
 const origin = urlArg >= 0 ? args[urlArg + 1] : 'hello_world';
-const hostname = 'demo.localhost';
+const quickZone = 'try.localhost';
 const dir = path.join(root, '.demo');
 const logs = path.join(dir, 'logs');
 
@@ -118,14 +119,15 @@ async function main() {
       '--http', `127.0.0.1:${ports.http}`, '--connect', `127.0.0.1:${ports.connect}`,
       '--control', `127.0.0.1:${ports.control}`, '--peer', `127.0.0.1:${ports.peer}`,
       '--log-format', 'json', '--drain-delay', '100ms', '--operator-key-file', operatorKeyFile,
+      '--quick-zone', quickZone,
     ]);
     const l = await r.waitFor((j) => j.event === 'listening');
     const c = await r.waitFor((j) => j.event === 'control-listening');
     relays.push({ ...l.ports, control: c.port });
   }
-  const token = execFileSync(process.execPath, [RELAY, 'tunnel', 'create', 'demo', '--zone', hostname, '--hostname', hostname, '--store', store, '--keys', keys,
-    ...relays.flatMap((r) => ['--relay-url', `ws://127.0.0.1:${r.connect}`])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  const connector = start('connector', TUNNEL, ['run', '--url', origin, '--log-format', 'json', '--metrics', '127.0.0.1:0'], { TUNNEL_TOKEN: token });
+  // No account, no token: the connector asks relay-a for a quick tunnel.
+  const connector = start('connector', TUNNEL, ['--url', origin, '--relay', `http://127.0.0.1:${relays[0].control}`, '--log-format', 'json']);
+  const { hostname } = await connector.waitFor((j) => j.event === 'quick-tunnel', 20000);
   const regs = new Set();
   await connector.waitFor((j) => {
     if (j.event === 'registered') regs.add(j.connIndex);
@@ -137,7 +139,7 @@ async function main() {
   process.stdout.write(
     [
       '',
-      `  Your tunnel is up: ${origin === 'hello_world' ? 'the built-in hello_world origin' : origin} is published at`,
+      `  Your quick tunnel is up: ${origin === 'hello_world' ? 'the built-in hello_world origin' : origin} is published at`,
       '',
       `    http://${hostname}:${a}/        (relay-a)`,
       `    http://${hostname}:${b}/        (relay-b)`,
@@ -145,6 +147,7 @@ async function main() {
       `  Try:   curl http://${hostname}:${a}/`,
       `         curl -H 'Host: ${hostname}' http://127.0.0.1:${b}/`,
       '',
+      `  (tunnel --url ${origin} --relay http://127.0.0.1:${relays[0].control}: a random hostname, no account; Ctrl-C removes it)`,
       `  4 connections over ${relayIds.size} relays (${[...relayIds].join(', ')}); logs in ${logs}`,
       `  Dashboard:   http://127.0.0.1:${relays[0].control}/dashboard   operator key: ${operatorKey}`,
       `               (kept in ${operatorKeyFile})   Ctrl-C to stop.`,

@@ -9,12 +9,12 @@ import { req } from './harness/http.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('npm start (the local demo)', () => {
-  it('brings up two relays and a connector, prints a working URL, and stops cleanly on Ctrl-C', async () => {
+  it('brings up two relays and a quick tunnel (tunnel --url), prints a working random URL, and stops cleanly on Ctrl-C', async () => {
     const demo = new Proc('demo', process.execPath, [path.join(root, 'scripts/demo.js')]);
-    const m = await waitFor(() => /http:\/\/(demo\.localhost):(\d+)\/\s+\(relay-a\)[\s\S]*http:\/\/demo\.localhost:(\d+)\/\s+\(relay-b\)/.exec(demo.stdout), 60_000, { message: 'demo URL printed' });
+    const m = await waitFor(() => /http:\/\/([a-z2-7]{16}\.try\.localhost):(\d+)\/\s+\(relay-a\)[\s\S]*http:\/\/[a-z2-7]{16}\.try\.localhost:(\d+)\/\s+\(relay-b\)/.exec(demo.stdout), 60_000, { message: 'demo URL printed' });
     expect(demo.stdout).toMatch(/4 connections over 2 relays/);
     for (const port of [m[2], m[3]]) {
-      const r = await req(`http://127.0.0.1:${port}/hello`, { host: 'demo.localhost', headers: { accept: 'application/json' } });
+      const r = await req(`http://127.0.0.1:${port}/hello`, { host: m[1]!, headers: { accept: 'application/json' } });
       expect(r.status).toBe(200);
       expect(r.json<{ hello: string; path: string }>()).toMatchObject({ hello: 'world', path: '/hello' });
     }
@@ -32,7 +32,7 @@ describe('npm start (the local demo)', () => {
     // Every log line the processes print reaches their files under .demo/logs as it is printed.
     const logDir = /logs in (\S+)/.exec(demo.stdout)![1]!;
     for (const name of ['relay-a', 'relay-b', 'connector']) {
-      const lines = readFileSync(path.join(logDir, `${name}.log`), 'utf8').split('\n').filter(Boolean);
+      const lines = readFileSync(path.join(logDir, `${name}.log`), 'utf8').split('\n').filter((l) => l.startsWith('{')); // the quick tunnel's URL box is in the connector's too
       expect(lines.length, `${name}.log`).toBeGreaterThan(0);
       const events = lines.map((l) => (JSON.parse(l) as { event?: string }).event);
       expect(events, `${name}.log`).toContain(name === 'connector' ? 'registered' : 'listening');
@@ -42,5 +42,8 @@ describe('npm start (the local demo)', () => {
     const { code } = await demo.exited;
     expect(code).toBe(0);
     expect(demo.stdout).toContain('stopping');
+    // Ctrl-C removed the quick tunnel before the relays stopped.
+    const connectorLog = readFileSync(path.join(logDir, 'connector.log'), 'utf8');
+    expect(connectorLog).toMatch(/"event":"quick-removed"/);
   });
 });

@@ -32,7 +32,7 @@ describe('quick tunnels: tunnel --url publishes a random hostname with no accoun
     expect(q.hostname).toMatch(new RegExp(`^[a-z2-7]{16}\\.${QUICK_ZONE.replace('.', '\\.')}$`));
     expect(q.url).toBe(`http://${q.hostname}:${fleet.relays[0]!.http}`);
     // The box, as cloudflared prints it.
-    await waitFor(() => q.proc.stdout.includes(`|  ${q.url}`), 5_000, { message: 'URL box' });
+    await waitFor(() => q.proc.stderr.includes(`|  ${q.url}`), 5_000, { message: 'URL box' });
     // Connections over both relays, and the hostname answers on each.
     expect(new Set(q.proc.logs.filter((l) => l.event === 'registered').map((l) => l.relayId)).size).toBe(2);
     for (const r of fleet.relays) {

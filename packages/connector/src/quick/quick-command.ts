@@ -114,7 +114,8 @@ async function runQuick(o: QuickFlags): Promise<void> {
   const onConnection = (e: { event: string }) => {
     if (e.event !== 'registered') return;
     connector.ha.off('connection', onConnection);
-    process.stdout.write(quickBox(grant.url));
+    // stderr, as cloudflared does: stdout stays one JSON log line per line when logs are JSON.
+    process.stderr.write(quickBox(grant.url));
   };
   connector.ha.on('connection', onConnection);
   connector.start();
