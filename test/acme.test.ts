@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import * as path from 'node:path';
 import { Agent } from 'undici';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
-import { createTunnel, startConnector, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
+import { createTunnel, runCli, startConnector, startRelay, stopAll, tempDir, RELAY_CLI, type RelayProc } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { req } from './harness/http.js';
 import { makeCa, issueCert, opensslMissing, type Ca } from './harness/certs.js';
@@ -232,5 +232,32 @@ describe.skipIf(skip !== null)('ACME in a Redis fleet: TLS-ALPN-01, one order fo
     }
     // The lock: one renewal order between the two relays.
     expect([...b.proc.logs, ...c.proc.logs].filter((l) => l.event === 'acme-order' && l.name === 'alpn.test' && l.why === 'renewal').length).toBe(1);
+  });
+});
+
+describe('ACME settings: a wrong one stops start-up naming the flag or file:line', () => {
+  const tmp = tempDir();
+  const keys = path.join(tmp.dir, 'fleet-key.json');
+  const store = `file:${path.join(tmp.dir, 'store')}`;
+  const base = ['serve', '--store', store, '--keys', keys, '--http', '127.0.0.1:0', '--connect', '127.0.0.1:0', '--control', 'off', '--peer', 'off'];
+  beforeAll(() => generateKeyFile(keys));
+  afterAll(() => tmp.cleanup());
+
+  it('--acme-directory without --acme-email, or without --https, is refused with the reason', async () => {
+    const noEmail = await runCli(RELAY_CLI, [...base, '--https', '127.0.0.1:0', '--acme-directory', 'https://127.0.0.1:1/dir'], {}, tmp.dir, 15_000);
+    expect(noEmail.code).toBe(1);
+    expect(noEmail.stderr).toMatch(/--acme-directory needs --acme-email/);
+    const noHttps = await runCli(RELAY_CLI, [...base, '--acme-directory', 'https://127.0.0.1:1/dir', '--acme-email', 'ops@example.com'], {}, tmp.dir, 15_000);
+    expect(noHttps.code).toBe(1);
+    expect(noHttps.stderr).toMatch(/--acme-directory needs the public --https listener/);
+  });
+
+  it('relay.yml acme: with a bad email names the file, line and key', async () => {
+    const file = path.join(tmp.dir, 'relay.yml');
+    writeFileSync(file, 'region: x\nacme:\n  directory: https://127.0.0.1:1/dir\n  email: not-an-address\n');
+    const r = await runCli(RELAY_CLI, [...base, '--config', file], {}, tmp.dir, 15_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${file}:4:`);
+    expect(r.stderr).toMatch(/acme\.email/);
   });
 });
