@@ -37,7 +37,7 @@ describe('security: ceilings from relay.yml', () => {
   it('a duration limit flag without a unit is refused naming the flag', async () => {
     const r = await runCli(RELAY_CLI, ['serve', '--store', store, '--keys', keys, '--body-idle-timeout', '10000'], {}, tmp.dir, 15_000);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe('tunnel-relay: --body-idle-timeout: expected a duration with a unit, e.g. "10000s", got the bare number 10000\n');
+    expect(r.stderr).toBe('tunnel-relay: --body-idle-timeout: invalid duration "10000": missing unit (h, m, s or ms), e.g. "10000s"\n');
   });
 
   it('limits from the file apply', async () => {

@@ -68,3 +68,25 @@ export function formatDuration(ms: number): string {
   }
   return out;
 }
+
+/** Node timers take at most 2^31-1 ms; a longer one fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A duration setting as a config file or a flag gives it, checked for a
+ * timer: the one checker behind every duration setting of both daemons, so a
+ * file and a flag accept the same text (parseDuration's). A YAML number is
+ * refused, as `30` could mean seconds or milliseconds.
+ */
+export function durationSetting(v: unknown): { readonly ms: number } | { readonly problem: string } {
+  if (typeof v === 'number') return { problem: `expected a duration with a unit, e.g. "${v}s", got the bare number ${v}` };
+  if (typeof v !== 'string') return { problem: `expected a duration like "30s", got ${v === null || v === undefined ? 'an empty value' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'a mapping' : String(v)}` };
+  let ms: number;
+  try {
+    ms = parseDuration(v);
+  } catch (e) {
+    return { problem: (e as Error).message };
+  }
+  if (ms > MAX_TIMER_MS) return { problem: `duration "${v}" is too long (at most ${formatDuration(MAX_TIMER_MS - (MAX_TIMER_MS % 1000))})` };
+  return { ms };
+}

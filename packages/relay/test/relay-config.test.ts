@@ -26,7 +26,7 @@ describe('relay.yml', () => {
       err = e;
     }
     expect(err).toBeInstanceOf(RelayConfigError);
-    expect((err as Error).message).toBe(`${f}:3:16: drain-timeout: expected a duration like 500ms, 30s or 2m, got "soon"`);
+    expect((err as Error).message).toBe(`${f}:3:16: drain-timeout: invalid duration "soon": expected a number followed by a unit (h, m, s or ms), e.g. "30s", "1m30s", "500ms"`);
   });
 
   it('durations: 500ms, 30s, 2m, 1m30s (the grammar of every duration); a bare number or anything else is a problem', () => {

@@ -4,7 +4,7 @@ import { createLogger, LOG_LEVELS } from '@tunnel/host';
 import { Connector, CONNECTOR_VERSION } from '../connector.js';
 import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from '../ingress/config.js';
 import { compileIngress, describeRule, ruleForUrl } from '../ingress/ingress.js';
-import { parseDuration } from '@tunnel/protocol';
+import { durationSetting } from '@tunnel/protocol';
 import { resolveToken, relaysFor, tokenExpiry, CredentialError } from './credentials.js';
 import { watchCredential } from './credential-watch.js';
 import { peekClaims } from '@tunnel/protocol';
@@ -255,11 +255,9 @@ function checkTunnelKey(cfg: ConnectorConfig, file: TunnelCredentialsFile, path:
 
 /** A duration flag (`30s`, `1m30s`); a bare number or garbage is a usage error naming the flag. */
 function durationFlag(flag: string, value: string): number {
-  try {
-    return parseDuration(value);
-  } catch (e) {
-    throw new CliError(`--${flag}: ${(e as Error).message}`);
-  }
+  const r = durationSetting(value);
+  if ('problem' in r) throw new CliError(`--${flag}: ${r.problem}`);
+  return r.ms;
 }
 
 /** `--metrics HOST:PORT`, `:PORT` (localhost) or `PORT`; anything else is a usage error naming the flag. */

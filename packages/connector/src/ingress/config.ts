@@ -22,7 +22,7 @@ import {
   type Document,
 } from 'yaml';
 import * as z from 'zod';
-import { HostnameError, normalizeHostname, parseDuration, type HostnameFault } from '@tunnel/protocol';
+import { durationSetting, HostnameError, normalizeHostname, type HostnameFault } from '@tunnel/protocol';
 
 // ───────────────────────────── public types ─────────────────────────────
 
@@ -290,9 +290,6 @@ export function resolveOriginRequest(
 
 // ──────────────────────────────── schema ────────────────────────────────
 
-// Node timers overflow above 2^31-1 ms and then fire immediately.
-const MAX_TIMER_MS = 2_147_483_647;
-
 /** A zod field whose value is parsed by `parse` (throwing Error → one issue with its message). */
 function parsed<T>(parse: (v: unknown) => T) {
   return z.unknown().transform((v, ctx): T => {
@@ -311,10 +308,9 @@ function requireString(v: unknown, what: string): string {
 }
 
 const duration = parsed((v) => {
-  if (typeof v === 'number') throw new Error(`expected a duration with a unit, e.g. "${v}s", got the bare number ${v}`);
-  const ms = parseDuration(requireString(v, 'a duration like "30s"'));
-  if (ms > MAX_TIMER_MS) throw new Error(`duration "${String(v)}" is too long (at most 596h31m23s)`);
-  return ms;
+  const r = durationSetting(v);
+  if ('problem' in r) throw new Error(r.problem);
+  return r.ms;
 });
 
 const service = parsed((v) => parseService(requireString(v, `a service (${SERVICE_SCHEMES})`)));

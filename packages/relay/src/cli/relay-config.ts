@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { z } from 'zod';
-import { parseDuration } from '@tunnel/protocol';
+import { durationSetting } from '@tunnel/protocol';
 import { LIMIT_SETTINGS } from '../relay-limits.js';
 import { parseLifetime } from '../connectors/credential-check.js';
 
@@ -20,27 +20,8 @@ export class RelayConfigError extends Error {
 }
 
 const addr = z.union([z.string().regex(/^(\[[^\]]+\]|[^:\s]*):\d{1,5}$|^\d{1,5}$|^off$/, 'expected HOST:PORT, :PORT, PORT or off'), z.number().int().min(0).max(65535)]).transform(String);
-/** Node timers take at most 2^31-1 ms; a longer one would fire at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/**
- * A relay.yml value or `serve` flag that is a duration, in ms: the grammar of
- * every duration in the project (parseDuration: `30s`, `1m30s`, `500ms`).
- * A bare number is refused, as `30` could mean seconds or milliseconds.
- */
-export function durationMs(v: unknown): { ms: number } | { problem: string } {
-  if (typeof v === 'number') return { problem: `expected a duration with a unit, e.g. "${v}s", got the bare number ${v}` };
-  if (typeof v !== 'string') return { problem: 'expected a duration like 500ms, 30s or 2m' };
-  if (/^\d+$/.test(v) && v !== '0') return { problem: `expected a duration with a unit, e.g. "${v}s", got the bare number ${v}` };
-  let ms: number;
-  try {
-    ms = parseDuration(v);
-  } catch {
-    return { problem: `expected a duration like 500ms, 30s or 2m, got ${JSON.stringify(v)}` };
-  }
-  if (ms > MAX_TIMER_MS) return { problem: `duration ${JSON.stringify(v)} is too long (at most 596h31m23s)` };
-  return { ms };
-}
+/** A relay.yml value or `serve` flag that is a duration, in ms: protocol's durationSetting, the checker of every duration setting. */
+export const durationMs = durationSetting;
 
 const duration = z.unknown().transform((v, ctx) => {
   const r = durationMs(v);
