@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one yamux session state machine (streams, windows, keep-alive, GoAway) whose transitions share private state; split, its invariants would span files.
 import { EventEmitter } from 'node:events';
 import {
   Flag,

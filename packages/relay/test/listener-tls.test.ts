@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkPlainListeners, isLoopback, TlsConfigError } from '../src/edge/listener-tls.js';
 import { parseListen } from '../src/edge/listen.js';
-import { loadRelayConfig, RelayConfigError } from '../src/cli/relay-config.js';
+import { loadRelayConfig, ConfigError } from '../src/cli/relay-config.js';
 
 describe('plain listeners without a certificate', () => {
   it('knows loopback addresses', () => {
@@ -29,7 +29,7 @@ describe('relay.yml TLS settings', () => {
       writeFileSync(file, 'tls: { cert: relay.pem, key: relay.key, ca: fleet-ca.pem }\ninsecure-http-control: false\n');
       expect(loadRelayConfig(file)).toMatchObject({ tls: { cert: join(dir, 'relay.pem'), key: join(dir, 'relay.key'), ca: join(dir, 'fleet-ca.pem') }, 'insecure-http-control': false });
       writeFileSync(file, 'id: r1\ninsecure-http-control: "yes"\n');
-      expect(() => loadRelayConfig(file)).toThrow(RelayConfigError);
+      expect(() => loadRelayConfig(file)).toThrow(ConfigError);
       expect(() => loadRelayConfig(file)).toThrow(/relay\.yml:2:\d+: insecure-http-control: /);
     } finally {
       rmSync(dir, { recursive: true, force: true });

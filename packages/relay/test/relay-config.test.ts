@@ -5,7 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RelayConfigError, durationMs, loadRelayConfig } from '../src/cli/relay-config.js';
+import { ConfigError, durationMs, loadRelayConfig } from '../src/cli/relay-config.js';
+import { ConfigError as HostConfigError } from '@tunnel/host';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'relay-yml-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,7 +26,7 @@ describe('relay.yml', () => {
     } catch (e) {
       err = e;
     }
-    expect(err).toBeInstanceOf(RelayConfigError);
+    expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toBe(`${f}:3:16: drain-timeout: invalid duration "soon": expected a number followed by a unit (h, m, s or ms), e.g. "30s", "1m30s", "500ms"`);
   });
 
@@ -43,5 +44,26 @@ describe('relay.yml', () => {
   it('a bare number is refused with file:line, not taken as milliseconds', () => {
     const f = write('bare.yml', 'id: relay-fra-1\ndrain-timeout: 30\n');
     expect(() => loadRelayConfig(f)).toThrow(`${f}:2:16: drain-timeout: expected a duration with a unit, e.g. "30s", got the bare number 30`);
+  });
+
+  // One toolkit with the connector's config.yml (@tunnel/host): the same error class, the same
+  // wording of a misspelt key, a wrong type and an unreadable file.
+  it('reports like config.yml: one ConfigError, every problem sorted, a misspelt key with its nearest, an unreadable file', () => {
+    const f = write('many.yml', 'regoin: fra\nlimits:\n  max-sessions-per-tokn: 3\nlisten: [1]\n');
+    let err: unknown;
+    try {
+      loadRelayConfig(f);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err).toBeInstanceOf(HostConfigError);
+    expect((err as Error).message.split('\n')).toEqual([
+      `${f}:1:1: regoin: unknown key (did you mean "region"?)`,
+      `${f}:3:3: limits.max-sessions-per-tokn: unknown key (did you mean "max-sessions-per-token"?)`,
+      `${f}:4:9: listen: expected a mapping (key: value), got a list`,
+    ]);
+    const missing = path.join(dir, 'missing.yml');
+    expect(() => loadRelayConfig(missing)).toThrow(`${missing}: cannot read config file: no such file`);
   });
 });

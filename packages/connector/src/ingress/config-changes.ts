@@ -1,4 +1,4 @@
-import type { ConnectorConfig } from './config.js';
+import type { ConnectorConfig } from './config-types.js';
 
 /** What a running connector takes from a reloaded config; any other changed key needs a restart. */
 const APPLIED_LIVE = new Set<keyof ConnectorConfig>(['source', 'ingress', 'originRequest']);

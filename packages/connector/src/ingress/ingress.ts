@@ -9,15 +9,8 @@
 // against the path without the query string) match; the last rule is a
 // catch-all, so every request matches something.
 
-import {
-  compilePathPattern,
-  isCatchAll,
-  resolveOriginRequest,
-  serviceToString,
-  type IngressRule,
-  type OriginRequestConfig,
-  type Service,
-} from './config.js';
+import { compilePathPattern, isCatchAll, resolveOriginRequest, serviceToString } from './config-values.js';
+import type { IngressRule, OriginRequestConfig, Service } from './config-types.js';
 
 export interface CompiledRule {
   readonly hostname: string | undefined;

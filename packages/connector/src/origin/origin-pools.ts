@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Pool } from 'undici';
-import type { OriginRequestConfig, Service } from '../ingress/config.js';
+import type { OriginRequestConfig, Service } from '../ingress/config-types.js';
 
 /**
  * One keep-alive pool per origin and originRequest settings. undici retires

@@ -1,3 +1,4 @@
+// About 500 lines: one request path to the origin (head, body framing, retry, upgrade, errors) whose steps share one stream and its accounting; the pools, errors and TLS trust are already their own files.
 import http from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
@@ -20,7 +21,7 @@ import {
   RETRYABLE_METHODS,
 } from '@tunnel/protocol';
 import type { Ingress, CompiledRule } from '../ingress/ingress.js';
-import type { OriginRequestConfig } from '../ingress/config.js';
+import type { OriginRequestConfig } from '../ingress/config-types.js';
 import { OriginPools } from './origin-pools.js';
 import { classifyOriginError, failureBody, originBadResponse, type OriginFailure } from './origin-errors.js';
 import { helloWorld } from './hello-world.js';

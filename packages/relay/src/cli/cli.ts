@@ -17,7 +17,7 @@ import { grantZone } from '../zones/zone-grants.js';
 import { ApiError } from '../control/api-error.js';
 import { peekClaims } from '@tunnel/protocol';
 import { readFileSync } from 'node:fs';
-import { durationMs, loadRelayConfig, RelayConfigError, type RelayConfigFile } from './relay-config.js';
+import { durationMs, loadRelayConfig, ConfigError, type RelayConfigFile } from './relay-config.js';
 import http from 'node:http';
 import { RelayMetrics } from '../metrics.js';
 import { Dashboard } from '../dashboard/dashboard.js';
@@ -596,7 +596,7 @@ async function main(): Promise<void> {
     await program.parseAsync(process.argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode);
-    if (e instanceof KeyFileError || e instanceof OperatorSettingsError || e instanceof UsageError || e instanceof RelayConfigError || e instanceof ServiceError || e instanceof TlsConfigError) die(e.message);
+    if (e instanceof KeyFileError || e instanceof OperatorSettingsError || e instanceof UsageError || e instanceof ConfigError || e instanceof ServiceError || e instanceof TlsConfigError) die(e.message);
     if (e instanceof StoreError) die(`store: ${e.message}`);
     if (e instanceof ApiError) die(`${e.message} (${e.code})`, 2);
     die((e as Error).message ?? String(e));

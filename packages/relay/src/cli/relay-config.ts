@@ -1,23 +1,15 @@
-import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { z } from 'zod';
 import { durationSetting } from '@tunnel/protocol';
+import { closestKey, describeIssues, parseYamlConfig, readConfigText } from '@tunnel/host';
 import { LIMIT_SETTINGS } from '../relay-limits.js';
 import { parseLifetime } from '../connectors/credential-check.js';
 
-/**
- * `relay.yml`: the same settings as `tunnel-relay serve` flags (flags win).
- * Errors name the file, line and column of the offending value.
- */
-export class RelayConfigError extends Error {
-  constructor(
-    readonly file: string,
-    readonly problems: Array<{ line: number; column: number; message: string }>,
-  ) {
-    super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
-  }
-}
+// `relay.yml`: the same settings as `tunnel-relay serve` flags (flags win).
+// Errors name the file, line and column of the offending value, through the
+// config toolkit the connector's config.yml uses (@tunnel/host).
+
+export { ConfigError } from '@tunnel/host';
 
 const addr = z.union([z.string().regex(/^(\[[^\]]+\]|[^:\s]*):\d{1,5}$|^\d{1,5}$|^off$/, 'expected HOST:PORT, :PORT, PORT or off'), z.number().int().min(0).max(65535)]).transform(String);
 /** A relay.yml value or `serve` flag that is a duration, in ms: protocol's durationSetting, the checker of every duration setting. */
@@ -89,31 +81,20 @@ const schema = z.strictObject({
 
 export type RelayConfigFile = z.infer<typeof schema>;
 
+const RELAY_KEYS = Object.keys(schema.shape);
+
+/** Read and check relay.yml. Throws ConfigError naming the file, line and problem (also for an unreadable file). */
 export function loadRelayConfig(file: string): RelayConfigFile {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new RelayConfigError(file, [{ line: 0, column: 0, message: `cannot read config file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]);
-  }
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
-  const pos = (offset: number) => {
-    const p = lc.linePos(offset);
-    return { line: p.line, column: p.col };
-  };
-  if (doc.errors.length) throw new RelayConfigError(file, doc.errors.map((e) => ({ ...pos(e.pos[0]), message: `YAML syntax error: ${e.message}` })));
-  const raw = doc.toJS() ?? {};
-  const r = schema.safeParse(raw);
+  const yaml = parseYamlConfig(readConfigText(file), file);
+  const r = schema.safeParse(yaml.raw);
   if (!r.success) {
-    throw new RelayConfigError(
-      file,
-      r.error.issues.map((i) => {
-        const path = i.path.filter((p): p is string | number => typeof p !== 'symbol');
-        const keys = i.code === 'unrecognized_keys' ? i.keys : [];
-        const where = keys.length ? locate(doc, [...path, keys[0]!], true) : locate(doc, path, false);
-        const name = [...path, ...keys.slice(0, 1)].join('.') || '(top)';
-        return { ...pos(where), message: i.code === 'unrecognized_keys' ? `${name}: unknown key` : `${name}: ${i.message}` };
+    throw yaml.error(
+      describeIssues(r.error.issues, yaml.raw, {
+        topKeys: 'store:, listen:, limits:, …',
+        suggest: (key, parent) => {
+          const best = parent.length === 0 ? closestKey(key, RELAY_KEYS) : parent[0] === 'limits' ? closestKey(key, LIMIT_SETTINGS.map((l) => l.name)) : undefined;
+          return best === undefined ? '' : ` (did you mean "${best}"?)`;
+        },
       }),
     );
   }
@@ -129,20 +110,4 @@ export function loadRelayConfig(file: string): RelayConfigFile {
     ...(c.tls ? { tls: { cert: abs(c.tls.cert)!, key: abs(c.tls.key)!, ...(c.tls.ca ? { ca: abs(c.tls.ca)! } : {}) } } : {}),
     ...(c.store?.startsWith('file:') && !c.store.startsWith('file:/') ? { store: `file:${resolve(base, c.store.slice(5))}` } : {}),
   };
-}
-
-/** Offset of the node at `path` (its key when `key`), else of the nearest parent. */
-function locate(doc: Document, path: Array<string | number>, key: boolean): number {
-  for (let n = path.length; n >= 0; n--) {
-    const sub = path.slice(0, n);
-    if (key && n === path.length && sub.length > 0) {
-      const parent = sub.length === 1 ? doc.contents : doc.getIn(sub.slice(0, -1), true);
-      const pair = (parent as { items?: Array<{ key: { value?: unknown; range?: number[] } }> } | null)?.items?.find((it) => it.key?.value === sub[sub.length - 1]);
-      if (pair?.key?.range) return pair.key.range[0]!;
-      continue;
-    }
-    const node = sub.length === 0 ? doc.contents : doc.getIn(sub, true);
-    if (isNode(node) && node.range) return node.range[0];
-  }
-  return 0;
 }
