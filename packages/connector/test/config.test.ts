@@ -81,6 +81,7 @@ describe('parseConfig: valid files', () => {
     expect(c).toEqual({
       source: '/etc/tunnel/config.yml',
       tunnel: '6ff42ae2-765d-4adf-8112-31c55c1551ef',
+      tunnelAt: { line: 1, column: 9 },
       credentialsFile: '/etc/tunnel/creds/tunnel.json',
       tokenFile: join(homedir(), 'tunnel.token'),
       relays: ['wss://relay-a.example.net:7844', 'ws://127.0.0.1:7844', 'https://control.example.net'],

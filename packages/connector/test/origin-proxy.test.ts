@@ -19,7 +19,7 @@ import {
 } from '@tunnel/protocol';
 import { OriginProxy } from '../src/origin/origin-proxy.js';
 import { compileIngress } from '../src/ingress/ingress.js';
-import { singleServiceIngress } from '../src/ingress/config.js';
+import { ORIGIN_REQUEST_DEFAULTS, singleServiceIngress } from '../src/ingress/config.js';
 
 const log = pino({ level: 'silent' });
 
@@ -97,7 +97,7 @@ const header = (h: ResponseHead, name: string) => h.headers.find(([k]) => k.toLo
 
 describe('OriginProxy', () => {
   it('frames a request to the origin and its answer back: method, path, body, forwarding headers; hop-by-hop dropped both ways', async () => {
-    const proxy = new OriginProxy(compileIngress(singleServiceIngress(originUrl)), log);
+    const proxy = new OriginProxy(compileIngress(singleServiceIngress(originUrl), ORIGIN_REQUEST_DEFAULTS), log);
     const p = pair(proxy);
     try {
       seen.length = 0;
@@ -139,7 +139,7 @@ describe('OriginProxy', () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
-    const proxy = new OriginProxy(compileIngress(singleServiceIngress(`http://127.0.0.1:${port}`)), log);
+    const proxy = new OriginProxy(compileIngress(singleServiceIngress(`http://127.0.0.1:${port}`), ORIGIN_REQUEST_DEFAULTS), log);
     const p = pair(proxy);
     try {
       const r = await exchange(p.relay, head({ requestId: 'req-refused', headers: [['accept', 'application/json']] }));
