@@ -3,6 +3,7 @@
 
 import * as path from 'node:path';
 import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
+import type { QuickGrant } from '../../packages/relay/src/quick/quick-tunnels.js';
 import { CONNECTOR_CLI, Proc, startRelay, tempDir, type RelayProc } from './procs.js';
 import { waitFor } from './wait.js';
 
@@ -57,15 +58,8 @@ export async function startQuickConnector(o: { relay: string; url?: string; args
   return { proc, url: line.url as string, hostname: line.hostname as string, tunnelId: line.tunnelId as string };
 }
 
-export interface Grant {
-  hostname: string;
-  url: string;
-  tunnelId: string;
-  token: string;
-  expiresAt: number;
-  relays: string[];
-  controlUrl: string;
-}
+/** What POST /v1/quick answers: the relay's own type. */
+export type Grant = QuickGrant;
 
 /** POST /v1/quick as a connector would; the raw answer (status, body, Retry-After). */
 export async function postQuick(controlUrl: string, connectorId = 'test-connector'): Promise<{ status: number; body: Grant & { error?: { code: string; message: string } }; retryAfter: string | null }> {
