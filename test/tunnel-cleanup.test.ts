@@ -7,7 +7,7 @@
 // connector's connections (on a relay that is a member) stay.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
-import { generateKeyFile } from '../packages/relay/src/keys.js';
+import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { openStore } from '../packages/relay/src/store/open.js';
 import { CONNECTOR_CLI, RELAY_CLI, runCli, startConnector, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';

@@ -6,7 +6,7 @@
 // at start which policy it runs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
-import { generateKeyFile, loadKeyFile } from '../../packages/relay/src/keys.js';
+import { generateKeyFile, loadKeyFile } from '../../packages/relay/src/control/keys.js';
 import { peekClaims, signToken, TokenKind } from '../../packages/protocol/src/index.js';
 import { CONNECTOR_CLI, RELAY_CLI, runCli, startConnector, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { startOrigin, type Origin } from '../harness/origin.js';
