@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir } from './harness/procs.js';
+import { runClean } from './harness/clean-run.js';
 
 // The newcomer's promise: on a fresh clone, ONE `npm install` makes
 // `npx tunnel` and `npx tunnel-relay` work. It broke silently before (bins
@@ -13,18 +13,7 @@ import { tempDir } from './harness/procs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-function run(cmd: string, args: string[], cwd: string, timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
-  // The outer `npm test` leaks npm_* settings (prefix, workspace, script
-  // names) into our env; a newcomer's shell has none of them.
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !/^npm_/i.test(k)) env[k] = v;
-  return new Promise((resolve) => {
-    execFile(cmd, args, { cwd, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = runClean;
 
 describe('first install on a fresh clone', () => {
   const tmp = tempDir('tunnel-fresh-clone-');

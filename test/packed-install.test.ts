@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { readdirSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir } from './harness/procs.js';
+import { runClean } from './harness/clean-run.js';
 
 // Both commands install without the monorepo: `npm pack` of the four
 // workspaces, then the README's global install of those tarballs into an
@@ -15,17 +15,7 @@ import { tempDir } from './harness/procs.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WORKSPACES = ['protocol', 'host', 'connector', 'relay'];
 
-function run(cmd: string, args: string[], cwd: string, timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
-  // A newcomer's shell has none of the npm_* settings `npm test` leaks into our env.
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !/^npm_/i.test(k)) env[k] = v;
-  return new Promise((resolve) => {
-    execFile(cmd, args, { cwd, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = runClean;
 
 describe('a packed install, without the monorepo', () => {
   const tmp = tempDir('tunnel-packed-');
