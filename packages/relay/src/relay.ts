@@ -1,3 +1,4 @@
+// Over 500 lines: the one place the relay's parts (edge/, connectors/, fleet/, control/, access/, quick/) are composed, started, drained and stopped in order.
 import http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// Over 500 lines: the wiring of every tunnel-relay subcommand (serve, keys, accounts, zones, revoke, service); each command's work lives in the module it calls.
 import { Command, Option, CommanderError } from 'commander';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';

@@ -16,7 +16,7 @@ import {
 } from '@tunnel/protocol';
 import type { ConnectorConnection } from '../connectors/connector-connection.js';
 import type { TunnelConnections } from '../connectors/tunnel-connections.js';
-import { ErrorAnswers, RelayErrors } from './error-page.js';
+import { ErrorAnswers, RelayErrors, type TunnelErrorInfo } from './error-page.js';
 import type { Dispatch, Exchange, ProxyHooks } from './exchange.js';
 
 /**
@@ -58,13 +58,28 @@ export class LocalDispatch implements Dispatch {
     return true;
   }
 
+  /**
+   * The head, checked and encoded before any stream opens: one the tunnel
+   * cannot carry is refused (400, or 431 over the head limits), never a crash.
+   */
+  private prepare(ex: Exchange): { ok: true; body: BodyFraming; encoded: Buffer } | { ok: false; refusal: TunnelErrorInfo } {
+    const checked = checkRequestHead(ex.head);
+    if (!checked.ok) {
+      this.log.info({ requestId: ex.requestId, reason: checked.reason }, 'bad request head from client');
+      return { ok: false, refusal: RelayErrors.badRequest(checked.reason) };
+    }
+    try {
+      return { ok: true, body: checked.body, encoded: encodeRequestHead(ex.head) };
+    } catch (e) {
+      return { ok: false, refusal: RelayErrors.headTooLarge((e as Error).message) };
+    }
+  }
+
   private send(ex: Exchange, conn: ConnectorConnection, res: ServerResponse): void {
     const { req, head, requestId, route, startedAt } = ex;
-    const checked = checkRequestHead(head);
-    if (!checked.ok) {
-      this.log.info({ requestId, reason: checked.reason }, 'bad request head from client');
-      return this.errors.send(ex, res, RelayErrors.badRequest(checked.reason));
-    }
+    const prepared = this.prepare(ex);
+    if (!prepared.ok) return this.errors.send(ex, res, prepared.refusal);
+    const { encoded } = prepared;
     let stream: YamuxStream;
     try {
       stream = conn.openStream();
@@ -74,15 +89,7 @@ export class LocalDispatch implements Dispatch {
     }
     const given = ex.body.kind === 'buffered' ? ex.body.bytes : undefined;
     const source: Readable = ex.body.kind === 'sealed' ? ex.body.stream : req;
-    const bodyless = given ? given.length === 0 : checked.body.kind === 'none';
-    let encoded: Buffer;
-    try {
-      encoded = encodeRequestHead(head);
-    } catch (e) {
-      // Over the head limits (header count/size): refuse, never crash.
-      stream.destroy();
-      return this.errors.send(ex, res, RelayErrors.headTooLarge((e as Error).message));
-    }
+    const bodyless = given ? given.length === 0 : prepared.body.kind === 'none';
     if (bodyless) {
       stream.end(encoded);
       if (source !== req) source.resume();
@@ -222,11 +229,8 @@ export class LocalDispatch implements Dispatch {
   /** The stream becomes a raw two-way pipe after a 101. */
   private sendUpgrade(ex: Exchange, conn: ConnectorConnection, socket: Duplex, clientHead: Buffer): void {
     const { head, requestId } = ex;
-    const checked = checkRequestHead(head);
-    if (!checked.ok) {
-      this.log.info({ requestId, reason: checked.reason }, 'bad request head from client');
-      return this.errors.raw(ex, socket, RelayErrors.badRequest(checked.reason));
-    }
+    const prepared = this.prepare(ex);
+    if (!prepared.ok) return this.errors.raw(ex, socket, prepared.refusal);
     let stream: YamuxStream;
     try {
       stream = conn.openStream();
@@ -235,14 +239,7 @@ export class LocalDispatch implements Dispatch {
     }
     stream.on('error', () => resetSocket(socket));
     socket.on('close', () => stream.destroy());
-    let encoded: Buffer;
-    try {
-      encoded = encodeRequestHead(head);
-    } catch (e) {
-      stream.destroy();
-      return this.errors.raw(ex, socket, RelayErrors.headTooLarge((e as Error).message));
-    }
-    stream.write(encoded);
+    stream.write(prepared.encoded);
     if (clientHead.length > 0) stream.write(clientHead);
     const refuseUpgrade = (reason: string): void => {
       this.log.warn({ requestId, reason }, 'bad response from connector');

@@ -259,13 +259,18 @@ export class PeerDispatch implements Dispatch {
       u.protocol === 'https:'
         ? https.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers, ...(this.o.ca ? { ca: this.o.ca } : {}) })
         : http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers });
-    out.on('upgrade', (pres, psock: Duplex, phead: Buffer) => {
+    /** The peer's answer as the client's head; null (the client told, `from` ended) when it does not pass the checks. */
+    const answer = (pres: http.IncomingMessage, from: { destroy(): void }): string | null => {
       const lines = headLines(pres, req.method ?? 'GET');
-      if (lines === null) {
-        this.o.log.warn({ requestId, peer: peer.id }, 'bad upgrade answer from peer relay');
-        psock.destroy();
-        return rawError(socket, req, RelayErrors.peerFailed(), requestId);
-      }
+      if (lines !== null) return lines;
+      this.o.log.warn({ requestId, peer: peer.id }, 'bad upgrade answer from peer relay');
+      from.destroy();
+      rawError(socket, req, RelayErrors.peerFailed(), requestId);
+      return null;
+    };
+    out.on('upgrade', (pres, psock: Duplex, phead: Buffer) => {
+      const lines = answer(pres, psock);
+      if (lines === null) return;
       socket.write(lines, 'latin1');
       if (phead.length) socket.write(phead);
       if (clientHead.length) psock.write(clientHead);
@@ -292,12 +297,8 @@ export class PeerDispatch implements Dispatch {
         if (i + 1 < peers.length) return this.upgradeAttempt(ex, peers, i + 1, socket, clientHead);
         return rawError(socket, req, RelayErrors.tunnelOffline(req.headers.host ?? ''), requestId);
       }
-      const lines = headLines(pres, req.method ?? 'GET');
-      if (lines === null) {
-        this.o.log.warn({ requestId, peer: peer.id }, 'bad upgrade answer from peer relay');
-        pres.destroy();
-        return rawError(socket, req, RelayErrors.peerFailed(), requestId);
-      }
+      const lines = answer(pres, pres);
+      if (lines === null) return;
       socket.write(lines, 'latin1');
       pres.pipe(socket);
     });

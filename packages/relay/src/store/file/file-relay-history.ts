@@ -7,7 +7,6 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import {
   HISTORY_LIMITS,
   addCounts,
@@ -21,6 +20,8 @@ import {
   type RelayHistoryStore,
 } from '../relay-history.js';
 import { StoreError, type StoreLogger } from '../types.js';
+import { unavailable } from './records.js';
+import { syncDir, writeDurably } from './record-files.js';
 
 const LOCK_STALE_MS = 10_000;
 const LOCK_WAIT_MS = 3_000;
@@ -51,7 +52,7 @@ export class FileRelayHistory implements RelayHistoryStore {
       const names = await this.names();
       if (!names.includes(name) && names.length >= this.maxRelays) return 'full';
     }
-    await atomicWrite(this.dir, name, text);
+    await writeDurably(this.dir, name, text, 'replace');
     return 'recorded';
   }
 
@@ -82,7 +83,7 @@ export class FileRelayHistory implements RelayHistoryStore {
       // An unreadable record is dropped without its counts: they cannot be known.
       if (rec.ok) {
         const retired = await this.readRetired();
-        await atomicWrite(path.dirname(this.retiredFile), path.basename(this.retiredFile), JSON.stringify(addCounts(retired, rec.value.counts)));
+        await writeDurably(path.dirname(this.retiredFile), path.basename(this.retiredFile), JSON.stringify(addCounts(retired, rec.value.counts)), 'replace');
       }
       await fsp.unlink(file).catch((e: unknown) => {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw unavailable(`deleting ${file}`, e);
@@ -158,37 +159,3 @@ async function readText(file: string): Promise<string | null> {
   }
 }
 
-async function atomicWrite(dir: string, name: string, text: string): Promise<void> {
-  const tmp = path.join(dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-  try {
-    const fh = await fsp.open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(text, 'utf8');
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, path.join(dir, name));
-  } catch (e) {
-    await fsp.unlink(tmp).catch(() => {});
-    throw unavailable(`writing ${path.join(dir, name)}`, e);
-  }
-  await syncDir(dir);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  try {
-    const fh = await fsp.open(dir, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch (e) {
-    throw unavailable(`syncing ${dir}`, e);
-  }
-}
-
-function unavailable(what: string, e: unknown): StoreError {
-  return new StoreError('UNAVAILABLE', `file store: ${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
-}

@@ -47,7 +47,6 @@ import {
   type Route,
   type RouteFilter,
   type Store,
-  type StoreEvent,
   type StoreLogger,
   type Tunnel,
   type Tombstone,
@@ -69,11 +68,12 @@ import {
   sortRevocations,
   zoneRecord,
 } from '../mirrored-store.js';
-import { fileNameForKey, type ApprovalFile, type Collection, type Entry, type LoginFile, type PresenceFile, type Records, type RelayFile } from './records.js';
+import { fileNameForKey, type ApprovalFile, type Collection, type Entry, type LoginFile, type PresenceFile, type Records } from './records.js';
 import { RecordFiles } from './record-files.js';
 import { FileRelayHistory } from './file-relay-history.js';
-import { accessKey, accessRecordSchema, type AccessRecord } from '../access-records.js';
+import { accessRecordSchema, type AccessRecord } from '../access-records.js';
 import { DirectoryMirror } from './directory-mirror.js';
+import { mirrorChange } from './record-events.js';
 
 export { fileNameForKey };
 
@@ -156,90 +156,15 @@ export class FileStore extends MirroredStore implements Store {
 
   /** A record file changed: update the domain mirror and announce real changes. */
   private changed<C extends Collection>(coll: C, prev: Entry<Records[C]> | undefined, next: Entry<Records[C]> | undefined): void {
-    const events: StoreEvent[] = [];
-    switch (coll) {
-      case 'accounts': {
-        const p = prev?.value as Account | undefined;
-        const n = next?.value as Account | undefined;
-        if (p) this.accounts.delete(p.id);
-        if (n) {
-          this.accounts.set(n.id, n);
-          events.push({ type: 'account', accountId: n.id });
-        }
-        break;
-      }
-      case 'tunnels': {
-        const p = prev?.value as Tunnel | undefined;
-        const n = next?.value as Tunnel | undefined;
-        if (p) this.tunnels.delete(p.id);
-        if (n) this.tunnels.set(n.id, n);
-        if (p && p.id !== n?.id) {
-          const buried = this.disk.entries.tombstones.has(fileNameForKey(p.id));
-          events.push({ type: buried ? 'tunnel-deleted' : 'tunnel-vanished', tunnelId: p.id, accountId: p.accountId });
-        }
-        if (n && n.id !== p?.id) events.push({ type: 'tunnel', tunnelId: n.id });
-        break;
-      }
-      case 'routes': {
-        const p = prev?.value as Route | undefined;
-        const n = next?.value as Route | undefined;
-        if (p) this.routes.delete(p.hostname);
-        if (n) this.routes.set(n.hostname, n);
-        events.push({ type: 'route', hostname: (n ?? p)!.hostname });
-        break;
-      }
-      case 'zones': {
-        const p = prev?.value as Zone | undefined;
-        const n = next?.value as Zone | undefined;
-        if (p) this.zones.delete(p.zone);
-        if (n) this.zones.set(n.zone, n);
-        events.push({ type: 'zone', zone: (n ?? p)!.zone });
-        break;
-      }
-      case 'tombstones':
-        break;
-      case 'access': {
-        const p = prev?.value as AccessRecord | undefined;
-        const n = next?.value as AccessRecord | undefined;
-        const key = accessKey((n ?? p)!);
-        if (n) this.accessRecords.set(key, n);
-        else this.accessRecords.delete(key);
-        events.push({ type: 'access', key });
-        break;
-      }
-      case 'revocations': {
-        const p = prev?.value as Revocation | undefined;
-        const n = next?.value as Revocation | undefined;
-        if (p) this.revocations.delete(p.tokenId);
-        if (n) {
-          this.revocations.set(n.tokenId, n);
-          if (!p) events.push({ type: 'revoked', tokenId: n.tokenId });
-        }
-        break;
-      }
-      case 'logins':
-      case 'login-approvals': {
-        const v = (next ?? prev)!.value as LoginFile | ApprovalFile;
-        events.push({ type: 'login', code: v.code });
-        break;
-      }
-      case 'relays': {
-        const p = prev?.value as RelayFile | undefined;
-        const n = next?.value as RelayFile | undefined;
-        if (!p || !n || p.member.draining !== n.member.draining) {
-          events.push({ type: 'relay', relayId: (n ?? p)!.member.id });
-        }
-        break;
-      }
-      case 'presence': {
-        const p = prev?.value as PresenceFile | undefined;
-        const n = next?.value as PresenceFile | undefined;
-        if (!p || !n || JSON.stringify(p.presences) !== JSON.stringify(n.presences)) {
-          events.push({ type: 'presence', relayId: (n ?? p)!.relayId });
-        }
-        break;
-      }
-    }
+    const events = mirrorChange(coll, prev, next, {
+      accounts: this.accounts,
+      tunnels: this.tunnels,
+      routes: this.routes,
+      zones: this.zones,
+      revocations: this.revocations,
+      accessRecords: this.accessRecords,
+      buried: (tunnelId) => this.disk.entries.tombstones.has(fileNameForKey(tunnelId)),
+    });
     for (const e of events) this.emit(e);
   }
 

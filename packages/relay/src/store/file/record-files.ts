@@ -83,39 +83,9 @@ export class RecordFiles {
     return this.write(this.collDir(coll), name, text, mode).then((created) => ({ name, text, created }));
   }
 
-  /**
-   * Crash-safe write. 'replace' renames over any existing file; 'create' links
-   * and returns false if the file already exists.
-   */
-  async write(dirPath: string, name: string, text: string, mode: 'replace' | 'create'): Promise<boolean> {
-    const tmp = path.join(dirPath, `${TMP_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`);
-    const final = path.join(dirPath, name);
-    let created = true;
-    try {
-      const fh = await fsp.open(tmp, 'wx', 0o600);
-      try {
-        await fh.writeFile(text, 'utf8');
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      if (mode === 'replace') {
-        await fsp.rename(tmp, final);
-      } else {
-        try {
-          await fsp.link(tmp, final);
-        } catch (err) {
-          if (errCode(err) !== 'EEXIST') throw err;
-          created = false;
-        }
-        await fsp.unlink(tmp);
-      }
-    } catch (err) {
-      await fsp.unlink(tmp).catch(() => {});
-      throw unavailable(`writing ${final}`, err);
-    }
-    if (created) await this.syncDir(dirPath);
-    return created;
+  /** Crash-safe write (see writeDurably). */
+  write(dirPath: string, name: string, text: string, mode: 'replace' | 'create'): Promise<boolean> {
+    return writeDurably(dirPath, name, text, mode);
   }
 
   async remove(coll: Collection, name: string): Promise<boolean> {
@@ -126,21 +96,8 @@ export class RecordFiles {
       if (errCode(err) === 'ENOENT') return false;
       throw unavailable(`deleting ${path.join(dirPath, name)}`, err);
     }
-    await this.syncDir(dirPath);
+    await syncDir(dirPath);
     return true;
-  }
-
-  private async syncDir(dirPath: string): Promise<void> {
-    try {
-      const fh = await fsp.open(dirPath, 'r');
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-    } catch (err) {
-      throw unavailable(`syncing ${dirPath}`, err);
-    }
   }
 
   /** Reads and validates one record file; undefined if it does not exist. */
@@ -217,5 +174,54 @@ export class RecordFiles {
     } catch {
       /* someone else removed it */
     }
+  }
+}
+
+/**
+ * Crash-safe write. 'replace' renames over any existing file; 'create' links
+ * and returns false if the file already exists.
+ */
+export async function writeDurably(dirPath: string, name: string, text: string, mode: 'replace' | 'create'): Promise<boolean> {
+  const tmp = path.join(dirPath, `${TMP_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`);
+  const final = path.join(dirPath, name);
+  let created = true;
+  try {
+    const fh = await fsp.open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(text, 'utf8');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    if (mode === 'replace') {
+      await fsp.rename(tmp, final);
+    } else {
+      try {
+        await fsp.link(tmp, final);
+      } catch (err) {
+        if (errCode(err) !== 'EEXIST') throw err;
+        created = false;
+      }
+      await fsp.unlink(tmp);
+    }
+  } catch (err) {
+    await fsp.unlink(tmp).catch(() => {});
+    throw unavailable(`writing ${final}`, err);
+  }
+  if (created) await syncDir(dirPath);
+  return created;
+}
+
+/** fsync a directory, so a rename or link in it survives a crash. */
+export async function syncDir(dirPath: string): Promise<void> {
+  try {
+    const fh = await fsp.open(dirPath, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw unavailable(`syncing ${dirPath}`, err);
   }
 }
