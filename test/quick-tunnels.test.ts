@@ -51,8 +51,8 @@ describe('quick tunnels: tunnel --url publishes a random hostname with no accoun
     expect(existsSync(tunnelHome) ? readdirSync(tunnelHome) : []).toEqual([]);
   });
 
-  it('tunnel --hello-world serves the built-in page', async () => {
-    const q = await startQuickConnector({ relay: fleet.relays[1]!.controlUrl! });
+  it('tunnel --hello-world serves the built-in page; --relay takes any of the relay\'s URLs (/.well-known/tunnel-relay names the control API)', async () => {
+    const q = await startQuickConnector({ relay: fleet.relays[1]!.publicUrl });
     const res = await req(`${fleet.relays[1]!.publicUrl}/`, { host: q.hostname, headers: { accept: 'application/json' } });
     expect(res.status).toBe(200);
     expect(res.json<{ hello: string; host: string }>()).toMatchObject({ hello: 'world', host: q.hostname });

@@ -16,6 +16,7 @@ import { ControlError } from '../ha/control-client.js';
 import { createQuick, removeQuick, renewQuick, type QuickGrant } from './quick-client.js';
 import { quickBox } from './quick-box.js';
 import { quickConfigPath, resolveQuickRelay } from './quick-relay.js';
+import { describeRelay } from '../ha/relay-lookup.js';
 
 export class QuickUsageError extends Error {}
 
@@ -88,10 +89,13 @@ async function runQuick(o: QuickFlags): Promise<void> {
   } catch (e) {
     throw new QuickUsageError(`--grace-period: ${(e as Error).message}`);
   }
-  const relay = resolveQuickRelay(o);
-  if (!relay) {
+  const given = resolveQuickRelay(o);
+  if (!given) {
     throw new QuickUsageError(`no relay to ask for a quick tunnel: pass --relay https://RELAY, or set TUNNEL_QUICK_RELAY, or put quick-relay: https://RELAY in ${quickConfigPath()}`);
   }
+  // Any of the relay's URLs: its signed /.well-known/tunnel-relay names the control API. A relay
+  // from before that document is asked at the URL given.
+  const relay = (await describeRelay(given).catch(() => null))?.control ?? given;
   const log = createLogger({ name: 'tunnel', level: o.loglevel ?? o.logLevel ?? 'info', format: o.logFormat, file: o.logfile });
   const connectorId = randomUUID();
   let grant: QuickGrant = await createQuick(relay, connectorId);
