@@ -73,7 +73,7 @@ describe('dashboard actions refuse forged requests', () => {
     tmp.cleanup();
   });
 
-  const actions = () => [`tunnels/${tunnelId}/delete`, 'tokens/revoke', 'logins/ABCD-EFGH/approve', 'logins/ABCD-EFGH/deny', 'relays/gone-relay/forget'];
+  const actions = () => [`tunnels/${tunnelId}/delete`, 'tokens/revoke', 'logins/ABCD-EFGH/approve', 'logins/ABCD-EFGH/deny', 'relays/gone-relay/forget', 'quick/gone.try.test/kill'];
 
   it('no session: 401 for every action, even with a CSRF token of a real session', async () => {
     const { csrf } = await login();

@@ -395,6 +395,7 @@ serve.action(async (flags, cmd: Command) => {
         policy,
         ...(relay.certificate ? { peerTls: { dispatcher: relay.certificate.peerDispatcher() } } : {}),
         peerAuth: relay.peerAuth,
+        quick: relay.quick,
       });
       const control = withQuickRoutes({ quick: relay.quick, operatorGuard, log }, controlRequestHandler({
         extra: (req, res, url) => dashboard.handle(req, res, url),

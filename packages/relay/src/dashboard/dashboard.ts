@@ -14,6 +14,7 @@ import type { TunnelConnections } from '../connectors/tunnel-connections.js';
 import type { OperatorKeyGuard } from '../control/operator-key-guard.js';
 import type { CredentialPolicy } from '../connectors/credential-check.js';
 import type { PeerAuth } from '../fleet/peer-auth.js';
+import type { QuickTunnels } from '../quick/quick-tunnels.js';
 import { ApiError, decodeSegment } from '../control/api-error.js';
 import { stripV4Mapped } from '../edge/client-ip.js';
 import { DashboardSessions, checkSameOrigin, type Session } from './session.js';
@@ -47,6 +48,8 @@ export interface DashboardDeps {
   /** The fleet's relay-to-relay signatures (the same scheme as peer forwarding). */
   peerAuth: PeerAuth;
   policy?: CredentialPolicy;
+  /** The relay's quick tunnels (null: off): listed as their own group, killed through the operator API's kill. */
+  quick?: Pick<QuickTunnels, 'kill' | 'list'> | null;
   /** How often snapshots are pushed to open dashboards. */
   tickMs?: number;
   /** A relay whose heartbeat is older than this is shown as stale. */
@@ -112,7 +115,7 @@ export class Dashboard {
   private async action(req: http.IncomingMessage, res: http.ServerResponse, p: string, session: Session): Promise<boolean> {
     const seg = p.slice('/dashboard/api/'.length).split('/');
     const route = `${seg[0]}/${seg.length === 3 ? `:id/${seg[2]}` : seg[1]}`;
-    const known = ['logins/:id/approve', 'logins/:id/deny', 'tokens/revoke', 'tunnels/:id/delete', 'relays/:id/forget'];
+    const known = ['logins/:id/approve', 'logins/:id/deny', 'tokens/revoke', 'tunnels/:id/delete', 'relays/:id/forget', 'quick/:id/kill'];
     if (!known.includes(route)) throw new ApiError(404, 'not_found', `no such endpoint POST ${p}`);
     this.sessions!.checkAction(req, session);
     const id = seg.length === 3 ? decodeSegment(seg[1]!) : '';
@@ -133,6 +136,9 @@ export class Dashboard {
         break;
       case 'relays/:id/forget':
         result = await this.actions.forgetRelay(id);
+        break;
+      case 'quick/:id/kill':
+        result = await this.actions.killQuick(id);
         break;
     }
     // Every open page sees the change now, not at the next tick.
@@ -178,7 +184,7 @@ export class Dashboard {
 
   private async build(): Promise<DashboardState> {
     const { store } = this.d;
-    const [members, history, retired, accounts, tunnels, routes, zones, presence, logins] = await Promise.all([
+    const [members, history, retired, accounts, tunnels, routes, zones, presence, logins, quick] = await Promise.all([
       store.listRelays(),
       // The history is the dashboard's own: when it cannot be read, show what is alive rather than nothing.
       store.listRelayHistory().catch((e: unknown) => {
@@ -195,6 +201,7 @@ export class Dashboard {
       store.listZones(),
       store.listPresence(),
       store.listLoginSessions(),
+      this.d.quick?.list() ?? [],
     ]);
     const now = Date.now();
     const staleAfterMs = this.d.staleAfterMs ?? 5_000;
@@ -208,7 +215,7 @@ export class Dashboard {
         }),
     );
     const state = buildFleetState(
-      { now, self: { relayId: this.d.relayId, region: this.d.region }, members, history, retired, accounts, tunnels, routes, zones, presence, logins, stats, staleAfterMs },
+      { now, self: { relayId: this.d.relayId, region: this.d.region }, members, history, retired, accounts, tunnels, routes, zones, presence, logins, quick, stats, staleAfterMs },
       this.rates.update(stats.values(), now),
     );
     this.last = { at: now, state };

@@ -9,6 +9,7 @@
 import type { Account, Presence, RelayMember, Tunnel, Route, Zone, PendingLoginSession } from '../store/types.js';
 import type { CountsByTunnel, RelayHistory, TunnelCounts } from '../store/relay-history.js';
 import type { RelayStats } from './relay-stats.js';
+import type { QuickTunnelInfo } from '../quick/quick-tunnels.js';
 
 export type RelayHealth = 'healthy' | 'draining' | 'stale' | 'down' | 'stopped';
 
@@ -54,6 +55,8 @@ export interface DashboardState {
     eps: number;
     connectors: ConnectorView[];
   }>;
+  /** Quick tunnels (`tunnel --url`), their own group: they are not in `tunnels`. */
+  quick: Array<{ tunnelId: string; hostname: string; createdAt: number; clientIps: string[]; connections: number; requests: number; rps: number }>;
   unrouted: { requests: number; rps: number };
   logins: Array<{ code: string; createdAt: number; expiresAt: number }>;
   accounts: Array<{ id: string; name: string; createdAt: number; tunnels: number; zones: string[] }>;
@@ -73,6 +76,8 @@ export interface FleetInputs {
   zones: Zone[];
   presence: Presence[];
   logins: PendingLoginSession[];
+  /** Live quick tunnels (empty when the relay has none or they are off). */
+  quick: QuickTunnelInfo[];
   /** Stats read this tick, by relay id. */
   stats: ReadonlyMap<string, RelayStats>;
   /** A member whose heartbeat is older than this is stale. */
@@ -196,6 +201,7 @@ export function buildFleetState(x: FleetInputs, rates: ReadonlyMap<string, { rps
     allRequests += c?.requests ?? 0;
     allErrors += c?.errors ?? 0;
   }
+  const quickIds = new Set(x.quick.map((q) => q.tunnelId));
   const tunnelsOf = groupBy(x.tunnels, (t) => t.accountId);
   const zonesOf = groupBy(x.zones, (z) => z.accountId);
 
@@ -204,6 +210,7 @@ export function buildFleetState(x: FleetInputs, rates: ReadonlyMap<string, { rps
     self: x.self,
     relays,
     tunnels: x.tunnels
+      .filter((t) => !quickIds.has(t.id))
       .map((t) => {
         const connectors = new Map<string, ConnectorView>();
         for (const p of byTunnel.get(t.id) ?? []) {
@@ -227,6 +234,17 @@ export function buildFleetState(x: FleetInputs, rates: ReadonlyMap<string, { rps
         };
       })
       .sort((a, b) => a.account.localeCompare(b.account) || a.name.localeCompare(b.name)),
+    quick: x.quick
+      .map((q) => ({
+        tunnelId: q.tunnelId,
+        hostname: q.hostname,
+        createdAt: q.createdAt,
+        clientIps: q.clientIps,
+        connections: q.connections,
+        requests: totals.get(q.tunnelId)?.requests ?? 0,
+        rps: round(rates.get(q.tunnelId)?.rps ?? 0),
+      }))
+      .sort((a, b) => a.createdAt - b.createdAt),
     unrouted: { requests: totals.get('')?.requests ?? 0, rps: round(rates.get('')?.rps ?? 0) },
     logins: x.logins.map((l) => ({ code: l.code, createdAt: l.createdAt, expiresAt: l.expiresAt })).sort((a, b) => a.createdAt - b.createdAt),
     accounts: x.accounts.map((a) => ({ id: a.id, name: a.name, createdAt: a.createdAt, tunnels: tunnelsOf.get(a.id)?.length ?? 0, zones: (zonesOf.get(a.id) ?? []).map((z) => z.zone).sort() })),

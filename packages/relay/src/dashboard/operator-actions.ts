@@ -2,7 +2,7 @@
 // /dashboard/api/ behind the session and its CSRF token (dashboard.ts checks
 // both before calling these): approve or deny a `tunnel login` code, revoke a
 // credential, delete a tunnel (its connectors are disconnected fleet-wide),
-// forget a relay that is down. Every input is checked here; every action is
+// forget a relay that is down, kill a quick tunnel. Every input is checked here; every action is
 // logged with what it did.
 
 import type { Logger } from 'pino';
@@ -13,6 +13,7 @@ import type { FleetKeys } from '../control/keys.js';
 import { isRelayHistoryId } from '../store/relay-history.js';
 import type { Store } from '../store/types.js';
 import type { CredentialPolicy } from '../connectors/credential-check.js';
+import type { QuickTunnels } from '../quick/quick-tunnels.js';
 
 export interface OperatorActionDeps {
   store: Store;
@@ -20,6 +21,8 @@ export interface OperatorActionDeps {
   log: Logger;
   controlUrl(): string;
   policy?: CredentialPolicy;
+  /** Null or absent: quick tunnels are off on this relay. */
+  quick?: Pick<QuickTunnels, 'kill' | 'list'> | null;
 }
 
 const ACCOUNT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -93,6 +96,14 @@ export class OperatorActions {
     await this.d.store.deleteTunnel(id);
     this.d.log.info({ event: 'tunnel-deleted', tunnelId: id, accountId: t.accountId, connections, via: 'dashboard' }, 'tunnel deleted from the dashboard');
     return { deleted: id, name: t.name };
+  }
+
+  /** The operator API's kill (`DELETE /v1/operator/quick/HOST`): the hostname is gone fleet-wide and its connector stops. */
+  async killQuick(ref: string): Promise<{ killed: string }> {
+    if (!this.d.quick) throw new ApiError(404, 'quick_not_found', 'this relay does not offer quick tunnels');
+    const hostname = await this.d.quick.kill(ref);
+    this.d.log.info({ event: 'quick-killed', hostname, via: 'dashboard' }, `quick tunnel ${hostname} killed from the dashboard`);
+    return { killed: hostname };
   }
 
   /** Only a relay that is no longer a member: a live one would record itself again at once. */

@@ -167,6 +167,20 @@ export const APP_JS = `
     setHtml($('#tunnels'), html);
   }
 
+  // Quick tunnels (tunnel --url): anonymous, so shown by hostname, age and the address they come from.
+  function renderQuick() {
+    var q = state.quick || [];
+    $('#quick-section').hidden = !q.length;
+    setHtml($('#quick'), '<table class="grid"><thead><tr><th>Hostname</th><th class="num">Age</th><th>Client IP</th><th class="num">Conns</th><th class="num">Requests</th><th class="num">Req/s</th><th></th></tr></thead><tbody>' +
+      q.map(function (t) {
+        return '<tr data-quick="' + esc(t.hostname) + '"><td class="mono">' + esc(t.hostname) + '</td>' +
+          '<td class="num" data-age="' + t.createdAt + '">' + fmtAge(now() - t.createdAt) + '</td>' +
+          '<td class="mono client-ip">' + (t.clientIps.length ? esc(t.clientIps.join(', ')) : '<span class="none">not connected</span>') + '</td>' +
+          '<td class="num">' + t.connections + '</td><td class="num">' + t.requests + '</td><td class="num" data-testid="rps">' + fmtRate(t.rps) + '</td>' +
+          '<td><button type="button" class="danger kill-quick" data-host="' + esc(t.hostname) + '" title="remove the hostname; its connector stops">Kill</button></td></tr>';
+      }).join('') + '</tbody></table>');
+  }
+
   function renderAccounts() {
     if (!state.accounts.length) setHtml($('#accounts'), '<p class="none">No accounts yet.</p>');
     else setHtml($('#accounts'), '<table class="grid" id="accounts-table"><thead><tr><th>Account</th><th class="num">Tunnels</th><th>Zones</th><th>Created</th></tr></thead><tbody>' +
@@ -238,6 +252,13 @@ export const APP_JS = `
       post('api/tunnels/' + encodeURIComponent(b.getAttribute('data-tunnel')) + '/delete', {}, $('#action-msg'),
         function (j) { return 'Deleted tunnel ' + j.name + ' (' + j.deleted + ').'; },
         function (ok) { if (!ok) b.disabled = false; });
+    } else if (b.classList.contains('kill-quick')) {
+      var host = b.getAttribute('data-host');
+      if (!window.confirm('Kill quick tunnel ' + host + '? The hostname goes and its connector stops.')) return;
+      b.disabled = true;
+      post('api/quick/' + encodeURIComponent(host) + '/kill', {}, $('#action-msg'),
+        function (j) { return 'Killed quick tunnel ' + j.killed + '.'; },
+        function (ok) { if (!ok) b.disabled = false; });
     } else if (b.classList.contains('forget')) {
       var id = b.getAttribute('data-relay');
       if (!window.confirm('Forget relay ' + id + '? It leaves this list; its requests stay in the totals.')) return;
@@ -284,6 +305,7 @@ export const APP_JS = `
     renderLogins();
     renderRelays();
     renderTunnels();
+    renderQuick();
     renderAccounts();
   }
 

@@ -75,6 +75,10 @@ export function dashboardHtml(o: { relayId: string; region: string; csrf: string
     <h2>Tunnels</h2>
     <div id="tunnels"></div>
   </section>
+  <section id="quick-section" hidden>
+    <h2>Quick tunnels</h2>
+    <div id="quick"></div>
+  </section>
   <section>
     <h2>Revoke a credential</h2>
     <form id="revoke" class="inline" autocomplete="off">
