@@ -85,7 +85,7 @@ describe('drain and signals', () => {
   it('a drain timeout that is not a duration stops `serve` with the flag named (it once meant: wait for nothing)', async () => {
     const r = await runCli(RELAY_CLI, ['serve', '--store', fleet.store, '--keys', fleet.keys, '--http', '127.0.0.1:0', '--connect', '127.0.0.1:0', '--control', 'off', '--peer', 'off', '--drain-timeout', 'soon'], {}, fleet.dir, 15_000);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe('tunnel-relay: --drain-timeout: expected a duration like 500ms, 30s or 2m, got "soon"\n');
+    expect(r.stderr).toBe('tunnel-relay: --drain-timeout: invalid duration "soon": expected a number followed by a unit (h, m, s or ms), e.g. "30s", "1m30s", "500ms"\n');
   });
 
   it('a second SIGTERM exits the connector at once, while a request is still held and the grace period has a minute left', async () => {

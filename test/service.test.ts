@@ -89,7 +89,7 @@ describe('service install', () => {
     const tokenSrc = path.join(tmp.dir, 'token.txt');
     writeFileSync(tokenSrc, token + '\n', { mode: 0o600 });
     const env = { TUNNEL_SERVICE_UNIT_DIR: units, TUNNEL_SERVICE_CONFIG_DIR: etc };
-    const r = await runCli(CONNECTOR_CLI, ['service', 'install', '--url', origin.url, '--token-file', tokenSrc, '--metrics', '127.0.0.1:0'], env);
+    const r = await runCli(CONNECTOR_CLI, ['service', 'install', '--allow-hidden-exec', '--url', origin.url, '--token-file', tokenSrc, '--metrics', '127.0.0.1:0'], env);
     expect(r.code, r.stderr).toBe(0);
     const unitPath = path.join(units, 'tunnel.service');
     expect(r.stdout).toContain(`wrote    ${path.join(etc, 'config.yml')}`);
@@ -112,10 +112,10 @@ describe('service install', () => {
     keepForVerify(unitPath);
 
     // Installing again must not silently replace the token.
-    const again = await runCli(CONNECTOR_CLI, ['service', 'install', '--url', origin.url, '--token-file', tokenSrc], env);
+    const again = await runCli(CONNECTOR_CLI, ['service', 'install', '--allow-hidden-exec', '--url', origin.url, '--token-file', tokenSrc], env);
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/config\.yml exists: pass --force/);
-    expect((await runCli(CONNECTOR_CLI, ['service', 'install', '--url', origin.url, '--token-file', tokenSrc, '--force'], env)).code).toBe(0);
+    expect((await runCli(CONNECTOR_CLI, ['service', 'install', '--allow-hidden-exec', '--url', origin.url, '--token-file', tokenSrc, '--force'], env)).code).toBe(0);
 
     // What the unit runs, run by hand: the config plus TUNNEL_TOKEN_FILE.
     const run = new Proc('svc-connector', process.execPath, [CONNECTOR_CLI, 'run', '--config', path.join(etc, 'config.yml'), '--log-format', 'json'], { TUNNEL_TOKEN_FILE: path.join(etc, 'token'), TUNNEL_TOKEN: '' });
@@ -147,7 +147,7 @@ describe('service install', () => {
     expect(dry.stdout).toContain('tunnel-relay.service');
     expect(existsSync(etc)).toBe(false);
 
-    const r = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--keys', keys, '--region', 'eu-test', '--advertise-host', 'relay1.example.net', '--no-start', '--insecure-http-control']);
+    const r = await runCli(RELAY_CLI, ['service', 'install', '--allow-hidden-exec', '--unit-dir', units, '--config-dir', etc, '--keys', keys, '--region', 'eu-test', '--advertise-host', 'relay1.example.net', '--no-start', '--insecure-http-control']);
     expect(r.code, r.stderr).toBe(0);
     const unitPath = path.join(units, 'tunnel-relay.service');
     for (const f of ['relay.yml', 'fleet-key.json', 'operator-key']) expect(r.stdout).toContain(path.join(etc, f));
@@ -171,7 +171,7 @@ describe('service install', () => {
     // A different fleet key is never replaced behind the operator's back.
     const other = path.join(tmp.dir, 'other-key.json');
     generateKeyFile(other);
-    const clash = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--keys', other, '--no-start', '--insecure-http-control']);
+    const clash = await runCli(RELAY_CLI, ['service', 'install', '--allow-hidden-exec', '--unit-dir', units, '--config-dir', etc, '--keys', other, '--no-start', '--insecure-http-control']);
     expect(clash.code).toBe(1);
     expect(clash.stderr).toMatch(/fleet-key\.json exists and differs/);
 

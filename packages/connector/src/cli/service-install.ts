@@ -95,6 +95,7 @@ export function registerServiceCommands(program: Command): void {
     .addOption(new Option('--unit-dir <dir>', 'where the unit goes').env('TUNNEL_SERVICE_UNIT_DIR').default('/etc/systemd/system'))
     .addOption(new Option('--config-dir <dir>', 'where config.yml and the token go').env('TUNNEL_SERVICE_CONFIG_DIR').default('/etc/tunnel'))
     .option('--exec <command>', 'command that runs `tunnel` (default: this node and this CLI)')
+    .option('--allow-hidden-exec', 'write the unit even when the command lies under /home, /root, /run/user or /tmp (only where a drop-in relaxes ProtectHome/PrivateTmp)')
     .option('--force', 'replace an existing config.yml and token')
     .option('--dry-run', 'print the unit and config instead of writing anything')
     .option('--no-start', 'do not run systemctl daemon-reload / enable --now')
@@ -143,7 +144,7 @@ export function registerServiceCommands(program: Command): void {
         credentialsFile: o.credentialsFile ?? (name ? await fetchCredentialsFor(name) : undefined),
       });
       try {
-        checkRunnableInstall(opts.exec, 'tunnel', process.argv.slice(process.argv.indexOf('install') + 1), !!o.exec);
+        if (!o.allowHiddenExec) checkRunnableInstall(opts.exec, 'tunnel', process.argv.slice(process.argv.indexOf('install') + 1), !!o.exec);
       } catch (e) {
         throw e instanceof HiddenInstallError ? new ServiceError(e.message) : e;
       }

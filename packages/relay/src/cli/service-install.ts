@@ -131,6 +131,7 @@ export function registerRelayServiceCommands(program: Command): void {
     .option('--drain-delay <ms>', 'how long a draining relay keeps serving before closing listeners', '1000')
     .option('--insecure-http-control', 'without --tls-cert: serve the connector endpoint, control API and peer endpoint in plain HTTP off loopback')
     .option('--exec <command>', 'command that runs tunnel-relay (default: this node and this CLI)')
+    .option('--allow-hidden-exec', 'write the unit even when the command lies under /home, /root, /run/user or /tmp (only where a drop-in relaxes ProtectHome/PrivateTmp)')
     .option('--force', 'replace an existing relay.yml (keys are never replaced: remove them yourself)')
     .option('--dry-run', 'print the unit and relay.yml instead of writing anything')
     .option('--no-start', 'do not run systemctl daemon-reload / enable --now')
@@ -169,7 +170,7 @@ export function registerRelayServiceCommands(program: Command): void {
         return;
       }
       try {
-        checkRunnableInstall(opts.exec, 'tunnel-relay', process.argv.slice(process.argv.indexOf('install') + 1), !!o.exec);
+        if (!o.allowHiddenExec) checkRunnableInstall(opts.exec, 'tunnel-relay', process.argv.slice(process.argv.indexOf('install') + 1), !!o.exec);
       } catch (e) {
         throw e instanceof HiddenInstallError ? new ServiceError(e.message) : e;
       }
