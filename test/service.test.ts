@@ -146,6 +146,12 @@ describe('service install', () => {
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toContain('tunnel-relay.service');
     expect(existsSync(etc)).toBe(false);
+    // Durations take serve's grammar (Number('2m') once wrote `NaNms` into relay.yml).
+    const timed = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--dry-run', '--insecure-http-control', '--drain-timeout', '2m']);
+    expect(timed.stdout).toContain('drain-timeout: 120000ms');
+    const bare = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--dry-run', '--insecure-http-control', '--drain-timeout', '30']);
+    expect(bare.code).toBe(1);
+    expect(bare.stderr).toContain('--drain-timeout: invalid duration "30"');
 
     const r = await runCli(RELAY_CLI, ['service', 'install', '--allow-hidden-exec', '--unit-dir', units, '--config-dir', etc, '--keys', keys, '--region', 'eu-test', '--advertise-host', 'relay1.example.net', '--no-start', '--insecure-http-control']);
     expect(r.code, r.stderr).toBe(0);

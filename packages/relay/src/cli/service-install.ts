@@ -8,6 +8,7 @@ import { stringify } from 'yaml';
 import { generateKeyFile, loadKeyFile } from '../control/keys.js';
 import { checkPlainListeners, TlsConfigError } from '../edge/listener-tls.js';
 import { parseListen } from '../edge/listen.js';
+import { durationMs } from './relay-config.js';
 
 /**
  * `tunnel-relay service install|uninstall`: a hardened systemd unit plus
@@ -21,6 +22,13 @@ export const UNIT_NAME = 'tunnel-relay.service';
 const STATE_DIR = '/var/lib/tunnel-relay';
 
 export class ServiceError extends Error {}
+
+/** The same duration grammar as `serve` and relay.yml (a bare number once became `NaNms` in relay.yml). */
+function durationOption(flag: string, value: string): number {
+  const r = durationMs(value);
+  if ('problem' in r) throw new ServiceError(`--${flag}: ${r.problem}`);
+  return r.ms;
+}
 
 export interface RelayServiceOptions {
   unitDir: string;
@@ -127,8 +135,8 @@ export function registerRelayServiceCommands(program: Command): void {
     .option('--peer <addr>', 'relay-to-relay listener', ':7845')
     .option('--metrics <addr>', 'Prometheus /metrics listener', '127.0.0.1:9464')
     .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay (default: this machine\'s host name)')
-    .option('--drain-timeout <ms>', 'how long SIGTERM waits for in-flight requests', '30000')
-    .option('--drain-delay <ms>', 'how long a draining relay keeps serving before closing listeners', '1000')
+    .option('--drain-timeout <duration>', 'how long SIGTERM waits for in-flight requests', '30s')
+    .option('--drain-delay <duration>', 'how long a draining relay keeps serving before closing listeners', '1s')
     .option('--insecure-http-control', 'without --tls-cert: serve the connector endpoint, control API and peer endpoint in plain HTTP off loopback')
     .option('--exec <command>', 'command that runs tunnel-relay (default: this node and this CLI)')
     .option('--allow-hidden-exec', 'write the unit even when the command lies under /home, /root, /run/user or /tmp (only where a drop-in relaxes ProtectHome/PrivateTmp)')
@@ -145,8 +153,8 @@ export function registerRelayServiceCommands(program: Command): void {
         id: o.id,
         listen: { http: o.http, https: o.https, connect: o.connect, control: o.control, peer: o.peer, metrics: o.metrics },
         advertiseHost: o.advertiseHost ?? hostname(),
-        drainTimeoutMs: Number(o.drainTimeout),
-        drainDelayMs: Number(o.drainDelay),
+        drainTimeoutMs: durationOption('drain-timeout', o.drainTimeout),
+        drainDelayMs: durationOption('drain-delay', o.drainDelay),
         tls: !!(o.tlsCert && o.tlsKey),
         insecureHttpControl: !!o.insecureHttpControl,
       };
