@@ -80,6 +80,10 @@ describe('Access: policies, service tokens, the signed assertion and the connect
     connector = new Proc('connector', process.execPath, [CONNECTOR_CLI, 'run', 'a', '--config', config, '--relay', a.connectUrl, '--no-discover', '--ha-connections', '1', '--log-format', 'json'], { TUNNEL_HOME: home });
     await waitFor(() => connector.countLogs((l) => l.event === 'registered') >= 1 || !connector.running, 15_000, { message: 'connector registered' });
     expect(connector.running, connector.stderr).toBe(true);
+    // B learns of A's connection through the shared store, not at once: wait
+    // until B forwards (open.alice.test has no policy yet), so the peer test
+    // below is about Access and not about how fast the fleet view converges.
+    await waitFor(async () => (await req(`${b.publicUrl}/`, { host: 'open.alice.test' })).status === 200, 15_000, { message: 'relay B forwards to the connection on A' });
   });
   afterAll(async () => {
     await stopAll();
