@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type WebSocket from 'ws';
-import { GoAwayCode } from '@tunnel/protocol';
+import { GoAwayCode, MAX_CONN_INDEX } from '@tunnel/protocol';
 import { startFleet, type Fleet } from '../harness/fleet.js';
 import { startOrigin, type Origin } from '../harness/origin.js';
 import { createTunnel, startRelay, type Proc, type RelayProc } from '../harness/procs.js';
@@ -160,5 +160,17 @@ describe('security: connector-side ceilings', () => {
     // It still serves (forwarding to the relay that holds the stock connector).
     await waitFor(async () => (await req(`${r.publicUrl}/alive`, { host: fleet.hostname })).text === 'ok /alive', 10_000, { message: 'stall relay serving' });
     await r.proc.stop();
+  });
+
+  it('Tunnel-Conn-Index: 0..MAX_CONN_INDEX is taken, one more is a 400 naming the range', async () => {
+    const over = await connectRaw(relay().connectUrl, fleet.token, 'idx', MAX_CONN_INDEX + 1);
+    expect(over.ok).toBe(false);
+    if (over.ok) return;
+    expect(over.status).toBe(400);
+    expect(JSON.parse(over.body).error).toEqual({ code: 'bad_headers', message: `Tunnel-Connector-Id and Tunnel-Conn-Index (0..${MAX_CONN_INDEX}) are required` });
+    const top = await connectRaw(relay().connectUrl, fleet.token, 'idx', MAX_CONN_INDEX);
+    expect(top.ok).toBe(true);
+    if (top.ok) top.ws.terminate();
+    await stillServing();
   });
 });

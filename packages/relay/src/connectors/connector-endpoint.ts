@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { WebSocketServer } from 'ws';
 import type { Logger } from 'pino';
-import { Session, TUNNEL_WS_OPTIONS, wsTransport } from '@tunnel/protocol';
+import { MAX_CONN_INDEX, Session, TUNNEL_WS_OPTIONS, wsTransport } from '@tunnel/protocol';
 import { checkTunnelCredential, type CredentialPolicy } from './credential-check.js';
 import { ConnectorConnection } from './connector-connection.js';
 import type { TunnelConnections } from './tunnel-connections.js';
@@ -127,8 +127,8 @@ export class ConnectorEndpoint {
     const idx = Number(header(req, 'tunnel-conn-index'));
     // Informational only (the dashboard shows it): dropped unless it looks like a host name.
     const host = header(req, 'tunnel-connector-host') ?? '';
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(connectorId) || !Number.isInteger(idx) || idx < 0 || idx > 63) {
-      return { status: 400, code: 'bad_headers', message: 'Tunnel-Connector-Id and Tunnel-Conn-Index (0..63) are required' };
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(connectorId) || !Number.isInteger(idx) || idx < 0 || idx > MAX_CONN_INDEX) {
+      return { status: 400, code: 'bad_headers', message: `Tunnel-Connector-Id and Tunnel-Conn-Index (0..${MAX_CONN_INDEX}) are required` };
     }
     // A quick tunnel has one connector: its token works for no other.
     if (claims.quick !== undefined && claims.quick.connectorId !== connectorId) {
