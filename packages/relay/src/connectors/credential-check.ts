@@ -60,6 +60,83 @@ export class LegacyCredentials {
   }
 }
 
+/**
+ * What differs between the credentials a relay accepts; the order of the
+ * checks (signature and kind, shape, legacy, revocation, subject) does not.
+ */
+interface CredentialKind<T> {
+  kind: 'tunnel' | 'account';
+  tokenKind: (typeof TokenKind)[keyof typeof TokenKind];
+  /** How a refusal names it: "tunnel credential". */
+  what: string;
+  missing: string;
+  /** How to get a new one, appended to refusals the holder can fix. */
+  again: string;
+  /** The claims this kind must carry; `lacks` says why when they are not there. */
+  hasShape(claims: T): boolean;
+  lacks: string;
+  revoked: string;
+  /** That what the credential is for still exists; a refusal when not. */
+  subject(claims: T, store: Store): Promise<CredentialRefusal | null>;
+}
+
+const TUNNEL: CredentialKind<TunnelClaims> = {
+  kind: 'tunnel',
+  tokenKind: TokenKind.Tunnel,
+  what: 'tunnel credential',
+  missing: 'no tunnel credential (Authorization: Bearer …)',
+  again: 'get a new one with `tunnel token --rotate NAME` (or `tunnel token NAME`)',
+  hasShape: (c) => typeof c.tunnelId === 'string' && typeof c.jti === 'string' && typeof c.accountId === 'string',
+  lacks: 'tunnel credential lacks tunnel, account or id',
+  revoked: 'tunnel credential has been revoked',
+  async subject(claims, store) {
+    const tunnel = await store.getTunnel(claims.tunnelId);
+    if (!tunnel && !(await store.getTombstone(claims.tunnelId))) {
+      // A valid credential for a tunnel the store has never heard of, and no
+      // tombstone saying it was deleted: the store lost its data. Retryable.
+      return { status: 503, code: 'tunnel_unknown', message: `the relay's store does not know tunnel ${claims.tunnelId} (store empty or wiped?); retry later` };
+    }
+    if (!tunnel || tunnel.accountId !== claims.accountId) return { status: 403, code: 'tunnel_deleted', message: `tunnel ${claims.tunnelId} no longer exists` };
+    return null;
+  },
+};
+
+const ACCOUNT: CredentialKind<AccountClaims> = {
+  kind: 'account',
+  tokenKind: TokenKind.Account,
+  what: 'account credential',
+  missing: 'no account credential: run `tunnel login` first',
+  again: 'run `tunnel login` again',
+  hasShape: (c) => typeof c.accountId === 'string' && typeof c.jti === 'string',
+  lacks: 'account credential lacks its account',
+  revoked: 'this account credential has been revoked: run `tunnel login` again',
+  async subject(claims, store) {
+    if (await store.getAccount(claims.accountId)) return null;
+    return { status: 403, code: 'account_deleted', message: 'the account of this credential no longer exists' };
+  },
+};
+
+async function checkCredential<T extends { jti: string; exp?: number }>(k: CredentialKind<T>, token: string, publicKey: string, store: Store, policy: CredentialPolicy): Promise<Verified<T>> {
+  if (!token) return { status: 401, code: 'missing_credential', message: k.missing };
+  let claims: T;
+  try {
+    claims = verifyToken(k.tokenKind, token, publicKey).claims as unknown as T;
+  } catch (e) {
+    return signatureRefusal(e, k.what, k.again);
+  }
+  if (!k.hasShape(claims)) return { status: 401, code: 'invalid_credential', message: k.lacks };
+  if (claims.exp === undefined) {
+    policy.legacySeen?.note(k.kind, claims.jti, policy.legacy);
+    if (policy.legacy === 'refuse') return { status: 401, code: 'credential_no_expiry', message: `this ${k.kind} credential has no expiry and this relay no longer accepts such: ${k.again}` };
+  }
+  try {
+    if (await store.isRevoked(claims.jti)) return { status: 403, code: 'credential_revoked', message: k.revoked };
+    return (await k.subject(claims, store)) ?? { claims };
+  } catch (e) {
+    return { status: 503, code: 'store_unavailable', message: `relay cannot check the credential now: ${(e as Error).message}` };
+  }
+}
+
 function signatureRefusal(e: unknown, what: string, again: string): CredentialRefusal {
   const why = e instanceof TokenError ? e.code : 'MALFORMED';
   if (why === 'EXPIRED') return { status: 401, code: 'credential_expired', message: `${what} has expired: ${again}` };
@@ -70,71 +147,23 @@ function signatureRefusal(e: unknown, what: string, again: string): CredentialRe
       why === 'BAD_SIGNATURE'
         ? `${what} signature does not verify (tampered, or issued by another fleet)`
         : why === 'WRONG_KIND'
-          ? `this is not a ${what}`
+          ? `this is not ${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what}`
           : `${what} is malformed`,
   };
 }
 
-function legacyRefusal(policy: CredentialPolicy, kind: 'tunnel' | 'account', jti: string, again: string): CredentialRefusal | null {
-  policy.legacySeen?.note(kind, jti, policy.legacy);
-  if (policy.legacy === 'accept') return null;
-  return { status: 401, code: 'credential_no_expiry', message: `this ${kind} credential has no expiry and this relay no longer accepts such: ${again}` };
-}
-
 /**
  * Every place a tunnel credential is accepted (the connector endpoint, the
- * control API's connector routes) checks it here: signature, kind, expiry,
- * shape, revocation, and that its tunnel still exists.
+ * control API's connector routes, quick tunnel renewal) checks it here:
+ * signature, kind, expiry, shape, revocation, and that its tunnel still exists.
  */
-export async function checkTunnelCredential(token: string, publicKey: string, store: Store, policy: CredentialPolicy): Promise<Verified<TunnelClaims>> {
-  if (!token) return { status: 401, code: 'missing_credential', message: 'no tunnel credential (Authorization: Bearer …)' };
-  const again = 'get a new one with `tunnel token --rotate NAME` (or `tunnel token NAME`)';
-  let claims: TunnelClaims;
-  try {
-    claims = verifyToken(TokenKind.Tunnel, token, publicKey).claims as unknown as TunnelClaims;
-  } catch (e) {
-    return signatureRefusal(e, 'tunnel credential', again);
-  }
-  if (typeof claims.tunnelId !== 'string' || typeof claims.jti !== 'string' || typeof claims.accountId !== 'string') {
-    return { status: 401, code: 'invalid_credential', message: 'tunnel credential lacks tunnel, account or id' };
-  }
-  if (claims.exp === undefined) {
-    const refused = legacyRefusal(policy, 'tunnel', claims.jti, again);
-    if (refused) return refused;
-  }
-  try {
-    if (await store.isRevoked(claims.jti)) return { status: 403, code: 'credential_revoked', message: 'tunnel credential has been revoked' };
-    const tunnel = await store.getTunnel(claims.tunnelId);
-    if (!tunnel && !(await store.getTombstone(claims.tunnelId))) {
-      // A valid credential for a tunnel the store has never heard of, and no
-      // tombstone saying it was deleted: the store lost its data. Retryable.
-      return { status: 503, code: 'tunnel_unknown', message: `the relay's store does not know tunnel ${claims.tunnelId} (store empty or wiped?); retry later` };
-    }
-    if (!tunnel || tunnel.accountId !== claims.accountId) return { status: 403, code: 'tunnel_deleted', message: `tunnel ${claims.tunnelId} no longer exists` };
-  } catch (e) {
-    return { status: 503, code: 'store_unavailable', message: `relay cannot check the credential now: ${(e as Error).message}` };
-  }
-  return { claims };
+export function checkTunnelCredential(token: string, publicKey: string, store: Store, policy: CredentialPolicy): Promise<Verified<TunnelClaims>> {
+  return checkCredential(TUNNEL, token, publicKey, store, policy);
 }
 
-/** The account credential (cert.json) check of the control API. */
-export async function checkAccountCredential(token: string, publicKey: string, store: Store, policy: CredentialPolicy): Promise<Verified<AccountClaims>> {
-  if (!token) return { status: 401, code: 'missing_credential', message: 'no account credential: run `tunnel login` first' };
-  const again = 'run `tunnel login` again';
-  let claims: AccountClaims;
-  try {
-    claims = verifyToken(TokenKind.Account, token, publicKey).claims as unknown as AccountClaims;
-  } catch (e) {
-    return signatureRefusal(e, 'account credential', again);
-  }
-  if (typeof claims.accountId !== 'string' || typeof claims.jti !== 'string') return { status: 401, code: 'invalid_credential', message: 'account credential lacks its account' };
-  if (claims.exp === undefined) {
-    const refused = legacyRefusal(policy, 'account', claims.jti, again);
-    if (refused) return refused;
-  }
-  if (await store.isRevoked(claims.jti)) return { status: 403, code: 'credential_revoked', message: `this account credential has been revoked: ${again}` };
-  if (!(await store.getAccount(claims.accountId))) return { status: 403, code: 'account_deleted', message: 'the account of this credential no longer exists' };
-  return { claims };
+/** The account credential (cert.json) check of the control API: the same steps, and that the account still exists. */
+export function checkAccountCredential(token: string, publicKey: string, store: Store, policy: CredentialPolicy): Promise<Verified<AccountClaims>> {
+  return checkCredential(ACCOUNT, token, publicKey, store, policy);
 }
 
 /**
