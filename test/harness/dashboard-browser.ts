@@ -17,11 +17,12 @@ export function noteChromium(what: string): void {
   else console.log(`[skip] ${what}: ${CHROMIUM} is not installed (apt-get install -y chromium)`);
 }
 
-export async function launchChromium(): Promise<Browser> {
+/** `extraArgs`: e.g. --host-resolver-rules for a test hostname on 127.0.0.1. */
+export async function launchChromium(extraArgs: string[] = []): Promise<Browser> {
   if (!haveChromium) throw new Error(`${CHROMIUM} is required when CI=true (.ci/run installs chromium)`);
   return chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', ...extraArgs],
   });
 }
 
