@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { YamuxStream } from '@tunnel/protocol';
-import { RelayConnection, type CloseReason } from './relay-connection.js';
+import { RelayConnection, type CloseReason, type RelayConnOptions } from './relay-connection.js';
+import { systemClock, type Clock, type ClockTimer } from './clock.js';
 
 export interface HAOptions {
   relays: string[];
@@ -14,6 +15,10 @@ export interface HAOptions {
   /** How long a replaced connection may finish its in-flight streams. */
   gracePeriodMs: number;
   rebalanceEveryMs?: number;
+  /** Back-offs, jitter and rebalancing run on this clock (tests pass a fake one); also handed to each connection. */
+  clock?: Clock;
+  /** Handed to each connection (tests shorten the heartbeat). */
+  keepalive?: RelayConnOptions['keepalive'];
 }
 
 /** A relay as the HA manager sees it; `avoidUntil` grows with consecutive failures. */
@@ -32,7 +37,7 @@ interface Slot {
   failures: number;
   /** Kind of failure last logged at info: a retry that fails the same way again is logged at debug. */
   failingWith: CloseReason['kind'] | null;
-  timer: NodeJS.Timeout | null;
+  timer: ClockTimer | null;
 }
 
 export interface HAEvents {
@@ -79,7 +84,7 @@ export class HAManager extends EventEmitter<HAEvents> {
   private readonly slots: Slot[];
   private relays: RelayHealth[];
   private state: ManagerState = 'idle';
-  private rebalanceTimer: NodeJS.Timeout | null = null;
+  private rebalanceTimer: ClockTimer | null = null;
   private warnedSingleRelay = false;
   /** Relay ids learned from registrations, so a dial line can name the relay it goes to. */
   private readonly relayIds = new Map<string, string>();
@@ -88,9 +93,11 @@ export class HAManager extends EventEmitter<HAEvents> {
   private token: string;
   /** A rotation in progress: slots still on the old credential, replaced one at a time. */
   private rotation: { queue: number[]; previous: string } | null = null;
+  private readonly clock: Clock;
 
   constructor(private readonly o: HAOptions) {
     super();
+    this.clock = o.clock ?? systemClock;
     this.token = o.token;
     if (o.relays.length === 0) throw new Error('no relays to connect to');
     this.relays = dedupe(o.relays).map((url) => ({ url, failures: 0, avoidUntil: 0, lastError: '' }));
@@ -101,7 +108,7 @@ export class HAManager extends EventEmitter<HAEvents> {
     if (this.state !== 'idle') return;
     this.state = 'running';
     for (const slot of this.slots) this.dial(slot, this.pickRelay(slot));
-    this.rebalanceTimer = setInterval(() => this.rebalance(), this.o.rebalanceEveryMs ?? 2_000);
+    this.rebalanceTimer = this.clock.setInterval(() => this.rebalance(), this.o.rebalanceEveryMs ?? 2_000);
     this.rebalanceTimer.unref();
   }
 
@@ -202,8 +209,8 @@ export class HAManager extends EventEmitter<HAEvents> {
   }
 
   private clearTimers(): void {
-    if (this.rebalanceTimer) clearInterval(this.rebalanceTimer);
-    for (const s of this.slots) if (s.timer) clearTimeout(s.timer);
+    if (this.rebalanceTimer) this.clock.clear(this.rebalanceTimer);
+    for (const s of this.slots) if (s.timer) this.clock.clear(s.timer);
   }
 
   private slotsOn(url: string): number {
@@ -217,7 +224,7 @@ export class HAManager extends EventEmitter<HAEvents> {
 
   /** Healthy relays first, then the least used, then the slot's round-robin relay. */
   private pickRelay(slot: Slot, avoid?: string): string {
-    const now = Date.now();
+    const now = this.clock.now();
     const preferred = this.relays[slot.index % this.relays.length]!.url;
     let best: RelayHealth | null = null;
     let bestScore = Infinity;
@@ -245,6 +252,8 @@ export class HAManager extends EventEmitter<HAEvents> {
       version: this.o.version,
       log: this.o.log,
       onStream: this.o.onStream,
+      clock: this.clock,
+      ...(this.o.keepalive ? { keepalive: this.o.keepalive } : {}),
     });
     slot.pending = conn;
     const { log } = this.o;
@@ -275,7 +284,7 @@ export class HAManager extends EventEmitter<HAEvents> {
     conn.on('goaway', () => {
       // The relay is draining: move now, let the old connection finish in-flight streams.
       const health = this.relays.find((r) => r.url === relayUrl);
-      if (health) health.avoidUntil = Date.now() + 5_000;
+      if (health) health.avoidUntil = this.clock.now() + 5_000;
       this.note('goaway', slot, conn, relayUrl, 'goaway');
       if (slot.current === conn && !slot.pending) {
         this.reconnects++;
@@ -328,7 +337,7 @@ export class HAManager extends EventEmitter<HAEvents> {
     if (health && neverRegistered) {
       health.failures++;
       health.lastError = reason.message;
-      health.avoidUntil = Date.now() + backoff(health.failures);
+      health.avoidUntil = this.clock.now() + backoff(health.failures, this.clock);
     }
     if (wasCurrent && !neverRegistered) {
       log.warn({ event: 'lost', connIndex: slot.index, relayId, relay: relayUrl, reasonKind: reason.kind, reason: reason.message }, 'connection lost');
@@ -341,14 +350,14 @@ export class HAManager extends EventEmitter<HAEvents> {
     if (slot.pending) return;
     this.reconnects++;
     // A lost registered connection is replaced at once on another relay; repeated failures back off.
-    const delay = neverRegistered ? backoff(++slot.failures) : Math.floor(Math.random() * 50);
+    const delay = neverRegistered ? backoff(++slot.failures, this.clock) : Math.floor(this.clock.random() * 50);
     if (slot.failures > 0) {
       const changed = slot.failingWith !== reason.kind;
       slot.failingWith = reason.kind;
       log[changed ? 'info' : 'debug']({ event: 'backoff', connIndex: slot.index, relayId, relay: relayUrl, delayMs: delay, failures: slot.failures, reason: reason.message }, 'retrying connection');
       this.note('backoff', slot, conn, relayUrl, reason.kind);
     }
-    slot.timer = setTimeout(() => {
+    slot.timer = this.clock.setTimeout(() => {
       slot.timer = null;
       this.dial(slot, this.pickRelay(slot, neverRegistered ? undefined : relayUrl));
     }, delay);
@@ -387,7 +396,7 @@ export class HAManager extends EventEmitter<HAEvents> {
   /** Spread connections over relays again after one came back (or a new one joined). */
   private rebalance(): void {
     if (this.state !== 'running') return;
-    const now = Date.now();
+    const now = this.clock.now();
     const usable = this.relays.filter((r) => r.avoidUntil <= now);
     this.warnIfOnOneRelay();
     if (usable.length <= 1) return;
@@ -405,9 +414,9 @@ export class HAManager extends EventEmitter<HAEvents> {
   }
 }
 
-function backoff(failures: number): number {
+function backoff(failures: number, clock: Clock): number {
   const base = Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.min(failures - 1, 10));
-  return Math.floor(base / 2 + Math.random() * (base / 2));
+  return Math.floor(base / 2 + clock.random() * (base / 2));
 }
 
 function dedupe(urls: string[]): string[] {

@@ -11,8 +11,10 @@ import {
   TUNNEL_WS_OPTIONS,
   zeroMask,
   type ControlMessage,
+  type SessionOptions,
   type YamuxStream,
 } from '@tunnel/protocol';
+import { systemClock, type Clock } from './clock.js';
 
 /**
  * One outbound connection to a relay:
@@ -44,6 +46,10 @@ export interface RelayConnOptions {
   /** Serve a request stream the relay opened. */
   onStream(stream: YamuxStream): void;
   handshakeTimeoutMs?: number;
+  /** Timers and now() (tests pass a fake clock; the WebSocket and the session keep real time). */
+  clock?: Clock;
+  /** The session's heartbeat: a ping every interval, the connection ends when one goes unanswered for the timeout. */
+  keepalive?: Pick<SessionOptions, 'keepaliveIntervalMs' | 'keepaliveTimeoutMs'>;
 }
 
 export interface RelayConnEvents {
@@ -64,9 +70,11 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
   region = '';
   connectionId = '';
   registeredAt = 0;
+  private readonly clock: Clock;
 
   constructor(readonly opts: RelayConnOptions) {
     super();
+    this.clock = opts.clock ?? systemClock;
     const url = opts.relayUrl.replace(/\/+$/, '') + '/v1/connect';
     this.ws = new WebSocket(url, {
       headers: {
@@ -130,7 +138,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
 
   private onOpen(): void {
     this._state = 'registering';
-    const session = new Session(wsTransport(this.ws), { client: true });
+    const session = new Session(wsTransport(this.ws), { client: true, ...this.opts.keepalive });
     this.session = session;
     session.on('close', (err) => {
       this.finish(this.closeReason ?? { kind: 'network', message: err ? err.message : 'session closed' });
@@ -156,7 +164,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
     control.write(
       encodeControl({ type: 'register', connectorId: this.opts.connectorId, connIndex: this.opts.connIndex, version: this.opts.version, features: ['http', 'websocket'] }),
     );
-    const timer = setTimeout(() => {
+    const timer = this.clock.setTimeout(() => {
       if (this._state === 'registering') this.abort({ kind: 'network', message: 'relay did not confirm registration within 10 s' });
     }, 10_000);
     timer.unref();
@@ -169,7 +177,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
         this.relayId = m.relayId;
         this.region = m.region;
         this.connectionId = m.connectionId;
-        this.registeredAt = Date.now();
+        this.registeredAt = this.clock.now();
         this._state = 'registered';
         this.emit('registered', { relayId: m.relayId, region: m.region, connectionId: m.connectionId });
         return;
@@ -198,10 +206,10 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
     this.control?.write(encodeControl({ type: 'drain' }));
     // Wait for the relay's echo: after it, no new stream can arrive.
     await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, Math.min(2_000, graceMs));
+      const t = this.clock.setTimeout(resolve, Math.min(2_000, graceMs));
       t.unref();
       this.drainAcked = () => {
-        clearTimeout(t);
+        this.clock.clear(t);
         resolve();
       };
     });
@@ -210,7 +218,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
     await new Promise<void>((resolve) => {
       const session = this.session;
       const done = () => {
-        clearTimeout(t);
+        this.clock.clear(t);
         session?.off('streamclosed', check);
         session?.off('close', done);
         resolve();
@@ -218,7 +226,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
       const check = () => {
         if (this._state === 'closed' || this.streams === 0) done();
       };
-      const t = setTimeout(done, graceMs);
+      const t = this.clock.setTimeout(done, graceMs);
       session?.on('streamclosed', check);
       session?.once('close', done);
       check();
@@ -232,7 +240,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
     if (this.session) this.session.close();
     this.ws.close(1000);
     // If the close handshake stalls, don't wait for it.
-    setTimeout(() => this.ws.terminate(), 1000).unref();
+    this.clock.setTimeout(() => this.ws.terminate(), 1000).unref();
     this.finish(this.closeReason);
   }
 
