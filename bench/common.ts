@@ -6,6 +6,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -342,4 +343,27 @@ export function machineInfo(): Json {
     /* not Linux */
   }
   return { node: process.version, cpus, loadavg: load, date: new Date().toISOString() };
+}
+
+/** A port free on 127.0.0.1 right now (for listeners that cannot report the port they bound). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** V8 heap used of a relay or connector, from its Prometheus /metrics (nodejs_heap_size_used_bytes); NaN when unreadable. */
+export async function heapUsedBytes(metricsPort: number): Promise<number> {
+  try {
+    const r = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    const m = /^nodejs_heap_size_used_bytes(?:\{[^}]*\})? ([\d.e+]+)$/m.exec(await r.text());
+    return m ? Number(m[1]) : NaN;
+  } catch {
+    return NaN;
+  }
 }

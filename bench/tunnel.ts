@@ -1,29 +1,34 @@
 // `npm run bench`: real processes — an origin, two relays, a connector with
-// four connections — and, in the same run, direct-to-origin against through
-// the tunnel:
+// four connections — and, in the same run, direct-to-origin, through two
+// chained nginx ("nginx ×2", the native yardstick of DESIGN §10, when nginx is
+// installed) and through the tunnel:
 //
 //   (a) GET 1 KiB, 64 connections, 10 s (wrk if installed, else autocannon): req/s, p50, p99,
-//       CPU µs per request of relays, connector and origin (from /proc), peak RSS
-//   (b) a fixed 1,000 req/s for 10 s (open loop): p50, p99, and what the tunnel adds
-//   (c) one 1 GiB download and one 1 GiB upload, against bare ws moving 1 GiB the same way
-//   (d) RSS of relays and connector, idle and under (a)
+//       CPU µs per request of each process (relays, connector, nginx front/back, origin) from /proc
+//   (b) a fixed 1,000 req/s for 10 s (open-loop Node client, wrk2-style): p50, p99, what each chain adds
+//   (c) one download and one upload (BENCH_BULK_MIB, default 256 MiB), single stream, and bare ws moving the same bytes
+//   (d) RSS, V8 heap used and private memory (RssAnon) of relays and connector: idle, after (a),
+//       after (c), and BENCH_SETTLE_SECONDS (default 60) after the last load
+//   (e) a relay forwarding to the peer that holds the connection
 //
-// Load through the tunnel is spread over both relays' public ports. The
-// machine is shared, so single figures are noisy (±25%); the ratios to the
-// direct run and the CPU per request are what to compare.
+// Every ratio is given against direct and against nginx ×2 (the one we steer
+// by). The machine is shared, so single figures are noisy (±25%); the ratios
+// and the CPU per request are what to compare.
 //
-// Environment: BENCH_SECONDS (default 10), BENCH_BULK_MIB (default 1024),
-// BENCH_LOADGEN=autocannon (force the fallback), BENCH_PROFILE=1 (run relays
-// and connector under --cpu-prof, drive (a) and (c) through the tunnel only,
-// and print each process's top self-time functions per phase), BENCH_ONLY=abuse
-// (relay RSS under a ping flood, a SYN flood and 10k idle connections: abuse.ts).
+// Environment: BENCH_SECONDS (default 10), BENCH_BULK_MIB, BENCH_SETTLE_SECONDS,
+// BENCH_NGINX (the nginx binary), BENCH_LOADGEN=autocannon (force the fallback),
+// BENCH_PROFILE=1 (run relays and connector under --cpu-prof, drive (a) and (c)
+// through the tunnel only, and print each process's top self-time functions per
+// phase), BENCH_ONLY=abuse (relay RSS under a ping flood, a SYN flood and 10k
+// idle connections: abuse.ts), BENCH_ONLY=bulk, BENCH_ONLY=rate.
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, mainThreadMicros, residentBytes, syscalls, fmt, machineInfo, markdownTable, pct, run, sleep, waitUntil, type Json } from './common.js';
+import { BENCH_DIST, Child, MiB, RESULTS_DIR, ROOT, RssSampler, cpuMicros, cpuSplit, freePort, heapUsedBytes, mainThreadMicros, residentBytes, syscalls, fmt, machineInfo, markdownTable, pct, run, sleep, waitUntil, type Json } from './common.js';
+import { findNginx, startNginxChain, type NginxChain } from './nginx.js';
 import { formatProfile, newestProfile, summarizeProfile, type ProfileSummary, type ProfileWindow } from './cpuprofile.js';
 import { wsRun } from './runner.js';
 import { abuseOnly } from './abuse.js';
@@ -38,7 +43,9 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const WARMUP_SECONDS = 2;
 const CONNECTIONS = 64;
 const RATE = 1000;
-const BULK = Number(process.env.BENCH_BULK_MIB ?? 1024) * MiB;
+const BULK = Number(process.env.BENCH_BULK_MIB ?? 256) * MiB;
+/** How long after the last load memory is read again (the aim: within 20% of idle a minute after). */
+const SETTLE_SECONDS = Number(process.env.BENCH_SETTLE_SECONDS ?? 60);
 const HOST = 'app.test';
 const PROFILE = process.env.BENCH_PROFILE === '1' || process.env.BENCH_PROFILE === 'true';
 const PROFILE_DIR = path.join(RESULTS_DIR, 'profiles', 'tunnel');
@@ -78,6 +85,12 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
 end
 `;
+
+interface Mem {
+  rss: number;
+  private: number;
+  heapUsed: number;
+}
 
 interface Phase {
   out: Json;
@@ -157,6 +170,10 @@ async function phase(child: Child, watch: Record<string, number>, timeoutMs = 12
   }
 }
 
+const reqs = (p: Phase) => p.out.requests as number;
+const rps = (p: Phase) => reqs(p) / ((p.out.duration_us as number) / 1e6);
+const mbps = (p: Phase) => p.out.mbps as number;
+
 function closedLoop(targets: Target[], hostHeader: string | undefined, seconds: number, useWrk: boolean, tmp: string): Child {
   if (useWrk) {
     const lua = path.join(tmp, 'spread.lua');
@@ -188,10 +205,12 @@ interface Fleet {
   tmp: string;
   origin: Child;
   originPort: number;
-  relays: Array<{ proc: Child; http: number; connect: number }>;
+  relays: Array<{ proc: Child; http: number; connect: number; metrics: number }>;
   /** A third relay the connector is not connected to: every request it takes is forwarded to a peer. */
-  forwarder: { proc: Child; http: number; connect: number };
+  forwarder: { proc: Child; http: number; connect: number; metrics: number };
   connector: Child;
+  /** The connector's /metrics port (heap used). */
+  connectorMetrics: number;
   stop(): Promise<void>;
 }
 
@@ -227,6 +246,7 @@ async function startFleet(profile: boolean): Promise<Fleet> {
     ];
     const relays: Fleet['relays'] = [];
     for (let i = 0; i < 3; i++) {
+      const metrics = await freePort();
       const proc = new Child(`relay-${i}`, NODE, [
         ...NODE_FLAGS,
         ...prof(`relay-${i}`),
@@ -250,12 +270,14 @@ async function startFleet(profile: boolean): Promise<Fleet> {
         'info',
         '--drain-timeout',
         '2s',
+        '--metrics',
+        `127.0.0.1:${metrics}`,
         ...optional,
       ]);
       started.push(proc);
       const l = await proc.waitFor((x) => x.event === 'listening', 20_000, 'listening');
       const ports = l.ports as { http: number; connect: number };
-      relays.push({ proc, http: ports.http, connect: ports.connect });
+      relays.push({ proc, http: ports.http, connect: ports.connect, metrics });
     }
     const forwarder = relays.pop()!;
     const relayUrls = relays.map((r) => `ws://127.0.0.1:${r.connect}`);
@@ -276,6 +298,7 @@ async function startFleet(profile: boolean): Promise<Fleet> {
     ]);
     if (t.code !== 0) throw new Error(`tunnel create failed: ${t.stderr}`);
     const token = t.stdout.trim();
+    const connectorMetrics = await freePort();
 
     const connector = new Child(
       'connector',
@@ -297,6 +320,8 @@ async function startFleet(profile: boolean): Promise<Fleet> {
         '--grace-period',
         '2s',
         '--no-discover',
+        '--metrics',
+        `127.0.0.1:${connectorMetrics}`,
       ],
       { env: { TUNNEL_TOKEN: token } },
     );
@@ -305,7 +330,7 @@ async function startFleet(profile: boolean): Promise<Fleet> {
     if (!connector.running) throw new Error(`connector exited: ${connector.stderr}`);
     // The route reaches every relay through the store within a second or so.
     for (const r of [...relays, forwarder]) await waitUntil(async () => (await get(r.http, HOST)) === 200, 15_000, `200 from relay :${r.http}`);
-    return { tmp, origin, originPort, relays, forwarder, connector, stop };
+    return { tmp, origin, originPort, relays, forwarder, connector, connectorMetrics, stop };
   } catch (e) {
     await stop();
     throw e;
@@ -315,79 +340,116 @@ async function startFleet(profile: boolean): Promise<Fleet> {
 async function measure(): Promise<void> {
   const startedAt = Date.now();
   const useWrk = haveWrk();
+  const nginxBin = findNginx();
   const fleet = await startFleet(false);
+  let chain: NginxChain | null = null;
   try {
     const { origin, relays, connector } = fleet;
     const perRelay = relays.map((_r, i) => connector.count((l) => l.event === 'registered' && l.relayId === `bench-relay-${i}`));
-    log(`bench: origin :${fleet.originPort}, relays :${relays.map((r) => r.http).join(' :')}, connector registered ${perRelay.join(' + ')}; load: ${useWrk ? 'wrk' : 'autocannon'}`);
+    if ('bin' in nginxBin) chain = await startNginxChain(nginxBin.bin, fleet.tmp, fleet.originPort);
+    else log(`bench: nginx ×2 skipped: ${nginxBin.missing}`);
+    log(
+      `bench: origin :${fleet.originPort}, relays :${relays.map((r) => r.http).join(' :')}, connector registered ${perRelay.join(' + ')}; ` +
+        `nginx ×2 ${chain ? `:${chain.port}` : 'skipped'}; load: ${useWrk ? 'wrk' : 'autocannon'}`,
+    );
     const direct: Target[] = [
       { host: '127.0.0.1', port: fleet.originPort },
       { host: '127.0.0.1', port: fleet.originPort },
     ];
+    const native: Target[] = chain ? [{ host: '127.0.0.1', port: chain.port }, { host: '127.0.0.1', port: chain.port }] : [];
     const tunnel: Target[] = relays.map((r) => ({ host: '127.0.0.1', port: r.http }));
     const pids = { relay0: relays[0]!.proc.pid, relay1: relays[1]!.proc.pid, connector: connector.pid, origin: origin.pid };
-    // Idle: RSS, and the CPU the processes burn with no traffic (timers, store rescans, keepalives).
+    const nginxPids: Record<string, number> = chain ? { nginxFront: chain.front.pid, nginxBack: chain.back.pid, origin: origin.pid } : { origin: origin.pid };
+    const ours = { relay0: pids.relay0, relay1: pids.relay1, connector: pids.connector };
+    const heapPorts = { relay0: relays[0]!.metrics, relay1: relays[1]!.metrics, connector: fleet.connectorMetrics };
+    const memNow = async (): Promise<Record<keyof typeof ours, Mem>> => {
+      const out = {} as Record<keyof typeof ours, Mem>;
+      for (const k of Object.keys(ours) as Array<keyof typeof ours>) {
+        const r = residentBytes(ours[k]);
+        out[k] = { rss: r?.rss ?? NaN, private: r?.private ?? NaN, heapUsed: await heapUsedBytes(heapPorts[k]) };
+      }
+      return out;
+    };
+    // Idle: memory, and the CPU the processes burn with no traffic (timers, store rescans, keepalives).
     await sleep(500);
     const idleFrom = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMicros(pid) ?? NaN]));
     const idleT0 = Date.now();
     await sleep(3000);
     const idleSecs = (Date.now() - idleT0) / 1000;
     const idleCpuMsPerSec = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((cpuMicros(pid) ?? NaN) - idleFrom[k]!) / 1000 / idleSecs])) as Record<keyof typeof pids, number>;
-    const idle = { relay0: residentBytes(pids.relay0)!, relay1: residentBytes(pids.relay1)!, connector: residentBytes(pids.connector)! };
-    const idleRss = { relay0: idle.relay0.rss, relay1: idle.relay1.rss, connector: idle.connector.rss };
-    const idlePrivateRss = { relay0: idle.relay0.private, relay1: idle.relay1.private, connector: idle.connector.private };
+    const idleMem = await memNow();
+    const nginxIdleRss = chain ? (residentBytes(chain.front.pid)?.rss ?? NaN) + (residentBytes(chain.back.pid)?.rss ?? NaN) : NaN;
 
-    // (a) closed loop, 64 connections.
-    await phase(closedLoop(direct, undefined, WARMUP_SECONDS, useWrk, fleet.tmp), {});
-    const aDirect = await phase(closedLoop(direct, undefined, SECONDS, useWrk, fleet.tmp), { origin: pids.origin });
-    log(`  (a) direct: ${fmt((aDirect.out.requests as number) / SECONDS)} req/s`);
-    await phase(closedLoop(tunnel, HOST, WARMUP_SECONDS, useWrk, fleet.tmp), {});
-    const aTunnel = await phase(closedLoop(tunnel, HOST, SECONDS, useWrk, fleet.tmp), pids);
-    log(`  (a) tunnel: ${fmt((aTunnel.out.requests as number) / SECONDS)} req/s`);
+    // (a) closed loop, 64 connections: direct, nginx ×2, tunnel; each after a warm-up.
+    const closed = async (targets: Target[], host: string | undefined, watch: Record<string, number>) => {
+      await phase(closedLoop(targets, host, WARMUP_SECONDS, useWrk, fleet.tmp), {});
+      return phase(closedLoop(targets, host, SECONDS, useWrk, fleet.tmp), watch);
+    };
+    const aDirect = await closed(direct, undefined, { origin: pids.origin });
+    log(`  (a) direct: ${fmt(rps(aDirect))} req/s`);
+    const aNginx = chain ? await closed(native, HOST, nginxPids) : null;
+    if (aNginx) log(`  (a) nginx ×2: ${fmt(rps(aNginx))} req/s`);
+    const aTunnel = await closed(tunnel, HOST, pids);
+    log(`  (a) tunnel: ${fmt(rps(aTunnel))} req/s`);
+    const loadMem = await memNow();
 
     // (b) open loop at a fixed rate.
-    const rate = (targets: Target[], hostHeader?: string) =>
-      phase(loadgen({ mode: 'rate', targets, hostHeader, rate: RATE, seconds: SECONDS, warmupSeconds: 1, connections: 16 }), pids);
-    const bDirect = await rate(direct);
-    const bTunnel = await rate(tunnel, HOST);
-    log(`  (b) p99 direct ${(bDirect.out.p99_ms as number).toFixed(2)} ms, tunnel ${(bTunnel.out.p99_ms as number).toFixed(2)} ms`);
+    const rate = (targets: Target[], watch: Record<string, number>, hostHeader?: string) =>
+      phase(loadgen({ mode: 'rate', targets, hostHeader, rate: RATE, seconds: SECONDS, warmupSeconds: 1, connections: 16 }), watch);
+    const bDirect = await rate(direct, pids);
+    const bNginx = chain ? await rate(native, nginxPids, HOST) : null;
+    const bTunnel = await rate(tunnel, pids, HOST);
+    log(`  (b) p99 direct ${(bDirect.out.p99_ms as number).toFixed(2)} ms, nginx ×2 ${bNginx ? (bNginx.out.p99_ms as number).toFixed(2) : '–'} ms, tunnel ${(bTunnel.out.p99_ms as number).toFixed(2)} ms`);
 
-    // (c) bulk, each direction next to bare ws moving the same bytes the same way.
+    // (c) bulk, one stream each way: direct, nginx ×2, tunnel, and bare ws moving the same bytes the same way.
     const bare = async (dir: 'c2s' | 's2c') =>
       (await wsRun({ kind: 'bare', test: 'bulk', dir, mask: 'zero', streams: 1, bytes: BULK, chunk: 64 * 1024, warmupBytes: 0 }))[0]!;
-    const bulkWatch = { relay0: pids.relay0, connector: pids.connector, origin: pids.origin };
+    const bulkWatch = { relay0: pids.relay0, connector: pids.connector, origin: pids.origin, ...(chain ? { nginxFront: chain.front.pid, nginxBack: chain.back.pid } : {}) };
+    const transfer = (mode: 'download' | 'upload', target: Target, host?: string) =>
+      phase(loadgen({ mode, targets: [target], hostHeader: host, path: mode === 'download' ? `/download?bytes=${BULK}` : '/upload', bytes: BULK }), bulkWatch);
     const bareDown = await bare('c2s');
-    const downTunnel = await phase(loadgen({ mode: 'download', targets: [tunnel[0]], hostHeader: HOST, path: `/download?bytes=${BULK}`, bytes: BULK }), bulkWatch);
-    const downDirect = await phase(loadgen({ mode: 'download', targets: [direct[0]], path: `/download?bytes=${BULK}`, bytes: BULK }), bulkWatch);
-    log(`  (c) download: bare ws c→s ${fmt(bareDown.mbps as number)}, tunnel ${fmt(downTunnel.out.mbps as number)}, direct ${fmt(downDirect.out.mbps as number)} MB/s`);
+    const downTunnel = await transfer('download', tunnel[0]!, HOST);
+    const downNginx = chain ? await transfer('download', native[0]!, HOST) : null;
+    const downDirect = await transfer('download', direct[0]!);
+    log(`  (c) download: bare ws c→s ${fmt(bareDown.mbps as number)}, tunnel ${fmt(mbps(downTunnel))}, nginx ×2 ${downNginx ? fmt(mbps(downNginx)) : '–'}, direct ${fmt(mbps(downDirect))} MB/s`);
     const bareUp = await bare('s2c');
-    const upTunnel = await phase(loadgen({ mode: 'upload', targets: [tunnel[0]], hostHeader: HOST, path: '/upload', bytes: BULK }), bulkWatch);
-    const upDirect = await phase(loadgen({ mode: 'upload', targets: [direct[0]], path: '/upload', bytes: BULK }), bulkWatch);
-    log(`  (c) upload: bare ws s→c ${fmt(bareUp.mbps as number)}, tunnel ${fmt(upTunnel.out.mbps as number)}, direct ${fmt(upDirect.out.mbps as number)} MB/s`);
+    const upTunnel = await transfer('upload', tunnel[0]!, HOST);
+    const upNginx = chain ? await transfer('upload', native[0]!, HOST) : null;
+    const upDirect = await transfer('upload', direct[0]!);
+    log(`  (c) upload: bare ws s→c ${fmt(bareUp.mbps as number)}, tunnel ${fmt(mbps(upTunnel))}, nginx ×2 ${upNginx ? fmt(mbps(upNginx)) : '–'}, direct ${fmt(mbps(upDirect))} MB/s`);
+    const bulkMem = await memNow();
 
     // (e) a relay holding no connection forwards to a peer that does, vs a relay that holds one.
     const fwdPids = { ...pids, forwarder: fleet.forwarder.proc.pid };
     const eOwn = await phase(closedLoop([tunnel[0]!, tunnel[0]!], HOST, SECONDS, useWrk, fleet.tmp), fwdPids);
     const eFwd = await phase(closedLoop([{ host: '127.0.0.1', port: fleet.forwarder.http }, { host: '127.0.0.1', port: fleet.forwarder.http }], HOST, SECONDS, useWrk, fleet.tmp), fwdPids);
-    log(`  (e) own connection ${fmt((eOwn.out.requests as number) / SECONDS)} req/s, forwarded ${fmt((eFwd.out.requests as number) / SECONDS)} req/s`);
+    log(`  (e) own connection ${fmt(rps(eOwn))} req/s, forwarded ${fmt(rps(eFwd))} req/s`);
+
+    // (d) memory SETTLE seconds after the last load: does it come back to within 20% of idle?
+    log(`  (d) waiting ${SETTLE_SECONDS} s for memory to settle`);
+    await sleep(SETTLE_SECONDS * 1000);
+    const settledMem = await memNow();
 
     // ---- figures ----
-    const reqs = (p: Phase) => p.out.requests as number;
-    const rps = (p: Phase) => reqs(p) / ((p.out.duration_us as number) / 1e6);
     const ms = (us: unknown) => (us as number) / 1000;
-    const perReq = (p: Phase, k: string) => p.cpuUs[k]! / reqs(p);
+    const perReq = (p: Phase, ...k: string[]) => k.reduce((a, x) => a + p.cpuUs[x]!, 0) / reqs(p);
     const cpu = {
       originDirect: perReq(aDirect, 'origin'),
       originTunnel: perReq(aTunnel, 'origin'),
-      relays: (aTunnel.cpuUs.relay0! + aTunnel.cpuUs.relay1!) / reqs(aTunnel),
+      originNginx: aNginx ? perReq(aNginx, 'origin') : NaN,
+      relays: perReq(aTunnel, 'relay0', 'relay1'),
       connector: perReq(aTunnel, 'connector'),
+      nginxFront: aNginx ? perReq(aNginx, 'nginxFront') : NaN,
+      nginxBack: aNginx ? perReq(aNginx, 'nginxBack') : NaN,
       loadgenDirect: perReq(aDirect, 'loadgen'),
+      loadgenNginx: aNginx ? perReq(aNginx, 'loadgen') : NaN,
       loadgenTunnel: perReq(aTunnel, 'loadgen'),
     };
     const relayConnectorCpu = cpu.relays + cpu.connector;
-    const nsB = (r: Json) => ((r.cpuNsPerByte as number) ?? NaN).toFixed(2);
-    const bulkNs = (p: Phase) => (((p.cpuUs.relay0! + p.cpuUs.connector!) * 1000) / BULK).toFixed(2);
-    const sysPerReq = (p: Phase, keys: string[]) => {
+    const nginxCpu = cpu.nginxFront + cpu.nginxBack;
+    const nsPerByte = (p: Phase | null, keys: string[]) => (p ? ((keys.reduce((a, k) => a + p.cpuUs[k]!, 0) * 1000) / BULK).toFixed(2) : '–');
+    const sysPerReq = (p: Phase | null, keys: string[]) => {
+      if (!p) return '–';
       const n = reqs(p);
       const r = keys.reduce((a, k) => a + p.sys[k]!.r, 0) / n;
       const w = keys.reduce((a, k) => a + p.sys[k]!.w, 0) / n;
@@ -398,105 +460,130 @@ async function measure(): Promise<void> {
     const bReqs = bTunnel.out.requests as number;
     const net = (k: keyof typeof pids) => (bTunnel.cpuUs[k]! - idleCpuMsPerSec[k] * 1000 * bSecs) / bReqs;
     const cpuAtRate = { relays: net('relay0') + net('relay1'), connector: net('connector'), origin: net('origin') };
+    const nginxAtRate = bNginx ? perReq(bNginx, 'nginxFront', 'nginxBack') : NaN;
     const loadRss = aTunnel.rssPeak;
-    const relayPlusConnector = Math.max(loadRss.relay0 ?? 0, loadRss.relay1 ?? 0) + (loadRss.connector ?? 0);
     const loadPrivate = aTunnel.privateRssPeak;
-    const privatePlus = Math.max(loadPrivate.relay0 ?? 0, loadPrivate.relay1 ?? 0) + (loadPrivate.connector ?? 0);
-    const sharedPages = idleRss.connector - idlePrivateRss.connector;
-    const added99 = (bTunnel.out.p99_ms as number) - (bDirect.out.p99_ms as number);
-    const added50 = (bTunnel.out.p50_ms as number) - (bDirect.out.p50_ms as number);
-    const mb = (b: number) => `${(b / MiB).toFixed(0)} MB`;
+    const relayLoadRss = Math.max(loadRss.relay0 ?? 0, loadRss.relay1 ?? 0);
+    const relayIdleRss = Math.max(idleMem.relay0.rss, idleMem.relay1.rss);
+    const nginxLoadRss = aNginx ? (aNginx.rssPeak.nginxFront ?? NaN) + (aNginx.rssPeak.nginxBack ?? NaN) : NaN;
+    const added = (b: Phase | null, q: 'p50_ms' | 'p99_ms') => (b ? (b.out[q] as number) - (bDirect.out[q] as number) : NaN);
+    const added99 = added(bTunnel, 'p99_ms');
+    const settleRatio = (k: keyof typeof ours) => settledMem[k].rss / idleMem[k].rss;
+    const settledWorst = Math.max(settleRatio('relay0'), settleRatio('relay1'), settleRatio('connector'));
+    const mb = (b: number) => (Number.isFinite(b) ? `${(b / MiB).toFixed(0)} MB` : '–');
     const ok = (b: boolean) => (b ? 'yes' : '**NO**');
-    const errs = [aDirect, aTunnel].map((p) => p.out.errors as number);
-    const rows: string[][] = [
-      [`(a) GET 1 KiB, ${CONNECTIONS} conns, ${SECONDS} s: req/s`, fmt(rps(aDirect)), fmt(rps(aTunnel)), pct(rps(aTunnel) / rps(aDirect)), '≥ 40%', ok(rps(aTunnel) / rps(aDirect) >= 0.4)],
-      ['(a) p50 latency', `${ms(aDirect.out.p50_us).toFixed(2)} ms`, `${ms(aTunnel.out.p50_us).toFixed(2)} ms`, `${(ms(aTunnel.out.p50_us) / ms(aDirect.out.p50_us)).toFixed(1)}×`, '', ''],
-      ['(a) p99 latency', `${ms(aDirect.out.p99_us).toFixed(2)} ms`, `${ms(aTunnel.out.p99_us).toFixed(2)} ms`, `${(ms(aTunnel.out.p99_us) / ms(aDirect.out.p99_us)).toFixed(1)}×`, '', ''],
-      [`(b) fixed ${fmt(RATE)} req/s, ${SECONDS} s: p50`, `${(bDirect.out.p50_ms as number).toFixed(2)} ms`, `${(bTunnel.out.p50_ms as number).toFixed(2)} ms`, `+${added50.toFixed(2)} ms`, '', ''],
-      [`(b) fixed ${fmt(RATE)} req/s, ${SECONDS} s: p99`, `${(bDirect.out.p99_ms as number).toFixed(2)} ms`, `${(bTunnel.out.p99_ms as number).toFixed(2)} ms`, `+${added99.toFixed(2)} ms`, '≤ +2 ms', ok(added99 <= 2)],
-      [`(c) ${BULK / MiB} MiB download, MB/s`, fmt(downDirect.out.mbps as number), fmt(downTunnel.out.mbps as number), pct((downTunnel.out.mbps as number) / (downDirect.out.mbps as number)), '', ''],
-      ['(c) download vs bare ws client→server (same bytes)', `bare ws ${fmt(bareDown.mbps as number)}`, fmt(downTunnel.out.mbps as number), pct((downTunnel.out.mbps as number) / (bareDown.mbps as number)), '≥ 70% of bare ws', ok((downTunnel.out.mbps as number) / (bareDown.mbps as number) >= 0.7)],
-      [`(c) ${BULK / MiB} MiB upload, MB/s`, fmt(upDirect.out.mbps as number), fmt(upTunnel.out.mbps as number), pct((upTunnel.out.mbps as number) / (upDirect.out.mbps as number)), '', ''],
-      ['(c) upload vs bare ws server→client (same bytes)', `bare ws ${fmt(bareUp.mbps as number)}`, fmt(upTunnel.out.mbps as number), pct((upTunnel.out.mbps as number) / (bareUp.mbps as number)), '≥ 70% of bare ws', ok((upTunnel.out.mbps as number) / (bareUp.mbps as number) >= 0.7)],
-      [
-        '(c) CPU ns per byte, download / upload: relay-0 + connector (bare ws: both ends)',
-        `bare ws ${nsB(bareDown)} / ${nsB(bareUp)}`,
-        `${bulkNs(downTunnel)} / ${bulkNs(upTunnel)}`,
-        '',
-        '',
-        '',
-      ],
-      ['(d) RSS idle: relay-0 / relay-1 / connector', '', `${mb(idleRss.relay0)} / ${mb(idleRss.relay1)} / ${mb(idleRss.connector)}`, '', '', ''],
-      ['(d) private memory (RssAnon) idle: relay-0 / relay-1 / connector', '', `${mb(idlePrivateRss.relay0)} / ${mb(idlePrivateRss.relay1)} / ${mb(idlePrivateRss.connector)}`, '', '', ''],
-      ['(d) idle CPU, ms per s: relay-0 / relay-1 / connector / origin', '', `${idleCpuMsPerSec.relay0.toFixed(1)} / ${idleCpuMsPerSec.relay1.toFixed(1)} / ${idleCpuMsPerSec.connector.toFixed(1)} / ${idleCpuMsPerSec.origin.toFixed(1)}`, '', '', ''],
-      ['(d) RSS peak under (a): relay-0 / relay-1 / connector', '', `${mb(loadRss.relay0 ?? 0)} / ${mb(loadRss.relay1 ?? 0)} / ${mb(loadRss.connector ?? 0)}`, '', '', ''],
-      ['(d) RSS under (a): relay (larger) + connector', '', mb(relayPlusConnector), '', '≤ 150 MB', ok(relayPlusConnector <= 150 * MiB)],
-      ['(d) private memory (RssAnon) under (a): relay (larger) + connector', '', `${mb(privatePlus)} (RSS less ≈ ${mb(sharedPages)} of shared node binary pages each)`, '', '', ''],
-      ['(d) RSS peak during the downloads: relay-0 / connector', '', `${mb(downTunnel.rssPeak.relay0 ?? 0)} / ${mb(downTunnel.rssPeak.connector ?? 0)}`, '', '', ''],
-      ['CPU µs/request under (a): origin', fmt(cpu.originDirect, 1), fmt(cpu.originTunnel, 1), '', '', ''],
-      ['CPU µs/request under (a): relays (both, per request)', '', fmt(cpu.relays, 1), '', '', ''],
-      ['CPU µs/request under (a): connector', '', fmt(cpu.connector, 1), '', '', ''],
-      [
-        'kernel share of CPU under (a): origin / relay-0 / connector',
-        pct(aDirect.kernelShare.origin),
-        `${pct(aTunnel.kernelShare.origin)} / ${pct(aTunnel.kernelShare.relay0)} / ${pct(aTunnel.kernelShare.connector)}`,
-        '',
-        '',
-        '',
-      ],
-      ['CPU µs/request under (a): relay + connector', '', fmt(relayConnectorCpu, 1), '', '≤ 200 µs', ok(relayConnectorCpu <= 200)],
-      [`CPU µs/request at a fixed ${fmt(RATE)} req/s (b), net of idle: relays / connector`, '', `${fmt(cpuAtRate.relays, 1)} / ${fmt(cpuAtRate.connector, 1)}`, '', '', ''],
-      [
-        'syscalls/request under (a), reads + writes: origin / relays / connector',
-        sysPerReq(aDirect, ['origin']),
-        `${sysPerReq(aTunnel, ['origin'])} / ${sysPerReq(aTunnel, ['relay0', 'relay1'])} / ${sysPerReq(aTunnel, ['connector'])}`,
-        '',
-        '',
-        '',
-      ],
-      [
-        `syscalls/request at ${fmt(RATE)} req/s (b): origin / relays / connector`,
-        sysPerReq(bDirect, ['origin']),
-        `${sysPerReq(bTunnel, ['origin'])} / ${sysPerReq(bTunnel, ['relay0', 'relay1'])} / ${sysPerReq(bTunnel, ['connector'])}`,
-        '',
-        '',
-        '',
-      ],
-      [`CPU µs/request under (a): load generator (${useWrk ? 'wrk' : 'autocannon'})`, fmt(cpu.loadgenDirect, 1), fmt(cpu.loadgenTunnel, 1), '', '', ''],
-      ['(e) relay holding the connection: req/s, p99', '', `${fmt(rps(eOwn))}, ${ms(eOwn.out.p99_us).toFixed(2)} ms`, '', '', ''],
-      ['(e) relay forwarding to that peer: req/s, p99', '', `${fmt(rps(eFwd))}, ${ms(eFwd.out.p99_us).toFixed(2)} ms`, `${pct(rps(eFwd) / rps(eOwn))} of own`, '', ''],
-      ['(e) CPU µs/request of the forwarding relay', '', fmt(eFwd.cpuUs.forwarder! / reqs(eFwd), 1), '', '', ''],
+    const x = (r: number) => (Number.isFinite(r) ? `${r.toFixed(2)}×` : '–');
+    const msF = (v: number) => (Number.isFinite(v) ? `${v.toFixed(2)} ms` : '–');
+    const plus = (v: number) => (Number.isFinite(v) ? `+${v.toFixed(2)} ms` : '–');
+    const memRow = (label: string, m: Record<keyof typeof ours, Mem>): string[] => [
+      label,
+      '',
+      '',
+      (['relay0', 'relay1', 'connector'] as const).map((k) => `${mb(m[k].rss)} / ${mb(m[k].heapUsed)} / ${mb(m[k].private)}`).join(' · '),
+      '',
+      '',
+      '',
+      '',
     ];
-    const table = markdownTable(['measurement', 'direct', 'through tunnel', 'tunnel vs direct', 'target', 'met'], rows);
+    const errs = [aDirect, aNginx, aTunnel].map((p) => (p ? (p.out.errors as number) : '–'));
+    const ratio = {
+      rpsDirect: rps(aTunnel) / rps(aDirect),
+      rpsNginx: aNginx ? rps(aTunnel) / rps(aNginx) : NaN,
+      cpuNginx: relayConnectorCpu / nginxCpu,
+      downNginx: downNginx ? mbps(downTunnel) / mbps(downNginx) : NaN,
+      upNginx: upNginx ? mbps(upTunnel) / mbps(upNginx) : NaN,
+    };
+    const rows: string[][] = [
+      [
+        `(a) GET 1 KiB, ${CONNECTIONS} conns, ${SECONDS} s: req/s`,
+        fmt(rps(aDirect)),
+        aNginx ? `${fmt(rps(aNginx))} (${x(rps(aNginx) / rps(aDirect))} direct)` : '–',
+        fmt(rps(aTunnel)),
+        x(ratio.rpsDirect),
+        x(ratio.rpsNginx),
+        '≥ 0.6× nginx ×2',
+        ok(ratio.rpsNginx >= 0.6),
+      ],
+      ['(a) p50 latency', msF(ms(aDirect.out.p50_us)), aNginx ? msF(ms(aNginx.out.p50_us)) : '–', msF(ms(aTunnel.out.p50_us)), x(ms(aTunnel.out.p50_us) / ms(aDirect.out.p50_us)), aNginx ? x(ms(aTunnel.out.p50_us) / ms(aNginx.out.p50_us)) : '–', '', ''],
+      ['(a) p99 latency', msF(ms(aDirect.out.p99_us)), aNginx ? msF(ms(aNginx.out.p99_us)) : '–', msF(ms(aTunnel.out.p99_us)), x(ms(aTunnel.out.p99_us) / ms(aDirect.out.p99_us)), aNginx ? x(ms(aTunnel.out.p99_us) / ms(aNginx.out.p99_us)) : '–', '', ''],
+      [
+        '(a) CPU µs/request, the proxies: relays + connector / nginx front + back',
+        '',
+        aNginx ? `${fmt(nginxCpu, 1)} (${fmt(cpu.nginxFront, 1)} + ${fmt(cpu.nginxBack, 1)})` : '–',
+        `${fmt(relayConnectorCpu, 1)} (${fmt(cpu.relays, 1)} + ${fmt(cpu.connector, 1)})`,
+        '',
+        x(ratio.cpuNginx),
+        '≤ 2× nginx ×2',
+        ok(ratio.cpuNginx <= 2),
+      ],
+      ['(a) CPU µs/request: origin', fmt(cpu.originDirect, 1), fmt(cpu.originNginx, 1), fmt(cpu.originTunnel, 1), '', '', '', ''],
+      [`(a) CPU µs/request: load generator (${useWrk ? 'wrk' : 'autocannon'})`, fmt(cpu.loadgenDirect, 1), fmt(cpu.loadgenNginx, 1), fmt(cpu.loadgenTunnel, 1), '', '', '', ''],
+      [
+        '(a) kernel share of CPU: origin / proxies (relay-0, connector; nginx front, back)',
+        pct(aDirect.kernelShare.origin),
+        aNginx ? `${pct(aNginx.kernelShare.origin)} / ${pct(aNginx.kernelShare.nginxFront)}, ${pct(aNginx.kernelShare.nginxBack)}` : '–',
+        `${pct(aTunnel.kernelShare.origin)} / ${pct(aTunnel.kernelShare.relay0)}, ${pct(aTunnel.kernelShare.connector)}`,
+        '',
+        '',
+        '',
+        '',
+      ],
+      ['(a) syscalls/request, reads + writes: proxies', '', sysPerReq(aNginx, ['nginxFront', 'nginxBack']), sysPerReq(aTunnel, ['relay0', 'relay1', 'connector']), '', '', '', ''],
+      [`(b) fixed ${fmt(RATE)} req/s, ${SECONDS} s: p50`, msF(bDirect.out.p50_ms as number), bNginx ? `${msF(bNginx.out.p50_ms as number)} (${plus(added(bNginx, 'p50_ms'))})` : '–', msF(bTunnel.out.p50_ms as number), plus(added(bTunnel, 'p50_ms')), '', '', ''],
+      [`(b) fixed ${fmt(RATE)} req/s, ${SECONDS} s: p99`, msF(bDirect.out.p99_ms as number), bNginx ? `${msF(bNginx.out.p99_ms as number)} (${plus(added(bNginx, 'p99_ms'))})` : '–', msF(bTunnel.out.p99_ms as number), plus(added99), bNginx ? plus((bTunnel.out.p99_ms as number) - (bNginx.out.p99_ms as number)) : '–', '≤ +2 ms over direct', ok(added99 <= 2)],
+      [`(b) CPU µs/request at ${fmt(RATE)} req/s: proxies (tunnel net of idle)`, '', fmt(nginxAtRate, 1), `${fmt(cpuAtRate.relays + cpuAtRate.connector, 1)} (relays ${fmt(cpuAtRate.relays, 1)}, connector ${fmt(cpuAtRate.connector, 1)})`, '', x((cpuAtRate.relays + cpuAtRate.connector) / nginxAtRate), '', ''],
+      [`(b) syscalls/request at ${fmt(RATE)} req/s: proxies`, '', sysPerReq(bNginx, ['nginxFront', 'nginxBack']), sysPerReq(bTunnel, ['relay0', 'relay1', 'connector']), '', '', '', ''],
+      [`(c) ${BULK / MiB} MiB download, one stream, MB/s`, fmt(mbps(downDirect)), downNginx ? fmt(mbps(downNginx)) : '–', fmt(mbps(downTunnel)), x(mbps(downTunnel) / mbps(downDirect)), x(ratio.downNginx), '≥ 0.5× nginx ×2', ok(ratio.downNginx >= 0.5)],
+      [`(c) ${BULK / MiB} MiB upload, one stream, MB/s`, fmt(mbps(upDirect)), upNginx ? fmt(mbps(upNginx)) : '–', fmt(mbps(upTunnel)), x(mbps(upTunnel) / mbps(upDirect)), x(ratio.upNginx), '≥ 0.5× nginx ×2', ok(ratio.upNginx >= 0.5)],
+      ['(c) bare ws moving the same bytes (c→s / s→c), MB/s', `${fmt(bareDown.mbps as number)} / ${fmt(bareUp.mbps as number)}`, '', `${pct(mbps(downTunnel) / (bareDown.mbps as number))} / ${pct(mbps(upTunnel) / (bareUp.mbps as number))} of bare ws`, '', '', '', ''],
+      ['(c) CPU ns/byte, download / upload: proxies (relay-0 + connector; nginx front + back)', '', `${nsPerByte(downNginx, ['nginxFront', 'nginxBack'])} / ${nsPerByte(upNginx, ['nginxFront', 'nginxBack'])}`, `${nsPerByte(downTunnel, ['relay0', 'connector'])} / ${nsPerByte(upTunnel, ['relay0', 'connector'])}`, '', '', '', ''],
+      memRow('(d) idle, RSS / heap used / private: relay-0 · relay-1 · connector', idleMem),
+      ['(d) RSS idle: relay (larger) / connector', '', '', `${mb(relayIdleRss)} / ${mb(idleMem.connector.rss)}`, '', '', 'relay ≤ 70 MB, connector ≤ 60 MB', ok(relayIdleRss <= 70 * MiB && idleMem.connector.rss <= 60 * MiB)],
+      ['(d) RSS peak under (a): relay (larger) / connector; nginx front + back', '', `${mb(nginxIdleRss)} idle, ${mb(nginxLoadRss)} under (a)`, `${mb(relayLoadRss)} / ${mb(loadRss.connector ?? NaN)}`, '', '', 'each ≤ 100 MB', ok(relayLoadRss <= 100 * MiB && (loadRss.connector ?? Infinity) <= 100 * MiB)],
+      ['(d) private memory (RssAnon) peak under (a): relay-0 / relay-1 / connector', '', '', `${mb(loadPrivate.relay0 ?? NaN)} / ${mb(loadPrivate.relay1 ?? NaN)} / ${mb(loadPrivate.connector ?? NaN)}`, '', '', '', ''],
+      memRow('(d) after (a), RSS / heap used / private', loadMem),
+      ['(d) RSS peak during the transfers: relay-0 / connector', '', '', `${mb(Math.max(downTunnel.rssPeak.relay0 ?? 0, upTunnel.rssPeak.relay0 ?? 0))} / ${mb(Math.max(downTunnel.rssPeak.connector ?? 0, upTunnel.rssPeak.connector ?? 0))}`, '', '', '', ''],
+      memRow('(d) after the transfers, RSS / heap used / private', bulkMem),
+      memRow(`(d) ${SETTLE_SECONDS} s after the last load, RSS / heap used / private`, settledMem),
+      [`(d) RSS ${SETTLE_SECONDS} s after load, worst of the three, vs idle`, '', '', x(settledWorst), '', '', '≤ 1.2× idle after 60 s', SETTLE_SECONDS >= 60 ? ok(settledWorst <= 1.2) : `(${SETTLE_SECONDS} s < 60 s)`],
+      ['(d) idle CPU, ms per s: relay-0 / relay-1 / connector / origin', '', '', `${idleCpuMsPerSec.relay0.toFixed(1)} / ${idleCpuMsPerSec.relay1.toFixed(1)} / ${idleCpuMsPerSec.connector.toFixed(1)} / ${idleCpuMsPerSec.origin.toFixed(1)}`, '', '', '', ''],
+      ['(e) relay holding the connection: req/s, p99', '', '', `${fmt(rps(eOwn))}, ${ms(eOwn.out.p99_us).toFixed(2)} ms`, '', '', '', ''],
+      ['(e) relay forwarding to that peer: req/s, p99', '', '', `${fmt(rps(eFwd))}, ${ms(eFwd.out.p99_us).toFixed(2)} ms (${pct(rps(eFwd) / rps(eOwn))} of own)`, '', '', '', ''],
+      ['(e) CPU µs/request of the forwarding relay', '', '', fmt(eFwd.cpuUs.forwarder! / reqs(eFwd), 1), '', '', '', ''],
+    ];
+    const table = markdownTable(['measurement', 'direct', 'nginx ×2', 'tunnel', 'tunnel / direct', 'tunnel / nginx ×2', 'aim', 'met'], rows);
     const note =
       `Real processes on one 2-core machine shared with other work (figures ±25%; compare the ratios and CPU per request). ` +
-      `Origin, relays, connector and load generator share the CPU. Load through the tunnel spread over both relays (Host: ${HOST}); ` +
-      `connector with 4 connections (${perRelay.join(' + ')} per relay). (a) ${useWrk ? 'wrk -t2' : 'autocannon (percentiles combined by request-weighted mean)'}, ` +
-      `after a ${WARMUP_SECONDS} s warm-up; errors direct/tunnel: ${errs.join('/')}. (b) open-loop undici client, latency from dispatch to the last body byte. ` +
-      `(c) one stream each way; bare ws = a ws client and server process moving the same bytes as 64 KiB binary messages (zero mask for client→server, as the connector). ` +
-      `CPU from /proc/PID/stat (utime+stime) over the measured run divided by its requests.`;
+      `Origin, proxies and load generator share the CPU. Tunnel: load spread over both relays (Host: ${HOST}), connector with 4 connections ` +
+      `(${perRelay.join(' + ')} per relay). nginx ×2: ${chain ? 'two chained nginx, one process each (master_process off), keepalive upstreams, no buffering' : `skipped (${'missing' in nginxBin ? nginxBin.missing : ''})`}. ` +
+      `(a) ${useWrk ? 'wrk -t2' : 'autocannon (percentiles combined by request-weighted mean)'}, after a ${WARMUP_SECONDS} s warm-up; errors direct/nginx/tunnel: ${errs.join('/')}. ` +
+      `(b) open-loop undici client at a fixed rate (wrk2-style), latency from the scheduled dispatch to the last body byte. ` +
+      `(c) one stream each way; bare ws = a ws client and server process moving the same bytes as 64 KiB binary messages. ` +
+      `CPU from /proc/PID/stat (utime+stime) over the measured run divided by its requests; heap used from each process's /metrics.`;
     process.stdout.write(`\n### bench (tunnel)\n\n${table}\n\n${note}\n`);
 
     mkdirSync(RESULTS_DIR, { recursive: true });
     const out = {
       machine: machineInfo(),
-      params: { seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, connections: CONNECTIONS, rate: RATE, bulkBytes: BULK, loadGenerator: useWrk ? 'wrk' : 'autocannon', connectionsPerRelay: perRelay },
-      a: { direct: aDirect, tunnel: aTunnel, reqPerSec: { direct: rps(aDirect), tunnel: rps(aTunnel), ratio: rps(aTunnel) / rps(aDirect) } },
-      b: { direct: bDirect, tunnel: bTunnel, addedP50Ms: added50, addedP99Ms: added99 },
+      params: { seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, connections: CONNECTIONS, rate: RATE, bulkBytes: BULK, settleSeconds: SETTLE_SECONDS, loadGenerator: useWrk ? 'wrk' : 'autocannon', connectionsPerRelay: perRelay, nginx: chain ? 'nginx ×2' : ('missing' in nginxBin ? nginxBin.missing : '') },
+      a: { direct: aDirect, nginx: aNginx, tunnel: aTunnel, reqPerSec: { direct: rps(aDirect), nginx: aNginx ? rps(aNginx) : null, tunnel: rps(aTunnel), ratioToDirect: ratio.rpsDirect, ratioToNginx: ratio.rpsNginx } },
+      b: { direct: bDirect, nginx: bNginx, tunnel: bTunnel, addedP99Ms: { tunnel: added99, nginx: added(bNginx, 'p99_ms') } },
       c: {
-        download: { bareWsClientToServer: bareDown, tunnel: downTunnel, direct: downDirect, ratioToBare: (downTunnel.out.mbps as number) / (bareDown.mbps as number) },
-        upload: { bareWsServerToClient: bareUp, tunnel: upTunnel, direct: upDirect, ratioToBare: (upTunnel.out.mbps as number) / (bareUp.mbps as number) },
+        download: { bareWsClientToServer: bareDown, tunnel: downTunnel, nginx: downNginx, direct: downDirect, ratioToNginx: ratio.downNginx },
+        upload: { bareWsServerToClient: bareUp, tunnel: upTunnel, nginx: upNginx, direct: upDirect, ratioToNginx: ratio.upNginx },
       },
-      d: { idleRss, idlePrivateRss, idleCpuMsPerSec, loadRss, relayPlusConnectorUnderLoad: relayPlusConnector, loadPrivateRss: loadPrivate, relayPlusConnectorPrivateUnderLoad: privatePlus },
-      cpuUsPerRequest: { ...cpu, relayPlusConnector: relayConnectorCpu, atFixedRateNetOfIdle: cpuAtRate },
-      peerForwarding: { own: eOwn, forwarded: eFwd, reqPerSecRatio: rps(eFwd) / rps(eOwn), p99Ms: { own: ms(eOwn.out.p99_us), forwarded: ms(eFwd.out.p99_us) } },
-      targets: {
-        reqPerSec40pct: rps(aTunnel) / rps(aDirect) >= 0.4,
-        p99Added2ms: added99 <= 2,
-        download70pctOfBareWs: (downTunnel.out.mbps as number) / (bareDown.mbps as number) >= 0.7,
-        upload70pctOfBareWs: (upTunnel.out.mbps as number) / (bareUp.mbps as number) >= 0.7,
-        rss150MB: relayPlusConnector <= 150 * MiB,
-        cpu200us: relayConnectorCpu <= 200,
+      d: { idle: idleMem, afterRequests: loadMem, afterTransfers: bulkMem, settled: settledMem, settledWorstToIdle: settledWorst, idleCpuMsPerSec, loadRss, loadPrivateRss: loadPrivate, nginxRss: { idle: nginxIdleRss, load: nginxLoadRss } },
+      cpuUsPerRequest: { ...cpu, relayPlusConnector: relayConnectorCpu, nginxChain: nginxCpu, ratioToNginx: ratio.cpuNginx, atFixedRateNetOfIdle: cpuAtRate, nginxAtFixedRate: nginxAtRate },
+      peerForwarding: { own: eOwn, forwarded: eFwd, reqPerSecRatio: rps(eFwd) / rps(eOwn) },
+      aims: {
+        cpuPerRequestAtMost2xNginx: ratio.cpuNginx <= 2,
+        reqPerSecAtLeast06xNginx: ratio.rpsNginx >= 0.6,
+        downloadAtLeast05xNginx: ratio.downNginx >= 0.5,
+        uploadAtLeast05xNginx: ratio.upNginx >= 0.5,
+        p99AddedAtMost2ms: added99 <= 2,
+        idleRss: relayIdleRss <= 70 * MiB && idleMem.connector.rss <= 60 * MiB,
+        loadRss: relayLoadRss <= 100 * MiB && (loadRss.connector ?? Infinity) <= 100 * MiB,
+        settledWithin20pct: SETTLE_SECONDS >= 60 ? settledWorst <= 1.2 : null,
       },
       table,
       elapsedSeconds: (Date.now() - startedAt) / 1000,
@@ -504,6 +591,7 @@ async function measure(): Promise<void> {
     writeFileSync(path.join(RESULTS_DIR, 'tunnel.json'), JSON.stringify(out, null, 2) + '\n');
     process.stdout.write(`\nwrote bench/results/tunnel.json (${out.elapsedSeconds.toFixed(0)} s)\n`);
   } finally {
+    await chain?.stop();
     await fleet.stop();
   }
 }
