@@ -320,6 +320,31 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect(again.boxPublicKey).toBe('bmV3');
     });
 
+    it('login sessions can be denied: the state says so, not approvable, off the pending list', async () => {
+      const s = await open();
+      const acme = await s.createAccount('acme');
+      const expiresAt = Date.now() + 60_000;
+      const p = await s.createLoginSession({ code: 'DENY-0001', boxPublicKey: 'cGs=', expiresAt });
+      await s.createLoginSession({ code: 'KEEP-0001', boxPublicKey: 'cGs=', expiresAt });
+      const before = Date.now();
+      const denied = await s.denyLoginSession('DENY-0001');
+      expect(denied).toMatchObject({ ...p, state: 'denied' });
+      expect(denied.deniedAt).toBeGreaterThanOrEqual(before);
+      expect(await s.getLoginSession('DENY-0001')).toEqual(denied);
+      expect(await s.denyLoginSession('DENY-0001')).toEqual(denied); // idempotent
+      await expectStoreError(s.approveLoginSession('DENY-0001', acme.id, 'sealed'), 'CONFLICT');
+      expect((await s.listLoginSessions()).map((x) => x.code)).toEqual(['KEEP-0001']);
+      await expectStoreError(s.denyLoginSession('NOPE-0000'), 'NOT_FOUND');
+      // Approved first: a denial is refused, the approval stands.
+      await s.approveLoginSession('KEEP-0001', acme.id, 'sealed');
+      await expectStoreError(s.denyLoginSession('KEEP-0001'), 'CONFLICT');
+      expect((await s.getLoginSession('KEEP-0001'))?.state).toBe('approved');
+      // Deleted, the code starts a fresh pending session (the old denial does not stick to it).
+      await s.deleteLoginSession('DENY-0001');
+      await s.createLoginSession({ code: 'DENY-0001', boxPublicKey: 'bmV3', expiresAt });
+      expect((await s.getLoginSession('DENY-0001'))?.state).toBe('pending');
+    });
+
     it('login sessions expire: hidden, not approvable, code reusable', async () => {
       const s = await open();
       const acme = await s.createAccount('acme');
@@ -422,6 +447,12 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       await b.approveLoginSession('CODE-0001', acme.id, 'sealed');
       await seen('login approval', (e) => e.type === 'login' && e.code === 'CODE-0001');
       expect((await a.getLoginSession('CODE-0001'))?.state).toBe('approved');
+      await b.createLoginSession({ code: 'CODE-0002', boxPublicKey: 'cGs=', expiresAt: Date.now() + 60_000 });
+      await seen('login 2', (e) => e.type === 'login' && e.code === 'CODE-0002');
+      events.length = 0;
+      await b.denyLoginSession('CODE-0002');
+      await seen('login denial', (e) => e.type === 'login' && e.code === 'CODE-0002');
+      expect((await a.getLoginSession('CODE-0002'))?.state).toBe('denied');
       await b.heartbeatRelay(member('relay-b'), 60_000);
       await seen('relay', (e) => e.type === 'relay' && e.relayId === 'relay-b');
       await b.putPresence('relay-b', [presence('relay-b', t.id, 0)], 60_000);

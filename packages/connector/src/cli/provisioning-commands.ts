@@ -84,7 +84,11 @@ export function registerProvisioningCommands(program: Command): void {
       out(`Waiting for approval (expires ${new Date(expiresAt).toISOString()})...`);
       const every = Math.max(100, Number(o.pollInterval));
       for (;;) {
-        const r = await api<{ state: string; sealedCredential?: string }>(base, 'GET', `/v1/login/${code}`);
+        const r = await api<{ state: string; sealedCredential?: string }>(base, 'GET', `/v1/login/${code}`).catch((e: unknown) => {
+          // Our own words, not the relay's: a denial is final, and says so.
+          if (e instanceof ControlError && e.code === 'login_denied') throw new ControlError(e.status, 'login_denied', `the operator denied this login (code ${code}): ask them, or run \`tunnel login\` again`);
+          throw e;
+        });
         if (r.body.state === 'approved' && r.body.sealedCredential) {
           const credential = openSealed(keys.secretKey, r.body.sealedCredential).toString('utf8');
           const claims = peekClaims(credential);

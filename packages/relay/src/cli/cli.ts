@@ -12,7 +12,7 @@ import { generateKeyFile, loadKeyFile, KeyFileError } from '../control/keys.js';
 import { openStore } from '../store/open.js';
 import { StoreError } from '../store/types.js';
 import { issueTunnelToken, ensureAccount } from '../control/provisioning.js';
-import { controlRequestHandler, approveLogin, issueEnrollToken } from '../control/control-api.js';
+import { controlRequestHandler, approveLogin, denyLogin, issueEnrollToken } from '../control/control-api.js';
 import { TlsConfigError } from '../edge/listener-tls.js';
 import { grantZone } from '../zones/zone-grants.js';
 import { ApiError } from '../control/api-error.js';
@@ -555,6 +555,19 @@ loginCmd
       const controlUrl = live.find((r) => r.controlUrl)?.controlUrl ?? '';
       const r = await approveLogin({ store, keys, controlUrl: () => controlUrl }, code, o.account);
       process.stdout.write(`approved login ${r.approved} for account ${r.account}\n`);
+    } finally {
+      await store.close();
+    }
+  });
+loginCmd
+  .command('deny <code>')
+  .description('deny a pending `tunnel login` code: the waiting command says the operator denied it')
+  .addOption(storeOpt())
+  .action(async (code: string, o) => {
+    const store = await openStore(o.store);
+    try {
+      const r = await denyLogin({ store }, code);
+      process.stdout.write(`denied login ${r.denied}\n`);
     } finally {
       await store.close();
     }

@@ -15,7 +15,7 @@ import { readJson, send } from './json-http.js';
 import { CONTROL_ROUTES, type Call, type ControlRoute } from './control-routes.js';
 
 // The CLI, the dashboard and quick tunnels use these too.
-export { approveLogin, issueEnrollToken, normalizeCode } from './issued-credentials.js';
+export { approveLogin, denyLogin, issueEnrollToken, normalizeCode } from './issued-credentials.js';
 export { readJson, send } from './json-http.js';
 
 export interface ControlApiDeps extends Issuer {

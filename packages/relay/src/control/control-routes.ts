@@ -11,7 +11,7 @@ import { stripV4Mapped } from '../edge/client-ip.js';
 import { checkRoute, grantZone, refusalError } from '../zones/zone-grants.js';
 import { zoneVerdict } from '../zones/zone-rules.js';
 import { challengeRecord, challengeToken, checkClaim } from '../zones/zone-claims.js';
-import { approveLogin, expiryMs, issueAccountCredential, issueEnrollToken, loginCode, normalizeCode, policyOf } from './issued-credentials.js';
+import { approveLogin, denyLogin, expiryMs, issueAccountCredential, issueEnrollToken, loginCode, normalizeCode, policyOf } from './issued-credentials.js';
 import { readJson, send } from './json-http.js';
 import type { ControlApiDeps } from './control-api.js';
 import { SignedRelayList } from '../fleet/signed-relay-list.js';
@@ -60,6 +60,7 @@ export const CONTROL_ROUTES: readonly ControlRoute[] = [
   // ---- operator
   { method: 'GET', path: '/v1/operator/logins', access: 'operator', handle: async ({ d, res }) => send(res, 200, { logins: await d.store.listLoginSessions() }) },
   { method: 'POST', path: '/v1/operator/logins/:code/approve', access: 'operator', handle: approve },
+  { method: 'POST', path: '/v1/operator/logins/:code/deny', access: 'operator', handle: async ({ d, res, params }) => send(res, 200, await denyLogin(d, params.code!)) },
   { method: 'POST', path: '/v1/operator/accounts', access: 'operator', handle: createAccount },
   // ---- account
   { method: 'POST', path: '/v1/account/refresh', access: 'account', handle: refreshAccount },
@@ -108,9 +109,10 @@ async function pollLogin({ d, res, params }: Call): Promise<void> {
   const s = await d.store.getLoginSession(code);
   if (!s) throw new ApiError(410, 'login_expired', `login code ${code} is unknown or expired: run \`tunnel login\` again`);
   if (s.state === 'pending') return send(res, 202, { state: 'pending', expiresAt: s.expiresAt });
-  // Hand the sealed credential out once.
+  // Hand the sealed credential (or the denial) out once.
   await d.store.deleteLoginSession(code);
   d.logins?.release(code);
+  if (s.state === 'denied') throw new ApiError(403, 'login_denied', `the operator denied this login (code ${code})`);
   send(res, 200, { state: 'approved', sealedCredential: s.sealedCredential });
 }
 

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { randomId, sealTo, signToken, TokenKind, type AccountClaims, type EnrollClaims } from '@tunnel/protocol';
-import type { Store } from '../store/types.js';
+import { StoreError, type Store } from '../store/types.js';
 import type { FleetKeys } from './keys.js';
 import { ApiError } from './api-error.js';
 import { DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from '../connectors/credential-check.js';
@@ -55,9 +55,28 @@ export async function approveLogin(d: Issuer, rawCode: string, accountName: stri
   const code = normalizeCode(rawCode);
   const session = await d.store.getLoginSession(code);
   if (!session) throw new ApiError(404, 'login_not_found', `no pending login with code ${code} (unknown or expired)`);
-  if (session.state !== 'pending') throw new ApiError(409, 'login_already_approved', `login ${code} is already approved`);
+  if (session.state !== 'pending') throw new ApiError(409, `login_already_${session.state}`, `login ${code} is already ${session.state}`);
   const account = await ensureAccount(d.store, accountName);
   const credential = issueAccountCredential(d, account.id, account.name);
   await d.store.approveLoginSession(code, account.id, sealTo(session.boxPublicKey, credential));
   return { approved: code, account: account.name, accountId: account.id };
+}
+
+/**
+ * Deny a pending login: the waiting `tunnel login` is told the operator
+ * denied it (a deleted session would read as "unknown or expired").
+ */
+export async function denyLogin(d: Pick<Issuer, 'store'>, rawCode: string): Promise<{ denied: string }> {
+  const code = normalizeCode(rawCode);
+  const session = await d.store.getLoginSession(code);
+  if (!session) throw new ApiError(404, 'login_not_found', `no pending login with code ${code} (unknown or expired)`);
+  if (session.state === 'approved') throw new ApiError(409, 'login_already_approved', `login ${code} is already approved`);
+  try {
+    await d.store.denyLoginSession(code);
+  } catch (e) {
+    if (e instanceof StoreError && e.code === 'NOT_FOUND') throw new ApiError(404, 'login_not_found', `no pending login with code ${code} (unknown or expired)`);
+    if (e instanceof StoreError && e.code === 'CONFLICT') throw new ApiError(409, 'login_already_approved', `login ${code} is already approved`);
+    throw e;
+  }
+  return { denied: code };
 }

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import { TokenError, TokenKind, verifyToken } from '@tunnel/protocol';
 import { ApiError } from '../control/api-error.js';
-import { approveLogin, normalizeCode } from '../control/control-api.js';
+import { approveLogin, denyLogin, normalizeCode } from '../control/control-api.js';
 import type { FleetKeys } from '../control/keys.js';
 import { isRelayHistoryId } from '../store/relay-history.js';
 import type { Store } from '../store/types.js';
@@ -49,14 +49,11 @@ export class OperatorActions {
     return r;
   }
 
-  /** The CLI waiting on the code is told it is unknown or expired, and stops. */
+  /** The CLI waiting on the code is told the operator denied it, and exits non-zero. */
   async denyLogin(rawCode: string): Promise<{ denied: string }> {
-    const code = loginCode(rawCode);
-    const s = await this.d.store.getLoginSession(code);
-    if (!s || s.state !== 'pending') throw new ApiError(404, 'login_not_found', `no pending login with code ${code} (unknown, expired or already approved)`);
-    await this.d.store.deleteLoginSession(code);
-    this.d.log.info({ event: 'login-denied', code, via: 'dashboard' }, 'login denied from the dashboard');
-    return { denied: code };
+    const r = await denyLogin(this.d, loginCode(rawCode));
+    this.d.log.info({ event: 'login-denied', code: r.denied, via: 'dashboard' }, 'login denied from the dashboard');
+    return r;
   }
 
   /**

@@ -97,8 +97,14 @@ export interface ApprovedLoginSession extends LoginSessionBase {
   readonly sealedCredential: string;
 }
 
+/** The operator refused it: the waiting `tunnel login` is told so (not "unknown or expired"). */
+export interface DeniedLoginSession extends LoginSessionBase {
+  readonly state: 'denied';
+  readonly deniedAt: number;
+}
+
 /** Approved-without-credential is not representable. */
-export type LoginSession = PendingLoginSession | ApprovedLoginSession;
+export type LoginSession = PendingLoginSession | ApprovedLoginSession | DeniedLoginSession;
 
 export interface NewLoginSession {
   readonly code: string;
@@ -156,7 +162,7 @@ export interface PresenceFilter {
  * - `zone`: the zone was granted or removed.
  * - `account`: an account was created.
  * - `revoked`: a token id was revoked.
- * - `login`: a login session was created, approved or deleted.
+ * - `login`: a login session was created, approved, denied or deleted.
  * - `relay`: a relay joined, changed its draining flag, or was removed
  *   (expiry by TTL is not announced: `listRelays` filters by time).
  * - `presence`: a relay's set of connections changed (expiry is not announced).
@@ -271,6 +277,8 @@ export interface Store extends RelayHistoryStore {
   getLoginSession(code: string): Promise<LoginSession | undefined>;
   /** NOT_FOUND for unknown or expired codes, CONFLICT if already approved. */
   approveLoginSession(code: string, accountId: string, sealedCredential: string): Promise<ApprovedLoginSession>;
+  /** NOT_FOUND for unknown or expired codes, CONFLICT if already approved; idempotent once denied. */
+  denyLoginSession(code: string): Promise<DeniedLoginSession>;
   /** Idempotent. */
   deleteLoginSession(code: string): Promise<void>;
   /** Pending, unexpired sessions. */
@@ -345,6 +353,7 @@ export const pendingLoginSchema = z.strictObject({ ...loginBase, state: z.litera
 export const loginSessionSchema = z.discriminatedUnion('state', [
   pendingLoginSchema,
   z.strictObject({ ...loginBase, state: z.literal('approved'), accountId: str, sealedCredential: str }),
+  z.strictObject({ ...loginBase, state: z.literal('denied'), deniedAt: ms }),
 ]);
 export const relayMemberSchema = z.strictObject({
   id: str,

@@ -36,6 +36,7 @@ import {
   silentLogger,
   type Account,
   type ApprovedLoginSession,
+  type DeniedLoginSession,
   type LoginSession,
   type NewLoginSession,
   type NewRoute,
@@ -416,6 +417,7 @@ export class FileStore extends MirroredStore implements Store {
     if (!base || base.expiresAt <= Date.now()) return undefined;
     const approval = await this.disk.refresh('login-approvals', name);
     if (approval && approval.createdAt === base.createdAt) {
+      if ('deniedAt' in approval) return { ...base, state: 'denied', deniedAt: approval.deniedAt };
       return { ...base, state: 'approved', accountId: approval.accountId, sealedCredential: approval.sealedCredential };
     }
     return { ...base, state: 'pending' };
@@ -431,7 +433,7 @@ export class FileStore extends MirroredStore implements Store {
     for (let attempt = 0; attempt < 3; attempt++) {
       const s = await this.readSession(code);
       if (!s) throw new StoreError('NOT_FOUND', `no pending login with code ${code} (unknown or expired)`);
-      if (s.state === 'approved') throw new StoreError('CONFLICT', `login ${code} is already approved`);
+      if (s.state !== 'pending') throw new StoreError('CONFLICT', `login ${code} is already ${s.state}`);
       const approval: ApprovalFile = { code, createdAt: s.createdAt, accountId, sealedCredential, approvedAt: Date.now() };
       if (await this.put('login-approvals', approval, 'create')) {
         const { state: _pending, ...base } = s;
@@ -442,6 +444,22 @@ export class FileStore extends MirroredStore implements Store {
       if (existing && existing.createdAt !== s.createdAt) await this.del('login-approvals', code);
     }
     throw new StoreError('CONFLICT', `login ${code} is already approved`);
+  }
+
+  async denyLoginSession(code: string): Promise<DeniedLoginSession> {
+    this.check();
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const s = await this.readSession(code);
+      if (!s) throw new StoreError('NOT_FOUND', `no pending login with code ${code} (unknown or expired)`);
+      if (s.state === 'denied') return s;
+      if (s.state === 'approved') throw new StoreError('CONFLICT', `login ${code} is already approved`);
+      const denial: ApprovalFile = { code, createdAt: s.createdAt, deniedAt: Date.now() };
+      if (await this.put('login-approvals', denial, 'create')) return { ...s, state: 'denied', deniedAt: denial.deniedAt };
+      // A decision exists: of this session (next round reads it) or a stale one of an earlier session.
+      const existing = await this.disk.refresh('login-approvals', fileNameForKey(code));
+      if (existing && existing.createdAt !== s.createdAt) await this.del('login-approvals', code);
+    }
+    throw new StoreError('CONFLICT', `login ${code} was decided concurrently`);
   }
 
   async deleteLoginSession(code: string): Promise<void> {

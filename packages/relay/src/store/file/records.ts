@@ -36,14 +36,23 @@ const loginFileSchema = z.strictObject({
 });
 export type LoginFile = z.infer<typeof loginFileSchema>;
 
-const approvalFileSchema = z.strictObject({
-  code: z.string().min(1),
-  /** The createdAt of the session it approves (binds it to that session, not a later one with the same code). */
-  createdAt: z.number().int().nonnegative(),
-  accountId: z.string().min(1),
-  sealedCredential: z.string().min(1),
-  approvedAt: z.number().int().nonnegative(),
-});
+// The operator's decision on a login, approve or deny: one file per session,
+// created at most once, so a login is never both approved and denied.
+const approvalFileSchema = z.union([
+  z.strictObject({
+    code: z.string().min(1),
+    /** The createdAt of the session it approves (binds it to that session, not a later one with the same code). */
+    createdAt: z.number().int().nonnegative(),
+    accountId: z.string().min(1),
+    sealedCredential: z.string().min(1),
+    approvedAt: z.number().int().nonnegative(),
+  }),
+  z.strictObject({
+    code: z.string().min(1),
+    createdAt: z.number().int().nonnegative(),
+    deniedAt: z.number().int().nonnegative(),
+  }),
+]);
 export type ApprovalFile = z.infer<typeof approvalFileSchema>;
 
 const relayFileSchema = z.strictObject({ member: relayMemberSchema, expiresAt: z.number() });

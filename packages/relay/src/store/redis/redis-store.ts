@@ -46,6 +46,7 @@ import {
   zoneSchema,
   type Account,
   type ApprovedLoginSession,
+  type DeniedLoginSession,
   type LoginSession,
   type NewLoginSession,
   type NewRoute,
@@ -385,13 +386,27 @@ export class RedisStore extends RedisMirror implements Store {
     for (let attempt = 0; attempt < 5; attempt++) {
       const cur = await this.readLogin(code);
       if (!cur) throw new StoreError('NOT_FOUND', `no pending login with code ${code} (unknown or expired)`);
-      if (cur.session.state === 'approved') throw new StoreError('CONFLICT', `login ${code} is already approved`);
+      if (cur.session.state !== 'pending') throw new StoreError('CONFLICT', `login ${code} is already ${cur.session.state}`);
       const approved: ApprovedLoginSession = { ...cur.session, state: 'approved', accountId, sealedCredential };
       const [status] = await this.run('casLogin', [this.k(`login:${code}`)], [cur.json, JSON.stringify(approved), this.channel, code]);
       if (status === 'OK') return approved;
       if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no pending login with code ${code} (unknown or expired)`);
     }
     throw new StoreError('CONFLICT', `login ${code} is already approved`);
+  }
+
+  async denyLoginSession(code: string): Promise<DeniedLoginSession> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const cur = await this.readLogin(code);
+      if (!cur) throw new StoreError('NOT_FOUND', `no pending login with code ${code} (unknown or expired)`);
+      if (cur.session.state === 'denied') return cur.session;
+      if (cur.session.state === 'approved') throw new StoreError('CONFLICT', `login ${code} is already approved`);
+      const denied: DeniedLoginSession = { ...cur.session, state: 'denied', deniedAt: Date.now() };
+      const [status] = await this.run('casLogin', [this.k(`login:${code}`)], [cur.json, JSON.stringify(denied), this.channel, code]);
+      if (status === 'OK') return denied;
+      if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no pending login with code ${code} (unknown or expired)`);
+    }
+    throw new StoreError('CONFLICT', `login ${code} was decided concurrently`);
   }
 
   async deleteLoginSession(code: string): Promise<void> {
