@@ -72,7 +72,7 @@ describe.skipIf(skipBrowser)('dashboard actions in a real browser', () => {
     await expect.poll(async () => Number(await spark.locator('text.y-max').textContent()), { timeout: 10_000 }).toBeGreaterThan(0);
   });
 
-  it('denies a pending `tunnel login` code: the row goes, and the waiting CLI stops with an error', async () => {
+  it('denies a pending `tunnel login` code: the row goes, and the waiting CLI says the operator denied it (exit 1)', async () => {
     const login = new Proc('login', process.execPath, [CONNECTOR_CLI, 'login', '--relay', control(), '--poll-interval', '100'], { TUNNEL_HOME: path.join(tmp.dir, 'deny-home') });
     const code = await waitFor(() => /approve this code: ([A-Z0-9]{4}-[A-Z0-9]{4})/.exec(login.stdout)?.[1], 10_000, { message: 'login code printed' });
     const row = page.locator(`#logins tr[data-code="${code}"]`);
@@ -81,8 +81,8 @@ describe.skipIf(skipBrowser)('dashboard actions in a real browser', () => {
     await page.waitForSelector('#approve-msg.ok', { timeout: 10_000 });
     expect(await page.textContent('#approve-msg')).toBe(`Denied ${code}: the login was refused.`);
     await waitFor(() => !login.running, 15_000, { message: 'the login CLI stopped' });
-    expect((await login.exited).code).not.toBe(0);
-    expect(login.stderr).toContain(code);
+    expect((await login.exited).code).toBe(1);
+    expect(login.stderr).toContain(`the operator denied this login (code ${code})`);
     expect(login.stdout + login.stderr).not.toContain('Logged in');
     await expect.poll(() => page.locator(`#logins tr[data-code="${code}"]`).count(), { timeout: 5_000 }).toBe(0);
   });
