@@ -114,6 +114,28 @@ describe.skipIf(skipBrowser)('dashboard actions in a real browser', () => {
     expect(connector.running).toBe(true);
   });
 
+  it('disconnects a tunnel without deleting it: its connections drop on both relays, the same connector reconnects, the tunnel stays', async () => {
+    const store = await openStore(fleet.store);
+    try {
+      const tunnelId = (await page.locator('[data-testid="tunnel-app"]').getAttribute('data-tunnel'))!;
+      const ids = async () => (await store.listPresence({ tunnelId })).map((p) => p.connectionId).sort();
+      const before = await waitFor(async () => ((await ids()).length === 4 ? ids() : undefined), 10_000, { message: 'four connections recorded' });
+      page.once('dialog', (d) => void d.accept());
+      await page.locator('[data-testid="tunnel-app"] button.disconnect-tunnel').click();
+      await expect.poll(() => page.textContent('#action-msg.ok'), { timeout: 10_000 }).toBe('Disconnected tunnel app (4 connections dropped); its connectors reconnect.');
+      await waitFor(async () => {
+        const now = await ids();
+        return now.length === 4 && now.every((id) => !before.includes(id));
+      }, 20_000, { message: 'four new connections, none of the old' });
+      await expect.poll(() => page.locator('[data-testid="tunnel-app"] tr.conn').count(), { timeout: 10_000 }).toBe(4);
+      expect(connector.running).toBe(true);
+      expect((await store.getTunnel(tunnelId))?.name).toBe('app');
+      expect((await req(`${fleet.relays[1]!.publicUrl}/after-disconnect`, { host: fleet.hostname })).status).toBe(200);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('forgets a stopped relay: its row goes, its requests stay in the totals', async () => {
     const gone = fleet.relays[1]!;
     for (let i = 0; i < 12; i++) expect((await req(`${gone.publicUrl}/before-stop/${i}`, { host: fleet.hostname })).status).toBe(200);

@@ -11,7 +11,7 @@ import { dashboardSession, launchChromium, noteChromium, skipBrowser } from '../
 import { waitFor } from '../harness/wait.js';
 
 // Forged dashboard actions. Every operator action (approve, deny, revoke,
-// delete a tunnel, forget a relay) needs the operator session cookie AND the
+// disconnect or delete a tunnel, forget a relay) needs the operator session cookie AND the
 // session's CSRF token (X-CSRF-Token) AND a same-origin request: without a
 // session 401; without the token, with another session's token, or from
 // another origin 403 — and nothing changes. Last, the attack itself in
@@ -73,7 +73,7 @@ describe('dashboard actions refuse forged requests', () => {
     tmp.cleanup();
   });
 
-  const actions = () => [`tunnels/${tunnelId}/delete`, 'tokens/revoke', 'logins/ABCD-EFGH/approve', 'logins/ABCD-EFGH/deny', 'relays/gone-relay/forget', 'quick/gone.try.test/kill'];
+  const actions = () => [`tunnels/${tunnelId}/delete`, `tunnels/${tunnelId}/disconnect`, 'tokens/revoke', 'logins/ABCD-EFGH/approve', 'logins/ABCD-EFGH/deny', 'relays/gone-relay/forget', 'quick/gone.try.test/kill'];
 
   it('no session: 401 for every action, even with a CSRF token of a real session', async () => {
     const { csrf } = await login();

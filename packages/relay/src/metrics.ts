@@ -516,6 +516,7 @@ export function disconnectReason(reason: string): string {
   if (reason.startsWith('tunnel_deleted')) return 'tunnel_deleted';
   if (reason.startsWith('credential_revoked')) return 'credential_revoked';
   if (reason.startsWith('tunnel_unknown')) return 'tunnel_unknown';
+  if (reason.startsWith('tunnel_disconnected')) return 'tunnel_disconnected';
   if (/keepalive|ping/i.test(reason)) return 'keepalive_timeout';
   if (/session closed|websocket closed with 100[01]|GOAWAY|goaway/i.test(reason)) return 'closed';
   if (/register|control|protocol/i.test(reason)) return 'protocol_error';

@@ -488,6 +488,8 @@ export class Relay {
         );
       }
       for (const c of this.connections.forTunnel(e.tunnelId)) c.terminate('tunnel_unknown', `the relay's store no longer knows tunnel ${e.tunnelId}; retrying`);
+    } else if (e.type === 'tunnel') {
+      void this.dropDisconnected(e.tunnelId);
     } else if (e.type === 'tunnel-deleted') {
       this.deps.metrics?.forgetTunnel(e.tunnelId);
       for (const c of this.connections.forTunnel(e.tunnelId)) c.terminate('tunnel_deleted', `tunnel ${e.tunnelId} was deleted`);
@@ -501,6 +503,20 @@ export class Relay {
         }
       });
     }
+  }
+
+  /**
+   * An operator disconnected the tunnel (dashboard, `tunnel-relay tunnel
+   * disconnect`): its connections made before that end with a retryable
+   * error, so the connectors dial again; the ones they make after it stay.
+   */
+  private async dropDisconnected(tunnelId: string): Promise<void> {
+    const at = (await this.deps.store.getTunnel(tunnelId).catch(() => undefined))?.disconnectedAt;
+    if (at === undefined) return;
+    const stale = this.connections.forTunnel(tunnelId).filter((c) => c.connectedAt <= at);
+    if (stale.length === 0) return;
+    this.deps.log.info({ event: 'tunnel-disconnected', tunnelId, connections: stale.length }, 'an operator disconnected this tunnel: its connections end and the connectors reconnect');
+    for (const c of stale) c.terminate('tunnel_disconnected', 'an operator disconnected this tunnel: reconnect');
   }
 
   /**

@@ -408,6 +408,32 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect(await s.listPresence({ relayId: 'r1' })).toEqual([]);
     });
 
+    it('disconnectTunnel marks the tunnel (later each time), keeps it and its routes, and another instance sees it with an event', async () => {
+      const a = await open();
+      const b = await open();
+      const acme = await a.createAccount('acme');
+      const t = await a.createTunnel(acme.id, 'app');
+      await a.addZone({ zone: 'example.com', accountId: acme.id, source: 'operator' });
+      await a.addRoute({ hostname: 'app.example.com', tunnelId: t.id, accountId: acme.id });
+      await waitFor(async () => (await b.getTunnel(t.id)) !== undefined, 2_000, { message: 'tunnel to reach b' });
+      const events: StoreEvent[] = [];
+      const off = b.subscribe((e) => events.push(e));
+      const before = Date.now();
+      const first = await a.disconnectTunnel(t.id);
+      expect(first).toMatchObject({ id: t.id, name: 'app', accountId: acme.id, createdAt: t.createdAt });
+      expect(first.disconnectedAt).toBeGreaterThanOrEqual(before);
+      await waitFor(() => events.some((e) => e.type === 'tunnel' && e.tunnelId === t.id), 3_000, { message: 'tunnel event at b' });
+      expect((await b.getTunnel(t.id))?.disconnectedAt).toBe(first.disconnectedAt);
+      events.length = 0;
+      const second = await b.disconnectTunnel(t.id);
+      expect(second.disconnectedAt).toBeGreaterThan(first.disconnectedAt!);
+      await waitFor(async () => (await a.getTunnel(t.id))?.disconnectedAt === second.disconnectedAt, 3_000, { message: 'second disconnect at a' });
+      off();
+      expect((await a.getRoute('app.example.com'))?.tunnelId).toBe(t.id);
+      expect((await a.listTunnels()).map((x) => x.id)).toEqual([t.id]);
+      await expectStoreError(a.disconnectTunnel('00000000-0000-4000-8000-000000000000'), 'NOT_FOUND');
+    });
+
     it('getTunnel finds a tunnel created by another instance a moment ago', async () => {
       const a = await open();
       const b = await open();

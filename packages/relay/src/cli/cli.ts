@@ -31,6 +31,8 @@ import { OperatorKeyGuard } from '../control/operator-key-guard.js';
 import { LoginAdmissions } from '../control/login-admission.js';
 import { keysNextTo, missingKeys, missingStore, OperatorSettingsError, readOperatorSettingsFromRelayConfig, relayConfigFile, writeOperatorKey } from './operator-settings.js';
 import { registerZoneCommands } from '../zones/zone-commands.js';
+import { registerRelayCommands } from '../fleet/relay-roster.js';
+import { disconnectTunnel, findTunnel } from '../fleet/tunnel-disconnect.js';
 import { ClaimChecks } from '../zones/zone-claims.js';
 import { withQuickRoutes } from '../quick/quick-routes.js';
 import { sharedRedisOf } from '../rate-limiter.js';
@@ -462,6 +464,7 @@ program
 
 registerRelayServiceCommands(program);
 registerZoneCommands(program, storeOpt);
+registerRelayCommands(program, storeOpt);
 
 const keysCmd = program.command('keys').description('fleet signing keys');
 keysCmd
@@ -509,6 +512,22 @@ tunnelCmd
       const { token, tunnel } = await issueTunnelToken(store, keys, { accountId: account.id, name, hostnames: o.hostname ?? [], relays: o.relayUrl, ttlSeconds });
       process.stderr.write(`created tunnel ${tunnel.name} (${tunnel.id})${o.hostname ? ` routed from ${o.hostname.join(', ')}` : ''}\n`);
       process.stdout.write(token + '\n');
+    } finally {
+      await store.close();
+    }
+  });
+
+tunnelCmd
+  .command('disconnect <name>')
+  .description("drop a tunnel's connections on every relay (within a heartbeat); the tunnel and its credential stay and its connectors reconnect (cloudflared's tunnel cleanup)")
+  .addOption(storeOpt())
+  .option('--account <name>', 'account that owns the tunnel (NAME may also be the tunnel id)', 'default')
+  .action(async (name: string, o) => {
+    const store = await openStore(o.store);
+    try {
+      const tunnel = await findTunnel(store, name, o.account);
+      const r = await disconnectTunnel(store, tunnel.id);
+      process.stdout.write(`disconnected tunnel ${tunnel.name} (${tunnel.id}): ${r.connections} connection(s) dropped on every relay; its connectors reconnect\n`);
     } finally {
       await store.close();
     }

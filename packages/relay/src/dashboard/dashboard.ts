@@ -115,7 +115,7 @@ export class Dashboard {
   private async action(req: http.IncomingMessage, res: http.ServerResponse, p: string, session: Session): Promise<boolean> {
     const seg = p.slice('/dashboard/api/'.length).split('/');
     const route = `${seg[0]}/${seg.length === 3 ? `:id/${seg[2]}` : seg[1]}`;
-    const known = ['logins/:id/approve', 'logins/:id/deny', 'tokens/revoke', 'tunnels/:id/delete', 'relays/:id/forget', 'quick/:id/kill'];
+    const known = ['logins/:id/approve', 'logins/:id/deny', 'tokens/revoke', 'tunnels/:id/delete', 'tunnels/:id/disconnect', 'relays/:id/forget', 'quick/:id/kill'];
     if (!known.includes(route)) throw new ApiError(404, 'not_found', `no such endpoint POST ${p}`);
     this.sessions!.checkAction(req, session);
     const id = seg.length === 3 ? decodeSegment(seg[1]!) : '';
@@ -133,6 +133,9 @@ export class Dashboard {
         break;
       case 'tunnels/:id/delete':
         result = await this.actions.deleteTunnel(id);
+        break;
+      case 'tunnels/:id/disconnect':
+        result = await this.actions.disconnectTunnel(id);
         break;
       case 'relays/:id/forget':
         result = await this.actions.forgetRelay(id);

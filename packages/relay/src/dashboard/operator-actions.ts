@@ -1,7 +1,7 @@
 // What an operator can do from the dashboard, each a POST under
 // /dashboard/api/ behind the session and its CSRF token (dashboard.ts checks
 // both before calling these): approve or deny a `tunnel login` code, revoke a
-// credential, delete a tunnel (its connectors are disconnected fleet-wide),
+// credential, disconnect a tunnel (its connectors reconnect) or delete it (they stop),
 // forget a relay that is down, kill a quick tunnel. Every input is checked here; every action is
 // logged with what it did.
 
@@ -10,7 +10,8 @@ import { TokenError, TokenKind, verifyToken } from '@tunnel/protocol';
 import { ApiError } from '../control/api-error.js';
 import { approveLogin, denyLogin, normalizeCode } from '../control/control-api.js';
 import type { FleetKeys } from '../control/keys.js';
-import { isRelayHistoryId } from '../store/relay-history.js';
+import { forgetDownRelay } from '../fleet/relay-roster.js';
+import { disconnectTunnel } from '../fleet/tunnel-disconnect.js';
 import type { Store } from '../store/types.js';
 import type { CredentialPolicy } from '../connectors/credential-check.js';
 import type { QuickTunnels } from '../quick/quick-tunnels.js';
@@ -95,6 +96,18 @@ export class OperatorActions {
     return { deleted: id, name: t.name };
   }
 
+  /**
+   * Drops the tunnel's connections on every relay (each relay ends those made
+   * before now); the tunnel, its routes and its credential stay, and the
+   * connectors reconnect — cloudflared's `tunnel cleanup`.
+   */
+  async disconnectTunnel(id: string): Promise<{ disconnected: string; name: string; connections: number }> {
+    if (!UUID.test(id)) throw new ApiError(404, 'tunnel_not_found', 'no such tunnel');
+    const t = await disconnectTunnel(this.d.store, id);
+    this.d.log.info({ event: 'tunnel-disconnected', tunnelId: id, accountId: t.tunnel.accountId, connections: t.connections, via: 'dashboard' }, 'tunnel disconnected from the dashboard');
+    return { disconnected: id, name: t.tunnel.name, connections: t.connections };
+  }
+
   /** The operator API's kill (`DELETE /v1/operator/quick/HOST`): the hostname is gone fleet-wide and its connector stops. */
   async killQuick(ref: string): Promise<{ killed: string }> {
     if (!this.d.quick) throw new ApiError(404, 'quick_not_found', 'this relay does not offer quick tunnels');
@@ -105,9 +118,7 @@ export class OperatorActions {
 
   /** Only a relay that is no longer a member: a live one would record itself again at once. */
   async forgetRelay(id: string): Promise<{ forgotten: string }> {
-    if (!isRelayHistoryId(id)) throw new ApiError(404, 'relay_not_found', 'no such relay in the fleet history');
-    if ((await this.d.store.listRelays()).some((m) => m.id === id)) throw new ApiError(409, 'relay_alive', `relay ${id} is running: stop it first (only relays that are down or stopped can be forgotten)`);
-    await this.d.store.forgetRelay(id);
+    await forgetDownRelay(this.d.store, id);
     this.d.log.info({ event: 'relay-forgotten', relayId: id, via: 'dashboard' }, 'relay forgotten from the dashboard (its requests stay in the fleet totals)');
     return { forgotten: id };
   }

@@ -157,6 +157,7 @@ export const APP_JS = `
         '<span class="stat"><span class="k">Errors/s</span><span class="v' + (t.eps > 0 ? ' bad' : '') + '" data-testid="eps">' + fmtRate(t.eps) + '</span></span>' +
         '<span class="stat"><span class="k">Error rate</span><span class="v' + (errPct >= 1 ? ' bad' : '') + '">' + errPct.toFixed(1) + '%</span></span>' +
         spark(h) +
+        '<button type="button" class="disconnect-tunnel" data-tunnel="' + esc(t.id) + '" data-name="' + esc(t.name) + '" title="drop its connections on every relay; the tunnel and its credential stay and the connectors reconnect">Disconnect</button> ' +
         '<button type="button" class="danger delete-tunnel" data-tunnel="' + esc(t.id) + '" data-name="' + esc(t.name) + '" title="delete the tunnel and its routes; its connectors are disconnected everywhere">Delete</button>' +
         '</div></div>' +
         (conns.length
@@ -252,6 +253,13 @@ export const APP_JS = `
       post('api/tunnels/' + encodeURIComponent(b.getAttribute('data-tunnel')) + '/delete', {}, $('#action-msg'),
         function (j) { return 'Deleted tunnel ' + j.name + ' (' + j.deleted + ').'; },
         function (ok) { if (!ok) b.disabled = false; });
+    } else if (b.classList.contains('disconnect-tunnel')) {
+      var tname = b.getAttribute('data-name');
+      if (!window.confirm('Disconnect tunnel ' + tname + '? Its connections are dropped on every relay; its connectors reconnect.')) return;
+      b.disabled = true;
+      post('api/tunnels/' + encodeURIComponent(b.getAttribute('data-tunnel')) + '/disconnect', {}, $('#action-msg'),
+        function (j) { return 'Disconnected tunnel ' + j.name + ' (' + j.connections + ' connection' + (j.connections === 1 ? '' : 's') + ' dropped); its connectors reconnect.'; },
+        function () { b.disabled = false; });
     } else if (b.classList.contains('kill-quick')) {
       var host = b.getAttribute('data-host');
       if (!window.confirm('Kill quick tunnel ' + host + '? The hostname goes and its connector stops.')) return;

@@ -19,6 +19,8 @@ export interface Tunnel {
   readonly accountId: string;
   readonly name: string;
   readonly createdAt: number;
+  /** The last operator disconnect: every relay drops this tunnel's connections made before it (the connectors reconnect). */
+  readonly disconnectedAt?: number;
 }
 
 /** A hostname routed to one tunnel. `hostname` is lower-case: exact
@@ -156,7 +158,7 @@ export interface PresenceFilter {
  * any process sharing the store reach every subscriber within 1 s.
  *
  * - `route`: the route for `hostname` was added or deleted.
- * - `tunnel`: a tunnel was created. `tunnel-deleted`: a tunnel (and its routes)
+ * - `tunnel`: a tunnel was created or disconnected. `tunnel-deleted`: a tunnel (and its routes)
  *   was deleted (a tombstone records it). `tunnel-vanished`: a tunnel is gone
  *   from the store without a tombstone (the store was wiped or replaced).
  * - `zone`: the zone was granted or removed.
@@ -223,6 +225,12 @@ export interface Store extends RelayHistoryStore {
   listTunnels(accountId?: string): Promise<Tunnel[]>;
   /** Deletes the tunnel and its routes and leaves a tombstone. NOT_FOUND if there is no such tunnel. */
   deleteTunnel(id: string): Promise<void>;
+  /**
+   * Records an operator disconnect (disconnectedAt = now) and announces the
+   * tunnel (`tunnel` event): each relay drops the tunnel's connections made
+   * before it. The tunnel, its routes and credentials stay. NOT_FOUND if there is no such tunnel.
+   */
+  disconnectTunnel(id: string): Promise<Tunnel>;
   /** The tombstone of a deleted tunnel (read from the store, not a cache). */
   getTombstone(tunnelId: string): Promise<Tombstone | undefined>;
 
@@ -343,7 +351,7 @@ const ms = z.number().int().nonnegative();
 const str = z.string().min(1);
 
 export const accountSchema = z.strictObject({ id: str, name: str, createdAt: ms });
-export const tunnelSchema = z.strictObject({ id: str, accountId: str, name: str, createdAt: ms });
+export const tunnelSchema = z.strictObject({ id: str, accountId: str, name: str, createdAt: ms, disconnectedAt: ms.optional() });
 export const routeSchema = z.strictObject({ hostname: str, tunnelId: str, accountId: str, createdAt: ms });
 export const zoneSchema = z.strictObject({ zone: str, accountId: str, source: z.enum(['operator', 'dns', 'adopt']), createdAt: ms });
 export const tombstoneSchema = z.strictObject({ tunnelId: str, accountId: str, name: str, deletedAt: ms });

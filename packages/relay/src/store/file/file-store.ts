@@ -264,6 +264,15 @@ export class FileStore extends MirroredStore implements Store {
     return cur?.id === id ? cur : undefined;
   }
 
+  async disconnectTunnel(id: string): Promise<Tunnel> {
+    const tunnel = await this.tunnelOnDisk(id);
+    if (!tunnel) throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
+    // At least 1 ms later than the last one, so a second disconnect is a change (and an event) too.
+    const marked: Tunnel = { ...tunnel, disconnectedAt: Math.max(Date.now(), (tunnel.disconnectedAt ?? 0) + 1) };
+    await this.put('tunnels', marked, 'replace');
+    return marked;
+  }
+
   async deleteTunnel(id: string): Promise<void> {
     this.check();
     const tunnel = await this.tunnelOnDisk(id);

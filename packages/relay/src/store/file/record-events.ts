@@ -39,7 +39,7 @@ export function mirrorChange<C extends Collection>(coll: C, prev: Entry<Records[
           const buried = d.buried(p.id);
           events.push({ type: buried ? 'tunnel-deleted' : 'tunnel-vanished', tunnelId: p.id, accountId: p.accountId });
         }
-        if (n && n.id !== p?.id) events.push({ type: 'tunnel', tunnelId: n.id });
+        if (n && (n.id !== p?.id || n.disconnectedAt !== p.disconnectedAt)) events.push({ type: 'tunnel', tunnelId: n.id });
         break;
       }
       case 'routes': {

@@ -215,6 +215,23 @@ export class RedisStore extends RedisMirror implements Store {
     return selectTunnels(all, accountId);
   }
 
+  async disconnectTunnel(id: string): Promise<Tunnel> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const json = await this.cmd('disconnectTunnel', () => this.client.hget(this.k('tunnels'), id));
+      if (json === null) throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
+      const t = this.parse(tunnelSchema, json, `${this.k('tunnels')}[${id}]`);
+      // At least 1 ms later than the last one, so a second disconnect is a change too.
+      const marked: Tunnel = { ...t, disconnectedAt: Math.max(Date.now(), (t.disconnectedAt ?? 0) + 1) };
+      const [status] = await this.run('casTunnel', [this.k('tunnels')], [id, json, JSON.stringify(marked), this.channel]);
+      if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
+      if (status === 'OK') {
+        this.tunnels.set(id, marked);
+        return marked;
+      }
+    }
+    throw new StoreError('CONFLICT', `tunnel ${id} changed concurrently`);
+  }
+
   async deleteTunnel(id: string): Promise<void> {
     const [status] = await this.run(
       'deleteTunnel',

@@ -19,6 +19,14 @@ if redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[2]) == 0 then return {'CONFLICT',
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], 'tunnel\\n' .. ARGV[2] .. '\\n' .. ARGV[4])
 return {'OK', ARGV[4]}`,
+  // Compare-and-set of a tunnel record (an operator disconnect). KEYS: tunnels. ARGV: id, old json, new json, channel
+  casTunnel: `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {'NOT_FOUND', ''} end
+if cur ~= ARGV[2] then return {'CHANGED', cur} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], 'tunnel\\n' .. ARGV[1] .. '\\n' .. ARGV[3])
+return {'OK', ARGV[3]}`,
   // KEYS: tunnels, tunnel-names, routes, tunnel-routes:<id>, tombstones. ARGV: id, channel, deletedAt
   deleteTunnel: `
 local t = redis.call('HGET', KEYS[1], ARGV[1])
