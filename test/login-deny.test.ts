@@ -16,8 +16,6 @@ const redis = await startRedis();
 
 describe('`tunnel-relay login deny CODE`', () => {
   const tmp = tempDir('tunnel-login-deny-');
-  const keys = path.join(tmp.dir, 'fleet-key.json');
-  generateKeyFile(keys);
   afterAll(async () => {
     await stopAll();
     await redis?.stop();
@@ -32,6 +30,8 @@ describe('`tunnel-relay login deny CODE`', () => {
   for (const [name, storeOf] of stores) {
     it.skipIf(name === 'Redis' && !redis)(`on ${name}: the waiting \`tunnel login\` says the operator denied it and exits 1`, { timeout: 60_000 }, async () => {
       const store = storeOf()!;
+      const keys = path.join(tmp.dir, `fleet-key-${name.replace(/\W/g, '')}.json`);
+      generateKeyFile(keys);
       const relay = await startRelay({ dir: tmp.dir, store, keys });
       const home = path.join(tmp.dir, `home-${name.replace(/\W/g, '')}`);
       const login = new Proc('login', process.execPath, [CONNECTOR_CLI, 'login', '--relay', relay.controlUrl!, '--poll-interval', '100'], { TUNNEL_HOME: home });
