@@ -272,7 +272,7 @@ export class RelayMetrics implements LimitHits {
     });
     new Counter({
       name: 'tunnel_relay_acme_orders_total',
-      help: 'ACME orders this relay placed, by result (ok, failed; rate_limited: refused by --acme-orders-per-hour before reaching the CA).',
+      help: 'ACME orders this relay placed, by result (ok, failed; rate_limited: refused by the fleet-wide --acme-orders-per-hour before reaching the CA).',
       labelNames: ['result'],
       registers,
       collect() {

@@ -30,9 +30,10 @@ import { createPublicHttpsServer, type PublicHttpsServer } from './edge/public-h
 import { RelayDescriptionDocument } from './relay-description.js';
 import { QuickTunnels, type QuickSettings } from './quick/quick-tunnels.js';
 import { QuickGate } from './quick/quick-gate.js';
-import { sharedRedisOf } from './rate-limiter.js';
+import { fleetRateLimiter, sharedRedisOf } from './rate-limiter.js';
 import { AcmeIssuer, type AcmeSettings } from './tls/acme-issuer.js';
 import type { AcmeStore } from './tls/acme-store.js';
+import { selfSignedFallback } from './tls/self-signed-fallback.js';
 import { answeringHttp01, CertificateManager, type CertificateManagerOptions } from './tls/certificate-manager.js';
 
 export interface RelayOptions {
@@ -83,7 +84,7 @@ export interface RelayDeps {
   /** Credential lifetimes and the legacy (no `exp`) policy. */
   policy?: CredentialPolicy;
   /** Certificates per hostname from an ACME CA (the static certificate is then the fallback). */
-  acme?: { store: AcmeStore; settings: AcmeSettings; options: Omit<CertificateManagerOptions, 'isRouted'> };
+  acme?: { store: AcmeStore; settings: AcmeSettings; options: Omit<CertificateManagerOptions, 'routeOf' | 'wildcards' | 'orderLimiter'> };
 }
 
 export interface BoundPorts {
@@ -198,7 +199,12 @@ export class Relay {
       const { store: acmeStore, settings, options } = this.deps.acme;
       const acmeLog = log.child({ component: 'acme' });
       const board = { add: (r: Parameters<CertificateManager['add']>[0]) => this.certificates?.add(r), remove: (r: Parameters<CertificateManager['remove']>[0]) => this.certificates?.remove(r) };
-      this.certificates = new CertificateManager(new AcmeIssuer(settings, acmeStore, board, this.opts.id, acmeLog), acmeStore, { ...options, isRouted: (n) => this.routes.lookup(n) !== undefined }, acmeLog);
+      const routing = {
+        routeOf: (n: string) => this.routes.lookup(n)?.hostname,
+        wildcards: settings.dnsHook !== undefined,
+        orderLimiter: fleetRateLimiter({ points: options.ordersPerHour, durationS: 3_600, keyPrefix: 'acme-orders:', redis: sharedRedisOf(store) }),
+      };
+      this.certificates = new CertificateManager(new AcmeIssuer(settings, acmeStore, board, this.opts.id, acmeLog), acmeStore, { ...options, ...routing }, acmeLog);
       await this.certificates.start();
       this.deps.metrics?.attachAcme(this.certificates);
     }
@@ -295,10 +301,13 @@ export class Relay {
       ports.http = await listen(s, this.opts.listen.http);
     }
     if (this.opts.listen.https) {
-      if (!cert) throw new Error('listen.https needs tls.cert and tls.key');
+      if (!cert && !this.certificates) throw new Error('listen.https needs tls.cert and tls.key (or ACME)');
+      // ACME without a static certificate: unknown names get a self-signed one (and the 404 page).
+      const fallback = cert ? cert.pem : await selfSignedFallback();
+      if (!cert) log.info({ event: 'tls-fallback-self-signed' }, 'no --tls-cert: names without an ACME certificate get a self-signed one');
       // HTTP/2 (ALPN h2) and HTTP/1.1 on one port, into the same request handler.
       const h2 = createPublicHttpsServer({
-        certificates: this.certificates ? { ...cert.pem, sni: this.certificates.sniCallback, alpn: this.certificates.alpnCallback } : cert.pem,
+        certificates: this.certificates ? { ...fallback, sni: this.certificates.sniCallback, alpn: this.certificates.alpnCallback } : fallback,
         limits,
         http1: serverOpts,
         hits,
@@ -307,7 +316,7 @@ export class Relay {
       });
       this.https = h2;
       metrics?.attachH2(h2.open);
-      const s = cert.adopt(h2.server);
+      const s = cert ? cert.adopt(h2.server) : h2.server;
       // TLS: the raw socket cannot carry a plain answer; over a ceiling it is closed.
       s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, false));
       s.on('upgrade', onUpgrade);

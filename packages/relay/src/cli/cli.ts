@@ -85,7 +85,6 @@ async function acmeDeps(o: ReturnType<typeof merged>, store: object, relayId: st
   if (!/^https?:\/\//.test(o.acmeDirectory)) throw new UsageError(`--acme-directory: expected an https:// URL, got ${JSON.stringify(o.acmeDirectory)}`);
   if (!o.acmeEmail || !/^[^@\s]+@[^@\s]+$/.test(o.acmeEmail)) throw new UsageError('--acme-directory needs --acme-email ADDRESS (the CA writes about expiring certificates and account problems)');
   if (!o.https) throw new UsageError('--acme-directory needs the public --https listener (certificates are served there)');
-  if (!o.tlsCert) throw new UsageError('--acme-directory needs --tls-cert/--tls-key: the fallback certificate for names without one (unrouted, or while ordering)');
   const challenge = (o.acmeChallenge ?? (o.http === 'off' ? 'tls-alpn-01' : 'http-01')) as AcmeSettings['challenge'];
   if (challenge === 'http-01' && o.http === 'off') throw new UsageError('--acme-challenge http-01 is answered on the public --http listener, which is off');
   if (challenge === 'dns-01' && !o.acmeDnsHook) throw new UsageError('--acme-challenge dns-01 needs --acme-dns-hook COMMAND');
@@ -94,7 +93,12 @@ async function acmeDeps(o: ReturnType<typeof merged>, store: object, relayId: st
   const acmeStore = await openAcmeStore(o.store, store, relayId);
   return {
     store: acmeStore,
-    settings: { directory: o.acmeDirectory, email: o.acmeEmail, challenge, ...(o.acmeDnsHook ? { dnsHook: o.acmeDnsHook } : {}) },
+    settings: {
+      directory: o.acmeDirectory,
+      email: o.acmeEmail,
+      challenge,
+      ...(o.acmeDnsHook ? { dnsHook: { command: o.acmeDnsHook, timeoutMs: durationFlag('acme-dns-hook-timeout', o.acmeDnsHookTimeout) } } : {}),
+    },
     options: {
       ordersPerHour,
       retryBaseMs: durationFlag('acme-retry-after', o.acmeRetryAfter),
@@ -142,6 +146,7 @@ function merged(cmd: Command, o: Record<string, unknown>, cfg: RelayConfigFile) 
     acmeEmail: pick<string | undefined>('acmeEmail', cfg.acme?.email),
     acmeChallenge: pick<string | undefined>('acmeChallenge', cfg.acme?.challenge),
     acmeDnsHook: pick<string | undefined>('acmeDnsHook', cfg.acme?.['dns-hook']),
+    acmeDnsHookTimeout: pick<string | number>('acmeDnsHookTimeout', cfg.acme?.['dns-hook-timeout']),
     acmeOrdersPerHour: pick<string | number>('acmeOrdersPerHour', cfg.acme?.['orders-per-hour']),
     acmeRetryAfter: pick<string | number>('acmeRetryAfter', cfg.acme?.['retry-after']),
     acmeHandshakeWait: pick<string | number>('acmeHandshakeWait', cfg.acme?.['handshake-wait']),
@@ -238,15 +243,16 @@ const serve = program
   .option('--id <id>', 'relay node id (default: HOSTNAME-RANDOM)')
   .option('--region <name>', 'region label shown to operators', 'local')
   .option('--http <addr>', 'public HTTP listener (HOST:PORT, :PORT; "off" to disable)', ':8080')
-  .option('--https <addr>', 'public HTTPS listener (needs --tls-cert/--tls-key)')
+  .option('--https <addr>', 'public HTTPS listener (needs --tls-cert/--tls-key, or --acme-directory)')
   .addOption(new Option('--tls-cert <file>', 'certificate (PEM) for HTTPS, wss://, the control API and the peer endpoint (reloaded on change and SIGHUP)').env('TUNNEL_RELAY_TLS_CERT'))
   .addOption(new Option('--tls-key <file>', 'private key (PEM) of --tls-cert').env('TUNNEL_RELAY_TLS_KEY'))
   .addOption(new Option('--tls-ca <file>', 'CA bundle (PEM) that verifies other relays of the fleet (default: system CAs and NODE_EXTRA_CA_CERTS)').env('TUNNEL_RELAY_TLS_CA'))
-  .option('--acme-directory <url>', 'ACME directory URL: certificates per routed hostname, ordered at its first TLS handshake (--tls-cert stays the fallback)')
+  .option('--acme-directory <url>', 'ACME directory URL: certificates per routed hostname, ordered at its first TLS handshake (--tls-cert, or else a self-signed certificate made at start, answers other names)')
   .option('--acme-email <email>', 'contact address of the ACME account')
   .addOption(new Option('--acme-challenge <type>', 'how hostnames are proven (default: http-01 with --http, else tls-alpn-01)').choices(['http-01', 'tls-alpn-01', 'dns-01']))
-  .option('--acme-dns-hook <command>', 'dns-01: command run as `COMMAND set|unset _acme-challenge.NAME VALUE` (returns once the TXT record is live)')
-  .option('--acme-orders-per-hour <n>', 'most ACME orders this relay places per hour', '60')
+  .option('--acme-dns-hook <command>', 'DNS-01: command run as `COMMAND set|clear _acme-challenge.ZONE VALUE` (set returns once the TXT record is live); with it, names under a routed *.zone share one *.zone certificate')
+  .option('--acme-dns-hook-timeout <duration>', 'longest one run of --acme-dns-hook may take before it is killed and the order backs off', '2m')
+  .option('--acme-orders-per-hour <n>', 'most ACME orders the fleet places per hour, counted in Redis with a Redis store (per relay with a file store); 0: no ceiling', '60')
   .option('--acme-retry-after <duration>', 'wait after a failed order before a name is ordered again (doubles per failure, up to 6h)', '1m')
   .option('--acme-handshake-wait <duration>', 'how long a first handshake waits for its certificate before getting the fallback', '30s')
   .option('--insecure-http-control', 'without --tls-cert: serve the connector endpoint, control API and peer endpoint in plain HTTP on non-loopback addresses (only behind a TLS-terminating proxy or on a trusted network)', false)

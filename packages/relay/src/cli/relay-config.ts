@@ -56,6 +56,7 @@ const schema = z.strictObject({
       email: z.email(),
       challenge: z.enum(['http-01', 'tls-alpn-01', 'dns-01']).optional(),
       'dns-hook': z.string().min(1).optional(),
+      'dns-hook-timeout': duration.optional(),
       'orders-per-hour': z.number().int().min(0).optional(),
       'retry-after': duration.optional(),
       'handshake-wait': duration.optional(),

@@ -1,7 +1,7 @@
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import * as acme from 'acme-client';
 import type { Logger } from 'pino';
+import { challengeRecordName, runDnsHook, type DnsHookAction, type DnsHookSettings } from './dns-hook.js';
 import type { AcmeStore, ChallengeRecord, StoredCertificate } from './acme-store.js';
 
 export type ChallengeType = 'http-01' | 'tls-alpn-01' | 'dns-01';
@@ -12,11 +12,8 @@ export interface AcmeSettings {
   email: string;
   /** How names are proven: the public HTTP listener, the HTTPS listener, or a DNS hook. */
   challenge: ChallengeType;
-  /**
-   * DNS-01: a command run as `HOOK set|unset _acme-challenge.NAME VALUE`
-   * (no shell); it must return once the TXT record is published.
-   */
-  dnsHook?: string;
+  /** DNS-01: the operator's command that publishes and removes the TXT record (see dns-hook.ts). */
+  dnsHook?: DnsHookSettings;
 }
 
 /** Where a new challenge is announced so this relay (and, through the store, the others) answer it. */
@@ -70,7 +67,8 @@ export class AcmeIssuer {
     const client = await this.account();
     const key = await acme.crypto.createPrivateEcdsaKey();
     const [, csr] = await acme.crypto.createCsr({ commonName: name.startsWith('*.') ? undefined : name, altNames: [name] }, key);
-    const type = this.settings.challenge;
+    // A wildcard can only be proven in DNS (RFC 8555 §7.1.3): *.zone goes through the hook whatever the default.
+    const type: ChallengeType = name.startsWith('*.') ? 'dns-01' : this.settings.challenge;
     const made = new Map<string, ChallengeRecord>();
     const pem = await client.auto({
       csr,
@@ -95,7 +93,9 @@ export class AcmeIssuer {
           this.board.remove(rec);
           await this.store.deleteChallenge(rec).catch(() => {});
         } else if (challenge.type === 'dns-01') {
-          await this.dnsHook('unset', authz.identifier.value, keyAuthorization).catch(() => {});
+          await this.dnsHook('clear', authz.identifier.value, keyAuthorization).catch((e: Error) =>
+            this.log.warn({ event: 'acme-dns-hook-failed', action: 'clear', err: e.message }, 'DNS hook could not clear the challenge record'),
+          );
         }
       },
     });
@@ -110,15 +110,12 @@ export class AcmeIssuer {
     return undefined;
   }
 
-  private dnsHook(action: 'set' | 'unset', name: string, value: string): Promise<void> {
+  private dnsHook(action: DnsHookAction, name: string, value: string): Promise<void> {
     const hook = this.settings.dnsHook;
     if (!hook) return Promise.reject(new Error('dns-01 needs --acme-dns-hook'));
-    const record = `_acme-challenge.${name.replace(/^\*\./, '')}`;
-    return new Promise((resolve, reject) =>
-      execFile(hook, [action, record, value], { timeout: 120_000 }, (err, _out, stderr) =>
-        err ? reject(new Error(`DNS hook ${hook} ${action} ${record} failed: ${stderr.trim().slice(0, 300) || err.message}`)) : resolve(),
-      ),
-    );
+    const record = challengeRecordName(name);
+    this.log.info({ event: 'acme-dns-hook', action, record }, 'running the DNS hook');
+    return runDnsHook(hook, action, record, value);
   }
 }
 

@@ -1,16 +1,24 @@
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
+import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { alpnChallengeCertificate, type AcmeIssuer, type ChallengeBoard } from './acme-issuer.js';
 import { checkedName, type AcmeStore, type AcmeStoreEvent, type ChallengeRecord, type StoredCertificate } from './acme-store.js';
 
 export interface CertificateManagerOptions {
-  /** True when the name is routed (exact or wildcard) in the route table: only those are ever ordered. */
-  isRouted(name: string): boolean;
+  /**
+   * The route pattern that routes `name` (`name` itself, or `*.parent`), or
+   * undefined: only routed names are ever ordered.
+   */
+  routeOf(name: string): string | undefined;
+  /** A DNS hook is configured: names under a routed `*.zone` share one `*.zone` certificate (DNS-01). */
+  wildcards: boolean;
   /** Longest a first handshake waits for its certificate before it gets the fallback one. */
   handshakeWaitMs: number;
-  /** Orders this relay places per hour at most (the CA's rate limits are per account). */
+  /** Orders the fleet places per hour at most (0: no ceiling); the CA's rate limits are per account. */
   ordersPerHour: number;
+  /** Counts orders against `ordersPerHour`: in the fleet's Redis when it has one, so relays share the budget. */
+  orderLimiter?: RateLimiterAbstract;
   /** First retry delay after a failed order; doubles per failure up to `retryMaxMs`. */
   retryBaseMs: number;
   retryMaxMs: number;
@@ -18,6 +26,7 @@ export interface CertificateManagerOptions {
 
 interface Served {
   ctx: SecureContext;
+  renewAt: number;
   notBefore: number;
   notAfter: number;
   fingerprint: string;
@@ -27,12 +36,34 @@ interface Served {
 /** Why a name has no certificate being ordered right now. */
 type Backoff = { failures: number; until: number; reason: string };
 
+/** What the dashboard's ACME line shows for one relay. */
+export interface AcmeSummary {
+  certificates: Array<{ name: string; notAfter: number; renewAt: number }>;
+  /** Soonest planned renewal (ms since the epoch), or null without certificates. */
+  nextRenewal: number | null;
+  lastFailure: { name: string; reason: string; at: number; retryAt: number } | null;
+  /** Names whose orders wait out a back-off now. */
+  backoff: Array<{ name: string; failures: number; retryAt: number; reason: string }>;
+  orders: { ok: number; failed: number; rateLimited: number };
+}
+
 export interface AcmeStats {
   certificates(): number;
   readonly orders: { ok: number; failed: number; rateLimited: number };
   backoffNames(): number;
   /** Soonest notAfter of the certificates served (ms), or 0. */
   soonestExpiry(): number;
+  summary(): AcmeSummary;
+}
+
+/** An order refused by the fleet's orders-per-hour ceiling; the back-off lasts until the window frees a slot. */
+class OrderCeiling extends Error {
+  constructor(
+    readonly limit: number,
+    readonly retryMs: number,
+  ) {
+    super(`over the fleet's --acme-orders-per-hour (${limit}); next slot in ${Math.ceil(retryMs / 1000)} s`);
+  }
 }
 
 /**
@@ -58,7 +89,7 @@ export class CertificateManager implements ChallengeBoard, AcmeStats {
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly backoff = new Map<string, Backoff>();
   private readonly acmeHandshakes = new WeakSet<object>();
-  private readonly orderTimes: number[] = [];
+  private lastFailure: AcmeSummary['lastFailure'] = null;
   readonly orders = { ok: 0, failed: 0, rateLimited: 0 };
   private unsubscribe: (() => void) | null = null;
   private sync: NodeJS.Timeout | null = null;
@@ -100,6 +131,13 @@ export class CertificateManager implements ChallengeBoard, AcmeStats {
     for (const s of this.served.values()) if (min === 0 || s.notAfter < min) min = s.notAfter;
     return min;
   }
+  summary(): AcmeSummary {
+    const now = Date.now();
+    const certificates = [...this.served].map(([name, s]) => ({ name, notAfter: s.notAfter, renewAt: s.renewAt })).sort((a, b) => a.name.localeCompare(b.name));
+    const backoff = [...this.backoff].filter(([, b]) => b.until > now).map(([name, b]) => ({ name, failures: b.failures, retryAt: b.until, reason: b.reason }));
+    const nextRenewal = certificates.reduce<number | null>((min, c) => (min === null || c.renewAt < min ? c.renewAt : min), null);
+    return { certificates, nextRenewal, lastFailure: this.lastFailure, backoff, orders: { ...this.orders } };
+  }
   /** The certificate served for a name now (for tests and the dashboard). */
   fingerprint(name: string): string | undefined {
     return this.served.get(name)?.fingerprint;
@@ -131,8 +169,9 @@ export class CertificateManager implements ChallengeBoard, AcmeStats {
     }
     const known = this.lookup(name);
     if (known) return cb(null, known);
-    if (!validName(name) || !this.o.isRouted(name)) return cb(null);
-    const b = this.backoff.get(name);
+    const order = validName(name) ? this.orderName(name) : undefined;
+    if (!order) return cb(null);
+    const b = this.backoff.get(order);
     if (b && b.until > Date.now()) return cb(null);
     let answered = false;
     const answer = () => {
@@ -142,8 +181,26 @@ export class CertificateManager implements ChallengeBoard, AcmeStats {
       cb(null, this.lookup(name));
     };
     const t = setTimeout(answer, this.o.handshakeWaitMs);
-    void this.ensure(name, 'on-demand').finally(answer);
+    void this.ensure(order, 'on-demand').finally(answer);
   };
+
+  /**
+   * The certificate `name` is served from: its own, or with a DNS hook, the
+   * `*.parent` one when a wildcard route routes it (one order for the zone,
+   * not one per name seen). Undefined: unrouted, never ordered.
+   */
+  private orderName(name: string): string | undefined {
+    const route = this.o.routeOf(name);
+    if (route === undefined) return undefined;
+    if (!this.o.wildcards || !route.startsWith('*.') || route === name) return name;
+    // A wildcard certificate covers one label: a.b.zone under *.zone needs *.b.zone.
+    return `*${name.slice(name.indexOf('.'))}`;
+  }
+
+  /** Still worth renewing: the name (or, for `*.parent`, the names it covers) is routed. */
+  private stillRouted(certName: string): boolean {
+    return this.o.routeOf(certName.startsWith('*.') ? `_renewal-probe${certName.slice(1)}` : certName) !== undefined;
+  }
 
   /** HTTP-01: the key authorization for a token this fleet is being validated on. */
   async http01Answer(token: string): Promise<string | undefined> {
@@ -202,10 +259,7 @@ export class CertificateManager implements ChallengeBoard, AcmeStats {
       try {
         const again = await this.store.getCertificate(name);
         if (usable(again)) return this.install(again);
-        if (!this.takeOrderSlot()) {
-          this.orders.rateLimited++;
-          throw new Error(`over --acme-orders-per-hour (${this.o.ordersPerHour})`);
-        }
+        await this.takeOrderSlot();
         this.log.info({ event: 'acme-order', name, why }, 'ordering a certificate');
         const cert = await this.issuer.issue(name);
         await this.store.putCertificate(cert);
@@ -224,22 +278,32 @@ export class CertificateManager implements ChallengeBoard, AcmeStats {
   }
 
   private failed(name: string, e: Error): void {
-    this.orders.failed++;
+    if (e instanceof OrderCeiling) this.orders.rateLimited++;
+    else this.orders.failed++;
     const failures = (this.backoff.get(name)?.failures ?? 0) + 1;
-    const delay = Math.min(this.o.retryMaxMs, this.o.retryBaseMs * 2 ** (failures - 1));
-    this.backoff.set(name, { failures, until: Date.now() + delay, reason: e.message });
-    this.log.warn({ event: 'acme-order-failed', name, failures, retryInMs: delay, err: e.message }, 'certificate order failed; backing off');
+    const exponential = Math.min(this.o.retryMaxMs, this.o.retryBaseMs * 2 ** (failures - 1));
+    const delay = e instanceof OrderCeiling ? Math.max(exponential, e.retryMs) : exponential;
+    const now = Date.now();
+    this.backoff.set(name, { failures, until: now + delay, reason: e.message });
+    this.lastFailure = { name, reason: e.message, at: now, retryAt: now + delay };
+    this.log.warn({ event: 'acme-order-failed', name, failures, retryInMs: delay, rateLimited: e instanceof OrderCeiling, err: e.message }, 'certificate order failed; backing off');
     // A served certificate due for renewal is retried after the back-off.
     const s = this.served.get(name);
-    if (s && !this.stopped) this.schedule(name, s, Date.now() + delay);
+    if (s && !this.stopped) {
+      s.renewAt = now + delay;
+      this.schedule(name, s, s.renewAt);
+    }
   }
 
-  private takeOrderSlot(): boolean {
-    const now = Date.now();
-    while (this.orderTimes.length > 0 && this.orderTimes[0]! < now - 3_600_000) this.orderTimes.shift();
-    if (this.o.ordersPerHour > 0 && this.orderTimes.length >= this.o.ordersPerHour) return false;
-    this.orderTimes.push(now);
-    return true;
+  /** One order from the fleet's hourly budget, or OrderCeiling. */
+  private async takeOrderSlot(): Promise<void> {
+    if (this.o.ordersPerHour <= 0 || !this.o.orderLimiter) return;
+    try {
+      await this.o.orderLimiter.consume('orders');
+    } catch (e) {
+      if (e instanceof RateLimiterRes) throw new OrderCeiling(this.o.ordersPerHour, e.msBeforeNext);
+      throw e;
+    }
   }
 
   private async waitForStored(name: string, usable: (c: StoredCertificate | undefined) => c is StoredCertificate): Promise<void> {
@@ -265,10 +329,11 @@ export class CertificateManager implements ChallengeBoard, AcmeStats {
       return;
     }
     if (cur?.timer) clearTimeout(cur.timer);
-    const s: Served = { ctx, notBefore: c.notBefore, notAfter: c.notAfter, fingerprint, timer: null };
-    this.served.set(c.name, s);
     const lifetime = c.notAfter - c.notBefore;
-    this.schedule(c.name, s, renewalPoint(c) - Math.random() * lifetime * 0.05);
+    const renewAt = renewalPoint(c) - Math.random() * lifetime * 0.05;
+    const s: Served = { ctx, renewAt, notBefore: c.notBefore, notAfter: c.notAfter, fingerprint, timer: null };
+    this.served.set(c.name, s);
+    this.schedule(c.name, s, renewAt);
     this.log.info({ event: 'certificate-loaded', name: c.name, fingerprint, notAfter: new Date(c.notAfter).toISOString(), orderedBy: c.orderedBy }, 'certificate ready for SNI');
   }
 
@@ -280,7 +345,7 @@ export class CertificateManager implements ChallengeBoard, AcmeStats {
       s.timer = null;
       if (this.stopped || this.served.get(name) !== s) return;
       if (Date.now() < at) return this.schedule(name, s, at);
-      if (!this.o.isRouted(name)) {
+      if (!this.stillRouted(name)) {
         this.log.info({ event: 'acme-not-renewed', name }, 'certificate not renewed: the hostname is no longer routed');
         return;
       }
