@@ -1,6 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { X509Certificate } from 'node:crypto';
-import tls from 'node:tls';
 import * as path from 'node:path';
 import { Agent } from 'undici';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
@@ -10,6 +8,7 @@ import { req } from './harness/http.js';
 import { makeCa, opensslMissing, type Ca } from './harness/certs.js';
 import { metricsUrl, scrape } from './harness/limit-metrics.js';
 import { freePort } from './harness/ports.js';
+import { ordersTotal, peerCertificate } from './harness/acme-peer.js';
 import { startDns, type TestDns } from './harness/dns.js';
 import { writeDnsHook, type DnsHookScript } from './harness/acme-dns-hook.js';
 import { pebbleMissing, startPebble, type Pebble } from './harness/pebble.js';
@@ -26,24 +25,6 @@ import { startRedis, type RedisServer } from './harness/redis.js';
 //   relay that has ordered nothing is refused once the other used it.
 
 const skip = opensslMissing('ACME DNS-01 test') ?? pebbleMissing('ACME DNS-01 test');
-
-function peerCertificate(port: number, servername: string): Promise<X509Certificate> {
-  return new Promise((resolve, reject) => {
-    const s = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
-      const raw = s.getPeerX509Certificate();
-      s.destroy();
-      if (raw) resolve(raw);
-      else reject(new Error('no peer certificate'));
-    });
-    s.on('error', reject);
-    s.setTimeout(60_000, () => s.destroy(new Error(`no handshake with ${servername} in 60 s`)));
-  });
-}
-
-async function ordersTotal(metrics: string): Promise<Record<string, number>> {
-  const m = await scrape(metrics, 'tunnel_relay_acme_orders_total');
-  return Object.fromEntries([...m].map(([k, v]) => [k.replace(/^result=/, ''), v]));
-}
 
 describe.skipIf(skip !== null)('ACME DNS-01 wildcards, self-signed fallback, fleet-wide order ceiling (Redis, two relays)', () => {
   const tmp = tempDir();

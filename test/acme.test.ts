@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
-import tls from 'node:tls';
 import * as path from 'node:path';
 import { Agent } from 'undici';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
@@ -11,6 +10,7 @@ import { req } from './harness/http.js';
 import { makeCa, issueCert, opensslMissing, type Ca } from './harness/certs.js';
 import { metricsUrl, scrape } from './harness/limit-metrics.js';
 import { freePort } from './harness/ports.js';
+import { ordersTotal, peerCertificate } from './harness/acme-peer.js';
 import { startDns, type TestDns } from './harness/dns.js';
 import { pebbleMissing, startPebble, type Pebble } from './harness/pebble.js';
 import { startRedis, type RedisServer } from './harness/redis.js';
@@ -24,25 +24,6 @@ import { waitFor } from './harness/wait.js';
 // ordered, renewed at two-thirds of their life, and backed off after a failure.
 
 const skip = opensslMissing('ACME test') ?? pebbleMissing('ACME test');
-
-/** The certificate a TLS handshake with this SNI gets (not verified: we look at it). */
-function peerCertificate(port: number, servername: string, alpn?: string[]): Promise<X509Certificate> {
-  return new Promise((resolve, reject) => {
-    const s = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false, ...(alpn ? { ALPNProtocols: alpn } : {}) }, () => {
-      const raw = s.getPeerX509Certificate();
-      s.destroy();
-      if (raw) resolve(raw);
-      else reject(new Error('no peer certificate'));
-    });
-    s.on('error', reject);
-    s.setTimeout(60_000, () => s.destroy(new Error(`no handshake with ${servername} in 60 s`)));
-  });
-}
-
-async function ordersTotal(metrics: string): Promise<Record<string, number>> {
-  const m = await scrape(metrics, 'tunnel_relay_acme_orders_total');
-  return Object.fromEntries([...m].map(([k, v]) => [k.replace(/^result=/, ''), v]));
-}
 
 describe.skipIf(skip !== null)('ACME: HTTP-01, unrouted names, back-off (file store)', () => {
   const tmp = tempDir();

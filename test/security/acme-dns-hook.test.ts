@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import tls from 'node:tls';
 import * as path from 'node:path';
 import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { createTunnel, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { makeCa, opensslMissing, type Ca } from '../harness/certs.js';
 import { metricsUrl, scrape } from '../harness/limit-metrics.js';
 import { freePort } from '../harness/ports.js';
+import { peerCertificate } from '../harness/acme-peer.js';
 import { startDns, type TestDns } from '../harness/dns.js';
 import { writeDnsHook, type DnsHookScript } from '../harness/acme-dns-hook.js';
 import { pebbleMissing, startPebble, type Pebble } from '../harness/pebble.js';
@@ -19,17 +19,7 @@ import { waitFor } from '../harness/wait.js';
 
 const skip = opensslMissing('ACME DNS hook abuse test') ?? pebbleMissing('ACME DNS hook abuse test');
 
-function handshakeSubject(port: number, servername: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
-      const subject = s.getPeerX509Certificate()?.subject ?? '';
-      s.destroy();
-      resolve(subject);
-    });
-    s.on('error', reject);
-    s.setTimeout(60_000, () => s.destroy(new Error(`no handshake with ${servername} in 60 s`)));
-  });
-}
+const handshakeSubject = async (port: number, servername: string) => (await peerCertificate(port, servername)).subject;
 
 function alive(pid: number): boolean {
   try {
