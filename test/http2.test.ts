@@ -14,6 +14,8 @@ import { req } from './harness/http.js';
 import { makeCa, issueCert, opensslMissing } from './harness/certs.js';
 import { metricsUrl, scrape } from './harness/limit-metrics.js';
 import { h2get, h2session } from './harness/h2.js';
+import { openStore } from '../packages/relay/src/store/open.js';
+import { waitFor } from './harness/wait.js';
 
 // HTTP/2 to the public: the HTTPS listener offers h2 in ALPN (HTTP/1.1 for
 // the rest, on the same port) and both reach the one request path: routing,
@@ -51,10 +53,11 @@ describe.skipIf(skip !== null)('HTTP/2 on the public HTTPS listener', () => {
   /** What the origin saw of the last request to /echo. */
   let seen: { host?: string; headers: http.IncomingHttpHeaders; raw: string[]; httpVersion: string } | null = null;
   let releaseSse: (() => void) | null = null;
+  let storeUrl: string;
 
   beforeAll(async () => {
     ca = makeCa(tmp.dir);
-    const leaf = issueCert(ca, path.join(tmp.dir, 'relay'), { names: ['h2.test', 'offline.test'] });
+    const leaf = issueCert(ca, path.join(tmp.dir, 'relay'), { names: ['h2.test', 'offline.test', 'denied.test'] });
     const keys = path.join(tmp.dir, 'fleet-key.json');
     generateKeyFile(keys);
     const store = `file:${path.join(tmp.dir, 'store')}`;
@@ -67,6 +70,7 @@ describe.skipIf(skip !== null)('HTTP/2 on the public HTTPS listener', () => {
         return void s.end('echo');
       }
       if (q.url === '/upload') {
+        seen = { host: q.headers.host, headers: q.headers, raw: q.rawHeaders, httpVersion: q.httpVersion };
         const h = createHash('sha256');
         let n = 0;
         q.on('data', (c: Buffer) => {
@@ -85,7 +89,8 @@ describe.skipIf(skip !== null)('HTTP/2 on the public HTTPS listener', () => {
       s.end(`page ${q.url}`);
     });
     await createTunnel({ dir: tmp.dir, store, keys, name: 'offline', hostnames: ['offline.test'] });
-    const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'h2', hostnames: ['h2.test'], relays: [`wss://127.0.0.1:${relay.connect}`] });
+    storeUrl = store;
+    const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'h2', hostnames: ['h2.test', 'denied.test'], relays: [`wss://127.0.0.1:${relay.connect}`] });
     await startConnector({ token, relays: [`wss://127.0.0.1:${relay.connect}`], url: origin.url, env: { NODE_EXTRA_CA_CERTS: ca.cert }, ha: 2 });
   });
   afterAll(async () => {
@@ -152,6 +157,59 @@ describe.skipIf(skip !== null)('HTTP/2 on the public HTTPS listener', () => {
         stream.once('end', () => resolve(t));
       });
       expect(rest).toBe('data: last\n\n');
+    } finally {
+      s.close();
+    }
+  });
+
+  it('a streamed h2 upload with no content-length arrives whole: the origin gets it chunked', async () => {
+    const s = await h2session(`https://127.0.0.1:${httpsPort}`, { ca: readFileSync(ca.cert), servername: 'h2.test' });
+    try {
+      const parts = Array.from({ length: 8 }, () => randomBytes(128 << 10));
+      const h = createHash('sha256');
+      for (const p of parts) h.update(p);
+      const stream = s.request({ ':method': 'POST', ':path': '/upload', ':authority': 'h2.test' }, { endStream: false });
+      const answer = new Promise<string>((resolve, reject) => {
+        let t = '';
+        stream.setEncoding('utf8');
+        stream.on('data', (c: string) => (t += c));
+        stream.once('end', () => resolve(t));
+        stream.once('error', reject);
+        setTimeout(() => reject(new Error('no answer to the upload in 15 s')), 15_000).unref();
+      });
+      // DATA frames until END_STREAM, no length announced (as a streamed fetch body or `curl -T -` sends it).
+      stream.end(Buffer.concat(parts));
+      expect(await answer).toBe(`${8 * (128 << 10)} ${h.digest('hex')}`);
+      expect(seen!.headers['transfer-encoding']).toBe('chunked');
+      expect(seen!.headers['content-length']).toBeUndefined();
+    } finally {
+      s.close();
+    }
+  });
+
+  it('Access over h2: a host under a deny policy answers 403 with the same error as over HTTP/1.1', async () => {
+    const store = await openStore(storeUrl);
+    try {
+      const route = (await store.getRoute('denied.test'))!;
+      await store.putAccessRecord({ kind: 'policy', id: 'deny-h2', accountId: route.accountId, hostname: 'denied.test', pathPrefix: '/', decision: 'deny', include: { emails: [], domains: [], groups: [], serviceTokens: [] }, audTag: 'a'.repeat(32), sessionSeconds: 3600, createdAt: Date.now() });
+    } finally {
+      await store.close();
+    }
+    const dispatcher = new Agent({ connect: { ca: readFileSync(ca.cert), servername: 'h2.test' } });
+    const h1 = await waitFor(async () => {
+      const r = await req(`https://127.0.0.1:${httpsPort}/x`, { host: 'denied.test', dispatcher, headers: { accept: 'application/json' } });
+      return r.status === 403 ? r : null;
+    }, 10_000, { message: 'the deny policy applied over HTTP/1.1' });
+    await dispatcher.close();
+    const s = await h2session(`https://127.0.0.1:${httpsPort}`, { ca: readFileSync(ca.cert), servername: 'h2.test' });
+    try {
+      const before = seen;
+      const h2 = await h2get(s, { ':path': '/x', ':authority': 'denied.test', accept: 'application/json' });
+      expect(h2.status).toBe(403);
+      expect(h2.headers['tunnel-error']).toBe(h1.headers['tunnel-error']);
+      const strip = (b: string) => b.replace(/[0-9a-f]{21}/g, 'ID');
+      expect(strip(h2.body)).toBe(strip(h1.text));
+      expect(seen).toBe(before);
     } finally {
       s.close();
     }

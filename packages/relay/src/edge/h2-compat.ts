@@ -11,6 +11,13 @@ import http2 from 'node:http2';
  *   header fields of the HTTP/1.1 request the origin gets), starts with
  *   `Host`, and has the `cookie` crumbs HTTP/2 allows to be split joined
  *   into one field with "; " (RFC 9113 §8.2.3);
+ * - a request body of unknown length (DATA frames until END_STREAM, no
+ *   content-length: a streamed fetch upload, `curl -T -`) is what HTTP/1.1
+ *   calls chunked: without `Transfer-Encoding: chunked` the one request path
+ *   would read "no body" (RFC 9112 §6.3) and drop it, and the body-size and
+ *   body-idle ceilings, which look for a length or a transfer coding, would
+ *   not apply. HTTP/2 forbids the header from the client (nghttp2 resets
+ *   such a stream), so the one here is always ours;
  * - a response status line has no reason phrase in HTTP/2: one given is
  *   dropped rather than warned about.
  *
@@ -19,11 +26,11 @@ import http2 from 'node:http2';
  */
 export class EdgeH2Request extends http2.Http2ServerRequest {
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, options: object, rawHeaders: string[]) {
-    super(stream, headers, options as never, http1Fields(headers, rawHeaders));
+    super(stream, headers, options as never, http1Fields(headers, rawHeaders, !stream.endAfterHeaders));
   }
 }
 
-function http1Fields(headers: http2.IncomingHttpHeaders, raw: string[]): string[] {
+function http1Fields(headers: http2.IncomingHttpHeaders, raw: string[], bodyFollows: boolean): string[] {
   const authority = headers[':authority'];
   if (typeof authority === 'string' && authority !== '') headers.host = authority;
   const host = headers.host;
@@ -39,6 +46,10 @@ function http1Fields(headers: http2.IncomingHttpHeaders, raw: string[]): string[
     out.push(name, raw[i + 1]!);
   }
   if (cookie !== undefined) out.push('cookie', cookie);
+  if (bodyFollows && headers['content-length'] === undefined) {
+    headers['transfer-encoding'] = 'chunked';
+    out.push('transfer-encoding', 'chunked');
+  }
   return out;
 }
 
