@@ -374,7 +374,12 @@ export const relayMemberSchema = z.strictObject({
   lastSeen: ms,
   draining: z.boolean(),
 });
-export const presenceSchema = z.strictObject({
+// Connection records are written by every relay of a fleet, and in a rolling
+// upgrade a newer relay adds fields (as `host` once was): a reader keeps the
+// fields it knows and drops the rest (z.object strips), where a strict schema
+// would call the record corrupt and lose the connections. Known fields are
+// still checked.
+export const presenceSchema = z.object({
   connectionId: str,
   relayId: str,
   tunnelId: str,

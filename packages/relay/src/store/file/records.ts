@@ -58,7 +58,8 @@ export type ApprovalFile = z.infer<typeof approvalFileSchema>;
 const relayFileSchema = z.strictObject({ member: relayMemberSchema, expiresAt: z.number() });
 export type RelayFile = z.infer<typeof relayFileSchema>;
 
-const presenceFileSchema = z.strictObject({
+// Tolerant of fields a newer relay adds, like the connections in it (types.ts).
+const presenceFileSchema = z.object({
   relayId: z.string().min(1),
   expiresAt: z.number(),
   presences: z.array(presenceSchema),

@@ -86,7 +86,8 @@ export type { RedisStoreOptions };
 
 // Presence is stored per relay without timestamps of its own, so a refresh
 // with the same set does not announce a change.
-const presenceRecordSchema = z.strictObject({ relayId: z.string().min(1), presences: z.array(presenceSchema) });
+// Tolerant of fields a newer relay adds, like the connections in it (types.ts).
+const presenceRecordSchema = z.object({ relayId: z.string().min(1), presences: z.array(presenceSchema) });
 type PresenceRecord = z.infer<typeof presenceRecordSchema>;
 
 
