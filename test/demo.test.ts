@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -9,8 +9,15 @@ import { req } from './harness/http.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('npm start (the local demo)', () => {
+  // The demo spawns two relays and a connector; started in its own process
+  // group so that a failed run (an assertion before Ctrl-C, a timeout) kills
+  // all of them by the group's id instead of leaving them holding ports.
+  let launched: Proc | undefined;
+  afterAll(() => launched?.killGroup());
+
   it('brings up two relays and a quick tunnel (tunnel --url), prints a working random URL, and stops cleanly on Ctrl-C', async () => {
-    const demo = new Proc('demo', process.execPath, [path.join(root, 'scripts/demo.js')]);
+    const demo = new Proc('demo', process.execPath, [path.join(root, 'scripts/demo.js')], {}, undefined, { group: true });
+    launched = demo;
     const m = await waitFor(() => /http:\/\/([a-z2-7]{16}\.try\.localhost):(\d+)\/\s+\(relay-a\)[\s\S]*http:\/\/[a-z2-7]{16}\.try\.localhost:(\d+)\/\s+\(relay-b\)/.exec(demo.stdout), 60_000, { message: 'demo URL printed' });
     expect(demo.stdout).toMatch(/4 connections over 2 relays/);
     for (const port of [m[2], m[3]]) {

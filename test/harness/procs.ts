@@ -31,8 +31,10 @@ export class Proc {
     args: string[],
     env: Record<string, string | undefined> = {},
     cwd?: string,
+    /** Its own process group, so killGroup() ends whatever it spawned too (a launcher such as the demo). */
+    opts: { group?: boolean } = {},
   ) {
-    this.child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], cwd });
+    this.child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], cwd, detached: opts.group === true });
     live.add(this);
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.onStdout(d));
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
@@ -91,6 +93,19 @@ export class Proc {
     const t = setTimeout(() => this.signal('SIGKILL'), graceMs);
     await this.exited;
     clearTimeout(t);
+  }
+
+  /**
+   * SIGKILL to the process group of a Proc started with `group: true` (by its
+   * PID: the group id is the leader's), the leader and every child it left,
+   * even after the leader itself has exited. For afterAll/finally.
+   */
+  killGroup(): void {
+    try {
+      process.kill(-this.pid, 'SIGKILL');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e; // nothing left in the group
+    }
   }
 
   async kill9(): Promise<void> {
