@@ -78,6 +78,24 @@ export class Proc {
     });
   }
 
+  /**
+   * Start-up: waits for the log line that says the process is up, or for the
+   * process to exit first (then fails at once, with its stderr). The deadline
+   * only bounds a process that hangs without exiting: start-up on a loaded
+   * machine takes what it takes, and a slow start is not what a test checks
+   * (45 s: under the e2e hook timeout, so a hang fails here with its stderr).
+   */
+  async waitForStart(pred: (l: LogLine) => boolean, message: string, hangMs = 45_000): Promise<LogLine> {
+    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    void this.exited.then((e) => (exit = e));
+    await waitFor(() => this.logs.some(pred) || exit !== undefined, hangMs, { message }).catch((e: Error) => {
+      throw new Error(`${e.message}\n--- ${this.name} stderr ---\n${this.stderr.slice(-2000)}`);
+    });
+    const up = this.logs.find(pred);
+    if (up) return up;
+    throw new Error(`${message}: ${this.name} exited first (code ${exit?.code}, signal ${exit?.signal})\n--- stderr ---\n${this.stderr.slice(-2000)}`);
+  }
+
   countLogs(pred: (l: LogLine) => boolean): number {
     return this.logs.filter(pred).length;
   }
@@ -187,10 +205,10 @@ export async function startRelay(o: RelayStartOptions): Promise<RelayProc> {
     ...(o.extraArgs ?? []),
   ];
   const proc = new Proc(id, process.execPath, args, o.env ?? {}, o.dir);
-  const line = await proc.waitForLog((l) => l.event === 'listening', 15_000, `${id} listening`);
+  const line = await proc.waitForStart((l) => l.event === 'listening', `${id} listening`);
   const ports = line.ports as { http: number; connect: number; control?: number; peer?: number };
   if (o.control !== false) {
-    const c = await proc.waitForLog((l) => l.event === 'control-listening', 15_000, `${id} control listening`);
+    const c = await proc.waitForStart((l) => l.event === 'control-listening', `${id} control listening`);
     ports.control = c.port as number;
   }
   return {
