@@ -2,8 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { hostname } from 'node:os';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
-import { loadConfig } from '../packages/connector/src/ingress/config.js';
+import { loadConfig, parseConfig } from '../packages/connector/src/ingress/config.js';
+import { durationSetting } from '@tunnel/protocol';
 import { loadRelayConfig } from '../packages/relay/src/cli/relay-config.js';
 import { CONNECTOR_CLI, Proc, RELAY_CLI, createTunnel, runCli, startRelay, stopAll, tempDir } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';
@@ -39,6 +41,24 @@ function verifyUnit(unit: string): void {
   const m = /Overall exposure level for \S+: ([\d.]+)/.exec(sec.stdout + sec.stderr);
   expect(m, `no exposure level from systemd-analyze security --offline: ${sec.stdout}${sec.stderr}`).not.toBeNull();
   expect(Number(m![1])).toBeLessThanOrEqual(2.5);
+}
+
+/** Each option's `(default: …)` in a command's --help (help text wraps, so per option block). */
+function helpDefaults(help: string): Map<string, string | undefined> {
+  const out = new Map<string, string | undefined>();
+  for (const block of help.split(/\n(?= {2}-)/)) {
+    const flag = /^ {2}(--[a-z0-9-]+)/.exec(block)?.[1];
+    if (!flag) continue;
+    out.set(flag, /\(default: "?([^",)]*)"?[,)]/.exec(block.replace(/\s+/g, ' '))?.[1]);
+  }
+  return out;
+}
+
+/** The dry run's printed file after `# PATH` (the unit comes first, then the config). */
+function printedFile(stdout: string, name: string): string {
+  const at = stdout.indexOf(`/${name}\n`);
+  expect(at, stdout).toBeGreaterThan(0);
+  return stdout.slice(at + name.length + 2);
 }
 
 const HARDENING = ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'Restart=on-failure', 'DynamicUser=yes'];
@@ -207,6 +227,57 @@ describe('service install', () => {
     const purge = await runCli(RELAY_CLI, ['service', 'uninstall', '--unit-dir', units, '--config-dir', etc, '--purge']);
     expect(purge.code, purge.stderr).toBe(0);
     expect(existsSync(path.join(etc, 'fleet-key.json'))).toBe(false);
+  });
+
+  it('service install takes its options from run/serve: the same defaults in --help and in the file it writes', async () => {
+    // The connector: run's defaults are service install's (but for --metrics, which an installed connector serves on purpose).
+    // The CLI runs are independent: started together.
+    const [runHelp, cinstallHelp, dry, bad, serveHelp, rinstallHelp, rdry] = await Promise.all([
+      runCli(CONNECTOR_CLI, ['run', '--help']),
+      runCli(CONNECTOR_CLI, ['service', 'install', '--help']),
+      runCli(CONNECTOR_CLI, ['service', 'install', '--url', origin.url, '--unit-dir', path.join(tmp.dir, 'opt-units'), '--config-dir', path.join(tmp.dir, 'opt-etc'), '--dry-run']),
+      runCli(CONNECTOR_CLI, ['service', 'install', '--url', origin.url, '--ha-connections', '17', '--dry-run']),
+      runCli(RELAY_CLI, ['serve', '--help']),
+      runCli(RELAY_CLI, ['service', 'install', '--help']),
+      runCli(RELAY_CLI, ['service', 'install', '--unit-dir', path.join(tmp.dir, 'opt-units'), '--config-dir', path.join(tmp.dir, 'opt-etc'), '--dry-run', '--insecure-http-control']),
+    ]);
+    const run = helpDefaults(runHelp.stdout);
+    const cinstall = helpDefaults(cinstallHelp.stdout);
+    expect(run.get('--ha-connections')).toBe('4');
+    for (const flag of ['--ha-connections', '--grace-period']) expect(cinstall.get(flag), flag).toBe(run.get(flag));
+    expect(run.get('--metrics')).toBe('off');
+    expect(cinstall.get('--metrics')).toBe('127.0.0.1:20241');
+    expect(dry.code, dry.stderr).toBe(0);
+    const written = parseConfig(printedFile(dry.stdout, 'config.yml'), 'written.yml');
+    // What run takes from a config.yml that says nothing, and from its flags' defaults.
+    const unsaid = parseConfig(`ingress:\n  - service: ${origin.url}\n`, 'unsaid.yml');
+    expect(written.haConnections).toBe(unsaid.haConnections);
+    expect(written.haConnections).toBe(Number(run.get('--ha-connections')));
+    expect(written.gracePeriod).toBe(unsaid.gracePeriod);
+    expect(written.gracePeriod).toBe((durationSetting(run.get('--grace-period')) as { ms: number }).ms);
+    expect(written.metrics).toEqual({ host: '127.0.0.1', port: 20241 });
+    // A wrong value is refused naming the flag, not a line of the generated file.
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe('tunnel: --ha-connections: expected a whole number from 1 to 16, got "17"\n');
+
+    // The relay: every option both commands take has serve's default, but for the three a service means otherwise.
+    const serve = helpDefaults(serveHelp.stdout);
+    const rinstall = helpDefaults(rinstallHelp.stdout);
+    const shared = [...rinstall.keys()].filter((f) => serve.has(f));
+    expect(shared).toEqual(expect.arrayContaining(['--region', '--http', '--connect', '--control', '--peer', '--drain-timeout', '--drain-delay', '--insecure-http-control']));
+    const serviceOwn: Record<string, string> = { '--store': 'file:/var/lib/tunnel-relay/store', '--metrics': '127.0.0.1:9464', '--advertise-host': hostname() };
+    // Flags that name a file to install (not serve's setting of the same name) are the service's own.
+    const installs = ['--keys', '--operator-key-file', '--tls-cert', '--tls-key'];
+    for (const flag of shared.filter((f) => !installs.includes(f))) expect(rinstall.get(flag), flag).toBe(serviceOwn[flag] ?? serve.get(flag));
+    expect(rdry.code, rdry.stderr).toBe(0);
+    const yml = path.join(tmp.dir, 'opt-relay.yml');
+    writeFileSync(yml, printedFile(rdry.stdout, 'relay.yml'));
+    const cfg = loadRelayConfig(yml);
+    expect(cfg.region).toBe(serve.get('--region'));
+    for (const k of ['http', 'connect', 'control', 'peer'] as const) expect(cfg.listen?.[k], k).toBe(serve.get(`--${k}`));
+    expect(cfg['drain-timeout']).toBe((durationSetting(serve.get('--drain-timeout')) as { ms: number }).ms);
+    expect(cfg['drain-delay']).toBe((durationSetting(serve.get('--drain-delay')) as { ms: number }).ms);
+    expect(cfg['advertise-host']).toBe(hostname());
   });
 
   // Outside CI without systemd-analyze this is a visible skip (reported with its reason above), never a silent pass.

@@ -4,7 +4,7 @@ import { createLogger, LOG_LEVELS } from '@tunnel/host';
 import { Connector, CONNECTOR_VERSION } from '../connector.js';
 import { loadConfig, resolveIngress, ConfigError, ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig } from '../ingress/config.js';
 import { compileIngress, describeRule, ruleForUrl } from '../ingress/ingress.js';
-import { durationSetting } from '@tunnel/protocol';
+import { runDefault, runFlag, runOption, RunSettingError, sourceOptions } from '../run-settings.js';
 import { resolveToken, relaysFor, tokenExpiry, CredentialError } from './credentials.js';
 import { watchCredential } from './credential-watch.js';
 import { peekClaims } from '@tunnel/protocol';
@@ -44,22 +44,18 @@ function loadOptionalConfig(file: string | undefined): ConnectorConfig | undefin
   return file ? loadConfig(file) : undefined;
 }
 
-program
-  .command('run')
+const run = program.command('run');
+for (const o of sourceOptions()) run.addOption(o);
+run
   .description('run the connector: keep HA connections to the relays and serve requests to the origin')
   .argument('[name]', 'tunnel name (its credentials file is read from TUNNEL_HOME)')
-  .addOption(new Option('--token <token>', 'tunnel run token (prefer TUNNEL_TOKEN or --token-file: they stay out of `ps`)').env('TUNNEL_TOKEN'))
-  .addOption(new Option('--token-file <file>', 'read the run token from this file').env('TUNNEL_TOKEN_FILE'))
-  .option('--credentials-file <file>', 'tunnel credentials file (<TUNNEL-ID>.json)')
   .option('--config <file>', 'config.yml with ingress rules (reloaded on change and on SIGHUP)')
-  .option('--url <url>', 'publish this one origin (instead of ingress rules)')
-  .option('--relay <url...>', 'relays to dial: any URL of a relay (public, control API or connector endpoint; ws:// and wss:// are taken as the endpoint itself); default: from the config or the credential')
   .option('--no-discover', 'use only the relays given; do not follow the fleet\'s live relay list')
-  .option('--discovery-interval <duration>', 'how often to ask for the fleet\'s live relay list', '5s')
+  .addOption(runOption('discoveryInterval'))
   .addOption(new Option('--fleet-key <key>', 'fleet public key that signs relay lists (for credentials issued without one)').env('TUNNEL_FLEET_KEY'))
-  .option('--ha-connections <n>', 'connections to keep, spread over the relays')
-  .option('--grace-period <duration>', 'how long SIGTERM waits for in-flight requests (e.g. 30s)')
-  .option('--metrics <addr>', 'serve /ready, /healthcheck and /metrics on HOST:PORT')
+  .addOption(runOption('haConnections'))
+  .addOption(runOption('gracePeriod'))
+  .addOption(runOption('metrics'))
   .addOption(new Option('--loglevel <level>', 'log level').choices(LOG_LEVELS as unknown as string[]))
   // The relay's spellings, so one habit works on both binaries.
   .addOption(new Option('--log-level <level>').choices(LOG_LEVELS as unknown as string[]).hideHelp())
@@ -95,9 +91,10 @@ program
     const learned = asked ? await connectEndpointsFor(asked, fleetKey) : { connect: [], control: [] };
     const relays = relaysFor(token, asked ? learned.connect : (file?.relays ?? []));
     if (relays.length === 0) throw new CliError('no relays: pass --relay URL, list `relays` in the config, or use a credential that names them');
-    const haConnections = Number(o.haConnections ?? cfg?.haConnections ?? 4);
-    if (!Number.isInteger(haConnections) || haConnections < 1 || haConnections > 16) throw new CliError('--ha-connections must be 1..16');
-    const gracePeriodMs = o.gracePeriod ? durationFlag('grace-period', o.gracePeriod) : (cfg?.gracePeriod ?? 30_000);
+    // A flag wins over config.yml, which wins over the default (config.yml's schema takes the same one).
+    const haConnections = o.haConnections !== undefined ? runFlag('haConnections', o.haConnections) : (cfg?.haConnections ?? runDefault('haConnections')!);
+    const gracePeriodMs = o.gracePeriod !== undefined ? runFlag('gracePeriod', o.gracePeriod) : (cfg?.gracePeriod ?? runDefault('gracePeriod')!);
+    const discoveryIntervalMs = o.discoveryInterval !== undefined ? runFlag('discoveryInterval', o.discoveryInterval) : runDefault('discoveryInterval')!;
 
     const claimed = peekClaims(token)?.controlUrl;
     const controlUrls = o.discover === false ? [] : [...new Set([file?.controlUrl, typeof claimed === 'string' ? claimed : undefined, ...learned.control].filter((x): x is string => !!x))];
@@ -117,13 +114,13 @@ program
       controlUrls,
       accessControlUrl: file?.controlUrl ?? (typeof claimed === 'string' ? claimed : undefined),
       fleetKey,
-      discoveryIntervalMs: durationFlag('discovery-interval', o.discoveryInterval),
+      discoveryIntervalMs,
       hooks: metrics.originHooks,
     });
     metrics.attach(connector.ha);
     metrics.attachDiscovery(connector.discovery);
     logOriginRequests(connector.log);
-    const metricsAddr: { host: string; port: number } | undefined = o.metrics !== undefined ? metricsFlag(o.metrics) : cfg?.metrics;
+    const metricsAddr: { host: string; port: number } | undefined = o.metrics !== undefined ? runFlag('metrics', o.metrics) : cfg?.metrics;
     let metricsUrl: string | undefined;
     if (metricsAddr) {
       const server = createStatusServer({ ha: connector.ha, connectorId: connector.id, metrics });
@@ -253,21 +250,6 @@ function checkTunnelKey(cfg: ConnectorConfig, file: TunnelCredentialsFile, path:
   ]);
 }
 
-/** A duration flag (`30s`, `1m30s`); a bare number or garbage is a usage error naming the flag. */
-function durationFlag(flag: string, value: string): number {
-  const r = durationSetting(value);
-  if ('problem' in r) throw new CliError(`--${flag}: ${r.problem}`);
-  return r.ms;
-}
-
-/** `--metrics HOST:PORT`, `:PORT` (localhost) or `PORT`; anything else is a usage error naming the flag. */
-function metricsFlag(addr: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:\s]*)):(\d{1,5})$/.exec(addr) ?? /^()()(\d{1,5})$/.exec(addr);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new CliError(`--metrics: ${JSON.stringify(addr)} is not an address (expected HOST:PORT, :PORT or PORT)`);
-  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
-}
-
 /** TUNNEL_HOME/<id>.json for a tunnel name (fetched with cert.json when missing). */
 async function credentialsPathFor(name: string): Promise<string> {
   const path = await fetchCredentialsFor(name);
@@ -285,7 +267,7 @@ async function main(): Promise<void> {
         ? e.message
         : e instanceof ControlError
           ? `${e.message} (${e.code})`
-          : e instanceof CredentialError || e instanceof CliError || e instanceof UnsafeIdError || e instanceof ServiceError || e instanceof AccessError || e instanceof AccessLoginError || e instanceof CaFileError || e instanceof QuickUsageError
+          : e instanceof CredentialError || e instanceof CliError || e instanceof RunSettingError || e instanceof UnsafeIdError || e instanceof ServiceError || e instanceof AccessError || e instanceof AccessLoginError || e instanceof CaFileError || e instanceof QuickUsageError
           ? e.message
           : ((e as Error).message ?? String(e));
     process.stderr.write(`tunnel: ${msg}\n`);

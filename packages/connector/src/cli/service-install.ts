@@ -7,6 +7,7 @@ import { loadConfig, parseConfig, resolveIngress } from '../ingress/config.js';
 import { compileIngress } from '../ingress/ingress.js';
 import { resolveToken } from './credentials.js';
 import { fetchCredentialsFor } from './provisioning-commands.js';
+import { RUN_SETTINGS, runFlag, runOption, SERVICE_METRICS, sourceOptions } from '../run-settings.js';
 
 /**
  * `tunnel service install|uninstall`: a hardened systemd unit that runs
@@ -65,33 +66,37 @@ export function renderConnectorUnit(o: ConnectorServiceOptions): string {
   return unitHeader('tunnel service install', 'tunnel service uninstall') + renderUnit(lines);
 }
 
-/** config.yml for `--url`: the one origin, plus the settings given. */
+/**
+ * config.yml for `--url`: the one origin, plus the settings given, else
+ * `run`'s own defaults (from the one table both take them from), written out
+ * so the operator sees what the service runs with.
+ */
 export function renderConnectorConfig(o: { url: string; relays?: string[]; haConnections?: number; metrics?: string; gracePeriod?: string }): string {
   const doc: Record<string, unknown> = {
     ...(o.relays?.length ? { relays: o.relays } : {}),
-    'ha-connections': o.haConnections ?? 4,
-    metrics: o.metrics ?? '127.0.0.1:20241',
-    'grace-period': o.gracePeriod ?? '30s',
+    [RUN_SETTINGS.haConnections.key]: o.haConnections ?? RUN_SETTINGS.haConnections.default,
+    [RUN_SETTINGS.metrics.key]: o.metrics ?? SERVICE_METRICS,
+    [RUN_SETTINGS.gracePeriod.key]: o.gracePeriod ?? RUN_SETTINGS.gracePeriod.default,
     ingress: [{ service: o.url }],
   };
   return '# tunnel run settings (written by `tunnel service install`).\n# The run token is not here: systemd passes it as a credential (TUNNEL_TOKEN_FILE).\n' + stringify(doc);
 }
 
+function hostPort(a: { host: string; port: number }): string {
+  return `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+}
+
 export function registerServiceCommands(program: Command): void {
   const service = program.command('service').description('run the connector as a systemd service');
-  service
-    .command('install')
+  const install = service.command('install');
+  for (const o of sourceOptions()) install.addOption(o);
+  install
     .description(`write ${UNIT_NAME} (hardened), /etc/tunnel/config.yml and the token file, and start it`)
     .argument('[name]', 'tunnel name (its credentials are read from TUNNEL_HOME)')
-    .addOption(new Option('--token <token>', 'tunnel run token (prefer TUNNEL_TOKEN or --token-file)').env('TUNNEL_TOKEN'))
-    .addOption(new Option('--token-file <file>', 'read the run token from this file').env('TUNNEL_TOKEN_FILE'))
-    .option('--credentials-file <file>', 'tunnel credentials file (<TUNNEL-ID>.json)')
-    .option('--url <url>', 'publish this one origin')
     .option('--config <file>', 'install this config.yml (ingress rules) instead of --url')
-    .option('--relay <url...>', 'relay connector endpoints (default: from the credential)')
-    .option('--ha-connections <n>', 'connections to keep (with --url)', '4')
-    .option('--metrics <addr>', 'serve /ready, /healthcheck and /metrics here', '127.0.0.1:20241')
-    .option('--grace-period <duration>', 'SIGTERM drain time (with --url)', '30s')
+    .addOption(runOption('haConnections', { help: `${RUN_SETTINGS.haConnections.help} (with --url)` }))
+    .addOption(runOption('metrics', { defaultValue: SERVICE_METRICS }))
+    .addOption(runOption('gracePeriod', { help: `${RUN_SETTINGS.gracePeriod.help} (with --url)` }))
     .addOption(new Option('--unit-dir <dir>', 'where the unit goes').env('TUNNEL_SERVICE_UNIT_DIR').default('/etc/systemd/system'))
     .addOption(new Option('--config-dir <dir>', 'where config.yml and the token go').env('TUNNEL_SERVICE_CONFIG_DIR').default('/etc/tunnel'))
     .option('--exec <command>', 'command that runs `tunnel` (default: this node and this CLI)')
@@ -99,7 +104,7 @@ export function registerServiceCommands(program: Command): void {
     .option('--force', 'replace an existing config.yml and token')
     .option('--dry-run', 'print the unit and config instead of writing anything')
     .option('--no-start', 'do not run systemctl daemon-reload / enable --now')
-    .action(async (name: string | undefined, o, cmd: Command) => {
+    .action(async (name: string | undefined, o) => {
       const unitDir = resolve(o.unitDir);
       const configDir = resolve(o.configDir);
       if (!o.url && !o.config) throw new ServiceError('say what to publish: --url URL (one origin) or --config FILE (ingress rules)');
@@ -112,13 +117,22 @@ export function registerServiceCommands(program: Command): void {
         compileIngress(resolveIngress(cfg, undefined), cfg.originRequest);
         gracePeriodMs = cfg.gracePeriod;
         // The file's own metrics address wins unless --metrics is given.
-        metrics = !cfg.metrics || cmd.getOptionValueSource('metrics') !== 'default' ? o.metrics : undefined;
+        metrics = o.metrics ?? (cfg.metrics ? undefined : SERVICE_METRICS);
         config = readFileSync(o.config, 'utf8');
         for (const p of [cfg.credentialsFile, cfg.tokenFile]) {
           if (p) process.stderr.write(`warning: ${o.config} names ${p}; the service reads the token from TUNNEL_TOKEN_FILE instead\n`);
         }
       } else {
-        config = renderConnectorConfig({ url: o.url, relays: o.relay, haConnections: Number(o.haConnections), metrics: o.metrics, gracePeriod: o.gracePeriod });
+        // Checked here, so a wrong one is refused naming the flag (not a line of the generated file).
+        const given = <T,>(v: string | undefined, parse: (raw: string) => T) => (v === undefined ? undefined : parse(v));
+        config = renderConnectorConfig({
+          url: o.url,
+          relays: o.relay,
+          haConnections: given(o.haConnections, (v) => runFlag('haConnections', v)),
+          // config.yml spells it HOST:PORT; the flag also takes :PORT and PORT.
+          metrics: given(o.metrics, (v) => hostPort(runFlag('metrics', v))),
+          gracePeriod: given(o.gracePeriod, (v) => (runFlag('gracePeriod', v), v)),
+        });
         const cfg = parseConfig(config, '(generated config.yml)');
         compileIngress(resolveIngress(cfg, undefined), cfg.originRequest);
         gracePeriodMs = cfg.gracePeriod;

@@ -20,6 +20,7 @@ import { durationSetting } from '@tunnel/protocol';
 import { closestKey, describeIssues, describeValue, isRecord, parseYamlConfig, readConfigText, type PendingProblem, type YamlPath } from '@tunnel/host';
 import { compilePathPattern, parseHostname, parseService, resolveOriginRequest, SERVICE_SCHEMES } from './config-values.js';
 import type { ConnectorConfig, IngressRule, OriginRequestOverrides } from './config-types.js';
+import { HA_CONNECTIONS, RUN_SETTINGS, runDefault } from '../run-settings.js';
 
 export { ConfigError, type ConfigProblem } from '@tunnel/host';
 export * from './config-types.js';
@@ -132,9 +133,9 @@ const configSchema = z.strictObject({
   'credentials-file': nonEmpty.optional(),
   'token-file': nonEmpty.optional(),
   relays: z.array(relay).nullish(),
-  'ha-connections': integer(1, 16).default(4),
+  'ha-connections': integer(HA_CONNECTIONS.min, HA_CONNECTIONS.max).default(RUN_SETTINGS.haConnections.default),
   metrics: metrics.optional(),
-  'grace-period': duration.default(30_000),
+  'grace-period': duration.default(runDefault('gracePeriod')!),
   loglevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   originRequest: originRequestSchema.nullish(),
   ingress: z.array(ruleSchema).nullish(),

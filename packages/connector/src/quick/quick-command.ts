@@ -6,7 +6,6 @@
 
 import { randomUUID } from 'node:crypto';
 import { Command, Option } from 'commander';
-import { parseDuration } from '@tunnel/protocol';
 import { createLogger, LOG_LEVELS } from '@tunnel/host';
 import { Connector } from '../connector.js';
 import { ORIGIN_REQUEST_DEFAULTS, singleServiceIngress } from '../ingress/config.js';
@@ -17,6 +16,7 @@ import { createQuick, removeQuick, renewQuick, type QuickGrant } from './quick-c
 import { quickBox } from './quick-box.js';
 import { quickConfigPath, resolveQuickRelay } from './quick-relay.js';
 import { describeRelay } from '../ha/relay-lookup.js';
+import { runDefault, runFlag, runOption } from '../run-settings.js';
 
 export class QuickUsageError extends Error {}
 
@@ -46,6 +46,9 @@ export function quickArgv(argv: readonly string[]): string[] {
   return [...argv.slice(0, i), 'quick', ...rest];
 }
 
+/** Shorter than `run`'s: a quick tunnel is ended by hand at a terminal, where 30 s of waiting reads as a hang. */
+const QUICK_GRACE_PERIOD = '10s';
+
 export function registerQuickCommand(program: Command): void {
   program
     .command('quick')
@@ -54,8 +57,8 @@ export function registerQuickCommand(program: Command): void {
     .option('--hello-world', 'serve the built-in hello-world page instead of an app')
     .option('--relay <url>', 'relay to ask for the quick tunnel (its https:// URL)')
     .addOption(new Option('--quick-relay <url>', `default relay for quick tunnels (also quick-relay: in ${quickConfigPath()})`).env('TUNNEL_QUICK_RELAY'))
-    .option('--ha-connections <n>', 'connections to keep, spread over the relays', '4')
-    .option('--grace-period <duration>', 'how long Ctrl-C waits for requests in flight', '10s')
+    .addOption(runOption('haConnections'))
+    .addOption(runOption('gracePeriod', { help: 'how long Ctrl-C waits for requests in flight', defaultValue: QUICK_GRACE_PERIOD }))
     .addOption(new Option('--loglevel <level>', 'log level').choices(LOG_LEVELS as unknown as string[]))
     .addOption(new Option('--log-level <level>').choices(LOG_LEVELS as unknown as string[]).hideHelp())
     .addOption(new Option('--log-format <format>', 'json, or pretty for people (default: pretty on a TTY)').choices(['json', 'pretty', 'auto']).default('auto'))
@@ -68,8 +71,8 @@ interface QuickFlags {
   helloWorld?: boolean;
   relay?: string;
   quickRelay?: string;
-  haConnections: string;
-  gracePeriod: string;
+  haConnections?: string;
+  gracePeriod?: string;
   loglevel?: string;
   logLevel?: string;
   logFormat: 'json' | 'pretty' | 'auto';
@@ -81,14 +84,8 @@ async function runQuick(o: QuickFlags): Promise<void> {
   const service = o.helloWorld ? 'hello_world' : o.url!;
   // The origin is checked before anything is asked of a relay.
   const ingress = compileIngress(singleServiceIngress(service), ORIGIN_REQUEST_DEFAULTS);
-  const haConnections = Number(o.haConnections);
-  if (!Number.isInteger(haConnections) || haConnections < 1 || haConnections > 16) throw new QuickUsageError('--ha-connections must be 1..16');
-  let gracePeriodMs: number;
-  try {
-    gracePeriodMs = parseDuration(o.gracePeriod);
-  } catch (e) {
-    throw new QuickUsageError(`--grace-period: ${(e as Error).message}`);
-  }
+  const haConnections = o.haConnections !== undefined ? runFlag('haConnections', o.haConnections) : runDefault('haConnections')!;
+  const gracePeriodMs = runFlag('gracePeriod', o.gracePeriod ?? QUICK_GRACE_PERIOD);
   const given = resolveQuickRelay(o);
   if (!given) {
     throw new QuickUsageError(`no relay to ask for a quick tunnel: pass --relay https://RELAY, or set TUNNEL_QUICK_RELAY, or put quick-relay: https://RELAY in ${quickConfigPath()}`);

@@ -26,6 +26,7 @@ import { RelayHistoryPublisher } from '../dashboard/relay-history-publisher.js';
 import { LegacyCredentials, parseLifetime, type CredentialPolicy, type LegacyPolicy } from '../connectors/credential-check.js';
 import { CredentialLifetime } from '@tunnel/protocol';
 import { registerRelayServiceCommands, ServiceError } from './service-install.js';
+import { serveOption, SERVE_OPTION_NAMES } from './serve-options.js';
 import { defaultLimits, LIMIT_SETTINGS, type RelayLimits } from '../relay-limits.js';
 import { OperatorKeyGuard } from '../control/operator-key-guard.js';
 import { LoginAdmissions } from '../control/login-admission.js';
@@ -61,7 +62,7 @@ const program = new Command('tunnel-relay')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
-const storeOpt = () => new Option('--store <url>', 'fleet store: file:DIR (embedded) or redis://HOST:PORT').env('TUNNEL_RELAY_STORE');
+const storeOpt = () => serveOption('store');
 const keysOpt = () => new Option('--keys <file>', 'fleet signing key file').env('TUNNEL_RELAY_KEYS');
 
 /**
@@ -237,13 +238,11 @@ function metricsListen(spec: string, cmd: Command) {
 const serve = program
   .command('serve')
   .description('run a relay node')
-  .option('--config <file>', 'relay.yml with these same settings (command-line flags win)')
-  .addOption(storeOpt())
+  .option('--config <file>', 'relay.yml with these same settings (command-line flags win)');
+// The settings `service install` writes for serve (one table), then serve's own.
+for (const name of SERVE_OPTION_NAMES) serve.addOption(serveOption(name));
+serve
   .addOption(keysOpt())
-  .option('--id <id>', 'relay node id (default: HOSTNAME-RANDOM)')
-  .option('--region <name>', 'region label shown to operators', 'local')
-  .option('--http <addr>', 'public HTTP listener (HOST:PORT, :PORT; "off" to disable)', ':8080')
-  .option('--https <addr>', 'public HTTPS listener (needs --tls-cert/--tls-key, or --acme-directory)')
   .addOption(new Option('--tls-cert <file>', 'certificate (PEM) for HTTPS, wss://, the control API and the peer endpoint (reloaded on change and SIGHUP)').env('TUNNEL_RELAY_TLS_CERT'))
   .addOption(new Option('--tls-key <file>', 'private key (PEM) of --tls-cert').env('TUNNEL_RELAY_TLS_KEY'))
   .addOption(new Option('--tls-ca <file>', 'CA bundle (PEM) that verifies other relays of the fleet (default: system CAs and NODE_EXTRA_CA_CERTS)').env('TUNNEL_RELAY_TLS_CA'))
@@ -255,15 +254,7 @@ const serve = program
   .option('--acme-orders-per-hour <n>', 'most ACME orders the fleet places per hour, counted in Redis with a Redis store (per relay with a file store); 0: no ceiling', '60')
   .option('--acme-retry-after <duration>', 'wait after a failed order before a name is ordered again (doubles per failure, up to 6h)', '1m')
   .option('--acme-handshake-wait <duration>', 'how long a first handshake waits for its certificate before getting the fallback', '30s')
-  .option('--insecure-http-control', 'without --tls-cert: serve the connector endpoint, control API and peer endpoint in plain HTTP on non-loopback addresses (only behind a TLS-terminating proxy or on a trusted network)', false)
-  .option('--connect <addr>', 'connector endpoint listener', ':7844')
-  .option('--control <addr>', 'control API listener ("off" to disable)', ':7000')
-  .option('--peer <addr>', 'relay-to-relay forwarding listener ("off" to disable)', ':7845')
-  .option('--metrics <addr>', 'serve Prometheus /metrics on HOST:PORT (default: off)')
-  .option('--drain-delay <duration>', 'on SIGTERM, keep serving this long after reporting draining (for load balancers)', '1s')
-  .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay', '127.0.0.1')
   .option('--advertise-peer-url <url>', 'URL peers use for this relay\'s peer endpoint when it is not advertise-host:PORT (behind NAT or a proxy)')
-  .option('--drain-timeout <duration>', 'how long SIGTERM waits for in-flight requests', '30s')
   .addOption(new Option('--operator-key <key>', 'key for operator actions on the control API and dashboard (prefer --operator-key-file)').env('TUNNEL_RELAY_OPERATOR_KEY'))
   .addOption(new Option('--operator-key-file <file>', 'read the operator key from this file').env('TUNNEL_RELAY_OPERATOR_KEY_FILE'))
   .option('--login-ttl <duration>', 'how long a `tunnel login` code stays valid', '10m')

@@ -1,7 +1,6 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
 import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, writeUnitFile, checkRunnableInstall, HiddenInstallError } from '@tunnel/host';
 import { stringify } from 'yaml';
@@ -9,6 +8,7 @@ import { generateKeyFile, loadKeyFile } from '../control/keys.js';
 import { checkPlainListeners, TlsConfigError } from '../edge/listener-tls.js';
 import { parseListen } from '../edge/listen.js';
 import { durationMs } from './relay-config.js';
+import { SERVE_OPTION_NAMES, SERVICE_STATE_DIR, serviceOption } from './serve-options.js';
 
 /**
  * `tunnel-relay service install|uninstall`: a hardened systemd unit plus
@@ -19,7 +19,7 @@ import { durationMs } from './relay-config.js';
  */
 
 export const UNIT_NAME = 'tunnel-relay.service';
-const STATE_DIR = '/var/lib/tunnel-relay';
+const STATE_DIR = SERVICE_STATE_DIR;
 
 export class ServiceError extends Error {}
 
@@ -116,28 +116,17 @@ export function renderRelayConfig(o: RelayServiceOptions): string {
 
 export function registerRelayServiceCommands(program: Command): void {
   const service = program.command('service').description('run this relay as a systemd service');
-  service
-    .command('install')
+  const install = service.command('install');
+  // serve's settings first (from the one table), then what only an install takes.
+  for (const name of SERVE_OPTION_NAMES) install.addOption(serviceOption(name));
+  install
     .description(`write ${UNIT_NAME} (hardened) and relay.yml, install the keys, and start it`)
     .addOption(new Option('--unit-dir <dir>', 'where the unit goes').env('TUNNEL_RELAY_UNIT_DIR').default('/etc/systemd/system'))
     .addOption(new Option('--config-dir <dir>', 'where relay.yml and the keys go').env('TUNNEL_RELAY_CONFIG_DIR').default('/etc/tunnel-relay'))
     .option('--keys <file>', 'fleet key file to install (default: keep the installed one, or generate a new fleet key)')
     .option('--operator-key-file <file>', 'operator key to install (default: keep the installed one, or generate one)')
-    .option('--store <url>', 'fleet store: file:DIR or redis://HOST:PORT', `file:${STATE_DIR}/store`)
-    .option('--id <id>', 'relay node id')
-    .option('--region <name>', 'region label')
-    .option('--http <addr>', 'public HTTP listener', ':8080')
-    .option('--https <addr>', 'public HTTPS listener (needs --tls-cert/--tls-key)')
     .option('--tls-cert <file>', 'certificate (PEM) to install for HTTPS and wss://')
     .option('--tls-key <file>', 'private key (PEM) to install')
-    .option('--connect <addr>', 'connector endpoint', ':7844')
-    .option('--control <addr>', 'control API and dashboard', ':7000')
-    .option('--peer <addr>', 'relay-to-relay listener', ':7845')
-    .option('--metrics <addr>', 'Prometheus /metrics listener', '127.0.0.1:9464')
-    .option('--advertise-host <host>', 'host name connectors and peers use to reach this relay (default: this machine\'s host name)')
-    .option('--drain-timeout <duration>', 'how long SIGTERM waits for in-flight requests', '30s')
-    .option('--drain-delay <duration>', 'how long a draining relay keeps serving before closing listeners', '1s')
-    .option('--insecure-http-control', 'without --tls-cert: serve the connector endpoint, control API and peer endpoint in plain HTTP off loopback')
     .option('--exec <command>', 'command that runs tunnel-relay (default: this node and this CLI)')
     .option('--allow-hidden-exec', 'write the unit even when the command lies under /home, /root, /run/user or /tmp (only where a drop-in relaxes ProtectHome/PrivateTmp)')
     .option('--force', 'replace an existing relay.yml (keys are never replaced: remove them yourself)')
@@ -152,7 +141,7 @@ export function registerRelayServiceCommands(program: Command): void {
         region: o.region,
         id: o.id,
         listen: { http: o.http, https: o.https, connect: o.connect, control: o.control, peer: o.peer, metrics: o.metrics },
-        advertiseHost: o.advertiseHost ?? hostname(),
+        advertiseHost: o.advertiseHost,
         drainTimeoutMs: durationOption('drain-timeout', o.drainTimeout),
         drainDelayMs: durationOption('drain-delay', o.drainDelay),
         tls: !!(o.tlsCert && o.tlsKey),
