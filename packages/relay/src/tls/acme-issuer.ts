@@ -1,8 +1,13 @@
 import { X509Certificate } from 'node:crypto';
-import * as acme from 'acme-client';
+import type * as Acme from 'acme-client';
 import type { Logger } from 'pino';
 import { challengeRecordName, runDnsHook, type DnsHookAction, type DnsHookSettings } from './dns-hook.js';
 import type { AcmeStore, ChallengeRecord, StoredCertificate } from './acme-store.js';
+
+// acme-client and its dependencies (≈ 12 MB of RSS) load on the first ACME
+// use: a relay without --acme-directory never needs them.
+let acmeModule: Promise<typeof Acme> | null = null;
+const loadAcme = (): Promise<typeof Acme> => (acmeModule ??= import('acme-client'));
 
 export type ChallengeType = 'http-01' | 'tls-alpn-01' | 'dns-01';
 
@@ -29,7 +34,7 @@ export interface ChallengeBoard {
  * first, then the CA is told: any relay may be the one it validates against.
  */
 export class AcmeIssuer {
-  private client: acme.Client | null = null;
+  private client: Acme.Client | null = null;
 
   constructor(
     private readonly settings: AcmeSettings,
@@ -39,7 +44,8 @@ export class AcmeIssuer {
     private readonly log: Logger,
   ) {}
 
-  private async account(): Promise<acme.Client> {
+  private async account(): Promise<Acme.Client> {
+    const acme = await loadAcme();
     if (this.client) return this.client;
     const { directory, email } = this.settings;
     let rec = await this.store.getAccount(directory);
@@ -65,6 +71,7 @@ export class AcmeIssuer {
 
   async issue(name: string): Promise<StoredCertificate> {
     const client = await this.account();
+    const acme = await loadAcme();
     const key = await acme.crypto.createPrivateEcdsaKey();
     const [, csr] = await acme.crypto.createCsr({ commonName: name.startsWith('*.') ? undefined : name, altNames: [name] }, key);
     // A wildcard can only be proven in DNS (RFC 8555 §7.1.3): *.zone goes through the hook whatever the default.
@@ -126,7 +133,8 @@ const CLIENT_BACKOFF = { backoffAttempts: 12, backoffMin: 250, backoffMax: 10_00
 export async function alpnChallengeCertificate(name: string, keyAuthorization: string): Promise<{ key: string; cert: string }> {
   // ECDSA like the certificates we order: OpenSSL keeps an ECDSA default certificate over an
   // RSA one chosen by SNI, so an RSA challenge certificate behind an ECDSA fallback is never sent.
+  const acme = await loadAcme();
   const ecKey = await acme.crypto.createPrivateEcdsaKey();
-  const [key, cert] = await acme.crypto.createAlpnCertificate({ identifier: { type: 'dns', value: name } } as acme.Authorization, keyAuthorization, ecKey);
+  const [key, cert] = await acme.crypto.createAlpnCertificate({ identifier: { type: 'dns', value: name } } as Acme.Authorization, keyAuthorization, ecKey);
   return { key: key.toString(), cert: cert.toString() };
 }
