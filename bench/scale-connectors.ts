@@ -50,6 +50,9 @@ for (const m of managers) {
     const rec = buckets.get(b) ?? {};
     rec[e.event] = (rec[e.event] ?? 0) + 1;
     if (e.reason) rec[`${e.event}:${e.reason}`] = (rec[`${e.event}:${e.reason}`] ?? 0) + 1;
+    // Which relay (index in the list): after a kill, failures against the survivor are the herd's cost.
+    const k = `${e.event}@${p.relays.indexOf(e.relayUrl)}`;
+    rec[k] = (rec[k] ?? 0) + 1;
     buckets.set(b, rec);
     dirty = true;
   });
