@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Agent } from 'undici';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
@@ -13,6 +14,7 @@ import { startDns, type TestDns } from './harness/dns.js';
 import { writeDnsHook, type DnsHookScript } from './harness/acme-dns-hook.js';
 import { pebbleMissing, startPebble, type Pebble } from './harness/pebble.js';
 import { startRedis, type RedisServer } from './harness/redis.js';
+import { launchChromium, loginToDashboard, noteChromium, skipBrowser } from './harness/dashboard-browser.js';
 
 // A Redis fleet of two relays with ACME and no static certificate:
 // - names under a routed *.zone.test share one *.zone.test certificate,
@@ -25,6 +27,8 @@ import { startRedis, type RedisServer } from './harness/redis.js';
 //   relay that has ordered nothing is refused once the other used it.
 
 const skip = opensslMissing('ACME DNS-01 test') ?? pebbleMissing('ACME DNS-01 test');
+noteChromium("the dashboard's ACME line");
+const OPERATOR_KEY = 'acme-dashboard-operator-key-0123';
 
 describe.skipIf(skip !== null)('ACME DNS-01 wildcards, self-signed fallback, fleet-wide order ceiling (Redis, two relays)', () => {
   const tmp = tempDir();
@@ -53,6 +57,8 @@ describe.skipIf(skip !== null)('ACME DNS-01 wildcards, self-signed fallback, fle
     const keys = path.join(tmp.dir, 'fleet-key.json');
     generateKeyFile(keys);
     const store = redis.url;
+    const operatorKey = path.join(tmp.dir, 'operator-key');
+    writeFileSync(operatorKey, OPERATOR_KEY + '\n', { mode: 0o600 });
     origin = await startOrigin((q, s) => s.end(`hello ${q.headers.host}`));
     const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'wild', hostnames: ['*.zone.test', 'other.test'] });
     const start = async (id: string) => {
@@ -66,7 +72,7 @@ describe.skipIf(skip !== null)('ACME DNS-01 wildcards, self-signed fallback, fle
         // No --tls-cert: the public HTTPS listener's fallback is self-signed.
         extraArgs: ['--https', `127.0.0.1:${port}`, '--metrics', '127.0.0.1:0',
           '--acme-directory', pebble.directory, '--acme-email', 'ops@example.com', '--acme-challenge', 'dns-01',
-          '--acme-dns-hook', hook.file, '--acme-orders-per-hour', '1', '--acme-handshake-wait', '60s'],
+          '--acme-dns-hook', hook.file, '--acme-orders-per-hour', '1', '--acme-handshake-wait', '60s', '--operator-key-file', operatorKey],
       });
       return { relay, port };
     };
@@ -146,5 +152,26 @@ describe.skipIf(skip !== null)('ACME DNS-01 wildcards, self-signed fallback, fle
     // Nothing reached the CA: the hook ran for the wildcard only.
     expect(hook.calls().filter((x) => x.action === 'set')).toHaveLength(1);
     expect((await peerCertificate(https.c, 'other.test')).subject).toBe('CN=tunnel-relay fallback');
+  });
+
+  it.skipIf(skipBrowser)("the dashboard's ACME line in Chromium: the certificate held, its next renewal, the last failure and the name backing off", async () => {
+    if (!redis) return;
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
+      await loginToDashboard(page, c.controlUrl!, OPERATOR_KEY);
+      const line = page.locator('#acme');
+      await line.waitFor({ state: 'visible', timeout: 10_000 });
+      expect(await line.locator('[data-testid=acme-certs]').textContent()).toBe('1 certificate');
+      const text = (await line.textContent())!;
+      expect(text).toContain('*.zone.test');
+      // pebble's default lifetime is 5 years: renewal at two-thirds (less up to 5% jitter), so in more than 3 years.
+      expect(await line.locator('[data-testid=acme-renewal]').textContent()).toMatch(/^next renewal \*\.zone\.test in 1[12]\d\dd \d+h \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)$/);
+      expect(await line.locator('[data-testid=acme-failure]').textContent()).toMatch(/^last failure other\.test \d+(s|m \d+s) ago: over the fleet's --acme-orders-per-hour \(1\); next slot in \d+ s · retry in \d+m \d+s$/);
+      expect(await line.locator('[data-testid=acme-backoff]').textContent()).toBe('1 name backing off: other.test (1×)');
+      expect(text).toContain('orders 0 ok · 0 failed · 1 over the hourly ceiling');
+    } finally {
+      await browser.close();
+    }
   });
 });

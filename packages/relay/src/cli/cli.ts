@@ -395,6 +395,7 @@ serve.action(async (flags, cmd: Command) => {
         ...(relay.certificate ? { peerTls: { dispatcher: relay.certificate.peerDispatcher() } } : {}),
         peerAuth: relay.peerAuth,
         quick: relay.quick,
+        acme: () => relay.certificates?.summary() ?? null,
       });
       const control = withQuickRoutes({ quick: relay.quick, operatorGuard, log }, controlRequestHandler({
         extra: (req, res, url) => dashboard.handle(req, res, url),

@@ -15,6 +15,7 @@ import type { OperatorKeyGuard } from '../control/operator-key-guard.js';
 import type { CredentialPolicy } from '../connectors/credential-check.js';
 import type { PeerAuth } from '../fleet/peer-auth.js';
 import type { QuickTunnels } from '../quick/quick-tunnels.js';
+import type { AcmeSummary } from '../tls/certificate-manager.js';
 import { ApiError, decodeSegment } from '../control/api-error.js';
 import { stripV4Mapped } from '../edge/client-ip.js';
 import { DashboardSessions, checkSameOrigin, type Session } from './session.js';
@@ -50,6 +51,8 @@ export interface DashboardDeps {
   policy?: CredentialPolicy;
   /** The relay's quick tunnels (null: off): listed as their own group, killed through the operator API's kill. */
   quick?: Pick<QuickTunnels, 'kill' | 'list'> | null;
+  /** This relay's ACME certificates, renewals and failures (absent or null: no ACME). */
+  acme?: () => AcmeSummary | null;
   /** How often snapshots are pushed to open dashboards. */
   tickMs?: number;
   /** A relay whose heartbeat is older than this is shown as stale. */
@@ -218,7 +221,7 @@ export class Dashboard {
         }),
     );
     const state = buildFleetState(
-      { now, self: { relayId: this.d.relayId, region: this.d.region }, members, history, retired, accounts, tunnels, routes, zones, presence, logins, quick, stats, staleAfterMs },
+      { now, self: { relayId: this.d.relayId, region: this.d.region }, members, history, retired, accounts, tunnels, routes, zones, presence, logins, quick, stats, staleAfterMs, acme: this.d.acme?.() ?? null },
       this.rates.update(stats.values(), now),
     );
     this.last = { at: now, state };

@@ -10,6 +10,7 @@ import type { Account, Presence, RelayMember, Tunnel, Route, Zone, PendingLoginS
 import type { CountsByTunnel, RelayHistory, TunnelCounts } from '../store/relay-history.js';
 import type { RelayStats } from './relay-stats.js';
 import type { QuickTunnelInfo } from '../quick/quick-tunnels.js';
+import type { AcmeSummary } from '../tls/certificate-manager.js';
 
 export type RelayHealth = 'healthy' | 'draining' | 'stale' | 'down' | 'stopped';
 
@@ -62,6 +63,8 @@ export interface DashboardState {
   accounts: Array<{ id: string; name: string; createdAt: number; tunnels: number; zones: string[] }>;
   zones: Array<{ zone: string; account: string; source: string; createdAt: number }>;
   totals: { rps: number; eps: number; connectors: number; connections: number; requests: number; errors: number; relaysUp: number; relaysDown: number };
+  /** The ACME certificates of the relay serving the dashboard (null: no ACME configured). */
+  acme: AcmeSummary | null;
 }
 
 export interface FleetInputs {
@@ -80,6 +83,7 @@ export interface FleetInputs {
   quick: QuickTunnelInfo[];
   /** Stats read this tick, by relay id. */
   stats: ReadonlyMap<string, RelayStats>;
+  acme: AcmeSummary | null;
   /** A member whose heartbeat is older than this is stale. */
   staleAfterMs: number;
 }
@@ -259,6 +263,7 @@ export function buildFleetState(x: FleetInputs, rates: ReadonlyMap<string, { rps
       relaysUp: relays.filter((r) => r.health === 'healthy').length,
       relaysDown: relays.filter((r) => r.health === 'down').length,
     },
+    acme: x.acme,
   };
 }
 

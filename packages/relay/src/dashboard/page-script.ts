@@ -106,6 +106,27 @@ export const APP_JS = `
     }).join(''));
   }
 
+  // This relay's ACME line: certificates held, the next renewal, the last failure and what backs off.
+  function renderAcme() {
+    var a = state.acme, el = $('#acme');
+    el.hidden = !a;
+    if (!a) return;
+    var parts = ['<b>ACME</b> <span data-testid="acme-certs">' + a.certificates.length + ' certificate' + (a.certificates.length === 1 ? '' : 's') + '</span>' +
+      (a.certificates.length ? ' <span class="mono">' + esc(a.certificates.map(function (c) { return c.name; }).join(', ')) + '</span>' : '')];
+    if (a.nextRenewal != null) {
+      var next = a.certificates.filter(function (c) { return c.renewAt === a.nextRenewal; })[0];
+      parts.push('<span data-testid="acme-renewal">next renewal ' + esc(next ? next.name : '') + ' ' + (a.nextRenewal > now() ? 'in ' + fmtAge(a.nextRenewal - now()) : 'due now') + ' (' + esc(fmtTime(a.nextRenewal)) + ')</span>');
+    }
+    if (a.lastFailure) {
+      var f = a.lastFailure, waiting = f.retryAt > now();
+      parts.push('<span class="bad" data-testid="acme-failure">last failure ' + esc(f.name) + ' ' + fmtAge(now() - f.at) + ' ago: ' + esc(f.reason) +
+        (waiting ? ' · retry in ' + fmtAge(f.retryAt - now()) : '') + '</span>');
+    }
+    if (a.backoff.length) parts.push('<span data-testid="acme-backoff">' + a.backoff.length + ' name' + (a.backoff.length === 1 ? '' : 's') + ' backing off: ' + esc(a.backoff.map(function (b) { return b.name + ' (' + b.failures + '×)'; }).join(', ')) + '</span>');
+    parts.push('<span class="k">orders ' + a.orders.ok + ' ok · ' + a.orders.failed + ' failed · ' + a.orders.rateLimited + ' over the hourly ceiling</span>');
+    setHtml(el, parts.join(' · '));
+  }
+
   function relayHealth(r) {
     if (r.health === 'down') return '<span class="badge down">down</span><span class="since" data-since="' + r.lastSeenAt + '">since ' + esc(fmtTime(r.lastSeenAt)) + '</span>';
     if (r.health === 'stopped') return '<span class="badge stopped">stopped</span><span class="since">at ' + esc(fmtTime(r.lastSeenAt)) + '</span>';
@@ -310,6 +331,7 @@ export const APP_JS = `
       while (h.r.length > HIST) { h.r.shift(); h.e.shift(); }
     });
     renderSummary();
+    renderAcme();
     renderLogins();
     renderRelays();
     renderTunnels();

@@ -64,6 +64,8 @@ svg.spark text { font-size: 9px; fill: var(--muted); font-family: inherit; }
 .msg { margin: 6px 2px; }
 .msg:empty { display: none; }
 .msg.ok { color: var(--ok); } .msg.bad { color: var(--bad); }
+.acme { margin: 10px 2px; background: var(--panel); border: 1px solid var(--line); border-radius: 8px; padding: 8px 12px; }
+.acme .bad { color: var(--bad); } .acme .k { color: var(--muted); }
 tr.flash td { background: #fff8c5; }
 input[type=text], input[type=password] { font: inherit; padding: 5px 8px; border: 1px solid #b6bec8; border-radius: 6px; }
 main.login { max-width: 380px; margin: 12vh auto; background: var(--panel); border: 1px solid var(--line); border-radius: 12px; padding: 24px 28px; }

@@ -58,6 +58,7 @@ export function dashboardHtml(o: { relayId: string; region: string; csrf: string
 </header>
 <main>
   <section id="summary" class="cards" aria-label="summary"></section>
+  <p id="acme" class="acme" hidden></p>
   <p id="action-msg" class="msg" role="status"></p>
   <section id="logins-section" hidden>
     <h2>Pending logins</h2>
