@@ -6,6 +6,7 @@ import type { TunnelConnections } from './connectors/tunnel-connections.js';
 import type { ConnectorConnection } from './connectors/connector-connection.js';
 import type { RelayCertificate } from './edge/listener-tls.js';
 import { LIMIT_NAMES, type LimitHits, type LimitName } from './relay-limits.js';
+import { scrapeCounter, scrapeGauge } from './scrape-metrics.js';
 import type { AcmeStats } from './tls/certificate-manager.js';
 
 /** Requests one tunnel has seen on this relay, by status class (index 1..5 = 1xx..5xx, 0 = other). */
@@ -84,74 +85,27 @@ export class RelayMetrics implements LimitHits {
         for (const [state, n] of Object.entries(counts)) if (state !== 'closed') this.labels(o.relayId, state).set(n);
       },
     });
-    new Gauge({
-      name: 'tunnel_relay_tunnels_connected',
-      help: 'Tunnels with at least one usable connector connection on this relay.',
-      registers,
-      collect() {
-        const ids = new Set<string>();
-        for (const c of self.connections?.list() ?? []) if (c.usable) ids.add(c.id.tunnelId);
-        this.set(ids.size);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_active_streams',
-      help: 'Request streams open on this relay\'s connector connections.',
-      registers,
-      collect() {
-        let n = 0;
-        for (const c of self.connections?.list() ?? []) n += c.inflight;
-        this.set(n);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_public_requests_in_flight',
-      help: 'Public requests accepted and not yet finished (forwarded ones included).',
-      registers,
-      collect() {
-        this.set(self.publicInFlight());
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_tls_certificate_expiry_timestamp_seconds',
-      help: 'When the certificate the TLS listeners serve expires (Unix time); absent without TLS. Alert well before it.',
-      registers,
-      collect() {
-        this.reset();
-        if (self.certificate) this.set(Math.floor(self.certificate.expiresAt / 1000));
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_tls_reloads_total',
-      help: 'Certificate reloads (file change or SIGHUP): ok swapped in a new pair, failed kept the running one.',
-      labelNames: ['result'],
-      registers,
-      collect() {
-        this.reset();
-        if (!self.certificate) return;
-        this.inc({ result: 'ok' }, self.certificate.reloads.ok);
-        this.inc({ result: 'failed' }, self.certificate.reloads.failed);
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_connector_registrations_total',
-      help: 'Connector connections that registered on this relay.',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(self.registrations);
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_connector_disconnects_total',
-      help: 'Registered connector connections that ended, by reason.',
-      labelNames: ['reason'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [reason, n] of self.disconnects) this.inc({ reason }, n);
-      },
-    });
+    const r = this.registry;
+    const each = <K,>(list: Iterable<K>, f: (k: K) => number) => {
+      let n = 0;
+      for (const k of list) n += f(k);
+      return n;
+    };
+    const live = () => self.connections?.list() ?? [];
+    scrapeGauge(r, 'tunnel_relay_tunnels_connected', 'Tunnels with at least one usable connector connection on this relay.', () => new Set(live().filter((c) => c.usable).map((c) => c.id.tunnelId)).size);
+    scrapeGauge(r, 'tunnel_relay_active_streams', 'Request streams open on this relay\'s connector connections.', () => each(live(), (c) => c.inflight));
+    scrapeGauge(r, 'tunnel_relay_public_requests_in_flight', 'Public requests accepted and not yet finished (forwarded ones included).', () => self.publicInFlight());
+    scrapeGauge(
+      r,
+      'tunnel_relay_tls_certificate_expiry_timestamp_seconds',
+      'When the certificate the TLS listeners serve expires (Unix time); absent without TLS. Alert well before it.',
+      () => (self.certificate ? Math.floor(self.certificate.expiresAt / 1000) : undefined),
+    );
+    scrapeCounter(r, 'tunnel_relay_tls_reloads_total', 'Certificate reloads (file change or SIGHUP): ok swapped in a new pair, failed kept the running one.', 'result', () =>
+      self.certificate ? [['ok', self.certificate.reloads.ok], ['failed', self.certificate.reloads.failed]] : [],
+    );
+    scrapeCounter(r, 'tunnel_relay_connector_registrations_total', 'Connector connections that registered on this relay.', () => self.registrations);
+    scrapeCounter(r, 'tunnel_relay_connector_disconnects_total', 'Registered connector connections that ended, by reason.', 'reason', () => self.disconnects);
     new Counter({
       name: 'tunnel_relay_requests_total',
       help: 'Public requests answered, by tunnel (empty: no route for the hostname) and status class.',
@@ -180,177 +134,52 @@ export class RelayMetrics implements LimitHits {
         this.reset();
         for (const side of ['public', 'connector'] as const) {
           const b = self.bytes[side];
-          let inn = b.closedIn;
-          let out = b.closedOut;
-          for (const s of b.live) {
-            inn += s.bytesRead;
-            out += s.bytesWritten;
-          }
-          this.inc({ side, direction: 'in' }, inn);
-          this.inc({ side, direction: 'out' }, out);
+          this.inc({ side, direction: 'in' }, b.closedIn + each(b.live, (s) => s.bytesRead));
+          this.inc({ side, direction: 'out' }, b.closedOut + each(b.live, (s) => s.bytesWritten));
         }
       },
     });
-    new Counter({
-      name: 'tunnel_relay_forwarded_requests_total',
-      help: 'Public requests forwarded to a peer relay that holds the tunnel\'s connection, by peer.',
-      labelNames: ['peer'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [peer, n] of self.forwarded) this.inc({ peer }, n);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_zone_claim_checks_in_flight',
-      help: 'Zone-claim DNS checks running now (ceiling: tunnel_relay_zone_claim_checks_max).',
-      registers,
-      collect() {
-        this.set(self.claimChecks?.inFlight ?? 0);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_zone_claim_checks_max',
-      help: 'Ceiling on zone-claim DNS checks in flight (--zone-claim-checks; 0 when claims are off).',
-      registers,
-      collect() {
-        this.set(self.claimChecks?.max ?? 0);
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_zone_claim_checks_refused_total',
-      help: 'Zone-claim checks refused with 429 because the ceiling was reached.',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(self.claimChecks?.refused ?? 0);
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_peer_refused_total',
-      help: 'Relay-to-relay requests this relay refused, by reason (signature, stale, replay, body, replay_check_unavailable, malformed).',
-      labelNames: ['reason'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [reason, n] of self.peerRefused) this.inc({ reason }, n);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_legacy_credentials',
-      help: 'Distinct credentials without an expiry (issued before credentials expired) presented to this relay since it started.',
-      registers,
-      collect() {
-        this.set(self.legacyCredentials());
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_limit_hits_total',
-      help: 'Times a ceiling refused or cut something, by limit (see the README table "Limits and defaults").',
-      labelNames: ['limit'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [limit, n] of self.limitHits) this.inc({ limit }, n);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_public_connections',
-      help: 'Open public (client) connections on this relay.',
-      registers,
-      collect() {
-        this.set(self.gaugeSources.publicConnections());
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_acme_certificates',
-      help: 'ACME certificates this relay serves by SNI.',
-      registers,
-      collect() {
-        this.set(self.acme?.certificates() ?? 0);
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_acme_orders_total',
-      help: 'ACME orders this relay placed, by result (ok, failed; rate_limited: refused by the fleet-wide --acme-orders-per-hour before reaching the CA).',
-      labelNames: ['result'],
-      registers,
-      collect() {
-        this.reset();
+    scrapeCounter(r, 'tunnel_relay_forwarded_requests_total', 'Public requests forwarded to a peer relay that holds the tunnel\'s connection, by peer.', 'peer', () => self.forwarded);
+    scrapeGauge(r, 'tunnel_relay_zone_claim_checks_in_flight', 'Zone-claim DNS checks running now (ceiling: tunnel_relay_zone_claim_checks_max).', () => self.claimChecks?.inFlight ?? 0);
+    scrapeGauge(r, 'tunnel_relay_zone_claim_checks_max', 'Ceiling on zone-claim DNS checks in flight (--zone-claim-checks; 0 when claims are off).', () => self.claimChecks?.max ?? 0);
+    scrapeCounter(r, 'tunnel_relay_zone_claim_checks_refused_total', 'Zone-claim checks refused with 429 because the ceiling was reached.', () => self.claimChecks?.refused ?? 0);
+    scrapeCounter(
+      r,
+      'tunnel_relay_peer_refused_total',
+      'Relay-to-relay requests this relay refused, by reason (signature, stale, replay, body, replay_check_unavailable, malformed).',
+      'reason',
+      () => self.peerRefused,
+    );
+    scrapeGauge(r, 'tunnel_relay_legacy_credentials', 'Distinct credentials without an expiry (issued before credentials expired) presented to this relay since it started.', () => self.legacyCredentials());
+    scrapeCounter(r, 'tunnel_relay_limit_hits_total', 'Times a ceiling refused or cut something, by limit (see the README table "Limits and defaults").', 'limit', () => self.limitHits);
+    scrapeGauge(r, 'tunnel_relay_public_connections', 'Open public (client) connections on this relay.', () => self.gaugeSources.publicConnections());
+    scrapeGauge(r, 'tunnel_relay_acme_certificates', 'ACME certificates this relay serves by SNI.', () => self.acme?.certificates() ?? 0);
+    scrapeCounter(
+      r,
+      'tunnel_relay_acme_orders_total',
+      'ACME orders this relay placed, by result (ok, failed; rate_limited: refused by the fleet-wide --acme-orders-per-hour before reaching the CA).',
+      'result',
+      () => {
         const o = self.acme?.orders ?? { ok: 0, failed: 0, rateLimited: 0 };
-        this.inc({ result: 'ok' }, o.ok);
-        this.inc({ result: 'failed' }, o.failed);
-        this.inc({ result: 'rate_limited' }, o.rateLimited);
+        return [['ok', o.ok], ['failed', o.failed], ['rate_limited', o.rateLimited]];
       },
-    });
-    new Gauge({
-      name: 'tunnel_relay_acme_backoff_names',
-      help: 'Hostnames whose last ACME order failed and that are not retried before their back-off ends.',
-      registers,
-      collect() {
-        this.set(self.acme?.backoffNames() ?? 0);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_acme_soonest_expiry_seconds',
-      help: 'Expiry (Unix seconds) of the ACME certificate that expires first; 0 when there is none.',
-      registers,
-      collect() {
-        this.set(Math.floor((self.acme?.soonestExpiry() ?? 0) / 1000));
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_h2_sessions',
-      help: 'Open HTTP/2 connections on the public HTTPS listener.',
-      registers,
-      collect() {
-        this.set(self.h2.sessions);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_h2_streams',
-      help: 'Open HTTP/2 streams on the public HTTPS listener (each connection holds at most --h2-max-concurrent-streams).',
-      registers,
-      collect() {
-        this.set(self.h2.streams);
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_pending_logins',
-      help: 'Pending `tunnel login` sessions created through this relay and not yet expired or collected.',
-      registers,
-      collect() {
-        this.set(self.gaugeSources.pendingLogins());
-      },
-    });
-    new Gauge({
-      name: 'tunnel_relay_access_pending_logins',
-      help: 'Access logins waiting on an identity provider on this relay.',
-      registers,
-      collect() {
-        this.set(self.gaugeSources.accessPendingLogins());
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_access_decisions_total',
-      help: 'Access decisions on public requests under a policy, by outcome (allow, deny, login, token_refused, error, busy).',
-      labelNames: ['outcome'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [outcome, n] of self.accessOutcomes) this.inc({ outcome }, n);
-      },
-    });
-    new Counter({
-      name: 'tunnel_relay_store_errors_total',
-      help: 'Fleet store operations that failed, by operation.',
-      labelNames: ['op'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [op, n] of self.storeErrors) this.inc({ op }, n);
-      },
-    });
+    );
+    scrapeGauge(r, 'tunnel_relay_acme_backoff_names', 'Hostnames whose last ACME order failed and that are not retried before their back-off ends.', () => self.acme?.backoffNames() ?? 0);
+    scrapeGauge(r, 'tunnel_relay_acme_soonest_expiry_seconds', 'Expiry (Unix seconds) of the ACME certificate that expires first; 0 when there is none.', () =>
+      Math.floor((self.acme?.soonestExpiry() ?? 0) / 1000),
+    );
+    scrapeGauge(r, 'tunnel_relay_h2_sessions', 'Open HTTP/2 connections on the public HTTPS listener.', () => self.h2.sessions);
+    scrapeGauge(r, 'tunnel_relay_h2_streams', 'Open HTTP/2 streams on the public HTTPS listener (each connection holds at most --h2-max-concurrent-streams).', () => self.h2.streams);
+    scrapeGauge(r, 'tunnel_relay_pending_logins', 'Pending `tunnel login` sessions created through this relay and not yet expired or collected.', () => self.gaugeSources.pendingLogins());
+    scrapeGauge(r, 'tunnel_relay_access_pending_logins', 'Access logins waiting on an identity provider on this relay.', () => self.gaugeSources.accessPendingLogins());
+    scrapeCounter(
+      r,
+      'tunnel_relay_access_decisions_total',
+      'Access decisions on public requests under a policy, by outcome (allow, deny, login, token_refused, error, busy).',
+      'outcome',
+      () => self.accessOutcomes,
+    );
+    scrapeCounter(r, 'tunnel_relay_store_errors_total', 'Fleet store operations that failed, by operation.', 'op', () => self.storeErrors);
 
     const traffic = this.traffic;
     const duration = this.duration;

@@ -1,3 +1,4 @@
+// Over 500 lines: the Store interface (types.ts) on disk, one short method per store operation; disk I/O (record-files.ts), record shapes (records.ts), the in-memory mirror (directory-mirror.ts) and its events (record-events.ts) are already their own files.
 // The embedded store (`file:DIR`): no database server, safe for several relay
 // processes on one host sharing one directory.
 //

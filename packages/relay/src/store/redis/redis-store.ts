@@ -1,3 +1,4 @@
+// Over 500 lines: the Store interface (types.ts) on Redis, one short method per store operation; the mirror (redis-mirror.ts) and the Lua scripts (scripts.ts) are already their own files.
 // The fleet store on Redis (`redis://…`), for any number of relays.
 //
 // Keys (all under a configurable prefix, default `tunnel:`):
