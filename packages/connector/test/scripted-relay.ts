@@ -43,6 +43,7 @@ export class RelayEnd extends EventEmitter<{ control: [m: ControlMessage]; close
     readonly connectionId: string,
   ) {
     super();
+    ws.on('error', () => {});
     session.on('stream', (s) => {
       s.on('error', () => {});
       if (this.control) return s.destroy();
@@ -150,6 +151,7 @@ export class ScriptedRelay extends EventEmitter<{ connection: [end: RelayEnd] }>
   private createServer(): http.Server {
     const server = http.createServer((_req, res) => res.writeHead(404).end());
     server.on('connection', (s) => {
+      s.on('error', () => {}); // a connector that resets is not this relay's failure
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });

@@ -359,7 +359,9 @@ export class HAManager extends EventEmitter<HAEvents> {
     }
     slot.timer = this.clock.setTimeout(() => {
       slot.timer = null;
-      this.dial(slot, this.pickRelay(slot, neverRegistered ? undefined : relayUrl));
+      // Another relay first, also after a failed dial: the relay's own back-off may end
+      // at the same moment as the slot's, and a relay that is up should not wait for it.
+      this.dial(slot, this.pickRelay(slot, relayUrl));
     }, delay);
     // Not unref'd: a connector with every connection down must stay alive to retry.
   }
@@ -399,8 +401,18 @@ export class HAManager extends EventEmitter<HAEvents> {
     const now = this.clock.now();
     const usable = this.relays.filter((r) => r.avoidUntil <= now);
     this.warnIfOnOneRelay();
-    if (usable.length <= 1) return;
     if (this.slots.some((s) => s.pending)) return; // one move at a time
+    // A relay the fleet no longer lists (it left, or was forgotten) keeps no connection.
+    const listed = new Set(this.relays.map((r) => r.url));
+    const stray = this.slots.find((s) => s.current?.state === 'registered' && !listed.has(s.current.opts.relayUrl));
+    if (stray) {
+      const from = stray.current!.opts.relayUrl;
+      const to = this.pickRelay(stray, from);
+      this.o.log.info({ event: 'rebalance', connIndex: stray.index, from, to, reason: 'relay no longer listed' }, 'moving a connection off a relay the fleet no longer lists');
+      this.dial(stray, to);
+      return;
+    }
+    if (usable.length <= 1) return;
     const counts = usable.map((r) => ({ r, n: this.slotsOn(r.url) }));
     counts.sort((a, b) => a.n - b.n);
     const least = counts[0]!;
