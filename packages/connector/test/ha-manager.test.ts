@@ -216,6 +216,26 @@ describe('HAManager: where the slots go', () => {
     expect(run.spread()).toEqual({ B: 2, C: 2 });
     expect(run.logs.filter((l) => l['reason'] === 'relay no longer listed').map((l) => l['connIndex'])).toEqual([0, 2]);
   });
+
+  it('connections on a relay no longer listed stay while the listed relay fails, and its tries get further apart', async () => {
+    const [a, b, c] = await startRelays('A', 'B', 'C');
+    await c!.kill();
+    const run = startHA([a!, b!]);
+    await allReady(run);
+    const triesOnC: number[] = [];
+    run.ha.on('connection', (e) => {
+      if (e.event === 'dial' && e.relayUrl === c!.url) triesOnC.push(run.clock.now());
+    });
+    run.ha.setRelays([c!.url]);
+    for (let i = 0; i < 30; i++) {
+      await run.clock.advance(2_000);
+      await waitFor(() => run.ha.connections().length === 4, 5_000, { message: 'the move to C failed' });
+    }
+    expect(run.ha.readyConnections).toBe(4);
+    const gaps = triesOnC.slice(1).map((t, i) => t - triesOnC[i]!);
+    expect(gaps.length).toBeGreaterThan(3);
+    expect(gaps.at(-1)).toBeGreaterThanOrEqual(10_000);
+  });
 });
 
 describe('HAManager: retries', () => {
@@ -267,6 +287,29 @@ describe('HAManager: retries', () => {
       await run.clock.advance(1);
       expect(run.dials()).toHaveLength(k + 2);
     }
+  });
+
+  it('rebalancing onto a relay that keeps failing backs off too: its tries get further apart', async () => {
+    const [a, b] = await startRelays('A', 'B');
+    await b!.kill();
+    const run = startHA([a!, b!], { haConnections: 2 });
+    const triesOnB: number[] = [];
+    run.ha.on('connection', (e) => {
+      if (e.event === 'dial' && e.relayUrl === b!.url) triesOnB.push(run.clock.now());
+    });
+    await waitFor(() => run.events.includes('backoff 1 B'), 5_000, { message: 'slot 1 failed on B' });
+    await run.clock.advance(250);
+    await allReady(run, 2);
+    // 60 s of rebalance ticks, each move to B allowed to fail before the next tick.
+    for (let i = 0; i < 30; i++) {
+      await run.clock.advance(2_000);
+      await waitFor(() => run.ha.connections().length === 2, 5_000, { message: 'the move to B failed' });
+    }
+    const gaps = triesOnB.slice(1).map((t, i) => t - triesOnB[i]!);
+    expect(gaps.length).toBeGreaterThan(3);
+    for (let i = 1; i < gaps.length; i++) expect(gaps[i]).toBeGreaterThanOrEqual(gaps[i - 1]!);
+    expect(gaps.at(-1)).toBeGreaterThanOrEqual(10_000);
+    expect(run.spread()).toEqual({ A: 2 });
   });
 
   it('a relay that answers 503 is retried with back-off, not fatal, and skipped while it backs off', async () => {

@@ -402,10 +402,11 @@ export class HAManager extends EventEmitter<HAEvents> {
     const usable = this.relays.filter((r) => r.avoidUntil <= now);
     this.warnIfOnOneRelay();
     if (this.slots.some((s) => s.pending)) return; // one move at a time
-    // A relay the fleet no longer lists (it left, or was forgotten) keeps no connection.
+    // A relay the fleet no longer lists (it left, or was forgotten) keeps no connection,
+    // once a listed one is up to take it.
     const listed = new Set(this.relays.map((r) => r.url));
     const stray = this.slots.find((s) => s.current?.state === 'registered' && !listed.has(s.current.opts.relayUrl));
-    if (stray) {
+    if (stray && usable.length > 0) {
       const from = stray.current!.opts.relayUrl;
       const to = this.pickRelay(stray, from);
       this.o.log.info({ event: 'rebalance', connIndex: stray.index, from, to, reason: 'relay no longer listed' }, 'moving a connection off a relay the fleet no longer lists');
