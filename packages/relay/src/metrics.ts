@@ -8,6 +8,7 @@ import type { RelayCertificate } from './edge/listener-tls.js';
 import { LIMIT_NAMES, type LimitHits, type LimitName } from './relay-limits.js';
 import { scrapeCounter, scrapeGauge } from './scrape-metrics.js';
 import type { AcmeStats } from './tls/certificate-manager.js';
+import { H2_REFUSAL_REASONS, noRefusedStreams, type H2RefusedStreams } from './edge/h2-refused-streams.js';
 
 /** Requests one tunnel has seen on this relay, by status class (index 1..5 = 1xx..5xx, 0 = other). */
 export interface TunnelTraffic {
@@ -54,6 +55,7 @@ export class RelayMetrics implements LimitHits {
   private publicInFlight: () => number = () => 0;
   private claimChecks: { inFlight: number; max: number; refused: number } | null = null;
   private h2: { sessions: number; streams: number } = { sessions: 0, streams: 0 };
+  private h2Refused: H2RefusedStreams = noRefusedStreams();
   private acme: AcmeStats | null = null;
 
   /** Hooks for the request path (RequestProxy, LocalDispatch, the peer endpoint). */
@@ -170,6 +172,13 @@ export class RelayMetrics implements LimitHits {
     );
     scrapeGauge(r, 'tunnel_relay_h2_sessions', 'Open HTTP/2 connections on the public HTTPS listener.', () => self.h2.sessions);
     scrapeGauge(r, 'tunnel_relay_h2_streams', 'Open HTTP/2 streams on the public HTTPS listener (each connection holds at most --h2-max-concurrent-streams).', () => self.h2.streams);
+    scrapeCounter(
+      r,
+      'tunnel_relay_h2_refused_streams_total',
+      'HTTP/2 streams the public listener ended unserved, by reason: concurrent_streams (a stream past the acknowledged SETTINGS_MAX_CONCURRENT_STREAMS, and the ones open beside it: the connection is closed), rapid_reset (open when the reset guard closed the connection), goaway (open when the relay stopped after its drain deadline). REFUSED_STREAM answers nghttp2 gives before the client acknowledged SETTINGS are not seen by the relay.',
+      'reason',
+      () => H2_REFUSAL_REASONS.map((reason) => [reason, self.h2Refused[reason]] as const),
+    );
     scrapeGauge(r, 'tunnel_relay_pending_logins', 'Pending `tunnel login` sessions created through this relay and not yet expired or collected.', () => self.gaugeSources.pendingLogins());
     scrapeGauge(r, 'tunnel_relay_access_pending_logins', 'Access logins waiting on an identity provider on this relay.', () => self.gaugeSources.accessPendingLogins());
     scrapeCounter(
@@ -273,8 +282,9 @@ export class RelayMetrics implements LimitHits {
   }
 
   /** The public HTTPS listener's live HTTP/2 counts. */
-  attachH2(open: { sessions: number; streams: number }): void {
+  attachH2(open: { sessions: number; streams: number }, refused: H2RefusedStreams): void {
     this.h2 = open;
+    this.h2Refused = refused;
   }
 
   /** Zone-claim DNS checks: in flight, ceiling, refusals. */

@@ -77,6 +77,7 @@ export const LIMIT_NAMES = [
   'access_pending_logins',
   'h2_header_list_size',
   'h2_reset_rate',
+  'h2_concurrent_streams',
   'relay_history',
   'quick_tunnels',
   'quick_tunnels_per_ip',

@@ -315,7 +315,7 @@ export class Relay {
         onRequest: onRequest as (req: unknown, res: unknown) => void,
       });
       this.https = h2;
-      metrics?.attachH2(h2.open);
+      metrics?.attachH2(h2.open, h2.refused);
       const s = cert ? cert.adopt(h2.server) : h2.server;
       // TLS: the raw socket cannot carry a plain answer; over a ceiling it is closed.
       s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, false));

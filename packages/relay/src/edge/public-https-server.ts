@@ -5,6 +5,7 @@ import type { SecureContext, SecureContextOptions, TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LimitHits, RelayLimits } from '../relay-limits.js';
 import { EdgeH2Request, EdgeH2Response } from './h2-compat.js';
+import { noRefusedStreams, type H2RefusedStreams } from './h2-refused-streams.js';
 
 /** What the public HTTPS listener needs from the relay's certificate sources. */
 export interface HttpsCertificates extends SecureContextOptions {
@@ -25,6 +26,8 @@ export interface PublicHttpsServer {
   server: http2.Http2SecureServer;
   /** HTTP/2 sessions and streams open now (for /metrics). */
   readonly open: { sessions: number; streams: number };
+  /** Streams ended unserved, by reason (for /metrics). */
+  readonly refused: H2RefusedStreams;
   /** Drain: GOAWAY every HTTP/2 session (in-flight streams finish), close idle HTTP/1.1 connections. */
   closeIdleConnections(): void;
   /** Stop: every connection, whatever it carries. */
@@ -95,23 +98,43 @@ export function createPublicHttpsServer(o: {
   if (o.http1.connectionsCheckingInterval !== undefined) h1.connectionsCheckingInterval = o.http1.connectionsCheckingInterval;
 
   const sockets = new Set<Socket>();
-  const sessions = new Set<http2.ServerHttp2Session>();
+  /** Each session's open streams; frozen once the session is destroyed, so its teardown can be counted. */
+  const sessions = new Map<http2.ServerHttp2Session, { streams: number }>();
   const open = { sessions: 0, streams: 0 };
+  const refused = noRefusedStreams();
   server.on('connection', (s: Socket) => {
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
   });
   server.on('unknownProtocol', (s: TLSSocket) => s.destroy());
   server.on('session', (session: http2.ServerHttp2Session) => {
-    sessions.add(session);
+    const mine = { streams: 0 };
+    sessions.set(session, mine);
     open.sessions++;
+    session.on('stream', (stream: http2.ServerHttp2Stream) => {
+      mine.streams++;
+      stream.once('close', () => {
+        if (!session.destroyed) mine.streams--;
+      });
+    });
     session.once('close', () => {
       sessions.delete(session);
       open.sessions--;
     });
     // A hostile peer's bad frames end its session; never the process.
-    session.on('error', (e) => log.debug({ event: 'h2-session-error', err: e.message }, 'HTTP/2 session failed'));
-    watchResets(session, limits.h2ResetRate, hits, log);
+    session.on('error', (e: Error & { errno?: number }) => {
+      // nghttp2 ends a connection whose client opens a stream past the limit it acknowledged
+      // with a protocol error; the relay sees only that, with the limit's worth of streams open.
+      const cap = limits.h2MaxConcurrentStreams;
+      if (cap > 0 && e.errno === NGHTTP2_ERR_PROTO && mine.streams >= cap) {
+        refused.concurrent_streams += mine.streams + 1;
+        hits.hit('h2_concurrent_streams');
+        log.warn({ event: 'h2-concurrent-streams', clientIp: (session.socket as Socket | undefined)?.remoteAddress, open: mine.streams, limit: cap }, 'HTTP/2 client opened a stream past the concurrent-stream limit: connection closed');
+        return;
+      }
+      log.debug({ event: 'h2-session-error', err: e.message }, 'HTTP/2 session failed');
+    });
+    watchResets(session, limits.h2ResetRate, hits, log, (n) => (refused.rapid_reset += n), mine);
   });
   server.on('stream', (stream: http2.ServerHttp2Stream) => {
     open.streams++;
@@ -135,16 +158,23 @@ export function createPublicHttpsServer(o: {
   return {
     server,
     open,
+    refused,
     closeIdleConnections() {
-      for (const s of sessions) s.close();
+      for (const s of sessions.keys()) s.close();
       (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
     },
     closeAllConnections() {
-      for (const s of sessions) s.destroy();
+      for (const [s, mine] of sessions) {
+        if (!s.destroyed) refused.goaway += mine.streams;
+        s.destroy();
+      }
       for (const s of sockets) s.destroy();
     },
   };
 }
+
+/** nghttp2's NGHTTP2_ERR_PROTO, as node reports it in a session error's errno. */
+const NGHTTP2_ERR_PROTO = -505;
 
 /** RFC 9113 §6.5.2: the size of a header list is its names and values plus 32 bytes per field. */
 function headerListSize(raw: string[]): number {
@@ -160,7 +190,7 @@ function headerListSize(raw: string[]): number {
  * per second; past `perSecond` the session gets GOAWAY (ENHANCE_YOUR_CALM)
  * and is closed. Streams this relay resets itself are not counted.
  */
-function watchResets(session: http2.ServerHttp2Session, perSecond: number, hits: LimitHits, log: Logger): void {
+function watchResets(session: http2.ServerHttp2Session, perSecond: number, hits: LimitHits, log: Logger, refuse: (streams: number) => void, mine: { streams: number }): void {
   if (perSecond <= 0) return;
   let windowStart = 0;
   let count = 0;
@@ -182,7 +212,11 @@ function watchResets(session: http2.ServerHttp2Session, perSecond: number, hits:
       log.warn({ event: 'h2-rapid-reset', clientIp: remote, resetsPerSecond: count }, 'HTTP/2 client resets streams too fast: connection closed');
       // A GOAWAY with this code goes out, then the connection closes: its other streams end too.
       // Not from inside nghttp2's callback (this 'close' runs in it): its own teardown would lose the frame.
-      setImmediate(() => session.destroy(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM as unknown as Error));
+      setImmediate(() => {
+        // The streams it still holds (opened before or since the trip) end unserved.
+        if (!session.destroyed) refuse(mine.streams);
+        session.destroy(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM as unknown as Error);
+      });
     });
   });
 }
