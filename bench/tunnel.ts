@@ -10,6 +10,7 @@
 //   (d) RSS, V8 heap used and private memory (RssAnon) of relays and connector: idle, after (a),
 //       after (c), and BENCH_SETTLE_SECONDS (default 60) after the last load
 //   (e) a relay forwarding to the peer that holds the connection
+//   (f) h2load over HTTP/2 (when installed): the relay's HTTPS listener against the origin's own h2c (h2load.ts)
 //
 // Every ratio is given against direct and against nginx ×2 (the one we steer
 // by). The machine is shared, so single figures are noisy (±25%); the ratios
@@ -20,7 +21,7 @@
 // BENCH_PROFILE=1 (run relays and connector under --cpu-prof, drive (a) and (c)
 // through the tunnel only, and print each process's top self-time functions per
 // phase), BENCH_ONLY=abuse (relay RSS under a ping flood, a SYN flood and 10k
-// idle connections: abuse.ts), BENCH_ONLY=bulk, BENCH_ONLY=rate.
+// idle connections: abuse.ts), BENCH_ONLY=bulk, BENCH_ONLY=rate, BENCH_ONLY=h2load.
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,6 +33,7 @@ import { findNginx, startNginxChain, type NginxChain } from './nginx.js';
 import { formatProfile, newestProfile, summarizeProfile, type ProfileSummary, type ProfileWindow } from './cpuprofile.js';
 import { wsRun } from './runner.js';
 import { abuseOnly } from './abuse.js';
+import { h2loadBench, h2loadRows, type H2loadResult } from './h2load.js';
 
 const RELAY_CLI = path.join(ROOT, 'packages/relay/dist/cli/cli.js');
 const CONNECTOR_CLI = path.join(ROOT, 'packages/connector/dist/cli/cli.js');
@@ -493,6 +495,8 @@ async function measure(): Promise<void> {
       downNginx: downNginx ? mbps(downTunnel) / mbps(downNginx) : NaN,
       upNginx: upNginx ? mbps(upTunnel) / mbps(upNginx) : NaN,
     };
+    log('(f) h2load over HTTP/2');
+    const h2 = await h2loadBench(log);
     const rows: string[][] = [
       [
         `(a) GET 1 KiB, ${CONNECTIONS} conns, ${SECONDS} s: req/s`,
@@ -550,6 +554,7 @@ async function measure(): Promise<void> {
       ['(e) relay holding the connection: req/s, p99', '', '', `${fmt(rps(eOwn))}, ${ms(eOwn.out.p99_us).toFixed(2)} ms`, '', '', '', ''],
       ['(e) relay forwarding to that peer: req/s, p99', '', '', `${fmt(rps(eFwd))}, ${ms(eFwd.out.p99_us).toFixed(2)} ms (${pct(rps(eFwd) / rps(eOwn))} of own)`, '', '', '', ''],
       ['(e) CPU µs/request of the forwarding relay', '', '', fmt(eFwd.cpuUs.forwarder! / reqs(eFwd), 1), '', '', '', ''],
+      ...h2loadRows(h2),
     ];
     const table = markdownTable(['measurement', 'direct', 'nginx ×2', 'tunnel', 'tunnel / direct', 'tunnel / nginx ×2', 'aim', 'met'], rows);
     const note =
@@ -575,6 +580,7 @@ async function measure(): Promise<void> {
       d: { idle: idleMem, afterRequests: loadMem, afterTransfers: bulkMem, settled: settledMem, settledWorstToIdle: settledWorst, idleCpuMsPerSec, loadRss, loadPrivateRss: loadPrivate, nginxRss: { idle: nginxIdleRss, load: nginxLoadRss } },
       cpuUsPerRequest: { ...cpu, relayPlusConnector: relayConnectorCpu, nginxChain: nginxCpu, ratioToNginx: ratio.cpuNginx, atFixedRateNetOfIdle: cpuAtRate, nginxAtFixedRate: nginxAtRate },
       peerForwarding: { own: eOwn, forwarded: eFwd, reqPerSecRatio: rps(eFwd) / rps(eOwn) },
+      h2load: h2,
       aims: {
         cpuPerRequestAtMost2xNginx: ratio.cpuNginx <= 2,
         reqPerSecAtLeast06xNginx: ratio.rpsNginx >= 0.6,
@@ -722,8 +728,16 @@ async function rateOnly(): Promise<void> {
   }
 }
 
+/** BENCH_ONLY=h2load: the (f) rows alone. */
+async function h2loadOnly(): Promise<void> {
+  const r: H2loadResult = await h2loadBench(log);
+  process.stdout.write(`\n### bench (h2load)\n\n${markdownTable(['measurement', 'direct', 'nginx ×2', 'tunnel', 'tunnel / direct', 'tunnel / nginx ×2', 'aim', 'met'], h2loadRows(r))}\n`);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(path.join(RESULTS_DIR, 'h2load.json'), JSON.stringify({ machine: machineInfo(), h2load: r }, null, 2) + '\n');
+}
+
 const only = process.env.BENCH_ONLY;
-(PROFILE ? profile() : only === 'abuse' ? abuseOnly() : only === 'bulk' ? bulkOnly() : only === 'rate' ? rateOnly() : measure()).then(
+(PROFILE ? profile() : only === 'abuse' ? abuseOnly() : only === 'bulk' ? bulkOnly() : only === 'rate' ? rateOnly() : only === 'h2load' ? h2loadOnly() : measure()).then(
   () => process.exit(0),
   (e: Error) => {
     process.stderr.write(`bench failed: ${e.stack ?? e.message}\n`);
