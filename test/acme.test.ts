@@ -233,6 +233,19 @@ describe('ACME settings: a wrong one stops start-up naming the flag or file:line
     expect(noHttps.stderr).toMatch(/--acme-directory needs the public --https listener/);
   });
 
+  it('the DNS hook time limit: a bare number is refused naming the flag, or relay.yml\'s file, line and key', async () => {
+    const hook = ['--https', '127.0.0.1:0', '--acme-directory', 'https://127.0.0.1:1/dir', '--acme-email', 'ops@example.com', '--acme-challenge', 'dns-01', '--acme-dns-hook', '/bin/true'];
+    const flag = await runCli(RELAY_CLI, [...base, ...hook, '--acme-dns-hook-timeout', '30'], {}, tmp.dir, 15_000);
+    expect(flag.code).toBe(1);
+    expect(flag.stderr).toMatch(/--acme-dns-hook-timeout: /);
+    const file = path.join(tmp.dir, 'relay-hook.yml');
+    writeFileSync(file, 'acme:\n  directory: https://127.0.0.1:1/dir\n  email: ops@example.com\n  dns-hook: /bin/true\n  dns-hook-timeout: 30\n');
+    const r = await runCli(RELAY_CLI, [...base, '--config', file], {}, tmp.dir, 15_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${file}:5:`);
+    expect(r.stderr).toMatch(/acme\.dns-hook-timeout/);
+  });
+
   it('relay.yml acme: with a bad email names the file, line and key', async () => {
     const file = path.join(tmp.dir, 'relay.yml');
     writeFileSync(file, 'region: x\nacme:\n  directory: https://127.0.0.1:1/dir\n  email: not-an-address\n');

@@ -33,7 +33,6 @@ import { QuickGate } from './quick/quick-gate.js';
 import { fleetRateLimiter, sharedRedisOf } from './rate-limiter.js';
 import { AcmeIssuer, type AcmeSettings } from './tls/acme-issuer.js';
 import type { AcmeStore } from './tls/acme-store.js';
-import { selfSignedFallback } from './tls/self-signed-fallback.js';
 import { answeringHttp01, CertificateManager, type CertificateManagerOptions } from './tls/certificate-manager.js';
 
 export interface RelayOptions {
@@ -303,7 +302,8 @@ export class Relay {
     if (this.opts.listen.https) {
       if (!cert && !this.certificates) throw new Error('listen.https needs tls.cert and tls.key (or ACME)');
       // ACME without a static certificate: unknown names get a self-signed one (and the 404 page).
-      const fallback = cert ? cert.pem : await selfSignedFallback();
+      // @peculiar/x509 loads only then, like acme-client: most relays never need it.
+      const fallback = cert ? cert.pem : await (await import('./tls/self-signed-fallback.js')).selfSignedFallback();
       if (!cert) log.info({ event: 'tls-fallback-self-signed' }, 'no --tls-cert: names without an ACME certificate get a self-signed one');
       // HTTP/2 (ALPN h2) and HTTP/1.1 on one port, into the same request handler.
       const h2 = createPublicHttpsServer({
