@@ -17,7 +17,7 @@ describe('quick tunnels: tunnel --url publishes a random hostname with no accoun
 
   beforeAll(async () => {
     origin = await startOrigin((rq, rs) => rs.end(`origin ${rq.method} ${rq.url} host=${rq.headers.host}`));
-    fleet = await startQuickRelays({ relays: 2, relayArgs: ['--max-quick-tunnels-per-ip', '0', '--max-quick-tunnels', '0'] });
+    fleet = await startQuickRelays({ relays: 2, relayArgs: ['--max-quick-tunnels-per-ip', '0', '--max-live-quick-tunnels-per-ip', '0', '--max-quick-tunnels', '0'] });
   });
   afterAll(async () => {
     await stopAll();

@@ -26,7 +26,7 @@ describe('quick tunnels: the zone is reserved and a quick token is bound to one 
   const relayCli = (args: string[]) => runCli(RELAY_CLI, [...args, '--store', fleet.store], {}, fleet.dir);
 
   beforeAll(async () => {
-    fleet = await startQuickRelays({ relays: 1 });
+    fleet = await startQuickRelays({ relays: 1, relayArgs: ['--max-live-quick-tunnels-per-ip', '0'] });
     control = fleet.relays[0]!.controlUrl!;
     const acct = await runCli(RELAY_CLI, ['account', 'create', 'alice', '--store', fleet.store, '--keys', fleet.keys], {}, fleet.dir);
     expect(acct.code, acct.stderr).toBe(0);

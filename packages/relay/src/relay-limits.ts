@@ -48,8 +48,12 @@ export interface RelayLimits {
   /** Quick tunnels one client IP may create per `quickPerIpWindowMs` (fleet-wide on Redis). */
   quickTunnelsPerIp: number;
   quickPerIpWindowMs: number;
+  /** Live quick tunnels created from one client IP (fleet-wide on Redis); past it a 429 until one ends. */
+  quickLivePerIp: number;
   /** Requests in flight to one quick tunnel through this relay; past it a 429. */
   quickStreams: number;
+  /** Requests in flight to all quick tunnels together through this relay; past it a 503 with Retry-After. */
+  quickStreamsTotal: number;
   /** Requests per second to one quick tunnel (fleet-wide on Redis); past it a 429 with Retry-After. */
   quickRequestRate: number;
   /** Request body bytes to a quick tunnel; past it a 413 (or an abort once answering). */
@@ -81,7 +85,9 @@ export const LIMIT_NAMES = [
   'relay_history',
   'quick_tunnels',
   'quick_tunnels_per_ip',
+  'quick_live_per_ip',
   'quick_streams',
+  'quick_streams_total',
   'quick_request_rate',
   'quick_body',
   'quick_idle_expiry',
@@ -127,7 +133,10 @@ export function defaultLimits(): RelayLimits {
     quickTunnels: 1000,
     quickTunnelsPerIp: 10,
     quickPerIpWindowMs: 3_600_000,
+    quickLivePerIp: 5,
     quickStreams: 100,
+    // Anonymous traffic may take a share of the relay, not all of it: named tunnels keep the rest.
+    quickStreamsTotal: 2000,
     quickRequestRate: 100,
     // Cloudflare's free plan takes request bodies up to 100 MB.
     quickBodyBytes: 100 * 1024 * 1024,
@@ -175,7 +184,9 @@ export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: strin
   { key: 'quickTunnels', name: 'max-quick-tunnels', kind: 'count', help: 'live quick tunnels in the fleet before POST /v1/quick gets a 429' },
   { key: 'quickTunnelsPerIp', name: 'max-quick-tunnels-per-ip', kind: 'count', help: 'quick tunnels one client IP may create per --quick-per-ip-window' },
   { key: 'quickPerIpWindowMs', name: 'quick-per-ip-window', kind: 'ms', help: 'window of --max-quick-tunnels-per-ip' },
+  { key: 'quickLivePerIp', name: 'max-live-quick-tunnels-per-ip', kind: 'count', help: 'live quick tunnels created from one client IP (fleet-wide on Redis) before POST /v1/quick gets a 429' },
   { key: 'quickStreams', name: 'max-quick-streams', kind: 'count', help: 'requests in flight to one quick tunnel through this relay before a 429' },
+  { key: 'quickStreamsTotal', name: 'max-quick-streams-total', kind: 'count', help: 'requests in flight to all quick tunnels together through this relay before a 503' },
   { key: 'quickRequestRate', name: 'quick-request-rate', kind: 'rate', help: 'requests per second to one quick tunnel before a 429 with Retry-After' },
   { key: 'quickBodyBytes', name: 'max-quick-body', kind: 'bytes', help: 'request body bytes to a quick tunnel before a 413' },
   { key: 'quickIdleMs', name: 'quick-idle-expiry', kind: 'ms', help: 'a quick tunnel with no connector connection this long is deleted and its hostname freed' },

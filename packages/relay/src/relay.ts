@@ -30,6 +30,7 @@ import { createPublicHttpsServer, type PublicHttpsServer } from './edge/public-h
 import { RelayDescriptionDocument } from './relay-description.js';
 import { QuickTunnels, type QuickSettings } from './quick/quick-tunnels.js';
 import { QuickGate } from './quick/quick-gate.js';
+import { registerQuickMetrics } from './quick/quick-metrics.js';
 import { fleetRateLimiter, sharedRedisOf } from './rate-limiter.js';
 import { AcmeIssuer, type AcmeSettings } from './tls/acme-issuer.js';
 import type { AcmeStore } from './tls/acme-store.js';
@@ -212,7 +213,8 @@ export class Relay {
     if (this.quick) {
       await this.quick.start();
       const quick = this.quick;
-      this.quickGate = new QuickGate({ routes: this.routes, isQuick: (a) => quick.isQuick(a), limits: this.limits, hits: this.deps.metrics ?? NO_LIMIT_HITS, log, banner: this.opts.quick?.banner, redis: sharedRedisOf(store) });
+      const gate = (this.quickGate = new QuickGate({ routes: this.routes, isQuick: (a) => quick.isQuick(a), limits: this.limits, hits: this.deps.metrics ?? NO_LIMIT_HITS, log, banner: this.opts.quick?.banner, redis: sharedRedisOf(store) }));
+      if (this.deps.metrics) registerQuickMetrics(this.deps.metrics.registry, { inFlight: () => gate.inFlightTotal, storeCounts: () => quick.storeCounts() }, log);
     }
     const metrics = this.deps.metrics;
     metrics?.attachConnections(this.connections, () => this.publicInFlight());

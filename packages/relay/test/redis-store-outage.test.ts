@@ -113,7 +113,7 @@ describe.skipIf(!redis)(redis ? 'redis store across a Redis restart' : 'redis st
     expect((await a.getRoute('later.example.com'))?.tunnelId).toBe(api.id);
     await b.revoke('tok-3', Date.now() + 60_000);
     await waitFor(async () => a.isRevoked('tok-3'), 1_000, { message: 'revocation after restart' });
-    await b.deleteTunnel(api.id);
+    await b.deleteTunnel(api.id, 60_000);
     await waitFor(async () => (await a.getRoute('api.example.com')) === undefined, 1_000, { message: 'cascade after restart' });
   }, 30_000);
 

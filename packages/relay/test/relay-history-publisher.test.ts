@@ -66,14 +66,14 @@ describe('RelayHistoryPublisher', () => {
     expect(h).toMatchObject({ id: 'r1', region: 'eu', publicUrl: 'http://127.0.0.1:8080', controlUrl: 'http://127.0.0.1:7000', draining: false });
     expect(h!.counts).toEqual({ [kept.id]: { requests: 10, errors: 2 }, [doomed.id]: { requests: 5, errors: 0 }, [later.id]: { requests: 7, errors: 0 }, '': { requests: 3, errors: 0 } });
 
-    await s.deleteTunnel(doomed.id);
+    await s.deleteTunnel(doomed.id, 60_000);
     // The same id again (a restart): 4 more requests on top of the 10 recorded.
     const traffic = [{ tunnelId: kept.id, total: 4, errors: 1 }];
     const second = publisher(s, 'r1', traffic);
     await second.p.start();
     expect(second.p.counts()).toEqual({ [kept.id]: { requests: 14, errors: 3 }, [later.id]: { requests: 7, errors: 0 }, '': { requests: 3, errors: 0 } });
     // Deleted while this relay runs: dropped at once.
-    await s.deleteTunnel(later.id);
+    await s.deleteTunnel(later.id, 60_000);
     expect(second.p.counts()).toEqual({ [kept.id]: { requests: 14, errors: 3 }, '': { requests: 3, errors: 0 } });
     traffic[0]!.total = 6;
     await second.p.markStopping();

@@ -88,7 +88,7 @@ describe('RouteTable.lookup', () => {
     await waitFor(() => table.lookup('p.late.test')?.tunnelId === late, 5_000, { message: 'new wildcard route served' });
     await store.deleteRoute('*.late.test');
     await waitFor(() => table.lookup('p.late.test') === undefined, 5_000, { message: 'deleted wildcard route gone' });
-    await store.deleteTunnel(tunnels.deepwild!);
+    await store.deleteTunnel(tunnels.deepwild!, 60_000);
     await waitFor(() => table.lookup('c.b.x.test')?.tunnelId === tunnels.wild, 5_000, { message: 'deleted tunnel’s wildcard gone; the outer one serves' });
   });
 });

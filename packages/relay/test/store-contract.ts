@@ -169,14 +169,14 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       await s.addRoute({ hostname: '*.a.example.com', tunnelId: app.id, accountId: acme.id });
       await s.addRoute({ hostname: 'k.example.com', tunnelId: keep.id, accountId: acme.id });
 
-      await s.deleteTunnel(app.id);
+      await s.deleteTunnel(app.id, 60_000);
       expect(await s.getTunnel(app.id)).toBeUndefined();
       expect(await s.getTunnelByName(acme.id, 'app')).toBeUndefined();
       expect(await s.getRoute('a.example.com')).toBeUndefined();
       expect(await s.getRoute('*.a.example.com')).toBeUndefined();
       expect((await s.listRoutes()).map((r) => r.hostname)).toEqual(['k.example.com']);
       expect(await s.listTunnels()).toEqual([keep]);
-      await expectStoreError(s.deleteTunnel(app.id), 'NOT_FOUND');
+      await expectStoreError(s.deleteTunnel(app.id, 60_000), 'NOT_FOUND');
 
       await waitFor(
         () =>
@@ -203,13 +203,47 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       const t = await a.createTunnel(acme.id, 'app');
       await waitFor(async () => (await b.getTunnel(t.id)) !== undefined, 1_000, { message: 'b sees the tunnel' });
       expect(await a.getTombstone(t.id)).toBeUndefined();
-      await a.deleteTunnel(t.id);
+      await a.deleteTunnel(t.id, 60_000);
       const stone = await b.getTombstone(t.id);
       expect(stone).toMatchObject({ tunnelId: t.id, accountId: acme.id, name: 'app' });
       expect(Math.abs(stone!.deletedAt - Date.now())).toBeLessThan(5_000);
       await waitFor(() => events.some((e) => e.type === 'tunnel-deleted' && e.tunnelId === t.id), 1_000, { message: 'tunnel-deleted on b' });
       expect(events.some((e) => e.type === 'tunnel-vanished')).toBe(false);
       expect(await b.getTombstone('00000000-0000-4000-8000-000000000000')).toBeUndefined();
+    });
+
+    it('a tombstone lives its lifetime (read and counted meanwhile, by every instance), then it is gone', async () => {
+      const a = await open();
+      const b = await open();
+      const acme = await a.createAccount('acme');
+      const other = await a.createAccount('other');
+      const t = await a.createTunnel(acme.id, 'short');
+      const u = await a.createTunnel(other.id, 'long');
+      await a.deleteTunnel(t.id, 800);
+      await a.deleteTunnel(u.id, 60_000);
+      expect(await b.getTombstone(t.id)).toMatchObject({ tunnelId: t.id, accountId: acme.id });
+      expect((await b.getTombstone(t.id))!.expiresAt! - (await b.getTombstone(t.id))!.deletedAt).toBe(800);
+      expect(await b.countTombstones(acme.id)).toBe(1);
+      expect(await b.countTombstones(other.id)).toBe(1);
+      await waitFor(async () => (await b.getTombstone(t.id)) === undefined, 3_000, { message: 'short tombstone expired' });
+      expect(await a.getTombstone(t.id)).toBeUndefined();
+      expect(await a.countTombstones(acme.id)).toBe(0);
+      expect(await a.getTombstone(u.id)).toMatchObject({ tunnelId: u.id });
+      expect(await a.countTombstones(other.id)).toBe(1);
+    });
+
+    it('claimTunnelSlot: at most max live tunnels per group; a deleted tunnel frees its slot; groups are apart', async () => {
+      const s = await open();
+      const acme = await s.createAccount('acme');
+      const [t1, t2, t3] = await Promise.all(['t1', 't2', 't3'].map((n) => s.createTunnel(acme.id, n)));
+      expect(await s.claimTunnelSlot('ip:10.0.0.1', t1!.id, 2, 60_000)).toBe(true);
+      expect(await s.claimTunnelSlot('ip:10.0.0.1', t2!.id, 2, 60_000)).toBe(true);
+      expect(await s.claimTunnelSlot('ip:10.0.0.1', t3!.id, 2, 60_000)).toBe(false);
+      // Claiming again for a tunnel already counted is no new slot.
+      expect(await s.claimTunnelSlot('ip:10.0.0.1', t2!.id, 2, 60_000)).toBe(true);
+      expect(await s.claimTunnelSlot('ip:10.0.0.2', t3!.id, 2, 60_000)).toBe(true);
+      await s.deleteTunnel(t1!.id, 60_000);
+      expect(await s.claimTunnelSlot('ip:10.0.0.1', t3!.id, 2, 60_000)).toBe(true);
     });
 
     it('zones: add is idempotent per account, one account per zone, get/list/delete, announced to other instances', async () => {
@@ -490,7 +524,7 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect(await a.getRoute('app.example.com')).toBeUndefined();
       await b.addRoute({ hostname: 'gone.example.com', tunnelId: t.id, accountId: acme.id });
       await waitFor(async () => (await a.getRoute('gone.example.com')) !== undefined, 1_000, { message: 'route to reach a' });
-      await b.deleteTunnel(t.id);
+      await b.deleteTunnel(t.id, 60_000);
       await seen('tunnel-deleted', (e) => e.type === 'tunnel-deleted' && e.tunnelId === t.id);
       await waitFor(async () => (await a.getRoute('gone.example.com')) === undefined, 1_000, { message: 'cascade to reach a' });
       expect(await a.getTunnel(t.id)).toBeUndefined();

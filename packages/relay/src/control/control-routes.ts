@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { normalizeHostname, verifyToken, TokenError, TokenKind, type AccountClaims, type EnrollClaims, type TunnelClaims } from '@tunnel/protocol';
 import type { Store, Tunnel, Presence } from '../store/types.js';
 import { StoreError } from '../store/types.js';
+import { tombstoneLifetimeMs } from '../store/tombstone-lifetime.js';
 import { ApiError } from './api-error.js';
 import { bearer } from './control-auth.js';
 import { checkTunnelCredential } from '../connectors/credential-check.js';
@@ -210,7 +211,7 @@ async function deleteTunnel(c: AccountCall): Promise<void> {
   if (presence.length > 0 && url.searchParams.get('force') !== 'true') {
     throw new ApiError(409, 'tunnel_has_connectors', `tunnel ${tunnel.name} has ${presence.length} active connection(s); stop its connectors or use --force`);
   }
-  await d.store.deleteTunnel(tunnel.id);
+  await d.store.deleteTunnel(tunnel.id, tombstoneLifetimeMs(policyOf(d).tunnelSeconds));
   d.log.info({ event: 'tunnel-deleted', tunnelId: tunnel.id, accountId: who.accountId }, 'tunnel deleted');
   send(res, 200, { deleted: tunnel.id });
 }

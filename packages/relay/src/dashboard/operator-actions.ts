@@ -13,7 +13,8 @@ import type { FleetKeys } from '../control/keys.js';
 import { forgetDownRelay } from '../fleet/relay-roster.js';
 import { disconnectTunnel } from '../fleet/tunnel-disconnect.js';
 import type { Store } from '../store/types.js';
-import type { CredentialPolicy } from '../connectors/credential-check.js';
+import { DEFAULT_CREDENTIAL_POLICY, type CredentialPolicy } from '../connectors/credential-check.js';
+import { tombstoneLifetimeMs } from '../store/tombstone-lifetime.js';
 import type { QuickTunnels } from '../quick/quick-tunnels.js';
 
 export interface OperatorActionDeps {
@@ -91,7 +92,7 @@ export class OperatorActions {
     const t = await this.d.store.getTunnel(id);
     if (!t) throw new ApiError(404, 'tunnel_not_found', `no tunnel ${id}`);
     const connections = (await this.d.store.listPresence({ tunnelId: id })).length;
-    await this.d.store.deleteTunnel(id);
+    await this.d.store.deleteTunnel(id, tombstoneLifetimeMs((this.d.policy ?? DEFAULT_CREDENTIAL_POLICY).tunnelSeconds));
     this.d.log.info({ event: 'tunnel-deleted', tunnelId: id, accountId: t.accountId, connections, via: 'dashboard' }, 'tunnel deleted from the dashboard');
     return { deleted: id, name: t.name };
   }

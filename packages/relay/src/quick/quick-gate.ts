@@ -1,5 +1,6 @@
 // The public side of quick tunnels' limits: requests per second and in
-// flight per tunnel (429 with Retry-After), the request body cap (413), and
+// flight per tunnel (429 with Retry-After), in flight to all quick tunnels
+// on this relay (503 with Retry-After), the request body cap (413), and
 // the operator's banner header. Named tunnels never pass through here.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -19,7 +20,7 @@ export interface QuickGateDeps {
   routes: RouteTable;
   /** Whether a route's account is the quick one. */
   isQuick(accountId: string): boolean;
-  limits: Pick<RelayLimits, 'quickStreams' | 'quickRequestRate' | 'quickBodyBytes'>;
+  limits: Pick<RelayLimits, 'quickStreams' | 'quickStreamsTotal' | 'quickRequestRate' | 'quickBodyBytes'>;
   hits: LimitHits;
   log: Logger;
   banner?: string;
@@ -32,6 +33,8 @@ export class QuickGate {
   private readonly rate: RateLimiterAbstract | null;
   /** Requests (and upgraded connections) in flight per quick tunnel through this relay. */
   private readonly inFlight = new Map<string, number>();
+  /** The sum of inFlight: what all quick tunnels hold of this relay at once. */
+  private total = 0;
 
   constructor(private readonly d: QuickGateDeps) {
     this.rate = d.limits.quickRequestRate > 0 ? fleetRateLimiter({ points: d.limits.quickRequestRate, durationS: 1, keyPrefix: 'quick-rate', redis: d.redis }) : null;
@@ -85,7 +88,17 @@ export class QuickGate {
     return true;
   }
 
+  /** Requests (and upgraded connections) in flight to quick tunnels through this relay (for /metrics). */
+  get inFlightTotal(): number {
+    return this.total;
+  }
+
   private admit(route: Route, then: (refusal: TunnelErrorInfo | null, retryAfterS?: number) => void): void {
+    const ceiling = this.d.limits.quickStreamsTotal;
+    if (ceiling > 0 && this.total >= ceiling) {
+      this.d.hits.hit('quick_streams_total');
+      return then({ status: 503, code: 'quick_relay_busy', source: 'relay', message: `This relay already carries ${this.total} requests to quick tunnels (its limit for them); retry shortly.` }, 1);
+    }
     const max = this.d.limits.quickStreams;
     const open = this.inFlight.get(route.tunnelId) ?? 0;
     if (max > 0 && open >= max) {
@@ -110,7 +123,9 @@ export class QuickGate {
   /** Count one in flight until `done` closes. */
   private hold(tunnelId: string, done: ServerResponse | Duplex): void {
     this.inFlight.set(tunnelId, (this.inFlight.get(tunnelId) ?? 0) + 1);
+    this.total++;
     done.once('close', () => {
+      this.total--;
       const n = (this.inFlight.get(tunnelId) ?? 1) - 1;
       if (n <= 0) this.inFlight.delete(tunnelId);
       else this.inFlight.set(tunnelId, n);

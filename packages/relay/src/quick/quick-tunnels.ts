@@ -18,6 +18,7 @@ import { StoreError, type Presence, type Store, type Tunnel } from '../store/typ
 import { checkRoute, grantZone } from '../zones/zone-grants.js';
 import { isWithin } from '../zones/zone-rules.js';
 import { QUICK_ACCOUNT, randomLabel } from './quick-names.js';
+import { tombstoneLifetimeMs } from '../store/tombstone-lifetime.js';
 
 export interface QuickSettings {
   /** The zone quick hostnames are made under (`--quick-zone`). */
@@ -31,6 +32,8 @@ export interface QuickSettings {
 export const DEFAULT_QUICK_TOKEN_SECONDS = 8 * 3600;
 /** A renewed token's predecessor stays valid this long, so the connector can move its connections to the new one. */
 const RENEW_GRACE_MS = 120_000;
+/** Retry-After of a full per-IP live ceiling: a slot frees when one of that address's tunnels ends, which no clock predicts. */
+const LIVE_SLOT_RETRY_S = 30;
 /** Label collisions are 2^-80 events; a few tries cover a racing duplicate without looping on a broken store. */
 const CREATE_TRIES = 5;
 
@@ -39,7 +42,7 @@ export interface QuickDeps {
   keys: FleetKeys;
   log: Logger;
   policy: CredentialPolicy;
-  limits: Pick<RelayLimits, 'quickTunnels' | 'quickTunnelsPerIp' | 'quickPerIpWindowMs' | 'quickIdleMs'>;
+  limits: Pick<RelayLimits, 'quickTunnels' | 'quickTunnelsPerIp' | 'quickPerIpWindowMs' | 'quickLivePerIp' | 'quickIdleMs'>;
   hits: LimitHits;
   /** This relay's public URL (`http://host:port`): quick URLs take its scheme and port. */
   publicUrl(): string;
@@ -116,17 +119,32 @@ export class QuickTunnels {
       if (e instanceof ApiError) throw new Error(`--quick-zone ${this.settings.zone}: ${e.message}`);
       throw e;
     }
-    const every = Math.min(30_000, Math.max(250, Math.floor(this.d.limits.quickIdleMs / 4)));
-    if (this.d.limits.quickIdleMs > 0) {
-      this.sweeper = setInterval(() => void this.sweep(), every);
-      this.sweeper.unref();
-    }
+    const every = Math.min(30_000, Math.max(250, Math.floor(this.lifetimeMs / 4)));
+    this.sweeper = setInterval(() => void this.sweep(), every);
+    this.sweeper.unref();
     this.d.log.info({ event: 'quick-enabled', zone: this.settings.zone, tokenSeconds: this.settings.tokenSeconds, idleMs: this.d.limits.quickIdleMs }, `quick tunnels enabled under ${this.settings.zone}`);
   }
 
   stop(): void {
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = null;
+  }
+
+  /**
+   * How long a quick tunnel lives with no connection: the idle expiry, and
+   * in any case no longer than a token lifetime: by then every token of it
+   * has expired (renewal needs a connection), so nobody can serve it again.
+   */
+  private get lifetimeMs(): number {
+    const tokenMs = this.settings.tokenSeconds * 1000;
+    const idle = this.d.limits.quickIdleMs;
+    return idle > 0 ? Math.min(idle, tokenMs) : tokenMs;
+  }
+
+  /** Live quick tunnels and the tombstones of deleted ones still in the store (for /metrics). */
+  async storeCounts(): Promise<{ live: number; deleted: number }> {
+    const [tunnels, deleted] = await Promise.all([this.d.store.listTunnels(this.accountId), this.d.store.countTombstones(this.accountId)]);
+    return { live: tunnels.length, deleted };
   }
 
   /** A route belongs to a quick tunnel. */
@@ -166,17 +184,39 @@ export class QuickTunnels {
     if (!tunnel) throw new ApiError(503, 'quick_name_unavailable', 'could not find a free quick hostname; retry');
     const hostname = `${tunnel.name}.${this.settings.zone}`;
     try {
+      await this.claimLiveSlot(ip, tunnel.id);
       // The zone rules, as for any route: the hostname lies inside the zone this account holds.
       await checkRoute(store, this.accountId, hostname);
       await store.addRoute({ hostname, tunnelId: tunnel.id, accountId: this.accountId });
     } catch (e) {
-      await store.deleteTunnel(tunnel.id).catch(() => {});
+      // No token was issued for it: its tombstone has nothing to answer for.
+      await store.deleteTunnel(tunnel.id, 0).catch(() => {});
       throw e;
     }
     this.lastSeen.set(tunnel.id, Date.now());
     const grant = await this.grant(tunnel, hostname, connectorId);
     log.info({ event: 'quick-created', tunnelId: tunnel.id, hostname, ip, connectorId }, `quick tunnel ${hostname} created`);
     return grant;
+  }
+
+  /**
+   * The live ceiling per client IP. The tunnel exists before its slot is
+   * claimed, so two creations racing for the last slot are settled by the
+   * store (one Lua script on Redis), never both admitted. A slot is held
+   * while the tunnel exists, for at most a token lifetime from its creation.
+   */
+  private async claimLiveSlot(ip: string, tunnelId: string): Promise<void> {
+    const max = this.d.limits.quickLivePerIp;
+    if (max <= 0) return;
+    if (await this.d.store.claimTunnelSlot(`quick-ip:${ip}`, tunnelId, max, this.settings.tokenSeconds * 1000)) return;
+    this.d.hits.hit('quick_live_per_ip');
+    this.d.log.warn({ event: 'quick-refused', ip, limit: 'quick_live_per_ip' }, 'quick tunnel refused: this address already runs the most live quick tunnels');
+    throw new ApiError(
+      429,
+      'too_many_live_quick_tunnels',
+      `this address already runs ${max} live quick tunnels (the limit): stop one (Ctrl-C on its tunnel --url) and retry`,
+      LIVE_SLOT_RETRY_S,
+    );
   }
 
   /**
@@ -233,8 +273,8 @@ export class QuickTunnels {
   }
 
   /**
-   * Frees quick tunnels no relay has held a connection of for the idle
-   * expiry. Every relay sweeps; the first to delete wins, the others find
+   * Frees quick tunnels no relay has held a connection of for their
+   * lifetime (lifetimeMs). Every relay sweeps; the first to delete wins, the others find
    * it gone. A relay counts idle time from when it started watching, so a
    * restart never frees a hostname early.
    */
@@ -254,7 +294,7 @@ export class QuickTunnels {
         }
         let since = this.lastSeen.get(t.id);
         if (since === undefined) this.lastSeen.set(t.id, (since = Math.max(t.createdAt, this.startedAt)));
-        if (now - since < this.d.limits.quickIdleMs) continue;
+        if (now - since < this.lifetimeMs) continue;
         if (await this.delete(t.id, 'idle')) this.d.hits.hit('quick_idle_expiry');
       }
       for (const id of this.lastSeen.keys()) if (!known.has(id)) this.lastSeen.delete(id);
@@ -268,7 +308,7 @@ export class QuickTunnels {
   /** True when this call deleted it (another relay may have been first). */
   private async delete(tunnelId: string, why: 'connector' | 'operator' | 'idle'): Promise<boolean> {
     try {
-      await this.d.store.deleteTunnel(tunnelId);
+      await this.d.store.deleteTunnel(tunnelId, tombstoneLifetimeMs(this.settings.tokenSeconds));
     } catch (e) {
       if (e instanceof StoreError && e.code === 'NOT_FOUND') return false;
       throw e;

@@ -69,6 +69,13 @@ export interface Tombstone {
   readonly accountId: string;
   readonly name: string;
   readonly deletedAt: number;
+  /**
+   * When the store may drop it: the tunnel's tokens have all expired by
+   * then, so the tombstone has nothing left to tell apart (a connector with
+   * one is refused as expired). Absent on tombstones written before they
+   * expired: those are kept.
+   */
+  readonly expiresAt?: number;
 }
 
 export interface Revocation {
@@ -223,16 +230,33 @@ export interface Store extends RelayHistoryStore {
   getTunnel(id: string): Promise<Tunnel | undefined>;
   getTunnelByName(accountId: string, name: string): Promise<Tunnel | undefined>;
   listTunnels(accountId?: string): Promise<Tunnel[]>;
-  /** Deletes the tunnel and its routes and leaves a tombstone. NOT_FOUND if there is no such tunnel. */
-  deleteTunnel(id: string): Promise<void>;
+  /**
+   * Deletes the tunnel and its routes and leaves a tombstone that the store
+   * drops `keepTombstoneMs` later: as long as the longest-lived token of the
+   * tunnel can still be presented (tombstone-lifetime.ts). NOT_FOUND if
+   * there is no such tunnel.
+   */
+  deleteTunnel(id: string, keepTombstoneMs: number): Promise<void>;
   /**
    * Records an operator disconnect (disconnectedAt = now) and announces the
    * tunnel (`tunnel` event): each relay drops the tunnel's connections made
    * before it. The tunnel, its routes and credentials stay. NOT_FOUND if there is no such tunnel.
    */
   disconnectTunnel(id: string): Promise<Tunnel>;
-  /** The tombstone of a deleted tunnel (read from the store, not a cache). */
+  /** The tombstone of a deleted tunnel (read from the store, not a cache); undefined once it expired. */
   getTombstone(tunnelId: string): Promise<Tombstone | undefined>;
+  /** Unexpired tombstones of an account's tunnels (for /metrics: what deleted tunnels still cost the store). */
+  countTombstones(accountId: string): Promise<number>;
+  /**
+   * A ceiling on live tunnels per `group` (quick tunnels per client IP):
+   * records `tunnelId` under `group` and answers true when fewer than `max`
+   * tunnels recorded there still exist; false (nothing recorded) when the
+   * group is full. Members whose tunnel is gone are dropped as it counts, so
+   * deleting a tunnel frees its slot with no further call. Atomic fleet-wide
+   * on Redis; the file store counts in this process. The group's record
+   * lives `ttlMs` after its last claim.
+   */
+  claimTunnelSlot(group: string, tunnelId: string, max: number, ttlMs: number): Promise<boolean>;
 
   // zones
   /**
@@ -354,7 +378,7 @@ export const accountSchema = z.strictObject({ id: str, name: str, createdAt: ms 
 export const tunnelSchema = z.strictObject({ id: str, accountId: str, name: str, createdAt: ms, disconnectedAt: ms.optional() });
 export const routeSchema = z.strictObject({ hostname: str, tunnelId: str, accountId: str, createdAt: ms });
 export const zoneSchema = z.strictObject({ zone: str, accountId: str, source: z.enum(['operator', 'dns', 'adopt']), createdAt: ms });
-export const tombstoneSchema = z.strictObject({ tunnelId: str, accountId: str, name: str, deletedAt: ms });
+export const tombstoneSchema = z.strictObject({ tunnelId: str, accountId: str, name: str, deletedAt: ms, expiresAt: ms.optional() });
 export const revocationSchema = z.strictObject({ tokenId: str, expiresAt: ms, revokedAt: ms });
 const loginBase = { code: str, boxPublicKey: str, createdAt: ms, expiresAt: ms };
 export const pendingLoginSchema = z.strictObject({ ...loginBase, state: z.literal('pending') });

@@ -6,7 +6,8 @@
 // announced too, and a local write the watcher sees again is not announced twice.
 
 import { promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
-import { StoreError, type StoreLogger } from '../types.js';
+import { StoreError, type StoreLogger, type Tombstone } from '../types.js';
+import { tombstoneExpired } from '../tombstone-lifetime.js';
 import { COLLECTIONS, CorruptRecord, TMP_PREFIX, type ApprovalFile, type Collection, type Entry, type Mirror, type Records } from './records.js';
 import type { RecordFiles } from './record-files.js';
 
@@ -264,7 +265,8 @@ export class DirectoryMirror {
 
   /** Deletes records that expired more than gcGraceMs ago. Any process may do it. */
   private async gc(): Promise<void> {
-    const cutoff = Date.now() - this.opts.gcGraceMs;
+    const now = Date.now();
+    const cutoff = now - this.opts.gcGraceMs;
     const m = this.entries;
     const victims: [Collection, string][] = [];
     for (const [name, e] of m.logins) if (e.value.expiresAt < cutoff) victims.push(['logins', name]);
@@ -273,6 +275,8 @@ export class DirectoryMirror {
       if (!base || base.value.createdAt !== e.value.createdAt) victims.push(['login-approvals', name]);
     }
     for (const [name, e] of m.revocations) if (e.value.expiresAt < cutoff) victims.push(['revocations', name]);
+    // A tombstone's lifetime already covers every token it answers for: no grace on top.
+    for (const [name, e] of m.tombstones) if (tombstoneExpired(e.value, now)) victims.push(['tombstones', name]);
     for (const [name, e] of m.relays) if (e.value.expiresAt < cutoff) victims.push(['relays', name]);
     for (const [name, e] of m.presence) if (e.value.expiresAt < cutoff) victims.push(['presence', name]);
     // Approvals before their sessions.
@@ -286,6 +290,8 @@ export class DirectoryMirror {
       if (coll === 'login-approvals') {
         const base = await this.refresh('logins', name);
         expired = !base || base.createdAt !== (fresh as ApprovalFile).createdAt;
+      } else if (coll === 'tombstones') {
+        expired = tombstoneExpired(fresh as Tombstone, now);
       } else {
         expired = (fresh as { expiresAt: number }).expiresAt < cutoff;
       }

@@ -11,7 +11,7 @@
 //   DIR/routes/<hostname>.json          Route            (hostname unique)
 //   DIR/revocations/<tokenId>.json      Revocation
 //   DIR/zones/<zone>.json               Zone             (zone unique)
-//   DIR/tombstones/<tunnelId>.json      Tombstone of a deleted tunnel
+//   DIR/tombstones/<tunnelId>.json      Tombstone of a deleted tunnel (collected once it expires)
 //   DIR/logins/<code>.json              pending login session
 //   DIR/login-approvals/<code>.json     its approval (created at most once)
 //   DIR/relays/<relayId>.json           membership heartbeat {member, expiresAt}
@@ -76,6 +76,8 @@ import { FileRelayHistory } from './file-relay-history.js';
 import { accessRecordSchema, type AccessRecord } from '../access-records.js';
 import { DirectoryMirror } from './directory-mirror.js';
 import { mirrorChange } from './record-events.js';
+import { MemoryTunnelSlots } from '../tunnel-slots.js';
+import { tombstoneExpired } from '../tombstone-lifetime.js';
 
 export { fileNameForKey };
 
@@ -274,7 +276,7 @@ export class FileStore extends MirroredStore implements Store {
     return marked;
   }
 
-  async deleteTunnel(id: string): Promise<void> {
+  async deleteTunnel(id: string, keepTombstoneMs: number): Promise<void> {
     this.check();
     const tunnel = await this.tunnelOnDisk(id);
     if (!tunnel) throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
@@ -283,7 +285,8 @@ export class FileStore extends MirroredStore implements Store {
     // re-checks the tunnel after linking, so one of the two sees the other).
     await this.deleteRoutesOf(id);
     // The tombstone goes first: whoever sees the tunnel gone sees it deleted.
-    await this.put('tombstones', { tunnelId: id, accountId: tunnel.accountId, name: tunnel.name, deletedAt: Date.now() }, 'replace');
+    const deletedAt = Date.now();
+    await this.put('tombstones', { tunnelId: id, accountId: tunnel.accountId, name: tunnel.name, deletedAt, expiresAt: deletedAt + Math.max(0, Math.ceil(keepTombstoneMs)) }, 'replace');
     if (!(await this.del('tunnels', `${tunnel.accountId}\n${tunnel.name}`))) {
       throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
     }
@@ -292,7 +295,24 @@ export class FileStore extends MirroredStore implements Store {
 
   async getTombstone(tunnelId: string): Promise<Tombstone | undefined> {
     this.check();
-    return this.disk.refresh('tombstones', fileNameForKey(tunnelId));
+    const t = await this.disk.refresh('tombstones', fileNameForKey(tunnelId));
+    return t && !tombstoneExpired(t, Date.now()) ? t : undefined;
+  }
+
+  async countTombstones(accountId: string): Promise<number> {
+    this.check();
+    await this.disk.scan('tombstones');
+    const now = Date.now();
+    let n = 0;
+    for (const e of this.disk.entries.tombstones.values()) if (e.value.accountId === accountId && !tombstoneExpired(e.value, now)) n++;
+    return n;
+  }
+
+  private readonly slots = new MemoryTunnelSlots();
+
+  async claimTunnelSlot(group: string, tunnelId: string, max: number, ttlMs: number): Promise<boolean> {
+    this.check();
+    return this.slots.claim(group, tunnelId, max, ttlMs, (id) => this.tunnels.has(id));
   }
 
   // --- zones ---------------------------------------------------------------------

@@ -231,9 +231,10 @@ export abstract class RedisMirror extends MirroredStore {
     sync(this.zones, zones, zoneSchema, 'zones', (z) => ({ type: 'zone', zone: z }), (z) => ({ type: 'zone', zone: z }));
     if (gone.length > 0) {
       // Gone while we were not listening: deleted (tombstone) or lost with the data.
-      const stones = await this.client.hmget(this.k('tombstones'), ...gone.map((t) => t.id));
+      const ids = gone.map((t) => t.id);
+      const [stones, legacy] = await Promise.all([this.client.mget(...ids.map((id) => this.k(`tombstone:${id}`))), this.client.hmget(this.k('tombstones'), ...ids)]);
       gone.forEach((t, i) =>
-        events.push({ type: stones[i] === null ? 'tunnel-vanished' : 'tunnel-deleted', tunnelId: t.id, accountId: t.accountId }),
+        events.push({ type: stones[i] === null && legacy[i] === null ? 'tunnel-vanished' : 'tunnel-deleted', tunnelId: t.id, accountId: t.accountId }),
       );
     }
     sync(this.routes, routes, routeSchema, 'routes', (h) => ({ type: 'route', hostname: h }), (h) => ({ type: 'route', hostname: h }));

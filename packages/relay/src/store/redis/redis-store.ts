@@ -10,7 +10,12 @@
 //   tunnel-routes:<id>  set   hostnames of a tunnel         (delete cascade)
 //   revocations         hash  tokenId → Revocation JSON
 //   zones               hash  zone → Zone JSON                (one account per zone)
-//   tombstones          hash  tunnelId → Tombstone JSON     (left by deleteTunnel)
+//   tombstone:<id>      string PX its lifetime: Tombstone JSON (left by deleteTunnel;
+//                       Redis expires it, no scan). tombstones-of:<accountId> zset
+//                       (tunnel id by expiry) counts them, expiring with the last.
+//                       The `tombstones` hash of stores written before tombstones
+//                       expired is still read (never written).
+//   tunnel-slots:<group> set  tunnel ids (claimTunnelSlot), PX from the last claim
 //   access              hash  key → AccessRecord JSON       (access-records.ts)
 //   meta                string the store's birth record: its absence on a
 //                       store that had it means Redis lost its data
@@ -82,6 +87,7 @@ import { RedisMirror, isConnectionError, redisClients, type RedisStoreOptions } 
 import { RedisRelayHistory } from './redis-relay-history.js';
 import { accessKey, accessRecordSchema, type AccessRecord } from '../access-records.js';
 import type { Redis } from 'ioredis';
+import { tombstoneExpired } from '../tombstone-lifetime.js';
 
 export type { RedisStoreOptions };
 
@@ -234,19 +240,30 @@ export class RedisStore extends RedisMirror implements Store {
     throw new StoreError('CONFLICT', `tunnel ${id} changed concurrently`);
   }
 
-  async deleteTunnel(id: string): Promise<void> {
+  async deleteTunnel(id: string, keepTombstoneMs: number): Promise<void> {
     const [status] = await this.run(
       'deleteTunnel',
-      [this.k('tunnels'), this.k('tunnel-names'), this.k('routes'), this.k(`tunnel-routes:${id}`), this.k('tombstones')],
-      [id, this.channel, Date.now()],
+      [this.k('tunnels'), this.k('tunnel-names'), this.k('routes'), this.k(`tunnel-routes:${id}`), this.k(`tombstone:${id}`)],
+      [id, this.channel, Date.now(), Math.max(0, Math.ceil(keepTombstoneMs)), this.k('tombstones-of:')],
     );
     if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
     this.forgetTunnel(id);
   }
 
   async getTombstone(tunnelId: string): Promise<Tombstone | undefined> {
-    const json = await this.cmd('getTombstone', () => this.client.hget(this.k('tombstones'), tunnelId));
-    return json === null ? undefined : this.parse(tombstoneSchema, json, `${this.k('tombstones')}[${tunnelId}]`);
+    const key = this.k(`tombstone:${tunnelId}`);
+    const [json, legacy] = await this.cmd('getTombstone', () => Promise.all([this.client.get(key), this.client.hget(this.k('tombstones'), tunnelId)]));
+    const stone = json !== null ? this.parse(tombstoneSchema, json, key) : legacy !== null ? this.parse(tombstoneSchema, legacy, `${this.k('tombstones')}[${tunnelId}]`) : undefined;
+    return stone && !tombstoneExpired(stone, Date.now()) ? stone : undefined;
+  }
+
+  async countTombstones(accountId: string): Promise<number> {
+    return this.cmd('countTombstones', () => this.client.zcount(this.k(`tombstones-of:${accountId}`), `(${Date.now()}`, '+inf'));
+  }
+
+  async claimTunnelSlot(group: string, tunnelId: string, max: number, ttlMs: number): Promise<boolean> {
+    const [status] = await this.run('claimTunnelSlot', [this.k(`tunnel-slots:${group}`), this.k('tunnels')], [tunnelId, max, Math.max(1, Math.ceil(ttlMs))]);
+    return status === 'OK';
   }
 
   // --- access ------------------------------------------------------------------------

@@ -27,12 +27,21 @@ if cur ~= ARGV[2] then return {'CHANGED', cur} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[4], 'tunnel\\n' .. ARGV[1] .. '\\n' .. ARGV[3])
 return {'OK', ARGV[3]}`,
-  // KEYS: tunnels, tunnel-names, routes, tunnel-routes:<id>, tombstones. ARGV: id, channel, deletedAt
+  // KEYS: tunnels, tunnel-names, routes, tunnel-routes:<id>, tombstone:<id>.
+  // ARGV: id, channel, deletedAt, keepTombstoneMs, tombstones-of: key prefix.
+  // The tombstone is a key of its own that Redis expires; tombstones-of:<accountId>
+  // (member: tunnel id, score: expiry) counts them per account and expires with the last.
   deleteTunnel: `
 local t = redis.call('HGET', KEYS[1], ARGV[1])
 if not t then return {'NOT_FOUND', ''} end
 local obj = cjson.decode(t)
-redis.call('HSET', KEYS[5], ARGV[1], '{"tunnelId":' .. cjson.encode(ARGV[1]) .. ',"accountId":' .. cjson.encode(obj.accountId) .. ',"name":' .. cjson.encode(obj.name) .. ',"deletedAt":' .. ARGV[3] .. '}')
+local px = math.max(1, tonumber(ARGV[4]))
+local exp = tonumber(ARGV[3]) + px
+redis.call('SET', KEYS[5], '{"tunnelId":' .. cjson.encode(ARGV[1]) .. ',"accountId":' .. cjson.encode(obj.accountId) .. ',"name":' .. cjson.encode(obj.name) .. ',"deletedAt":' .. ARGV[3] .. ',"expiresAt":' .. string.format('%d', exp) .. '}', 'PX', px)
+local idx = ARGV[5] .. obj.accountId
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', ARGV[3])
+redis.call('ZADD', idx, exp, ARGV[1])
+if redis.call('PTTL', idx) < px then redis.call('PEXPIRE', idx, px) end
 if redis.call('HGET', KEYS[2], obj.accountId .. '\\n' .. obj.name) == ARGV[1] then
   redis.call('HDEL', KEYS[2], obj.accountId .. '\\n' .. obj.name)
 end
@@ -168,6 +177,16 @@ if not old or cjson.decode(old).draining ~= cjson.decode(ARGV[1]).draining then
   redis.call('PUBLISH', ARGV[4], 'relay\\n' .. ARGV[3] .. '\\n')
 end
 return {'OK', tostring(redis.call('EXISTS', KEYS[3]))}`,
+  // Store.claimTunnelSlot. KEYS: tunnel-slots:<group>, tunnels. ARGV: tunnelId, max, ttlMs.
+  // Members whose tunnel is gone are dropped first, so a deleted tunnel's slot is free.
+  claimTunnelSlot: `
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('HEXISTS', KEYS[2], m) == 0 then redis.call('SREM', KEYS[1], m) end
+end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 and redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return {'FULL', ''} end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {'OK', ''}`,
   // KEYS: relay:<id>, relays, presence:<id>, presence-relays. ARGV: id, channel
   removeRelay: `
 local a = redis.call('DEL', KEYS[1])
