@@ -19,6 +19,8 @@ import { postQuick, startQuickRelays, type QuickFleet } from '../harness/quick.j
 const redis = await startRedis();
 const PREFIX = 'growth:';
 const CREATIONS = 20;
+/** Made and never deleted: their clients vanished without Ctrl-C. */
+const ABANDONED = 3;
 // Long enough that create → delete never outlives a token on a loaded machine.
 const TOKEN_TTL = ['--quick-token-ttl', '5s'];
 
@@ -60,7 +62,8 @@ describe.each(stores)('quick tunnels leave the $name as they found it', ({ redis
     if (skip) return;
     fleet = await startQuickRelays({
       ...(onRedis ? { store: `${redis!.url}/?prefix=${PREFIX}` } : {}),
-      relayArgs: [...TOKEN_TTL, '--metrics', '127.0.0.1:0', '--max-quick-tunnels-per-ip', '0', '--max-live-quick-tunnels-per-ip', '0'],
+      // The idle expiry off: an abandoned quick tunnel still ends, once its tokens have.
+      relayArgs: [...TOKEN_TTL, '--quick-idle-expiry', '0', '--metrics', '127.0.0.1:0', '--max-quick-tunnels-per-ip', '0', '--max-live-quick-tunnels-per-ip', '0'],
     });
     if (onRedis) client = new Redis(redis!.url);
     metrics = await metricsUrl(fleet.relays[0]!);
@@ -71,7 +74,7 @@ describe.each(stores)('quick tunnels leave the $name as they found it', ({ redis
     fleet?.cleanup();
   });
 
-  it.skipIf(skip)(`create and delete ${CREATIONS} quick tunnels: tombstones refuse the old tokens, then the store is back to its size`, async () => {
+  it.skipIf(skip)(`create and delete ${CREATIONS} quick tunnels, abandon ${ABANDONED}: tombstones refuse the old tokens, then the store is back to its size`, async () => {
     const control = fleet.relays[0]!.controlUrl!;
     // The relay's own records first (its history is published a moment after start): the baseline is a relay with no quick tunnel.
     await waitFor(async () => (client ? (await client.hexists(`${PREFIX}relay-history`, 'relay-0')) === 1 : fileStoreFiles(fleet.store.slice('file:'.length)).some((f) => f.includes('relay-history'))), 10_000, { message: 'relay history published' });
@@ -85,6 +88,7 @@ describe.each(stores)('quick tunnels leave the $name as they found it', ({ redis
       expect(del.status).toBe(200);
       last = { token: q.body.token, connectorId };
     }
+    for (let i = 0; i < ABANDONED; i++) expect((await postQuick(control, `abandoned-${i}`)).status).toBe(201);
     // While the tombstone lives the old token is refused as deleted (the connector stops), not as unknown (it would retry).
     const refused = await connectRaw(fleet.relays[0]!.connectUrl, last.token, last.connectorId);
     expect(refused.ok).toBe(false);
@@ -93,20 +97,22 @@ describe.each(stores)('quick tunnels leave the $name as they found it', ({ redis
       expect(refused.body).toMatch(/tunnel_deleted/);
     }
     const live = await records();
-    expect(live.get('state=live')).toBe(0);
+    expect(live.get('state=live')).toBe(ABANDONED);
     expect(live.get('state=deleted')).toBeGreaterThan(0);
     expect(await size()).toBeGreaterThan(baseline);
-    // Token lifetime 5 s + as much clock slack, then the GC pass (file) or the key TTL (Redis).
+    // Abandoned ones end a token lifetime (5 s) after they were made; every tombstone lives
+    // 5 s + as much clock slack, then goes by the GC pass (file) or the key TTL (Redis).
     await waitFor(
       async () => {
         const now = await size();
         if (now !== baseline) throw new Error(`${now} records, baseline ${baseline}${client ? '' : `: ${fileStoreFiles(fleet.store.slice('file:'.length)).join(' ')}`}`);
         return true;
       },
-      30_000,
+      45_000,
       { message: 'store back to its baseline size', intervalMs: 200 },
     );
-    expect((await records()).get('state=deleted')).toBe(0);
+    const after = await records();
+    expect([after.get('state=live'), after.get('state=deleted')]).toEqual([0, 0]);
     // Once the tombstone is gone the token has expired too: it is still refused, for good.
     const later = await connectRaw(fleet.relays[0]!.connectUrl, last.token, last.connectorId);
     expect(later.ok).toBe(false);
