@@ -92,6 +92,11 @@ describe('quick tunnels: the zone is reserved and a quick token is bound to one 
     // Alice's named hostname has no connector of its own: the quick session is not one.
     const named = await req(`${fleet.relays[0]!.publicUrl}/`, { host: 'www.alice.test', headers: { accept: 'application/json' } });
     expect(named.status).toBe(530);
+    // Nor is it a connector of another quick tunnel: that hostname stays offline.
+    const other = await postQuick(control, 'conn-other');
+    const otherHost = await req(`${fleet.relays[0]!.publicUrl}/`, { host: other.body.hostname, headers: { accept: 'application/json' } });
+    expect(otherHost.status).toBe(530);
+    expect(otherHost.header('tunnel-error')).toBe('tunnel_offline');
     // A named tunnel's token is no quick token.
     for (const [method, p] of [['POST', '/v1/quick/renew'], ['DELETE', '/v1/quick']] as const) {
       const r = await call(control, method, p, aliceToken);

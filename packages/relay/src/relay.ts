@@ -179,6 +179,7 @@ export class Relay {
           hits: deps.metrics ?? NO_LIMIT_HITS,
           publicUrl: () => this.urls().publicUrl,
           controlUrl: () => this.urls().controlUrl,
+          heldHere: (tunnelId) => this.connections.forTunnel(tunnelId).length > 0,
           redis: sharedRedisOf(deps.store),
         })
       : null;

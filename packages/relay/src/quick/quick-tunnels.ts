@@ -47,6 +47,8 @@ export interface QuickDeps {
   /** This relay's public URL (`http://host:port`): quick URLs take its scheme and port. */
   publicUrl(): string;
   controlUrl(): string;
+  /** Whether this relay holds a connection of the tunnel now (the store's presence lags by up to a heartbeat). */
+  heldHere(tunnelId: string): boolean;
   redis?: SharedRedis;
 }
 
@@ -288,7 +290,7 @@ export class QuickTunnels {
       const known = new Set<string>();
       for (const t of tunnels) {
         known.add(t.id);
-        if (connected.has(t.id)) {
+        if (connected.has(t.id) || this.d.heldHere(t.id)) {
           this.lastSeen.set(t.id, now);
           continue;
         }
