@@ -36,7 +36,7 @@ describe('credential check: one checker, two kinds', () => {
     account = await store.createAccount('cred');
     tunnel = await store.createTunnel(account.id, 'live');
     deleted = await store.createTunnel(account.id, 'gone');
-    await store.deleteTunnel(deleted.id);
+    await store.deleteTunnel(deleted.id, 60_000);
   });
   afterAll(async () => {
     await store?.close();
