@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore } from '../src/store/open.js';
-import { HISTORY_LIMITS, historyRecord, type RelayHistory } from '../src/store/relay-history.js';
+import { HISTORY_LIMITS, historyRecord, parseHistoryRecord, parseRetired, type RelayHistory } from '../src/store/relay-history.js';
 import { StoreError, type Store } from '../src/store/types.js';
 import { startRedis } from '../../../test/harness/redis.js';
 
@@ -173,5 +173,20 @@ describe('historyRecord', () => {
     expect(rec.counts.t0).toBeUndefined();
     expect(rec.counts[`t${HISTORY_LIMITS.tunnelsPerRelay + 9}`]).toEqual({ requests: HISTORY_LIMITS.tunnelsPerRelay + 9, errors: 0 });
     expect(() => historyRecord(hist('bad/id'))).toThrow(TypeError);
+  });
+});
+
+describe('relay history records read back (both stores parse through these)', () => {
+  it('each refusal says why: oversized before parsing, not JSON, wrong shape; no retired record is none retired', () => {
+    // Valid JSON once parsed: only the size cap refuses it.
+    const padded = ' '.repeat(HISTORY_LIMITS.recordBytes) + '{}';
+    for (const parse of [parseHistoryRecord, (t: string) => parseRetired(t)]) {
+      expect(parse(padded)).toEqual({ ok: false, reason: `over ${HISTORY_LIMITS.recordBytes} bytes` });
+      expect(parse('{')).toEqual({ ok: false, reason: 'not valid JSON' });
+    }
+    expect(parseRetired('{"t1": 5}')).toMatchObject({ ok: false, reason: expect.stringMatching(/^t1: /) });
+    expect(parseHistoryRecord('{"id": "r1"}')).toMatchObject({ ok: false, reason: expect.stringMatching(/region/) });
+    expect(parseRetired(null)).toEqual({ ok: true, value: {} });
+    expect(parseHistoryRecord(JSON.stringify(hist('r1')))).toEqual({ ok: true, value: hist('r1') });
   });
 });

@@ -72,8 +72,10 @@ export function isRelayHistoryId(id: string): boolean {
   return RELAY_ID.test(id);
 }
 
-/** A parsed record, or why it was refused. */
-export function parseHistoryRecord(text: string): { ok: true; value: RelayHistory } | { ok: false; reason: string } {
+type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+/** Stored JSON read back through its schema, size-capped first: the value, or why it was refused. */
+function parseStored<T>(text: string, schema: z.ZodType<T>): Parsed<T> {
   if (Buffer.byteLength(text) > HISTORY_LIMITS.recordBytes) return { ok: false, reason: `over ${HISTORY_LIMITS.recordBytes} bytes` };
   let json: unknown;
   try {
@@ -81,22 +83,18 @@ export function parseHistoryRecord(text: string): { ok: true; value: RelayHistor
   } catch {
     return { ok: false, reason: 'not valid JSON' };
   }
-  const r = relayHistorySchema.safeParse(json);
-  if (!r.success) return { ok: false, reason: r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ') };
-  return { ok: true, value: r.data };
+  const r = schema.safeParse(json);
+  return r.success ? { ok: true, value: r.data } : { ok: false, reason: r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ') };
 }
 
-export function parseRetired(text: string | null): { ok: true; value: CountsByTunnel } | { ok: false; reason: string } {
-  if (text === null) return { ok: true, value: {} };
-  if (Buffer.byteLength(text) > HISTORY_LIMITS.recordBytes) return { ok: false, reason: `over ${HISTORY_LIMITS.recordBytes} bytes` };
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return { ok: false, reason: 'not valid JSON' };
-  }
-  const r = retiredCountsSchema.safeParse(json);
-  return r.success ? { ok: true, value: r.data } : { ok: false, reason: r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ') };
+/** A parsed record, or why it was refused. */
+export function parseHistoryRecord(text: string): Parsed<RelayHistory> {
+  return parseStored(text, relayHistorySchema);
+}
+
+/** The retired counts (none stored yet: empty), or why they were refused. */
+export function parseRetired(text: string | null): Parsed<CountsByTunnel> {
+  return text === null ? { ok: true, value: {} } : parseStored(text, retiredCountsSchema);
 }
 
 /**
