@@ -434,19 +434,7 @@ export class OriginProxy {
       socket.on('error', () => stream.destroy());
       stream.on('close', () => socket.destroy());
       socket.on('close', () => stream.destroy());
-      const checked = checkResponseHead({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders) }, { method: head.method, upgrade: true });
-      if (!checked.ok) {
-        socket.destroy();
-        this.log.warn({ requestId: head.requestId, reason: checked.reason }, 'bad upgrade answer from origin');
-        return this.fail(stream, head, originBadResponse(checked.reason), started);
-      }
-      const encoded = tryEncodeHead(res.statusCode ?? 101, res.statusMessage ?? '', checked.headers);
-      if (!encoded) {
-        socket.destroy();
-        return this.fail(stream, head, HEAD_TOO_LARGE, started);
-      }
-      stream.write(encoded);
-      this.hooks.onResponse?.(101, started);
+      if (!this.writeUpgradeAnswer(stream, head, res, 101, started, () => socket.destroy())) return;
       if (rest.length > 0) stream.write(rest);
       stream.resume();
       stream.pipe(socket);
@@ -454,19 +442,7 @@ export class OriginProxy {
     }));
     req.on('response', (res) => this.guard(stream, head.requestId, () => {
       settled = true;
-      const checked = checkResponseHead({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders) }, { method: head.method, upgrade: true });
-      if (!checked.ok) {
-        res.destroy();
-        this.log.warn({ requestId: head.requestId, reason: checked.reason }, 'bad upgrade answer from origin');
-        return this.fail(stream, head, originBadResponse(checked.reason), started);
-      }
-      const encoded = tryEncodeHead(res.statusCode ?? 502, res.statusMessage ?? '', checked.headers);
-      if (!encoded) {
-        res.destroy();
-        return this.fail(stream, head, HEAD_TOO_LARGE, started);
-      }
-      stream.write(encoded);
-      this.hooks.onResponse?.(res.statusCode ?? 502, started);
+      if (!this.writeUpgradeAnswer(stream, head, res, 502, started, () => res.destroy())) return;
       res.on('error', () => stream.destroy());
       res.pipe(stream);
     }));
@@ -480,6 +456,31 @@ export class OriginProxy {
       if (!settled) req.destroy();
     });
     req.end();
+  }
+
+  /**
+   * The origin's answer to an upgrade request (101, or a plain refusal), checked
+   * and framed onto the stream; false, with the stream failed and `drop` called,
+   * when it is hostile or too large to frame.
+   */
+  private writeUpgradeAnswer(stream: YamuxStream, head: RequestHead, res: http.IncomingMessage, fallbackStatus: number, started: bigint, drop: () => void): boolean {
+    const checked = checkResponseHead({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: pairsOf(res.rawHeaders) }, { method: head.method, upgrade: true });
+    if (!checked.ok) {
+      drop();
+      this.log.warn({ requestId: head.requestId, reason: checked.reason }, 'bad upgrade answer from origin');
+      this.fail(stream, head, originBadResponse(checked.reason), started);
+      return false;
+    }
+    const status = res.statusCode ?? fallbackStatus;
+    const encoded = tryEncodeHead(status, res.statusMessage ?? '', checked.headers);
+    if (!encoded) {
+      drop();
+      this.fail(stream, head, HEAD_TOO_LARGE, started);
+      return false;
+    }
+    stream.write(encoded);
+    this.hooks.onResponse?.(status, started);
+    return true;
   }
 
   async close(): Promise<void> {
