@@ -10,7 +10,7 @@ import type { YamuxStream } from '@tunnel/protocol';
 import { HAManager, type HAOptions } from '../src/ha/ha-manager.js';
 import type { CloseReason } from '../src/ha/relay-connection.js';
 import { waitFor } from '../../../test/harness/wait.js';
-import { ScriptedRelay } from './scripted-relay.js';
+import { ScriptedRelay, type RelayEnd } from './scripted-relay.js';
 import { fakeClock, type FakeClock } from './fake-clock.js';
 
 const managers: HAManager[] = [];
@@ -430,5 +430,61 @@ describe('HAManager: one relay up', () => {
     expect(warnings()[0]!['msg']).toBe('only one of 2 relays is reachable: all connections are on it');
     await run.clock.advance(20_000);
     expect(warnings()).toHaveLength(1);
+  });
+});
+
+describe('HAManager: credential rotation', () => {
+  it('replaces every connection with one presenting the new credential, one slot at a time, make-before-break', async () => {
+    const [a, b] = await startRelays('A', 'B');
+    a!.script.confirm = b!.script.confirm = false; // hold each replacement at "registering"
+    const run = startHA([a!, b!]);
+    await waitFor(() => a!.live.length + b!.live.length === 4 && [...a!.live, ...b!.live].every((e) => e.registered), 5_000, { message: 'four registering' });
+    for (const e of [...a!.live, ...b!.live]) e.confirm();
+    await allReady(run);
+    const old = [...a!.live, ...b!.live];
+
+    run.ha.rotateToken('tok-2');
+    const confirmed = new Set<RelayEnd>();
+    const fresh = () => [...a!.ends, ...b!.ends].filter((e) => e.headers.authorization === 'Bearer tok-2');
+    for (let k = 1; k <= 4; k++) {
+      await waitFor(() => fresh().length === k && fresh().every((e) => e.registered), 5_000, { message: `replacement ${k} registering` });
+      // One at a time: the next is not dialled before this one registers, and every slot still serves.
+      expect(run.ha.readyConnections).toBe(4);
+      const replacement = fresh().find((e) => !confirmed.has(e))!;
+      confirmed.add(replacement);
+      const slotIndex = replacement.registered!.connIndex;
+      expect(old.find((e) => e.registered!.connIndex === slotIndex)!.closed).toBe(false);
+      replacement.confirm();
+      await waitFor(() => old.find((e) => e.registered!.connIndex === slotIndex)!.closed, 5_000, { message: `old connection of slot ${slotIndex} drained` });
+    }
+    await waitFor(() => run.logs.some((l) => l['event'] === 'credential-rotated'), 5_000, { message: 'rotation done' });
+    expect([...a!.live, ...b!.live].map((e) => e.headers.authorization)).toEqual(['Bearer tok-2', 'Bearer tok-2', 'Bearer tok-2', 'Bearer tok-2']);
+    expect(old.every((e) => e.drainSeen)).toBe(true);
+    expect(run.ha.readyConnections).toBe(4);
+  });
+
+  it('a new credential the relays refuse is dropped; the connections on the current one stay, nothing is fatal', async () => {
+    const [a, b] = await startRelays('A', 'B');
+    for (const r of [a!, b!]) {
+      r.script.refuse = { status: 401, code: 'token_invalid', message: 'signature does not verify' };
+      r.script.refuseOnly = 'tok-bad';
+    }
+    const run = startHA([a!, b!]);
+    await allReady(run);
+    const old = [...a!.live, ...b!.live];
+    run.ha.rotateToken('tok-bad');
+    await waitFor(() => run.logs.some((l) => l['event'] === 'credential-rotation-refused'), 5_000, { message: 'rotation refused' });
+    await run.clock.advance(60_000);
+    expect(run.fatal).toEqual([]);
+    expect(run.ha.readyConnections).toBe(4);
+    expect(old.every((e) => !e.closed)).toBe(true);
+    // Later connections present the credential that works.
+    const mark = a!.ends.length + b!.ends.length;
+    const lost = run.events.filter((e) => e.startsWith('lost ')).length;
+    old[0]!.session.destroy();
+    await waitFor(() => run.events.filter((e) => e.startsWith('lost ')).length > lost, 5_000, { message: 'connection lost' });
+    await run.clock.advance(50);
+    await allReady(run);
+    expect([...a!.ends, ...b!.ends].slice(mark).map((e) => e.headers.authorization)).toEqual(['Bearer tok-1']);
   });
 });

@@ -22,6 +22,8 @@ import {
 export interface RelayScript {
   /** Answer the upgrade with this JSON error instead of accepting it. */
   refuse: { status: number; code: string; message: string } | null;
+  /** Refuse only an upgrade presenting this credential (a credential rotation the relay does not accept). */
+  refuseOnly: string | null;
   /** Answer a register with registered (else the connector waits). */
   confirm: boolean;
   /** Echo a connector's drain. */
@@ -105,7 +107,7 @@ export class RelayEnd extends EventEmitter<{ control: [m: ControlMessage]; close
 }
 
 export class ScriptedRelay extends EventEmitter<{ connection: [end: RelayEnd] }> {
-  readonly script: RelayScript = { refuse: null, confirm: true, echoDrain: true };
+  readonly script: RelayScript = { refuse: null, refuseOnly: null, confirm: true, echoDrain: true };
   /** Every connection ever accepted, in order. */
   readonly ends: RelayEnd[] = [];
   /** Upgrade requests seen (accepted or refused). */
@@ -167,7 +169,8 @@ export class ScriptedRelay extends EventEmitter<{ connection: [end: RelayEnd] }>
 
   private onUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     this.upgrades++;
-    const refuse = this.script.refuse;
+    const { refuseOnly } = this.script;
+    const refuse = refuseOnly === null || req.headers.authorization === `Bearer ${refuseOnly}` ? this.script.refuse : null;
     if (refuse || req.url !== '/v1/connect') {
       const r = refuse ?? { status: 404, code: 'not_found', message: 'no such endpoint' };
       const body = JSON.stringify({ error: { code: r.code, message: r.message } });
