@@ -309,6 +309,22 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect((await a.listRevocations()).find((r) => r.tokenId === 'tok-grace')).toMatchObject({ expiresAt: exp + 5 });
     });
 
+    it('revocations of tokens expired past the grace leave the store while revoking goes on; live ones stay (every instance)', async () => {
+      const a = await open();
+      const b = await open();
+      const longAgo = Date.now() - 10 * 60_000;
+      for (let i = 0; i < 3; i++) await a.revoke(`tok-dead-${i}`, longAgo);
+      await a.revokeOnce('tok-dead-once', longAgo);
+      const later = Date.now() + 3_600_000;
+      await a.revoke('tok-alive', later);
+      const ids = async (s: Store) => (await s.listRevocations()).map((r) => r.tokenId).sort();
+      await waitFor(async () => (await ids(a)).join() === 'tok-alive', 5_000, { message: 'expired revocations dropped' });
+      await waitFor(async () => (await ids(b)).join() === 'tok-alive', 5_000, { message: 'and gone for another instance' });
+      // Out of every instance's memory too (isRevoked is served from it).
+      await waitFor(async () => !(await b.isRevoked('tok-dead-0')) && !(await a.isRevoked('tok-dead-once')), 5_000, { message: 'dropped from the mirrors' });
+      expect(await b.isRevoked('tok-alive')).toBe(true);
+    });
+
     it('revokeOnce: of parallel claims from two instances exactly one wins', async () => {
       const a = await open();
       const b = await open();

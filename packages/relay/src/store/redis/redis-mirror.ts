@@ -21,6 +21,9 @@ import { MirroredStore } from '../mirrored-store.js';
 import { accessRecordSchema } from '../access-records.js';
 import { LUA, SHA, type ScriptName } from './scripts.js';
 
+/** A revocation is dropped this long after its token expired (clocks of relays differ a little). */
+export const REVOCATION_GRACE_MS = 60_000;
+
 export interface RedisStoreOptions {
   logger?: StoreLogger;
   /** Prefix of every key and of the channel (default `tunnel:`). */
@@ -161,7 +164,7 @@ export abstract class RedisMirror extends MirroredStore {
       this.warmBuffer = undefined;
     }
     // Drop revocations of tokens that have expired anyway (best effort).
-    const stale = [...this.revocations.values()].filter((r) => r.expiresAt < Date.now() - 60_000).map((r) => r.tokenId);
+    const stale = [...this.revocations.values()].filter((r) => r.expiresAt < Date.now() - REVOCATION_GRACE_MS).map((r) => r.tokenId);
     if (stale.length > 0) await this.client.hdel(this.k('revocations'), ...stale).catch(() => {});
   }
 
@@ -325,6 +328,8 @@ export abstract class RedisMirror extends MirroredStore {
           else this.accessRecords.set(key, this.parse(accessRecordSchema, json, 'event'));
           return emit({ type: 'access', key });
         case 'revoked':
+          // Empty: a revocation of a token long expired was dropped (scripts.ts pruneRevocations).
+          if (json === '') return void this.revocations.delete(key);
           this.revocations.set(key, this.parse(revocationSchema, json, 'event'));
           return emit({ type: 'revoked', tokenId: key });
         case 'login':

@@ -8,7 +8,8 @@
 //   tunnel-names        hash  "<accountId>\n<name>" → id    (HSETNX: unique per account)
 //   routes              hash  hostname → Route JSON         (one tunnel per hostname)
 //   tunnel-routes:<id>  set   hostnames of a tunnel         (delete cascade)
-//   revocations         hash  tokenId → Revocation JSON
+//   revocations         hash  tokenId → Revocation JSON; revocation-expiry zset
+//                       (tokenId by expiry): each revoke drops a batch of expired ones
 //   zones               hash  zone → Zone JSON                (one account per zone)
 //   tombstone:<id>      string PX its lifetime: Tombstone JSON (left by deleteTunnel;
 //                       Redis expires it, no scan). tombstones-of:<accountId> zset
@@ -83,7 +84,7 @@ import {
   sortRevocations,
   zoneRecord,
 } from '../mirrored-store.js';
-import { RedisMirror, isConnectionError, redisClients, type RedisStoreOptions } from './redis-mirror.js';
+import { REVOCATION_GRACE_MS, RedisMirror, isConnectionError, redisClients, type RedisStoreOptions } from './redis-mirror.js';
 import { RedisRelayHistory } from './redis-relay-history.js';
 import { accessKey, accessRecordSchema, type AccessRecord } from '../access-records.js';
 import type { Redis } from 'ioredis';
@@ -362,13 +363,13 @@ export class RedisStore extends RedisMirror implements Store {
 
   async revoke(tokenId: string, expiresAtMs: number, effectiveAtMs = Date.now()): Promise<void> {
     const rec = revocationRecord(tokenId, expiresAtMs, effectiveAtMs);
-    const [, json] = await this.run('revoke', [this.k('revocations')], [tokenId, JSON.stringify(rec), rec.expiresAt, this.channel, rec.revokedAt]);
+    const [, json] = await this.run('revoke', [this.k('revocations'), this.k('revocation-expiry')], [tokenId, JSON.stringify(rec), rec.expiresAt, this.channel, rec.revokedAt, Date.now() - REVOCATION_GRACE_MS]);
     this.revocations.set(tokenId, this.parse(revocationSchema, json, `${this.k('revocations')}[${tokenId}]`));
   }
 
   async revokeOnce(tokenId: string, expiresAtMs: number): Promise<boolean> {
     const rec = revocationRecord(tokenId, expiresAtMs, Date.now());
-    const [status, json] = await this.run('revokeOnce', [this.k('revocations')], [tokenId, JSON.stringify(rec), this.channel]);
+    const [status, json] = await this.run('revokeOnce', [this.k('revocations'), this.k('revocation-expiry')], [tokenId, JSON.stringify(rec), this.channel, rec.expiresAt, Date.now() - REVOCATION_GRACE_MS]);
     // Either way the record (ours or the winner's) is mirrored now, not when pub/sub catches up.
     this.revocations.set(tokenId, this.parse(revocationSchema, json, `${this.k('revocations')}[${tokenId}]`));
     return status === 'OK';

@@ -5,6 +5,21 @@ import { createHash } from 'node:crypto';
 
 // --- Lua --------------------------------------------------------------------
 
+/**
+ * Each revocation drops a bounded batch of records whose token expired
+ * before `cutoff` (revocation-expiry indexes them by expiry), announcing
+ * each as removed (empty record), so the hash stays as large as the
+ * revocations that still matter without a scan. Records written before the
+ * index existed are dropped when a relay re-reads the store (warm).
+ */
+function pruneRevocations(channel: string, cutoff: string): string {
+  return `for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ${cutoff}, 'LIMIT', 0, 64)) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('PUBLISH', ${channel}, 'revoked\\n' .. id .. '\\n')
+end`;
+}
+
 export const LUA = {
   // KEYS: accounts, account-names. ARGV: id, name, json, channel
   createAccount: `
@@ -105,28 +120,32 @@ return {'OK', ''}`,
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {'NOT_FOUND', ''} end
 redis.call('PUBLISH', ARGV[2], 'zone\\n' .. ARGV[1] .. '\\n')
 return {'OK', ''}`,
-  // KEYS: revocations. ARGV: tokenId, json, expiresAt, channel
-  // KEYS: revocations. ARGV: tokenId, json, expiresAt, channel, effectiveAt.
+  // KEYS: revocations, revocation-expiry. ARGV: tokenId, json, expiresAt, channel, effectiveAt, prune cutoff.
   // Of two revocations the earlier effective time and the later expiry win.
   revoke: `
 local e = redis.call('HGET', KEYS[1], ARGV[1])
 local json = ARGV[2]
+local exp = tonumber(ARGV[3])
 if e then
   local old = cjson.decode(e)
-  local exp = math.max(tonumber(old.expiresAt), tonumber(ARGV[3]))
+  exp = math.max(tonumber(old.expiresAt), tonumber(ARGV[3]))
   local eff = math.min(tonumber(old.revokedAt), tonumber(ARGV[5]))
   if exp == tonumber(old.expiresAt) and eff == tonumber(old.revokedAt) then return {'OK', e} end
   json = '{"tokenId":' .. cjson.encode(ARGV[1]) .. ',"expiresAt":' .. string.format('%d', exp) .. ',"revokedAt":' .. string.format('%d', eff) .. '}'
 end
 redis.call('HSET', KEYS[1], ARGV[1], json)
+redis.call('ZADD', KEYS[2], exp, ARGV[1])
 redis.call('PUBLISH', ARGV[4], 'revoked\\n' .. ARGV[1] .. '\\n' .. json)
+${pruneRevocations('ARGV[4]', 'ARGV[6]')}
 return {'OK', json}`,
-  // KEYS: revocations. ARGV: tokenId, json, channel
+  // KEYS: revocations, revocation-expiry. ARGV: tokenId, json, channel, expiresAt, prune cutoff
   revokeOnce: `
 local e = redis.call('HGET', KEYS[1], ARGV[1])
 if e then return {'EXISTS', e} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('PUBLISH', ARGV[3], 'revoked\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+${pruneRevocations('ARGV[3]', 'ARGV[5]')}
 return {'OK', ARGV[2]}`,
   // KEYS: login:<code>, logins. ARGV: json, px, code, channel
   createLogin: `
