@@ -42,7 +42,7 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
       keys,
       id: 'relay-h2-limits',
       extraArgs: ['--tls-cert', leaf.cert, '--tls-key', leaf.key, '--https', '127.0.0.1:0', '--metrics', '127.0.0.1:0',
-        '--h2-max-concurrent-streams', '3', '--h2-max-header-list-size', '4096', '--h2-reset-rate', '20'],
+        '--h2-max-concurrent-streams', '3', '--h2-max-header-list-size', '4096', '--h2-reset-rate', '20', '--body-idle-timeout', '1s'],
     });
     port = (relay.proc.logs.find((l) => l.event === 'listening')!.ports as { https: number }).https;
     metrics = await metricsUrl(relay);
@@ -104,6 +104,30 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
       expect((await h2get(other, { ':path': '/', ':authority': 'h2.test' })).body).toBe('ok');
     } finally {
       other.close();
+    }
+  });
+
+  it('body idle timeout per stream: a stalled h2 upload gets 408 while PINGs keep its connection busy', async () => {
+    const before = (await limitHits(metrics)).body_idle_timeout ?? 0;
+    const s = await connect();
+    const pinger = setInterval(() => s.ping(() => {}), 100);
+    try {
+      // An origin that holds its answer: only the relay's timer can end this.
+      const stream = s.request({ ':method': 'POST', ':path': '/hold', ':authority': 'h2.test', 'content-length': '1000' }, { endStream: false });
+      stream.write(Buffer.alloc(10));
+      const status = await new Promise<number>((resolve, reject) => {
+        stream.once('response', (h) => resolve(Number(h[':status'])));
+        stream.once('error', reject);
+        setTimeout(() => reject(new Error('no answer to the stalled upload in 8 s')), 8_000).unref();
+      });
+      expect(status).toBe(408);
+      expect((await limitHits(metrics)).body_idle_timeout).toBe(before + 1);
+      // The connection itself carries on.
+      expect((await h2get(s, { ':path': '/', ':authority': 'h2.test' })).body).toBe('ok');
+    } finally {
+      clearInterval(pinger);
+      s.close();
+      while (held.length > 0) held.shift()!();
     }
   });
 

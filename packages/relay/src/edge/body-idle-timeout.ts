@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { LimitHits } from '../relay-limits.js';
 import { sendError } from './error-page.js';
@@ -14,17 +15,23 @@ import { sendError } from './error-page.js';
  * (which would set the body flowing before its consumer is there), no work
  * per chunk. While the relay itself holds the body back (its consumer
  * paused, or its buffer full) the client is not idle, so the clock restarts.
+ *
+ * An HTTP/2 request shares its connection with other streams and PINGs, so
+ * the connection's byte count would keep a stalled body alive: there the
+ * request's own stream is counted (node's compatibility layer already reads
+ * it in flowing mode, so one more listener changes nothing).
  */
 export function watchBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs: number, hits: LimitHits, log: Logger, requestId: () => string | undefined): void {
   if (idleMs <= 0 || req.complete) return;
   const socket = req.socket;
-  let seen = socket.bytesRead;
+  const progress = bodyBytes(req);
+  let seen = progress.read();
   let last = performance.now();
   const every = Math.max(50, Math.floor(idleMs / 4));
   const timer = setInterval(() => {
     if (req.complete || res.destroyed) return done();
     const now = performance.now();
-    const bytes = socket.bytesRead;
+    const bytes = progress.read();
     if (bytes !== seen || req.isPaused() || req.readableLength >= req.readableHighWaterMark) {
       seen = bytes;
       last = now;
@@ -38,7 +45,8 @@ export function watchBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs:
       res.destroy();
       return;
     }
-    res.setHeader('connection', 'close');
+    // HTTP/2 has no Connection header; ending the request's socket there ends its stream only.
+    if (req.httpVersionMajor < 2) res.setHeader('connection', 'close');
     res.once('finish', () => {
       socket.end();
       setTimeout(() => socket.destroy(), 1_000).unref();
@@ -46,7 +54,20 @@ export function watchBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs:
     sendError(req, res, { status: 408, code: 'request_body_timeout', source: 'relay', message: `No request body byte for ${Math.round(idleMs / 1000)} s.` }, requestId() ?? '');
   }, every);
   timer.unref();
-  const done = () => clearInterval(timer);
+  const done = () => {
+    clearInterval(timer);
+    progress.stop();
+  };
   req.once('end', done);
   res.once('close', done);
+}
+
+/** Bytes the client has sent so far: its connection's for HTTP/1.1, its stream's for HTTP/2. */
+function bodyBytes(req: IncomingMessage): { read(): number; stop(): void } {
+  const stream = (req as { stream?: Duplex }).stream;
+  if (req.httpVersionMajor < 2 || !stream) return { read: () => req.socket.bytesRead, stop() {} };
+  let n = 0;
+  const count = (c: Buffer) => (n += c.length);
+  stream.on('data', count);
+  return { read: () => n, stop: () => stream.off('data', count) };
 }
