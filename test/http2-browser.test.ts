@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { createTunnel, startConnector, startRelay, stopAll, tempDir } from './harness/procs.js';
-import { startOrigin, type Origin } from './harness/origin.js';
+import { hashBody, startOrigin, type Origin } from './harness/origin.js';
 import { makeCa, issueCert, opensslMissing } from './harness/certs.js';
 import { launchChromium, noteChromium, skipBrowser } from './harness/dashboard-browser.js';
 import { waitFor } from './harness/wait.js';
@@ -47,15 +46,9 @@ describe.skipIf(skip)('Chromium over HTTP/2 through the relay', () => {
         return;
       }
       if (q.url === '/upload') {
-        const h = createHash('sha256');
-        let bytes = 0;
-        q.on('data', (c: Buffer) => {
-          bytes += c.length;
-          h.update(c);
-        });
-        q.on('end', () => {
-          uploaded = { bytes, sha256: h.digest('hex') };
-          s.end(uploaded.sha256);
+        void hashBody(q).then((got) => {
+          uploaded = got;
+          s.end(got.sha256);
         });
         return;
       }

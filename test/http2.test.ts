@@ -9,7 +9,7 @@ import { Agent } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
 import { createTunnel, startConnector, startRelay, stopAll, tempDir, type RelayProc } from './harness/procs.js';
-import { startOrigin, type Origin } from './harness/origin.js';
+import { hashBody, startOrigin, type Origin } from './harness/origin.js';
 import { req } from './harness/http.js';
 import { makeCa, issueCert, opensslMissing } from './harness/certs.js';
 import { metricsUrl, scrape } from './harness/limit-metrics.js';
@@ -71,13 +71,7 @@ describe.skipIf(skip !== null)('HTTP/2 on the public HTTPS listener', () => {
       }
       if (q.url === '/upload') {
         seen = { host: q.headers.host, headers: q.headers, raw: q.rawHeaders, httpVersion: q.httpVersion };
-        const h = createHash('sha256');
-        let n = 0;
-        q.on('data', (c: Buffer) => {
-          n += c.length;
-          h.update(c);
-        });
-        q.on('end', () => s.end(`${n} ${h.digest('hex')}`));
+        void hashBody(q).then(({ bytes, sha256 }) => s.end(`${bytes} ${sha256}`));
         return;
       }
       if (q.url === '/sse') {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -23,4 +24,18 @@ export async function startOrigin(handler: http.RequestListener, opts: http.Serv
         server.close(() => r());
       }),
   };
+}
+
+/** Reads a request body to its end: how many bytes, and their SHA-256 (hex). */
+export function hashBody(req: http.IncomingMessage): Promise<{ bytes: number; sha256: string }> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    let bytes = 0;
+    req.on('data', (c: Buffer) => {
+      bytes += c.length;
+      h.update(c);
+    });
+    req.once('end', () => resolve({ bytes, sha256: h.digest('hex') }));
+    req.once('error', reject);
+  });
 }
