@@ -79,21 +79,13 @@ describe.skipIf(noGit)('the README journey, from a fresh clone', () => {
   const started: ChildProcess[] = [];
   let origin: http.Server | undefined;
   afterAll(async () => {
-    // Each long-running command is a process group we started (sh → npm exec → node): end each by its id.
-    await Promise.all(
-      started.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            const t = setTimeout(() => signalGroup(c, 'SIGKILL'), 10_000);
-            c.once('exit', () => {
-              clearTimeout(t);
-              resolve();
-            });
-            signalGroup(c, 'SIGTERM');
-          }),
-      ),
-    );
+    // Each long-running command is a process group we started (sh → npm exec → node): end each by
+    // its id, the last started first (the connector drains while its relay still answers, then the relay).
+    // The group is gone when none of its processes is left (the shell exits before its node child).
+    for (const c of [...started].reverse()) {
+      if (!signalGroup(c, 'SIGTERM')) continue;
+      await waitFor(() => !signalGroup(c, 0), 10_000, { message: 'process group ended', intervalMs: 100 }).catch(() => signalGroup(c, 'SIGKILL'));
+    }
     await new Promise<void>((r) => (origin ? origin.close(() => r()) : r()));
     tmp.cleanup();
   });
@@ -209,11 +201,13 @@ async function waitOr<T>(fn: () => T | Promise<T>, ms: number, message: string, 
   }
 }
 
-function signalGroup(c: ChildProcess, sig: NodeJS.Signals): void {
+/** Signals the process group we started as `c` (0: only asks whether any of it is left). False when none is. */
+function signalGroup(c: ChildProcess, sig: NodeJS.Signals | 0): boolean {
   try {
     process.kill(-c.pid!, sig);
+    return true;
   } catch {
-    // already gone
+    return false;
   }
 }
 
