@@ -88,7 +88,7 @@ describe.skipIf(noGit)('the README journey, from a fresh clone', () => {
     }
     await new Promise<void>((r) => (origin ? origin.close(() => r()) : r()));
     tmp.cleanup();
-  });
+  }, 120_000);
 
   it('one `npm install`, then every README line as printed: login, approve, zone, create, route, run, curl', { timeout: 600_000 }, async () => {
     const clone = path.join(tmp.dir, 'c');
@@ -154,8 +154,10 @@ describe.skipIf(noGit)('the README journey, from a fresh clone', () => {
           const first = lineMatcher(steps[i]!.expect[0]!.replace(README_CODE, '@CODE@').replace(/127\.0\.0\.1:(\d+)/, (_, p: string) => `127.0.0.1:${portOf(p)}`)).source.replace('@CODE@', '([A-Z0-9]{4}-[A-Z0-9]{4})');
           code = await waitOr(() => new RegExp(first, 'm').exec(o.out)?.[1] ?? (child.exitCode !== null ? 'exited' : undefined), 60_000, 'login code printed', () => o.out);
           expect(code, `\`${command}\` exited:\n${o.out}`).not.toBe('exited');
-          // What it prints before the approval; the rest once it ends.
-          checkOutput(i, o.out, (l) => !l.startsWith('Logged in'));
+          // What it prints before the approval (written in pieces: wait for all of it); the rest once it ends.
+          const beforeApproval = (l: string) => !l.startsWith('Logged in');
+          await waitFor(() => steps[i]!.expect.filter(beforeApproval).map(local).every((want) => o.out.split('\n').some((l) => lineMatcher(want).test(l))), 10_000, { message: 'login instructions printed' }).catch(() => {});
+          checkOutput(i, o.out, beforeApproval);
           exitedLogin = exited;
         } else {
           connectorOut = o;
