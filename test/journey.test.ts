@@ -84,7 +84,7 @@ describe.skipIf(noGit)('the README journey, from a fresh clone', () => {
     // The group is gone when none of its processes is left (the shell exits before its node child).
     for (const c of [...started].reverse()) {
       if (!signalGroup(c, 'SIGTERM')) continue;
-      await waitFor(() => !signalGroup(c, 0), 10_000, { message: 'process group ended', intervalMs: 100 }).catch(() => signalGroup(c, 'SIGKILL'));
+      await waitFor(() => !signalGroup(c, 0), 3_000, { message: 'process group ended', intervalMs: 100 }).catch(() => signalGroup(c, 'SIGKILL'));
     }
     await new Promise<void>((r) => (origin ? origin.close(() => r()) : r()));
     tmp.cleanup();
