@@ -20,6 +20,8 @@ export interface RefusedUpgrade {
   ok: false;
   status: number;
   body: string;
+  /** The Retry-After header, when the relay sent one. */
+  retryAfter?: string;
 }
 
 /** The WebSocket upgrade alone: open, or the relay's refusal (status and body). */
@@ -34,7 +36,8 @@ export function connectRaw(url: string, token: string, connectorId = 'evil', con
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ ok: false, status: res.statusCode ?? 0, body }));
+      const retryAfter = res.headers['retry-after'];
+      res.on('end', () => resolve({ ok: false, status: res.statusCode ?? 0, body, ...(retryAfter !== undefined ? { retryAfter } : {}) }));
     });
     ws.once('error', reject);
   });

@@ -6,7 +6,7 @@ import { startOrigin, type Origin } from '../harness/origin.js';
 import { createTunnel, startRelay, type Proc, type RelayProc } from '../harness/procs.js';
 import { req } from '../harness/http.js';
 import { waitFor } from '../harness/wait.js';
-import { connectRaw, evilConnector, frames, pingFrame, synFrame } from '../harness/evil-connector.js';
+import { connectRaw, evilConnector, frames, pingFrame, registerSession, synFrame } from '../harness/evil-connector.js';
 import { limitHits, metricsUrl, rssMiB, scrape } from '../harness/limit-metrics.js';
 
 // Ceilings on the connector side of a relay, hit on purpose by a connector
@@ -159,6 +159,40 @@ describe('security: connector-side ceilings', () => {
     expect(r.proc.running).toBe(true);
     // It still serves (forwarding to the relay that holds the stock connector).
     await waitFor(async () => (await req(`${r.publicUrl}/alive`, { host: fleet.hostname })).text === 'ok /alive', 10_000, { message: 'stall relay serving' });
+    await r.proc.stop();
+  });
+
+  it('registrations in progress: past the ceiling a 503 relay_busy with a jittered Retry-After, counted; freed when one registers or leaves', async () => {
+    const r = await startRelay({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, id: 'relay-busy', extraArgs: ['--metrics', '127.0.0.1:0', '--max-pending-registrations', '2'] });
+    const m = await metricsUrl(r);
+    const before = await limitHits(m);
+    // Two upgraded sessions that never send `register` hold both places.
+    const held: WebSocket[] = [];
+    for (let i = 0; i < 2; i++) {
+      const up = await connectRaw(r.connectUrl, evilToken, `slow${i}`, 0);
+      expect(up.ok).toBe(true);
+      if (up.ok) held.push(up.ws);
+    }
+    const pending = async () => [...(await scrape(m, 'tunnel_relay_pending_registrations')).values()][0];
+    expect(await pending()).toBe(2);
+    const third = await connectRaw(r.connectUrl, evilToken, 'late', 0);
+    expect(third.ok).toBe(false);
+    if (third.ok) return;
+    expect(third.status).toBe(503);
+    expect(JSON.parse(third.body).error.code).toBe('relay_busy');
+    expect(Number(third.retryAfter)).toBeGreaterThanOrEqual(1);
+    expect(Number(third.retryAfter)).toBeLessThanOrEqual(4);
+    expect((await limitHits(m)).pending_registrations! - before.pending_registrations!).toBe(1);
+    // One registers (no longer in progress), the other leaves: both places are free again.
+    await registerSession(held[0]!, 'slow0', 0);
+    const gone = new Promise((res) => held[1]!.once('close', res));
+    held[1]!.close();
+    await gone;
+    await waitFor(async () => (await pending()) === 0, 5_000, { message: 'places freed' });
+    const later = await connectRaw(r.connectUrl, evilToken, 'late', 0);
+    expect(later.ok).toBe(true);
+    if (later.ok) later.ws.terminate();
+    held[0]!.terminate();
     await r.proc.stop();
   });
 

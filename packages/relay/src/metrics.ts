@@ -23,6 +23,7 @@ export interface LimitGaugeSources {
   publicConnections: () => number;
   pendingLogins: () => number;
   accessPendingLogins: () => number;
+  pendingRegistrations: () => number;
 }
 
 const CLASS_LABELS = ['other', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
@@ -43,7 +44,7 @@ export class RelayMetrics implements LimitHits {
   private readonly disconnects = new Map<string, number>();
   private registrations = 0;
   private readonly limitHits = new Map<LimitName, number>(LIMIT_NAMES.map((n) => [n, 0]));
-  private gaugeSources: LimitGaugeSources = { publicConnections: () => 0, pendingLogins: () => 0, accessPendingLogins: () => 0 };
+  private gaugeSources: LimitGaugeSources = { publicConnections: () => 0, pendingLogins: () => 0, accessPendingLogins: () => 0, pendingRegistrations: () => 0 };
   private readonly accessOutcomes = new Map<string, number>();
   private readonly duration: { observe(v: number): void };
   private readonly bytes = {
@@ -180,6 +181,7 @@ export class RelayMetrics implements LimitHits {
       () => H2_REFUSAL_REASONS.map((reason) => [reason, self.h2Refused[reason]] as const),
     );
     scrapeGauge(r, 'tunnel_relay_pending_logins', 'Pending `tunnel login` sessions created through this relay and not yet expired or collected.', () => self.gaugeSources.pendingLogins());
+    scrapeGauge(r, 'tunnel_relay_pending_registrations', 'Connector registrations in progress on this relay (ceiling: --max-pending-registrations).', () => self.gaugeSources.pendingRegistrations());
     scrapeGauge(r, 'tunnel_relay_access_pending_logins', 'Access logins waiting on an identity provider on this relay.', () => self.gaugeSources.accessPendingLogins());
     scrapeCounter(
       r,

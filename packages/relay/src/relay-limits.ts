@@ -33,6 +33,8 @@ export interface RelayLimits {
   keepAliveTimeoutMs: number;
   /** Time a connector has, once upgraded, to send its register message; past it the session is closed. */
   registerTimeoutMs: number;
+  /** Connector registrations in progress on this relay (upgrade request to `registered`); past it a 503 with Retry-After. */
+  pendingRegistrations: number;
   /** Access logins talking to an identity provider at once on this relay; past it a 503. */
   accessPendingLogins: number;
   /** HTTP/2 on the public HTTPS listener: streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
@@ -78,6 +80,7 @@ export const LIMIT_NAMES = [
   'session_ping_rate',
   'session_refusal_rate',
   'register_timeout',
+  'pending_registrations',
   'access_pending_logins',
   'h2_header_list_size',
   'h2_reset_rate',
@@ -125,6 +128,8 @@ export function defaultLimits(): RelayLimits {
     headersTimeoutMs: 30_000,
     keepAliveTimeoutMs: 65_000,
     registerTimeoutMs: 10_000,
+    // A 2-core relay registers a few hundred connections a second: 64 in progress keeps each well inside the connector's 10 s.
+    pendingRegistrations: 64,
     accessPendingLogins: 256,
     h2MaxConcurrentStreams: 100,
     h2MaxHeaderListSize: 64 * 1024,
@@ -176,6 +181,7 @@ export const LIMIT_SETTINGS: ReadonlyArray<{ key: keyof RelayLimits; name: strin
   { key: 'headersTimeoutMs', name: 'headers-timeout', kind: 'ms', help: 'time a public client has to send a whole request head' },
   { key: 'keepAliveTimeoutMs', name: 'keep-alive-timeout', kind: 'ms', help: 'idle time before a kept-alive public connection is closed' },
   { key: 'registerTimeoutMs', name: 'register-timeout', kind: 'ms', help: 'time an upgraded connector has to send its register message before its session is closed' },
+  { key: 'pendingRegistrations', name: 'max-pending-registrations', kind: 'count', help: 'connector registrations in progress before a connector upgrade gets a 503 with Retry-After' },
   { key: 'accessPendingLogins', name: 'max-access-pending-logins', kind: 'count', help: 'Access logins waiting on an identity provider at once before a 503' },
   { key: 'h2MaxConcurrentStreams', name: 'h2-max-concurrent-streams', kind: 'count', help: 'HTTP/2 streams open at once on one public connection (more are refused)' },
   { key: 'h2MaxHeaderListSize', name: 'h2-max-header-list-size', kind: 'bytes', help: 'bytes of one HTTP/2 request header list before a 431' },

@@ -236,6 +236,7 @@ export class Relay {
       limits,
       hits,
     });
+    metrics?.attachLimitGauges({ pendingRegistrations: () => this.endpoint.registrations.inProgress });
 
     const cert = this.certificate;
     const serverOpts: http.ServerOptions = {

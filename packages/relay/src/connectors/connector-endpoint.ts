@@ -9,12 +9,15 @@ import { ConnectorConnection } from './connector-connection.js';
 import type { TunnelConnections } from './tunnel-connections.js';
 import type { Store } from '../store/types.js';
 import { NO_LIMIT_HITS, type LimitHits, type RelayLimits } from '../relay-limits.js';
+import { RegistrationGate } from './registration-gate.js';
 
 /** Why a connector was refused before the upgrade; printed by the CLI as is. */
 export interface Refusal {
   status: 400 | 401 | 403 | 429 | 503;
   code: string;
   message: string;
+  /** Seconds for a Retry-After header (429 without one says 5). */
+  retryAfter?: number;
 }
 
 export interface EndpointDeps {
@@ -26,7 +29,7 @@ export interface EndpointDeps {
   log: Logger;
   policy: CredentialPolicy;
   isDraining(): boolean;
-  limits?: Pick<RelayLimits, 'sessionsPerToken' | 'sessionsPerConnector' | 'sessionMaxQueuedBytes' | 'sessionStallTimeoutMs' | 'sessionPingRate' | 'sessionRefusalRate' | 'registerTimeoutMs'>;
+  limits?: Pick<RelayLimits, 'sessionsPerToken' | 'sessionsPerConnector' | 'sessionMaxQueuedBytes' | 'sessionStallTimeoutMs' | 'sessionPingRate' | 'sessionRefusalRate' | 'registerTimeoutMs' | 'pendingRegistrations'>;
   hits?: LimitHits;
 }
 
@@ -47,7 +50,11 @@ export class ConnectorEndpoint {
   private readonly perToken = new Map<string, number>();
   private readonly perConnector = new Map<string, number>();
 
-  constructor(private readonly deps: EndpointDeps) {}
+  readonly registrations: RegistrationGate;
+
+  constructor(private readonly deps: EndpointDeps) {
+    this.registrations = new RegistrationGate(deps.limits?.pendingRegistrations ?? 0, deps.hits ?? NO_LIMIT_HITS);
+  }
 
   async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => {});
@@ -58,14 +65,23 @@ export class ConnectorEndpoint {
     if (this.deps.isDraining()) {
       return refuse(socket, { status: 503, code: 'relay_draining', message: 'this relay is shutting down; use another relay' });
     }
+    // Before the credential check: that check (a store read) is part of the work the ceiling bounds.
+    const slot = this.registrations.enter();
+    if ('retryAfterSeconds' in slot) {
+      this.deps.log.debug({ code: 'relay_busy', ip: req.socket.remoteAddress }, 'connector upgrade refused: too many registrations in progress');
+      return refuse(socket, { status: 503, code: 'relay_busy', message: 'this relay is registering too many connections; retry after the Retry-After delay', retryAfter: slot.retryAfterSeconds });
+    }
+    socket.once('close', slot.release);
     const result = await this.authenticate(req);
     if ('code' in result) {
+      slot.release();
       this.deps.log.warn({ code: result.code, ip: req.socket.remoteAddress }, `connector refused: ${result.message}`);
       return refuse(socket, result);
     }
-    if (socket.destroyed) return;
+    if (socket.destroyed) return slot.release();
     const admitted = this.admit(result, socket);
     if (admitted !== true) {
+      slot.release();
       this.deps.log.warn({ code: admitted.code, ip: req.socket.remoteAddress, tunnelId: result.tunnelId, connectorId: result.connectorId }, `connector refused: ${admitted.message}`);
       return refuse(socket, admitted);
     }
@@ -81,7 +97,10 @@ export class ConnectorEndpoint {
         onLimit: (limit) => hits.hit(`session_${limit}`),
       });
       const conn = new ConnectorConnection(session, result, { relayId: this.deps.relayId, region: this.deps.region }, this.deps.log, hits, l?.registerTimeoutMs);
-      conn.once('active', () => this.deps.connections.add(conn));
+      conn.once('active', () => {
+        slot.release();
+        this.deps.connections.add(conn);
+      });
       conn.on('draining', () => this.deps.connections.changed());
     });
   }
@@ -180,7 +199,8 @@ function refuse(socket: Duplex, r: Refusal): void {
   if (socket.destroyed) return;
   const body = JSON.stringify({ error: { code: r.code, message: r.message } });
   const text = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 429: 'Too Many Requests', 503: 'Service Unavailable' }[r.status];
+  const retryAfter = r.retryAfter ?? (r.status === 429 ? 5 : undefined);
   socket.end(
-    `HTTP/1.1 ${r.status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${r.status === 429 ? 'Retry-After: 5\r\n' : ''}Connection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${r.status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${retryAfter !== undefined ? `Retry-After: ${retryAfter}\r\n` : ''}Connection: close\r\n\r\n${body}`,
   );
 }
