@@ -114,7 +114,7 @@ describe('HAManager: where the slots go', () => {
     expect(b!.ends[0]!.headers['tunnel-conn-index']).toBe(String(b!.ends[0]!.registered!.connIndex));
   });
 
-  it('moves a dead relay’s slots to the live one after at most 50 ms of jitter, never redialling the dead one', async () => {
+  it('moves a dead relay’s slots to the live one spread over 0–5 s while the tunnel still has live connections, never redialling the dead one', async () => {
     const [a, b] = await startRelays('A', 'B');
     const run = startHA([a!, b!]);
     await allReady(run);
@@ -123,13 +123,37 @@ describe('HAManager: where the slots go', () => {
     await a!.kill();
     await waitFor(() => run.events.filter((e) => e.startsWith('lost ')).length === 2, 5_000, { message: 'both A connections lost' });
     expect(run.dials(mark)).toEqual([]);
-    // jitter 0.5: replaced after 25 ms, not before.
-    await run.clock.advance(24);
+    // Two connections on B still serve. Jitter 0.5: replaced after 2.5 s, not before (and not
+    // after 25 ms as when nothing is left); no rebalance tick (2 s) moves anything meanwhile.
+    await run.clock.advance(2_499);
     expect(run.dials(mark)).toEqual([]);
     await run.clock.advance(1);
     expect(run.dials(mark).sort()).toEqual(['0 B', '2 B']);
     await allReady(run);
     expect(run.spread()).toEqual({ B: 4 });
+    expect(run.fatal).toEqual([]);
+  });
+
+  it('replaces lost slots within 50 ms when the tunnel has no live connection left, also when they closed one at a time', async () => {
+    const [a, b, c] = await startRelays('A', 'B', 'C');
+    const run = startHA([a!, b!, c!], { haConnections: 2 });
+    await allReady(run, 2);
+    expect(run.placement()).toEqual(['0@A', '1@B']);
+    const mark = run.events.length;
+
+    // A dies first: slot 0 waits in the spread window (slot 1 on B still serves)...
+    await a!.kill();
+    await waitFor(() => run.events.includes('lost 0 A'), 5_000, { message: 'slot 0 lost' });
+    await run.clock.advance(24);
+    expect(run.dials(mark)).toEqual([]);
+    // ...then B dies too: nothing is left, so both are replaced after 25 ms (jitter 0.5).
+    await b!.kill();
+    await waitFor(() => run.events.includes('lost 1 B'), 5_000, { message: 'slot 1 lost' });
+    await run.clock.advance(24);
+    expect(run.dials(mark)).toEqual([]);
+    await run.clock.advance(1);
+    // Where they go is the relay pick's business (neither A nor B failed a dial yet); when is this test's.
+    expect(run.dials(mark).map((d) => d.split(' ')[0]).sort()).toEqual(['0', '1']);
     expect(run.fatal).toEqual([]);
   });
 
@@ -142,7 +166,7 @@ describe('HAManager: where the slots go', () => {
 
     await a!.kill();
     await waitFor(() => run.events.some((e) => e === 'lost 0 A'), 5_000, { message: 'slot 0 lost' });
-    await run.clock.advance(50);
+    await run.clock.advance(2_500); // slot 1 still serves: the replacement is spread (jitter 0.5 of 5 s)
     await allReady(run, 2);
     expect(run.dials(mark)).toEqual(['0 C']);
     expect(run.placement()).toEqual(['0@C', '1@B']);
@@ -154,7 +178,7 @@ describe('HAManager: where the slots go', () => {
     await allReady(run);
     await a!.kill();
     await waitFor(() => run.events.filter((e) => e.startsWith('lost ')).length === 2, 5_000, { message: 'A connections lost' });
-    await run.clock.advance(50);
+    await run.clock.advance(2_500); // replaced in the spread window: two on B still serve
     await allReady(run);
     expect(run.spread()).toEqual({ B: 4 });
 
@@ -324,6 +348,40 @@ describe('HAManager: retries', () => {
     expect(run.placement()).toEqual(['0@B', '1@B']);
     expect(run.fatal).toEqual([]);
     expect(run.ha.relayHealth().find((r) => r.url === a!.url)).toMatchObject({ failures: 1, lastError: 'relay is draining' });
+  });
+
+  it('a 503 with Retry-After is never redialled sooner than it asks (plus up to 1 s of jitter), though the back-off alone would be 125 ms', async () => {
+    const [a] = await startRelays('A');
+    a!.script.refuse = { status: 503, code: 'relay_busy', message: 'too many registrations in progress', retryAfter: '3' };
+    const run = startHA([a!], { haConnections: 1 });
+    run.clock.jitter = 0.5;
+    await waitFor(() => run.events.includes('backoff 0 A'), 5_000, { message: 'slot 0 refused' });
+    expect(run.dials()).toHaveLength(1);
+    // 3 s + 0.5 × 1 s of jitter.
+    await run.clock.advance(3_499);
+    expect(run.dials()).toHaveLength(1);
+    a!.script.refuse = null;
+    await run.clock.advance(1);
+    expect(run.dials()).toHaveLength(2);
+    await allReady(run, 1);
+    expect(run.fatal).toEqual([]);
+  });
+
+  it('a Retry-After that is not a number of seconds is ignored, and a huge one is capped at 5 minutes', async () => {
+    const [a, b] = await startRelays('A', 'B');
+    a!.script.refuse = { status: 503, code: 'relay_busy', message: 'busy', retryAfter: 'Wed, 21 Oct 2015 07:28:00 GMT' };
+    b!.script.refuse = { status: 503, code: 'relay_busy', message: 'busy', retryAfter: '999999999' };
+    const run = startHA([a!, b!], { haConnections: 2 });
+    run.clock.jitter = 0;
+    await waitFor(() => run.events.includes('backoff 0 A') && run.events.includes('backoff 1 B'), 5_000, { message: 'both refused' });
+    // Slot 0 (A, a date): the plain back-off of 125 ms. Slot 1 (B): 300 s, not 31 years.
+    await run.clock.advance(125);
+    expect(run.dials().filter((d) => d.startsWith('0 '))).toHaveLength(2);
+    expect(run.dials().filter((d) => d.startsWith('1 '))).toHaveLength(1);
+    await run.clock.advance(300_000 - 125 - 1);
+    expect(run.dials().filter((d) => d.startsWith('1 '))).toHaveLength(1);
+    await run.clock.advance(1);
+    expect(run.dials().filter((d) => d.startsWith('1 '))).toHaveLength(2);
   });
 });
 

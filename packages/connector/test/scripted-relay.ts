@@ -21,7 +21,7 @@ import {
 
 export interface RelayScript {
   /** Answer the upgrade with this JSON error instead of accepting it. */
-  refuse: { status: number; code: string; message: string } | null;
+  refuse: { status: number; code: string; message: string; retryAfter?: string } | null;
   /** Refuse only an upgrade presenting this credential (a credential rotation the relay does not accept). */
   refuseOnly: string | null;
   /** Answer a register with registered (else the connector waits). */
@@ -172,10 +172,11 @@ export class ScriptedRelay extends EventEmitter<{ connection: [end: RelayEnd] }>
     const { refuseOnly } = this.script;
     const refuse = refuseOnly === null || req.headers.authorization === `Bearer ${refuseOnly}` ? this.script.refuse : null;
     if (refuse || req.url !== '/v1/connect') {
-      const r = refuse ?? { status: 404, code: 'not_found', message: 'no such endpoint' };
+      const r: NonNullable<RelayScript['refuse']> = refuse ?? { status: 404, code: 'not_found', message: 'no such endpoint' };
       const body = JSON.stringify({ error: { code: r.code, message: r.message } });
+      const retryAfter = r.retryAfter !== undefined ? `retry-after: ${r.retryAfter}\r\n` : '';
       socket.end(
-        `HTTP/1.1 ${r.status} Refused\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        `HTTP/1.1 ${r.status} Refused\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${retryAfter}connection: close\r\n\r\n${body}`,
       );
       return;
     }

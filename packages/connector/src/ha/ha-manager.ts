@@ -37,7 +37,8 @@ interface Slot {
   failures: number;
   /** Kind of failure last logged at info: a retry that fails the same way again is logged at debug. */
   failingWith: CloseReason['kind'] | null;
-  timer: ClockTimer | null;
+  /** What the slot's timer waits for: a spread-out replacement is hurried when the tunnel loses its last connection. */
+  timer: { kind: 'retry' | 'spread'; handle: ClockTimer; lostFrom: string } | null;
 }
 
 export interface HAEvents {
@@ -72,6 +73,17 @@ export interface ConnectionInfo {
 type ManagerState = 'idle' | 'running' | 'draining' | 'stopped';
 
 const MAX_BACKOFF_MS = 15_000;
+/** A lost connection of a tunnel with no other live one is replaced within this (jitter only). */
+const FAST_REPLACE_MS = 50;
+/**
+ * A lost connection of a tunnel that still has a live one is replaced within
+ * this window: when a relay dies, every connector of the fleet loses its
+ * connections to it at the same instant, and redialling them all within
+ * 50 ms would ask the survivors for more registrations than they can do.
+ */
+const SPREAD_REPLACE_MS = 5_000;
+/** Jitter added to a relay's Retry-After, so the connectors it refused together come back apart. */
+const RETRY_AFTER_JITTER_MS = 1_000;
 
 /**
  * Keeps `haConnections` registered connections spread round-robin over the
@@ -210,7 +222,7 @@ export class HAManager extends EventEmitter<HAEvents> {
 
   private clearTimers(): void {
     if (this.rebalanceTimer) this.clock.clear(this.rebalanceTimer);
-    for (const s of this.slots) if (s.timer) this.clock.clear(s.timer);
+    for (const s of this.slots) if (s.timer) this.clock.clear(s.timer.handle);
   }
 
   private slotsOn(url: string): number {
@@ -290,6 +302,7 @@ export class HAManager extends EventEmitter<HAEvents> {
         this.reconnects++;
         this.dial(slot, this.pickRelay(slot, relayUrl));
       }
+      this.hurryIfNoneLive();
       this.emit('change');
     });
     conn.on('closed', (reason) => this.onClosed(slot, conn, relayUrl, reason));
@@ -334,10 +347,11 @@ export class HAManager extends EventEmitter<HAEvents> {
     this.emit('change');
     const health = this.relays.find((r) => r.url === relayUrl);
     const neverRegistered = conn.registeredAt === 0;
+    const askedToWait = reason.kind === 'relay-unavailable' ? reason.retryAfterMs : undefined;
     if (health && neverRegistered) {
       health.failures++;
       health.lastError = reason.message;
-      health.avoidUntil = this.clock.now() + backoff(health.failures, this.clock);
+      health.avoidUntil = this.clock.now() + Math.max(backoff(health.failures, this.clock), askedToWait ?? 0);
     }
     if (wasCurrent && !neverRegistered) {
       log.warn({ event: 'lost', connIndex: slot.index, relayId, relay: relayUrl, reasonKind: reason.kind, reason: reason.message }, 'connection lost');
@@ -349,21 +363,50 @@ export class HAManager extends EventEmitter<HAEvents> {
     if (slot.current && slot.current.state === 'registered') return; // a replacement is already serving
     if (slot.pending) return;
     this.reconnects++;
-    // A lost registered connection is replaced at once on another relay; repeated failures back off.
-    const delay = neverRegistered ? backoff(++slot.failures, this.clock) : Math.floor(this.clock.random() * 50);
+    // A failed dial backs off, and never redials sooner than the relay's Retry-After. A lost
+    // registered connection is replaced on another relay: at once when the tunnel has no
+    // other live connection, else spread out (see SPREAD_REPLACE_MS).
+    const kind = neverRegistered || this.readyConnections === 0 ? 'retry' : 'spread';
+    let delay: number;
+    if (neverRegistered) {
+      delay = backoff(++slot.failures, this.clock);
+      if (askedToWait !== undefined) delay = Math.max(delay, askedToWait + Math.floor(this.clock.random() * RETRY_AFTER_JITTER_MS));
+    } else {
+      delay = Math.floor(this.clock.random() * (kind === 'spread' ? SPREAD_REPLACE_MS : FAST_REPLACE_MS));
+    }
     if (slot.failures > 0) {
       const changed = slot.failingWith !== reason.kind;
       slot.failingWith = reason.kind;
       log[changed ? 'info' : 'debug']({ event: 'backoff', connIndex: slot.index, relayId, relay: relayUrl, delayMs: delay, failures: slot.failures, reason: reason.message }, 'retrying connection');
       this.note('backoff', slot, conn, relayUrl, reason.kind);
     }
-    slot.timer = this.clock.setTimeout(() => {
+    this.schedule(slot, kind, delay, relayUrl);
+    this.hurryIfNoneLive();
+  }
+
+  private schedule(slot: Slot, kind: 'retry' | 'spread', delay: number, lostFrom: string): void {
+    if (slot.timer) this.clock.clear(slot.timer.handle);
+    const handle = this.clock.setTimeout(() => {
       slot.timer = null;
       // Another relay first, also after a failed dial: the relay's own back-off may end
       // at the same moment as the slot's, and a relay that is up should not wait for it.
-      this.dial(slot, this.pickRelay(slot, relayUrl));
+      this.dial(slot, this.pickRelay(slot, lostFrom));
     }, delay);
     // Not unref'd: a connector with every connection down must stay alive to retry.
+    slot.timer = { kind, handle, lostFrom };
+  }
+
+  /**
+   * A relay's connections close one event at a time: the first lost one may
+   * still see the others as live and wait in the spread window. Once none is
+   * live, the waiting ones are replaced at once.
+   */
+  private hurryIfNoneLive(): void {
+    if (this.readyConnections > 0) return;
+    for (const s of this.slots) {
+      if (s.timer?.kind !== 'spread') continue;
+      this.schedule(s, 'retry', Math.floor(this.clock.random() * FAST_REPLACE_MS), s.timer.lostFrom);
+    }
   }
 
   private note(event: ConnectionEvent['event'], slot: Slot, conn: RelayConnection, relayUrl: string, reason?: CloseReason['kind']): void {
@@ -401,7 +444,8 @@ export class HAManager extends EventEmitter<HAEvents> {
     const now = this.clock.now();
     const usable = this.relays.filter((r) => r.avoidUntil <= now);
     this.warnIfOnOneRelay();
-    if (this.slots.some((s) => s.pending)) return; // one move at a time
+    // One move at a time, and none while a lost slot waits to be replaced (it picks the least used relay).
+    if (this.slots.some((s) => s.pending || s.timer?.kind === 'spread')) return;
     // A relay the fleet no longer lists (it left, or was forgotten) keeps no connection,
     // once a listed one is up to take it.
     const listed = new Set(this.relays.map((r) => r.url));

@@ -15,6 +15,7 @@ import {
   type YamuxStream,
 } from '@tunnel/protocol';
 import { systemClock, type Clock } from './clock.js';
+import { parseRetryAfter } from './retry-after.js';
 
 /**
  * One outbound connection to a relay:
@@ -31,7 +32,8 @@ export type RelayConnState = 'dialing' | 'registering' | 'registered' | 'drainin
 export type CloseReason =
   | { kind: 'refused'; status: number; code: string; message: string }
   | { kind: 'revoked'; code: string; message: string }
-  | { kind: 'relay-unavailable'; status: number; code: string; message: string }
+  /** `retryAfterMs`: the relay asked not to be dialled again sooner (a 503/429 with Retry-After). */
+  | { kind: 'relay-unavailable'; status: number; code: string; message: string; retryAfterMs?: number }
   | { kind: 'network'; message: string }
   | { kind: 'goaway'; message: string }
   | { kind: 'local'; message: string };
@@ -113,7 +115,7 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
             ? { kind: 'revoked', code, message }
             : status === 401 || status === 403
               ? { kind: 'refused', status, code, message }
-              : { kind: 'relay-unavailable', status, code, message },
+              : { kind: 'relay-unavailable', status, code, message, ...retryAfter(res.headers['retry-after']) },
         );
         this.ws.terminate();
       });
@@ -254,4 +256,9 @@ export class RelayConnection extends EventEmitter<RelayConnEvents> {
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
     this.emit('closed', r);
   }
+}
+
+function retryAfter(header: string | undefined): { retryAfterMs?: number } {
+  const ms = parseRetryAfter(header);
+  return ms === undefined ? {} : { retryAfterMs: ms };
 }
