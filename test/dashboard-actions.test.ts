@@ -157,8 +157,8 @@ describe.skipIf(skipBrowser)('dashboard actions in a real browser', () => {
 
     page.once('dialog', (d) => void d.accept());
     await row.locator('button.forget').click();
-    await page.waitForSelector('#action-msg.ok', { timeout: 10_000 });
-    expect(await page.textContent('#action-msg')).toBe(`Forgot relay ${gone.id}.`);
+    // The message line may still show the previous action's (disconnect): wait for this one's.
+    await expect.poll(() => page.textContent('#action-msg.ok'), { timeout: 10_000 }).toBe(`Forgot relay ${gone.id}.`);
     await expect.poll(() => row.count(), { timeout: 5_000 }).toBe(0);
     expect(await requestsOf('app')).toBe(before);
     expect(await page.textContent('[data-testid="card-relays-up"] .v')).toBe('1 / 1');
