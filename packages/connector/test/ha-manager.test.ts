@@ -101,6 +101,15 @@ function startHA(rs: ScriptedRelay[], extra: Partial<HAOptions> = {}): Run {
   };
 }
 
+/** Three relays, two slots: slot 0 on A, slot 1 on B, C free; `mark` is where the events stood then. */
+async function twoSlotsOnAB() {
+  const [a, b, c] = await startRelays('A', 'B', 'C');
+  const run = startHA([a!, b!, c!], { haConnections: 2 });
+  await allReady(run, 2);
+  expect(run.placement()).toEqual(['0@A', '1@B']);
+  return { a: a!, b: b!, c: c!, run, mark: run.events.length };
+}
+
 const allReady = (run: Run, n = 4) => waitFor(() => run.ha.readyConnections === n, 5_000, { message: `${n} connections registered` });
 
 describe('HAManager: where the slots go', () => {
@@ -135,11 +144,7 @@ describe('HAManager: where the slots go', () => {
   });
 
   it('replaces lost slots within 50 ms when the tunnel has no live connection left, also when they closed one at a time', async () => {
-    const [a, b, c] = await startRelays('A', 'B', 'C');
-    const run = startHA([a!, b!, c!], { haConnections: 2 });
-    await allReady(run, 2);
-    expect(run.placement()).toEqual(['0@A', '1@B']);
-    const mark = run.events.length;
+    const { a, b, run, mark } = await twoSlotsOnAB();
 
     // A dies first: slot 0 waits in the spread window (slot 1 on B still serves)...
     await a!.kill();
@@ -158,11 +163,7 @@ describe('HAManager: where the slots go', () => {
   });
 
   it('never puts a moved slot on a relay another slot uses while a relay is free', async () => {
-    const [a, b, c] = await startRelays('A', 'B', 'C');
-    const run = startHA([a!, b!, c!], { haConnections: 2 });
-    await allReady(run, 2);
-    expect(run.placement()).toEqual(['0@A', '1@B']);
-    const mark = run.events.length;
+    const { a, b, c, run, mark } = await twoSlotsOnAB();
 
     await a!.kill();
     await waitFor(() => run.events.some((e) => e === 'lost 0 A'), 5_000, { message: 'slot 0 lost' });
