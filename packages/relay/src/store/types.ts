@@ -369,17 +369,24 @@ export const silentLogger: StoreLogger = {
 
 // ---------------------------------------------------------------------------
 // Record schemas: both implementations validate what they read back (a record
-// that does not parse is CORRUPT, never silently dropped).
+// that does not parse is CORRUPT, never silently dropped). Long-lived records
+// take fields they do not know and drop them (z.object, not strictObject): in
+// a rolling upgrade a newer relay writes fields an older one has never seen
+// (as disconnectedAt and expiresAt once were), and calling those records
+// corrupt would make a deleted tunnel's tombstone or a live tunnel vanish on
+// the older relays. Known fields keep their types. Login decisions and Access
+// records stay strict: a login is short-lived, and an Access rule with a
+// criterion this relay cannot read must fail closed, not be widened.
 
 const ms = z.number().int().nonnegative();
 const str = z.string().min(1);
 
-export const accountSchema = z.strictObject({ id: str, name: str, createdAt: ms });
-export const tunnelSchema = z.strictObject({ id: str, accountId: str, name: str, createdAt: ms, disconnectedAt: ms.optional() });
-export const routeSchema = z.strictObject({ hostname: str, tunnelId: str, accountId: str, createdAt: ms });
-export const zoneSchema = z.strictObject({ zone: str, accountId: str, source: z.enum(['operator', 'dns', 'adopt']), createdAt: ms });
-export const tombstoneSchema = z.strictObject({ tunnelId: str, accountId: str, name: str, deletedAt: ms, expiresAt: ms.optional() });
-export const revocationSchema = z.strictObject({ tokenId: str, expiresAt: ms, revokedAt: ms });
+export const accountSchema = z.object({ id: str, name: str, createdAt: ms });
+export const tunnelSchema = z.object({ id: str, accountId: str, name: str, createdAt: ms, disconnectedAt: ms.optional() });
+export const routeSchema = z.object({ hostname: str, tunnelId: str, accountId: str, createdAt: ms });
+export const zoneSchema = z.object({ zone: str, accountId: str, source: z.enum(['operator', 'dns', 'adopt']), createdAt: ms });
+export const tombstoneSchema = z.object({ tunnelId: str, accountId: str, name: str, deletedAt: ms, expiresAt: ms.optional() });
+export const revocationSchema = z.object({ tokenId: str, expiresAt: ms, revokedAt: ms });
 const loginBase = { code: str, boxPublicKey: str, createdAt: ms, expiresAt: ms };
 export const pendingLoginSchema = z.strictObject({ ...loginBase, state: z.literal('pending') });
 export const loginSessionSchema = z.discriminatedUnion('state', [
@@ -387,7 +394,7 @@ export const loginSessionSchema = z.discriminatedUnion('state', [
   z.strictObject({ ...loginBase, state: z.literal('approved'), accountId: str, sealedCredential: str }),
   z.strictObject({ ...loginBase, state: z.literal('denied'), deniedAt: ms }),
 ]);
-export const relayMemberSchema = z.strictObject({
+export const relayMemberSchema = z.object({
   id: str,
   region: z.string(),
   controlUrl: z.string(),

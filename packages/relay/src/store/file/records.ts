@@ -55,7 +55,7 @@ const approvalFileSchema = z.union([
 ]);
 export type ApprovalFile = z.infer<typeof approvalFileSchema>;
 
-const relayFileSchema = z.strictObject({ member: relayMemberSchema, expiresAt: z.number() });
+const relayFileSchema = z.object({ member: relayMemberSchema, expiresAt: z.number() });
 export type RelayFile = z.infer<typeof relayFileSchema>;
 
 // Tolerant of fields a newer relay adds, like the connections in it (types.ts).
