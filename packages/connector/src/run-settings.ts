@@ -45,7 +45,8 @@ function address(raw: string): Parsed<{ host: string; port: number }> {
   const m = /^(?:\[([^\]]+)\]|([^:\s]*)):(\d{1,5})$/.exec(raw) ?? /^()()(\d{1,5})$/.exec(raw);
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) return { problem: `${JSON.stringify(raw)} is not an address (expected HOST:PORT, :PORT or PORT)` };
-  return { value: { host: m[1] ?? (m[2] || '127.0.0.1'), port } };
+  // || not ??: the bare-PORT pattern matches its host groups as '', and '' would bind every interface.
+  return { value: { host: m[1] || m[2] || '127.0.0.1', port } };
 }
 
 export const RUN_SETTINGS = {

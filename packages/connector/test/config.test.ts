@@ -399,7 +399,7 @@ describe('parseConfig: errors name the line', () => {
         'relays:', // 1
         '  - wss://ok.example.net', // 2
         '  - relay.example.net:7844', // 3
-        'metrics: 2000', // 4
+        'metrics: localhost', // 4
         'ingress:', // 5
         '  - hostname: a.example.com:8080', // 6
         '    service: hello_world', // 7
@@ -414,11 +414,25 @@ describe('parseConfig: errors name the line', () => {
     );
     expect(problems.map((p) => [p.line, p.message])).toEqual([
       [3, 'relays[1]: "relay.example.net:7844" is not a relay URL (expected wss://host[:port], ws://, https:// or http://)'],
-      [4, 'metrics: expected host:port, got the integer 2000'],
+      [4, 'metrics: "localhost" is not an address (expected HOST:PORT, :PORT or PORT)'],
       [6, `ingress[0].hostname: "a.example.com:8080" must not include a port (matching ignores the request's port)`],
       [8, 'ingress[1].hostname: "https://b.example.com" must be a bare hostname, without scheme or path (use the path key to match paths)'],
       [10, 'ingress[2].hostname: "a.*.example.com": only a leading "*." wildcard is supported, as in *.example.com'],
       [12, 'ingress[3].hostname: "under score.com" is not a valid hostname'],
+    ]);
+  });
+
+  it('metrics takes what --metrics takes: HOST:PORT, :PORT and PORT (127.0.0.1), a bare integer included', () => {
+    for (const [value, want] of [
+      ['0.0.0.0:2000', { host: '0.0.0.0', port: 2000 }],
+      ['"[::1]:2000"', { host: '::1', port: 2000 }],
+      ['":2000"', { host: '127.0.0.1', port: 2000 }],
+      ['2000', { host: '127.0.0.1', port: 2000 }],
+    ] as const) {
+      expect(parseConfig(yaml(`metrics: ${value}`, 'ingress:', '  - service: hello_world'), 'config.yml').metrics, value).toEqual(want);
+    }
+    expect(problemsOf(yaml('metrics: 70000', 'ingress:', '  - service: hello_world')).map((p) => p.message)).toEqual([
+      'metrics: "70000" is not an address (expected HOST:PORT, :PORT or PORT)',
     ]);
   });
 

@@ -12,6 +12,15 @@ describe('plain listeners without a certificate', () => {
     for (const h of ['0.0.0.0', '::', '', '10.0.0.1', '128.0.0.1', '127.0.0.1.example.com', 'localhost.example.com']) expect(isLoopback(h), h).toBe(false);
   });
 
+  it('parses HOST:PORT, :PORT, PORT and [v6]:PORT; the two short forms mean all interfaces, spelled 0.0.0.0', () => {
+    expect(parseListen('127.0.0.1:80')).toEqual({ host: '127.0.0.1', port: 80 });
+    expect(parseListen(':80')).toEqual({ host: '0.0.0.0', port: 80 });
+    expect(parseListen('80')).toEqual({ host: '0.0.0.0', port: 80 });
+    expect(parseListen(80)).toEqual({ host: '0.0.0.0', port: 80 });
+    expect(parseListen('[::1]:80')).toEqual({ host: '::1', port: 80 });
+    expect(() => parseListen('80000')).toThrow('port out of range');
+  });
+
   it('refuses exposed connect/control/peer addresses, naming each, unless told --insecure-http-control', () => {
     const exposed = { connect: parseListen(':7844'), control: parseListen('10.0.0.5:7000'), peer: parseListen('127.0.0.1:7845') };
     expect(() => checkPlainListeners(exposed, false)).toThrow(TlsConfigError);

@@ -78,12 +78,11 @@ const relay = parsed((v) => {
   return text;
 });
 
+// The flag's grammar (HOST:PORT, :PORT or PORT), so config.yml takes what --metrics takes.
 const metrics = parsed((v) => {
-  const text = requireString(v, 'host:port');
-  const m = /^(?:\[([^\]]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text);
-  const port = Number(m?.[3]);
-  if (m === null || port > 65535) throw new Error(`"${text}" is not host:port (e.g. localhost:2000, 127.0.0.1:0, [::1]:2000)`);
-  return { host: (m[1] ?? m[2])!, port };
+  const r = RUN_SETTINGS.metrics.parse(typeof v === 'number' && Number.isInteger(v) ? String(v) : requireString(v, 'HOST:PORT, :PORT or PORT'));
+  if ('problem' in r) throw new Error(r.problem);
+  return r.value;
 });
 
 // Hand-rolled rather than z.int(): zod reports a quoted "4" as "expected number".

@@ -12,7 +12,8 @@ export function parseListen(spec: string | number): ListenAddress {
   if (!m) throw new Error(`"${s}" is not a listen address (expected HOST:PORT, :PORT or PORT)`);
   const port = Number(m[3]);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`"${s}": port out of range`);
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+  // || not ??: the bare-PORT pattern matches its host groups as ''.
+  return { host: m[1] || m[2] || '0.0.0.0', port };
 }
 
 export function listen(server: Server, addr: ListenAddress): Promise<number> {
