@@ -106,10 +106,9 @@ describe('peer forwarding: a peer that turns the request away', () => {
 
   it('a POST to a peer that is gone (connection refused: nothing was sent) goes on to the next holder, body intact', async () => {
     // A relay killed with -9 stays in the fleet view until its presence expires.
-    const dead = http.createServer();
-    await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
-    const deadUrl = `http://127.0.0.1:${(dead.address() as AddressInfo).port}`;
-    await new Promise((r) => dead.close(r));
+    // Port 9 (discard), privileged and never bound by a test: a port freed by
+    // closing a server could be taken by a parallel test file's listener.
+    const deadUrl = 'http://127.0.0.1:9';
     const served: string[] = [];
     const b = await servingPeer('b', served);
     const url = await forwarding([{ id: 'dead', url: deadUrl }, { id: 'b', url: b.url }]);
