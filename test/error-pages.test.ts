@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import net from 'node:net';
 import { startFleet, type Fleet } from './harness/fleet.js';
 import type { Proc } from './harness/procs.js';
 
@@ -39,13 +38,9 @@ function htmlFields(a: Answer): { code: string; source: string; requestId: strin
   return { code: m[1]!, source: m[2]!, requestId: m[3]! };
 }
 
-async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+// Port 9 (discard): privileged and never bound by a test. A port freed by
+// closing a server could be taken by a test file running alongside.
+const CLOSED_PORT = 9;
 
 describe('error pages', () => {
   let fleet: Fleet;
@@ -80,7 +75,7 @@ describe('error pages', () => {
   describe('connector', () => {
     let connector: Proc;
     beforeAll(async () => {
-      connector = await fleet.connector({ url: `http://127.0.0.1:${await closedPort()}`, ha: 1 });
+      connector = await fleet.connector({ url: `http://127.0.0.1:${CLOSED_PORT}`, ha: 1 });
     });
     afterAll(async () => {
       await connector?.stop();
