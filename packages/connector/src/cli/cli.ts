@@ -13,7 +13,7 @@ import { registerProvisioningCommands, fetchCredentialsFor } from './provisionin
 import { defaultConfigPath, UnsafeIdError } from './tunnel-home.js';
 import { ControlError } from '../ha/control-client.js';
 import { randomUUID } from 'node:crypto';
-import { isatty } from 'node:tty';
+import { watchTerminal } from './terminal-hangup.js';
 import { ConnectorMetrics } from '../metrics.js';
 import { logOriginRequests } from '../request-log.js';
 import { fetchHostnames, showStatusBlockWhenConnected } from '../status/status-block.js';
@@ -179,15 +179,14 @@ run
     // no longer answers isatty()) or when the shell that ran it exits (we are
     // re-parented). Those shut down like SIGTERM instead of leaving an orphan
     // that writes its logs nowhere.
-    const ttyFds = [0, 1, 2].filter((fd) => isatty(fd));
-    const startPpid = process.ppid;
+    const terminal = watchTerminal();
     process.on('SIGHUP', () => {
-      if (ttyFds.length > 0 && (!ttyFds.some((fd) => isatty(fd)) || process.ppid !== startPpid)) {
-        log.warn({ signal: 'SIGHUP' }, 'terminal closed: draining and exiting');
-        onSignal('SIGHUP');
-        return;
-      }
-      connector.reload();
+      void terminal.classify().then((what) => {
+        if (what === 'gone') {
+          log.warn({ signal: 'SIGHUP' }, 'terminal closed: draining and exiting');
+          onSignal('SIGHUP');
+        } else connector.reload();
+      });
     });
 
     const reason = await connector.fatal();
