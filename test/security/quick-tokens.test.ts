@@ -92,11 +92,6 @@ describe('quick tunnels: the zone is reserved and a quick token is bound to one 
     // Alice's named hostname has no connector of its own: the quick session is not one.
     const named = await req(`${fleet.relays[0]!.publicUrl}/`, { host: 'www.alice.test', headers: { accept: 'application/json' } });
     expect(named.status).toBe(530);
-    // Nor is it a connector of another quick tunnel: that hostname stays offline.
-    const other = await postQuick(control, 'conn-other');
-    const otherHost = await req(`${fleet.relays[0]!.publicUrl}/`, { host: other.body.hostname, headers: { accept: 'application/json' } });
-    expect(otherHost.status).toBe(530);
-    expect(otherHost.header('tunnel-error')).toBe('tunnel_offline');
     // A named tunnel's token is no quick token.
     for (const [method, p] of [['POST', '/v1/quick/renew'], ['DELETE', '/v1/quick']] as const) {
       const r = await call(control, method, p, aliceToken);
@@ -104,6 +99,27 @@ describe('quick tunnels: the zone is reserved and a quick token is bound to one 
     }
     session.close();
     right.ws.terminate();
+  });
+
+  // Every quick tunnel belongs to the one @quick account, so the named-hostname
+  // check above cannot see a relay that lets a connection serve another tunnel
+  // of its own account: only this one can.
+  it('a quick session is no connector of another quick hostname (both tunnels are @quick\'s): it stays offline and the session sees no stream', async () => {
+    const q = await postQuick(control, 'conn-6');
+    const up = await connectRaw(fleet.relays[0]!.connectUrl, q.body.token, 'conn-6');
+    if (!up.ok) throw new Error(up.body);
+    const session = await registerSession(up.ws, 'conn-6', 0);
+    let streams = 0;
+    session.on('stream', (s: { destroy(): void }) => {
+      streams++;
+      s.destroy();
+    });
+    const other = await postQuick(control, 'conn-other');
+    expect(peekClaims(other.body.token)!.accountId).toBe(peekClaims(q.body.token)!.accountId);
+    const otherHost = await req(`${fleet.relays[0]!.publicUrl}/`, { host: other.body.hostname, headers: { accept: 'application/json' } });
+    expect({ status: otherHost.status, code: otherHost.header('tunnel-error'), streams }).toEqual({ status: 530, code: 'tunnel_offline', streams: 0 });
+    session.close();
+    up.ws.terminate();
   });
 
   it('renewal: only while its own connector is connected; the new token has the same binding', async () => {
