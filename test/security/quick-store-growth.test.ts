@@ -17,6 +17,10 @@ import { connectRaw } from '../harness/evil-connector.js';
 import { postQuick, startQuickRelays, type QuickFleet } from '../harness/quick.js';
 
 const redis = await startRedis();
+// The server is this file's, for both describe blocks: stopped once, after them.
+afterAll(async () => {
+  await redis?.stop();
+});
 const PREFIX = 'growth:';
 const CREATIONS = 20;
 /** Made and never deleted: their clients vanished without Ctrl-C. */
