@@ -112,7 +112,12 @@ describe('cli consistency', () => {
   it('tunnel-relay serve --metrics: garbage and a busy port are one line naming the flag, exit non-zero', async () => {
     const bad = await runCli(RELAY_CLI, [...relayBase(), '--metrics', 'nonsense'], {}, fleet.dir);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toBe('tunnel-relay: --metrics: "nonsense" is not a listen address (expected HOST:PORT, :PORT or PORT)\n');
+    expect(bad.stderr).toBe('tunnel-relay: --metrics: "nonsense" is not an address (expected HOST:PORT, :PORT or PORT)\n');
+    // Every listener names its flag, and is checked before anything opens (one grammar: @tunnel/protocol host-port).
+    const http = await runCli(RELAY_CLI, [...relayBase(), '--http', '127.0.0.1:99999'], {}, fleet.dir);
+    expect([http.code, http.stderr]).toEqual([1, 'tunnel-relay: --http: "127.0.0.1:99999": port 99999 is out of range (0 to 65535)\n']);
+    const connect = await runCli(RELAY_CLI, [...relayBase(), '--connect', 'off'], {}, fleet.dir);
+    expect([connect.code, connect.stderr]).toEqual([1, 'tunnel-relay: --connect: "off" is not an address (expected HOST:PORT, :PORT or PORT) (the connector endpoint cannot be off)\n']);
     const busy = await busyPort();
     try {
       const r = await runCli(RELAY_CLI, [...relayBase(), '--log-level', 'silent', '--metrics', `127.0.0.1:${busy.port}`], {}, fleet.dir);

@@ -172,6 +172,9 @@ describe('service install', () => {
     const bare = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--dry-run', '--insecure-http-control', '--drain-timeout', '30']);
     expect(bare.code).toBe(1);
     expect(bare.stderr).toContain('--drain-timeout: invalid duration "30"');
+    // A listen address takes serve's grammar too: a wrong one is refused naming its flag, not written into relay.yml.
+    const port = await runCli(RELAY_CLI, ['service', 'install', '--unit-dir', units, '--config-dir', etc, '--dry-run', '--insecure-http-control', '--metrics', '127.0.0.1:99999']);
+    expect([port.code, port.stderr]).toEqual([1, 'tunnel-relay: --metrics: "127.0.0.1:99999": port 99999 is out of range (0 to 65535)\n']);
 
     const r = await runCli(RELAY_CLI, ['service', 'install', '--allow-hidden-exec', '--unit-dir', units, '--config-dir', etc, '--keys', keys, '--region', 'eu-test', '--advertise-host', 'relay1.example.net', '--no-start', '--insecure-http-control']);
     expect(r.code, r.stderr).toBe(0);

@@ -1,5 +1,5 @@
 import { Option } from 'commander';
-import { durationSetting } from '@tunnel/protocol';
+import { durationSetting, hostPortSetting, type HostPort } from '@tunnel/protocol';
 
 /**
  * The `tunnel run` settings that `tunnel service install` writes for it (and
@@ -40,13 +40,9 @@ function duration(raw: string): Parsed<number> {
   return 'problem' in r ? r : { value: r.ms };
 }
 
-/** HOST:PORT, :PORT (localhost) or PORT. */
-function address(raw: string): Parsed<{ host: string; port: number }> {
-  const m = /^(?:\[([^\]]+)\]|([^:\s]*)):(\d{1,5})$/.exec(raw) ?? /^()()(\d{1,5})$/.exec(raw);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) return { problem: `${JSON.stringify(raw)} is not an address (expected HOST:PORT, :PORT or PORT)` };
-  // || not ??: the bare-PORT pattern matches its host groups as '', and '' would bind every interface.
-  return { value: { host: m[1] || m[2] || '127.0.0.1', port } };
+/** HOST:PORT, :PORT or PORT (loopback: a status server is not exposed unless asked), [IPv6]:PORT. */
+function address(raw: string): Parsed<HostPort> {
+  return hostPortSetting(raw, '127.0.0.1');
 }
 
 export const RUN_SETTINGS = {
@@ -77,7 +73,7 @@ export const RUN_SETTINGS = {
     help: 'serve /ready, /healthcheck and /metrics on HOST:PORT',
     default: undefined,
     parse: address,
-  } satisfies RunSetting<{ host: string; port: number }>,
+  } satisfies RunSetting<HostPort>,
 } as const;
 
 export type RunSettingName = keyof typeof RUN_SETTINGS;

@@ -432,7 +432,7 @@ describe('parseConfig: errors name the line', () => {
       expect(parseConfig(yaml(`metrics: ${value}`, 'ingress:', '  - service: hello_world'), 'config.yml').metrics, value).toEqual(want);
     }
     expect(problemsOf(yaml('metrics: 70000', 'ingress:', '  - service: hello_world')).map((p) => p.message)).toEqual([
-      'metrics: "70000" is not an address (expected HOST:PORT, :PORT or PORT)',
+      'metrics: "70000": port 70000 is out of range (0 to 65535)',
     ]);
   });
 

@@ -19,3 +19,4 @@ export * from './error-answer.js';
 export * from './access-assertion.js';
 export * from './relay-description.js';
 export * from './hostname.js';
+export * from './host-port.js';

@@ -18,7 +18,7 @@ describe('plain listeners without a certificate', () => {
     expect(parseListen('80')).toEqual({ host: '0.0.0.0', port: 80 });
     expect(parseListen(80)).toEqual({ host: '0.0.0.0', port: 80 });
     expect(parseListen('[::1]:80')).toEqual({ host: '::1', port: 80 });
-    expect(() => parseListen('80000')).toThrow('port out of range');
+    expect(() => parseListen('80000')).toThrow('"80000": port 80000 is out of range (0 to 65535)');
   });
 
   it('refuses exposed connect/control/peer addresses, naming each, unless told --insecure-http-control', () => {

@@ -46,6 +46,20 @@ describe('relay.yml', () => {
     expect(() => loadRelayConfig(f)).toThrow(`${f}:2:16: drain-timeout: expected a duration with a unit, e.g. "30s", got the bare number 30`);
   });
 
+  it('listen: addresses in the flags\' grammar (@tunnel/protocol host-port), a wrong one at its line; connect cannot be off', () => {
+    const ok = write('listen-ok.yml', 'listen:\n  http: off\n  connect: 7844\n  control: "[::1]:7000"\n  peer: :7845\n  metrics: 127.0.0.1:9464\n');
+    expect(loadRelayConfig(ok).listen).toEqual({ http: 'off', connect: '7844', control: '[::1]:7000', peer: ':7845', metrics: '127.0.0.1:9464' });
+    const bad = write('listen-bad.yml', 'listen:\n  http: 127.0.0.1:99999\n  connect: off\n  control: ::1:7000\n  peer: [1]\n');
+    expect(() => loadRelayConfig(bad)).toThrow(
+      [
+        `${bad}:2:9: listen.http: "127.0.0.1:99999": port 99999 is out of range (0 to 65535)`,
+        `${bad}:3:12: listen.connect: "off" is not an address (expected HOST:PORT, :PORT or PORT)`,
+        `${bad}:4:12: listen.control: "::1:7000": put an IPv6 host in brackets, as [::1]:7000`,
+        `${bad}:5:9: listen.peer: expected HOST:PORT, :PORT or PORT (or off), got a list`,
+      ].join('\n'),
+    );
+  });
+
   // One toolkit with the connector's config.yml (@tunnel/host): the same error class, the same
   // wording of a misspelt key, a wrong type and an unreadable file.
   it('reports like config.yml: one ConfigError, every problem sorted, a misspelt key with its nearest, an unreadable file', () => {

@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, writeUnitFile, checkRunnableInstall, HiddenInstallError } from '@tunnel/host';
 import { stringify } from 'yaml';
+import { formatHostPort } from '@tunnel/protocol';
 import { loadConfig, parseConfig, resolveIngress } from '../ingress/config.js';
 import { compileIngress } from '../ingress/ingress.js';
 import { resolveToken } from './credentials.js';
@@ -82,10 +83,6 @@ export function renderConnectorConfig(o: { url: string; relays?: string[]; haCon
   return '# tunnel run settings (written by `tunnel service install`).\n# The run token is not here: systemd passes it as a credential (TUNNEL_TOKEN_FILE).\n' + stringify(doc);
 }
 
-function hostPort(a: { host: string; port: number }): string {
-  return `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
-}
-
 export function registerServiceCommands(program: Command): void {
   const service = program.command('service').description('run the connector as a systemd service');
   const install = service.command('install');
@@ -130,7 +127,7 @@ export function registerServiceCommands(program: Command): void {
           relays: o.relay,
           haConnections: given(o.haConnections, (v) => runFlag('haConnections', v)),
           // config.yml spells it HOST:PORT; the flag also takes :PORT and PORT.
-          metrics: given(o.metrics, (v) => hostPort(runFlag('metrics', v))),
+          metrics: given(o.metrics, (v) => formatHostPort(runFlag('metrics', v))),
           gracePeriod: given(o.gracePeriod, (v) => (runFlag('gracePeriod', v), v)),
         });
         const cfg = parseConfig(config, '(generated config.yml)');

@@ -4,7 +4,7 @@
 // config.ts places at the value's line.
 
 import { ConfigError } from '@tunnel/host';
-import { HostnameError, normalizeHostname, type HostnameFault } from '@tunnel/protocol';
+import { formatHostPort, HostnameError, normalizeHostname, type HostnameFault } from '@tunnel/protocol';
 import { ORIGIN_REQUEST_DEFAULTS, type ConnectorConfig, type IngressRule, type OriginRequestConfig, type OriginRequestOverrides, type Service } from './config-types.js';
 
 export const SERVICE_SCHEMES = 'http://, https://, unix:, tcp://, http_status:NNN, hello_world';
@@ -62,7 +62,7 @@ export function serviceToString(s: Service): string {
     case 'unix':
       return `unix:${s.socketPath}`;
     case 'tcp':
-      return `tcp://${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`;
+      return `tcp://${formatHostPort(s)}`;
     case 'status':
       return `http_status:${s.status}`;
     case 'hello_world':

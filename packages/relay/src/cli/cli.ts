@@ -7,7 +7,7 @@ import { createLogger, LOG_LEVELS } from '@tunnel/host';
 import { Relay, type RelayDeps } from '../relay.js';
 import { openAcmeStore } from '../tls/acme-store.js';
 import type { AcmeSettings } from '../tls/acme-issuer.js';
-import { parseListen } from '../edge/listen.js';
+import { parseListen, type ListenAddress } from '../edge/listen.js';
 import { generateKeyFile, loadKeyFile, KeyFileError } from '../control/keys.js';
 import { openStore } from '../store/open.js';
 import { StoreError } from '../store/types.js';
@@ -16,7 +16,7 @@ import { controlRequestHandler, approveLogin, denyLogin, issueEnrollToken } from
 import { TlsConfigError } from '../edge/listener-tls.js';
 import { grantZone } from '../zones/zone-grants.js';
 import { ApiError } from '../control/api-error.js';
-import { peekClaims } from '@tunnel/protocol';
+import { HostPortError, peekClaims } from '@tunnel/protocol';
 import { readFileSync } from 'node:fs';
 import { durationMs, loadRelayConfig, ConfigError, type RelayConfigFile } from './relay-config.js';
 import http from 'node:http';
@@ -227,11 +227,20 @@ function camel(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 
-function metricsListen(spec: string, cmd: Command) {
+type Listener = 'http' | 'https' | 'connect' | 'control' | 'peer' | 'metrics';
+
+/**
+ * A listener's address ("off" or unset: none), or a usage error that names
+ * the flag or the relay.yml key it came from; `connect` cannot be off.
+ */
+function listenAddress(cmd: Command, configFile: string | undefined, name: Listener, spec: string | undefined): ListenAddress | undefined {
+  const where = () => (cmd.getOptionValueSource(name) === 'cli' || !configFile ? `--${name}` : `listen.${name} in ${configFile}`);
+  if (spec === undefined || (spec === 'off' && name !== 'connect')) return undefined;
   try {
     return parseListen(spec);
   } catch (e) {
-    throw new UsageError(`${cmd.getOptionValueSource('metrics') === 'cli' ? '--metrics' : 'listen.metrics'}: ${(e as Error).message}`);
+    if (e instanceof HostPortError) throw new UsageError(`${where()}: ${e.message}${spec === 'off' ? ' (the connector endpoint cannot be off)' : ''}`);
+    throw e;
   }
 }
 
@@ -283,6 +292,8 @@ serve.action(async (flags, cmd: Command) => {
     o.keys ??= keysNextTo(configFile) as string;
     if (!o.store) throw missingStore(configFile);
     if (!o.keys) throw missingKeys(configFile);
+    // Checked before anything opens, so a wrong address stops start-up naming its flag or key.
+    const listen = Object.fromEntries((['http', 'https', 'connect', 'control', 'peer', 'metrics'] as const).map((n) => [n, listenAddress(cmd, configFile, n, o[n])])) as Record<Listener, ListenAddress | undefined>;
     const log = createLogger({ name: 'tunnel-relay', level: o.logLevel, format: o.logFormat as 'json', file: o.logFile });
     const keys = loadKeyFile(o.keys);
     let policy: CredentialPolicy;
@@ -319,12 +330,8 @@ serve.action(async (flags, cmd: Command) => {
         id,
         region: o.region,
         listen: {
-          http: o.http === 'off' ? undefined : parseListen(o.http),
-          https: o.https ? parseListen(o.https) : undefined,
-          connect: parseListen(o.connect),
-          control: o.control === 'off' ? undefined : parseListen(o.control),
-          peer: o.peer === 'off' ? undefined : parseListen(o.peer),
-          metrics: o.metrics && o.metrics !== 'off' ? metricsListen(o.metrics, cmd) : undefined,
+          ...listen,
+          connect: listen.connect!,
         },
         drainDelayMs: durationFlag('drain-delay', o.drainDelay),
         tls: o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey, ...(o.tlsCa ? { ca: o.tlsCa } : {}) } : undefined,

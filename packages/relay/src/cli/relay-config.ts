@@ -1,8 +1,9 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { durationSetting } from '@tunnel/protocol';
+import { durationSetting, hostPortSetting } from '@tunnel/protocol';
 import { closestKey, describeIssues, parseYamlConfig, readConfigText } from '@tunnel/host';
 import { LIMIT_SETTINGS } from '../relay-limits.js';
+import { ALL_INTERFACES } from '../edge/listen.js';
 import { parseLifetime } from '../connectors/credential-check.js';
 
 // `relay.yml`: the same settings as `tunnel-relay serve` flags (flags win).
@@ -11,7 +12,15 @@ import { parseLifetime } from '../connectors/credential-check.js';
 
 export { ConfigError } from '@tunnel/host';
 
-const addr = z.union([z.string().regex(/^(\[[^\]]+\]|[^:\s]*):\d{1,5}$|^\d{1,5}$|^off$/, 'expected HOST:PORT, :PORT, PORT or off'), z.number().int().min(0).max(65535)]).transform(String);
+/** A listen address, checked by the grammar the flags use (kept as written: the CLI parses it again with the flag's name). */
+const address = (off: 'off' | 'no-off') =>
+  z.unknown().transform((v, ctx) => {
+    if (off === 'off' && v === 'off') return 'off';
+    const r = typeof v === 'string' || typeof v === 'number' ? hostPortSetting(v, ALL_INTERFACES) : { problem: `expected HOST:PORT, :PORT or PORT${off === 'off' ? ' (or off)' : ''}, got ${v === null ? 'an empty value' : Array.isArray(v) ? 'a list' : typeof v}` };
+    if ('value' in r) return String(v);
+    ctx.addIssue({ code: 'custom', message: r.problem });
+    return z.NEVER;
+  });
 /** A relay.yml value or `serve` flag that is a duration, in ms: protocol's durationSetting, the checker of every duration setting. */
 export const durationMs = durationSetting;
 
@@ -45,7 +54,7 @@ const schema = z.strictObject({
   store: z.string().regex(/^(file:|redis:\/\/|rediss:\/\/)/, 'expected file:DIR or redis://HOST:PORT').optional(),
   keys: z.string().min(1).optional(),
   listen: z
-    .strictObject({ http: addr.optional(), https: addr.optional(), connect: addr.optional(), control: addr.optional(), peer: addr.optional(), metrics: addr.optional() })
+    .strictObject({ http: address('off').optional(), https: address('off').optional(), connect: address('no-off').optional(), control: address('off').optional(), peer: address('off').optional(), metrics: address('off').optional() })
     .optional(),
   tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1).optional() }).optional(),
   'insecure-http-control': z.boolean().optional(),

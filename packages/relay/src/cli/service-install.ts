@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { activate, defaultExec, hardening, quoteArg, renderUnit, say, unitHeader, writeUnitFile, checkRunnableInstall, HiddenInstallError } from '@tunnel/host';
 import { stringify } from 'yaml';
+import { HostPortError } from '@tunnel/protocol';
 import { generateKeyFile, loadKeyFile } from '../control/keys.js';
 import { checkPlainListeners, TlsConfigError } from '../edge/listener-tls.js';
 import { parseListen } from '../edge/listen.js';
@@ -148,11 +149,21 @@ export function registerRelayServiceCommands(program: Command): void {
         insecureHttpControl: !!o.insecureHttpControl,
       };
       if (o.https && !opts.tls) throw new ServiceError('--https needs --tls-cert and --tls-key');
-      // The relay would refuse these at start; say so now, where the flags are.
-      if (!opts.tls) {
-        const addr = (a: string | undefined) => (a && a !== 'off' ? parseListen(a) : undefined);
+      // The relay would refuse these at start; say so now, where the flags are (relay.yml takes them as written).
+      const addr = (flag: 'http' | 'https' | 'connect' | 'control' | 'peer' | 'metrics') => {
+        const a = o[flag] as string | undefined;
+        if (!a || (a === 'off' && flag !== 'connect')) return undefined;
         try {
-          checkPlainListeners({ connect: addr(o.connect), control: addr(o.control), peer: addr(o.peer) }, opts.insecureHttpControl ?? false);
+          return parseListen(a);
+        } catch (e) {
+          if (e instanceof HostPortError) throw new ServiceError(`--${flag}: ${e.message}`);
+          throw e;
+        }
+      };
+      const listen = { http: addr('http'), https: addr('https'), connect: addr('connect'), control: addr('control'), peer: addr('peer'), metrics: addr('metrics') };
+      if (!opts.tls) {
+        try {
+          checkPlainListeners({ connect: listen.connect, control: listen.control, peer: listen.peer }, opts.insecureHttpControl ?? false);
         } catch (e) {
           if (e instanceof TlsConfigError) throw new ServiceError(e.message);
           throw e;

@@ -1,19 +1,14 @@
 import type { Server } from 'node:net';
+import { parseHostPort, type HostPort } from '@tunnel/protocol';
 
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
+export type ListenAddress = HostPort;
 
-/** `HOST:PORT`, `:PORT` or `PORT` (all interfaces), `[::1]:PORT`. Port 0 picks a free one. */
+/** What `:PORT` and `PORT` mean for a relay's listeners: every interface (its public ones face the world). */
+export const ALL_INTERFACES = '0.0.0.0';
+
+/** `HOST:PORT`, `:PORT` or `PORT` (all interfaces), `[::1]:PORT`, in the one grammar of @tunnel/protocol; port 0 picks a free one. Throws HostPortError. */
 export function parseListen(spec: string | number): ListenAddress {
-  const s = String(spec).trim();
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s) ?? /^()()(\d+)$/.exec(s);
-  if (!m) throw new Error(`"${s}" is not a listen address (expected HOST:PORT, :PORT or PORT)`);
-  const port = Number(m[3]);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`"${s}": port out of range`);
-  // || not ??: the bare-PORT pattern matches its host groups as ''.
-  return { host: m[1] || m[2] || '0.0.0.0', port };
+  return parseHostPort(spec, ALL_INTERFACES);
 }
 
 export function listen(server: Server, addr: ListenAddress): Promise<number> {
