@@ -6,7 +6,8 @@ import { request } from 'undici';
 import type { Browser } from 'playwright-core';
 import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
 import { openStore } from '../../packages/relay/src/store/open.js';
-import { createTunnel, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
+import { createTunnel, startConnector, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
+import { startOrigin } from '../harness/origin.js';
 import { dashboardSession, launchChromium, noteChromium, skipBrowser } from '../harness/dashboard-browser.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -31,6 +32,7 @@ describe('dashboard actions refuse forged requests', () => {
   let store: string;
   let tunnelId: string;
   let base: string;
+  let token: string;
 
   const login = () => dashboardSession(base, OPERATOR_KEY);
 
@@ -63,7 +65,7 @@ describe('dashboard actions refuse forged requests', () => {
     store = `file:${path.join(tmp.dir, 'store')}`;
     relay = await startRelay({ dir: tmp.dir, store, keys, id: 'csrf-relay', extraArgs: ['--operator-key-file', keyFile] });
     base = relay.controlUrl!;
-    await createTunnel({ dir: tmp.dir, store, keys, name: 'target', hostnames: ['target.test'], relays: [relay.connectUrl] });
+    token = await createTunnel({ dir: tmp.dir, store, keys, name: 'target', hostnames: ['target.test'], relays: [relay.connectUrl] });
     const s = await openStore(store);
     tunnelId = (await s.listTunnels())[0]!.id;
     await s.close();
@@ -116,6 +118,54 @@ describe('dashboard actions refuse forged requests', () => {
     expect(out.statusCode).toBe(303);
     expect(await post(`tunnels/${tunnelId}/delete`, { cookie, 'x-csrf-token': csrf })).toEqual({ status: 401, code: 'login_required' });
     await tunnelStillThere();
+  });
+
+  // Disconnect's own guard, seen where it matters: a running connector. A
+  // forged Disconnect that got through would mark the tunnel disconnected
+  // (before answering) and the relay would drop the connector's connections.
+  it('Disconnect without the CSRF token, or with a wrong one: 403, the tunnel is not marked and the connector keeps its connections; with the token it is disconnected', async () => {
+    const origin = await startOrigin((_q, s) => s.end('ok'));
+    try {
+      const connector = await startConnector({ token, relays: [relay.connectUrl], url: origin.url, ha: 2 });
+      const connectionIds = async () => {
+        const s = await openStore(store);
+        try {
+          return { ids: (await s.listPresence({ tunnelId })).map((p) => p.connectionId).sort(), disconnectedAt: (await s.getTunnel(tunnelId))?.disconnectedAt };
+        } finally {
+          await s.close();
+        }
+      };
+      const before = await waitFor(async () => {
+        const c = await connectionIds();
+        return c.ids.length === 2 ? c : undefined;
+      }, 10_000, { message: 'both connections in the store' });
+      const mine = await login();
+      const other = await login();
+      const disconnect = `tunnels/${tunnelId}/disconnect`;
+      const answers = [
+        await post(disconnect, { cookie: mine.cookie }),
+        await post(disconnect, { cookie: mine.cookie, 'x-csrf-token': other.csrf }),
+        await post(disconnect, { cookie: mine.cookie, 'x-csrf-token': mine.csrf.slice(0, -2) }),
+      ];
+      // What a forged request would do is checked first. The answer comes after
+      // the store write, so the same connections and the same mark now mean
+      // that none of them got through.
+      expect(await connectionIds()).toEqual(before);
+      expect(connector.running).toBe(true);
+      expect(connector.stdout + connector.stderr).not.toContain('tunnel_disconnected');
+      expect(answers).toEqual([
+        { status: 403, code: 'csrf_missing' },
+        { status: 403, code: 'csrf_invalid' },
+        { status: 403, code: 'csrf_invalid' },
+      ]);
+      // The same POST with the session's token disconnects: what the refusals above would have done.
+      expect(await post(disconnect, { cookie: mine.cookie, 'x-csrf-token': mine.csrf })).toEqual({ status: 200, code: undefined });
+      await waitFor(() => (connector.stdout + connector.stderr).includes('tunnel_disconnected'), 10_000, { message: 'the connector told of the disconnect' });
+      expect(connector.running).toBe(true);
+      await connector.stop();
+    } finally {
+      await origin.close();
+    }
   });
 
   noteChromium('dashboard CSRF in a browser');
