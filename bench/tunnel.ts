@@ -1,3 +1,4 @@
+// Over 500 lines: one benchmark run as one readable sequence (start the processes, scenarios (a)-(f) in order, the report); load generation, the origin and h2load live in their own files beside it.
 // `npm run bench`: real processes — an origin, two relays, a connector with
 // four connections — and, in the same run, direct-to-origin, through two
 // chained nginx ("nginx ×2", the native yardstick of DESIGN §10, when nginx is

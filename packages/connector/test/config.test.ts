@@ -1,3 +1,4 @@
+// Over 500 lines: config.yml's whole grammar, one describe per part (valid files, errors with their line, service, hostname, --url, durations), sharing the yaml()/problemsOf() helpers.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,3 +1,4 @@
+// Over 500 lines: placement, retries, drain, refusal and rotation of HAManager share one scripted-relay and fake-clock setup at the top of this file.
 // HAManager over real RelayConnections to scripted relays on 127.0.0.1 (real
 // ws + yamux sessions), its back-offs, jitter and rebalancing on a fake clock:
 // where each of the slots goes, how a dead or draining relay's slots move,

@@ -1,3 +1,4 @@
+// Over 500 lines: one session's semantics by topic (streams, GoAway, keepalive, limits, delayed ACK, flow control), all on the pair helpers of helpers.ts.
 // Stream and session semantics: half-close, reset, GoAway, keepalive, limits,
 // accept backlog, session buffer limit, window growth.
 import { describe, it, expect } from 'vitest';

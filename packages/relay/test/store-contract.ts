@@ -1,3 +1,4 @@
+// Over 500 lines: the one Store contract every implementation must meet; split, a store could be run against one half and never told of the other.
 // The one Store contract, run against every implementation (store.test.ts).
 // `makeEnv` gives a fresh, empty shared backing (a temp dir, a key prefix);
 // `env.open()` may be called more than once to get several store instances
