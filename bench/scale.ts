@@ -18,7 +18,7 @@
 // (connector processes, default one per 250 tunnels), SCALE_IDLE_SECONDS
 // (steady-state window, default 10). A quick run: SCALE_TUNNELS=100 SCALE_ROUTES=5000.
 
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync, statSync, renameSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -47,6 +47,8 @@ const ZONE = 'scale.test';
 const REGISTER_DEADLINE_MS = 180_000;
 /** SCALE_PROFILE=1: relays under --cpu-prof; their top functions are printed at the end. */
 const PROFILE = process.env.SCALE_PROFILE === '1';
+/** SCALE_HEAP_SNAPSHOTS=DIR: each relay writes a heap snapshot before the connectors and at steady state (SIGUSR2), to diff what a connection holds. */
+const SNAPSHOT_DIR = process.env.SCALE_HEAP_SNAPSHOTS ?? '';
 const log = (s: string) => process.stderr.write(s + '\n');
 const relayModule = <T>(rel: string) => import(pathToFileURL(path.join(ROOT, 'packages/relay/dist', rel)).href) as Promise<T>;
 
@@ -72,6 +74,33 @@ async function startRedis(dir: string): Promise<{ url: string; port: number; pro
   await waitUntil(async () => !proc.running || (await up()), 10_000, 'redis-server listening');
   if (!proc.running) throw new Error(`redis-server exited: ${proc.stderr}`);
   return { url: `redis://127.0.0.1:${port}`, port, proc };
+}
+
+/** SCALE_HEAP_SNAPSHOTS: SIGUSR2 to each relay, then wait (bounded) until its snapshot file is complete and rename it to LABEL.heapsnapshot. */
+async function heapSnapshots(relays: ReadonlyArray<{ proc: Child; id: string }>, label: string): Promise<void> {
+  if (!SNAPSHOT_DIR) return;
+  for (const r of relays) {
+    const dir = path.join(SNAPSHOT_DIR, r.id);
+    const fresh = () => readdirSync(dir).filter((f) => f.startsWith('Heap.') && f.endsWith('.heapsnapshot'));
+    r.proc.kill('SIGUSR2');
+    let last = -1;
+    let sameSince = 0;
+    // V8 writes the file while the process is paused; done when its size has not changed for 2 s.
+    await waitUntil(
+      () => {
+        const f = fresh()[0];
+        if (!f) return false;
+        const size = statSync(path.join(dir, f)).size;
+        if (size !== last) (last = size), (sameSince = Date.now());
+        const done = size > 0 && Date.now() - sameSince >= 2_000;
+        if (done) renameSync(path.join(dir, f), path.join(dir, `${label}.heapsnapshot`));
+        return done;
+      },
+      120_000,
+      `${r.id} heap snapshot`,
+    );
+    log(`  heap snapshot ${path.join(dir, label + '.heapsnapshot')}`);
+  }
 }
 
 /** Total calls per command from INFO commandstats. */
@@ -112,7 +141,11 @@ async function main(): Promise<void> {
     for (let i = 0; i < 2; i++) {
       const metrics = await freePort();
       const id = `scale-relay-${i}`;
-      const prof = PROFILE ? ['--cpu-prof', '--cpu-prof-dir', path.join(RESULTS_DIR, 'profiles', 'scale', id)] : [];
+      const prof = [
+        ...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir', path.join(RESULTS_DIR, 'profiles', 'scale', id)] : []),
+        ...(SNAPSHOT_DIR ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${path.join(SNAPSHOT_DIR, id)}`] : []),
+      ];
+      if (SNAPSHOT_DIR) mkdirSync(path.join(SNAPSHOT_DIR, id), { recursive: true });
       const proc = new Child(id, NODE, [
         ...prof,
         RELAY_CLI, 'serve', '--id', id, '--store', r.url, '--keys', keyFile,
@@ -153,6 +186,7 @@ async function main(): Promise<void> {
       Promise.all(relays.map(async (x) => ({ rss: residentBytes(x.proc.pid)?.rss ?? NaN, private: residentBytes(x.proc.pid)?.private ?? NaN, heapUsed: await heapUsedBytes(x.metrics) })));
     await sleep(2_000);
     const before = await mem();
+    await heapSnapshots(relays, 'before');
 
     // Connectors.
     const per = Math.ceil(TUNNELS / PROCS);
@@ -211,6 +245,7 @@ async function main(): Promise<void> {
     const relayIdlePct = relays.map((x, i) => ((cpuMicros(x.proc.pid) ?? NaN) - cpu0[i]!) / 1e6 / idleSecs);
     const workerIdlePct = workers.reduce((a, c, i) => a + ((cpuMicros(c.pid) ?? NaN) - workerCpu0[i]!), 0) / 1e6 / idleSecs;
     const after = await mem();
+    await heapSnapshots(relays, 'steady');
     const cmdRates = [...stats1].map(([cmd, n]) => [cmd, (n - (stats0.get(cmd) ?? 0)) / idleSecs] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
     const redisPerSec = cmdRates.reduce((a, [, v]) => a + v, 0);
     // Per connection the relay holds at steady state (some may be missing if registration did not finish).

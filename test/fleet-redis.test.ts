@@ -8,6 +8,7 @@ import { HealthView, startLoad, loadOriginHandler } from './harness/load.js';
 import { req } from './harness/http.js';
 import { waitFor } from './harness/wait.js';
 import { openStore } from '../packages/relay/src/store/open.js';
+import { Redis } from 'ioredis';
 
 // Three relays on one Redis, real connectors, a real origin: forwarding,
 // rolling restarts, kill -9, connector replicas and a Redis restart, each
@@ -88,6 +89,30 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
     expect(post.text).toBe(`echo:${big}`);
     expect(relays[1]!.proc.countLogs((l) => l.event === 'listening')).toBe(1);
     await solo.stop();
+  });
+
+  it('a heartbeat with an unchanged presence set only extends its TTL; a set the store lost is written again', async () => {
+    const holder = [...(await registeredRelays()).keys()][0]!;
+    const key = `fleet:presence:${holder}`;
+    const raw = new Redis(redis!.url);
+    const monitor = await raw.monitor();
+    const seen: string[] = [];
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (args[1] === key) seen.push(String(args[0]).toLowerCase());
+    });
+    try {
+      // Two heartbeats (2 s apart) with nothing changed: PEXPIRE each time, no SET of the whole set.
+      await waitFor(() => seen.filter((c) => c === 'pexpire').length >= 2, 10_000, { message: `two TTL refreshes of ${key}` });
+      expect(seen.slice(seen.indexOf('pexpire'))).not.toContain('set');
+      const before = await raw.get(key);
+      expect(JSON.parse(before!).presences.length).toBeGreaterThan(0);
+      // The store loses it (eviction, a flush): the next heartbeat finds nothing to extend and writes it in full.
+      await raw.del(key);
+      expect(await waitFor(async () => await raw.get(key), 10_000, { message: `${key} written again` })).toBe(before);
+    } finally {
+      monitor.disconnect();
+      raw.disconnect();
+    }
   });
 
   it('rolling restart of every relay under load: zero failed requests', async () => {

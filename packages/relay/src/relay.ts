@@ -114,7 +114,8 @@ export class Relay {
   private endpoint!: ConnectorEndpoint;
   private heartbeat: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
-  private presenceDirty = false;
+  /** The connection set changed since the store last took it in full (nothing written yet at start). */
+  private presenceDirty = true;
   ports!: BoundPorts;
   readonly startedAt = Date.now();
   /** Signs and checks relay-to-relay requests (forwarding and the dashboard's stats calls). */
@@ -446,6 +447,9 @@ export class Relay {
         },
         ttl,
       );
+      // Unchanged since the last full write: extend its TTL only (a heartbeat costs O(1), not a
+      // rewrite of every connection); a set the store lost is written again in full.
+      if (!this.presenceDirty && (await store.refreshPresence(this.opts.id, ttl))) return;
       this.presenceDirty = false;
       await store.putPresence(
         this.opts.id,
@@ -463,6 +467,8 @@ export class Relay {
         ttl,
       );
     } catch (e) {
+      // The store may not hold the set we meant to write: write it in full next time.
+      this.presenceDirty = true;
       log.warn({ err: (e as Error).message }, 'store heartbeat failed');
     }
   }

@@ -459,6 +459,20 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect(await s.listPresence({ relayId: 'r1' })).toEqual([]);
     });
 
+    it('presence: refresh sets a new TTL on the set as written, and says false when there is none', async () => {
+      const s = await open();
+      expect(await s.refreshPresence('nobody', 60_000)).toBe(false);
+      await s.putPresence('r1', [presence('r1', 't1', 0)], 60_000);
+      // The new TTL replaces the old one (shorter here, so expiry shows it was applied) and the set stays as written.
+      expect(await s.refreshPresence('r1', 300)).toBe(true);
+      expect((await s.listPresence({ relayId: 'r1' })).map((p) => p.connectionId)).toEqual(['r1-c0']);
+      await waitFor(async () => (await s.listPresence({ relayId: 'r1' })).length === 0, 3_000, { message: 'refreshed presence to expire' });
+      expect(await s.refreshPresence('r1', 60_000)).toBe(false);
+      await s.putPresence('r2', [presence('r2', 't1', 1)], 60_000);
+      await s.removeRelay('r2');
+      expect(await s.refreshPresence('r2', 60_000)).toBe(false);
+    });
+
     it('disconnectTunnel marks the tunnel (later each time), keeps it and its routes, and another instance sees it with an event', async () => {
       const a = await open();
       const b = await open();

@@ -327,6 +327,12 @@ export interface Store extends RelayHistoryStore {
   // connection presence
   /** Replaces the relay's whole set of connections and refreshes its TTL. */
   putPresence(relayId: string, presences: readonly Presence[], ttlMs: number): Promise<void>;
+  /**
+   * Extends the TTL of the relay's set as last written, without rewriting it (a heartbeat with
+   * nothing changed is O(1), not O(connections)). False when there is no unexpired set to extend
+   * (expired, removed, store wiped): the caller then writes it with putPresence.
+   */
+  refreshPresence(relayId: string, ttlMs: number): Promise<boolean>;
   /** Unexpired presence, optionally filtered. */
   listPresence(filter?: PresenceFilter): Promise<Presence[]>;
 

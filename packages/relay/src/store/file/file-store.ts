@@ -543,6 +543,16 @@ export class FileStore extends MirroredStore implements Store {
     await this.put('presence', rec, 'replace');
   }
 
+  async refreshPresence(relayId: string, ttlMs: number): Promise<boolean> {
+    this.check();
+    const now = Date.now();
+    const e = this.disk.entries.presence.get(fileNameForKey(relayId));
+    if (!e || e.value.expiresAt <= now) return false;
+    // A file holds one record: a new expiry is a rewrite either way (the set itself is unchanged, so no event).
+    await this.put('presence', { ...e.value, expiresAt: now + ttlMs }, 'replace');
+    return true;
+  }
+
   /** Served from memory (kept fresh by watching). */
   async listPresence(filter: PresenceFilter = {}): Promise<Presence[]> {
     this.check();

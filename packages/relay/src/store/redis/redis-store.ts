@@ -503,6 +503,11 @@ export class RedisStore extends RedisMirror implements Store {
     );
   }
 
+  async refreshPresence(relayId: string, ttlMs: number): Promise<boolean> {
+    const [, extended] = await this.run('refreshPresence', [this.k(`presence:${relayId}`), this.k('presence-relays')], [Math.max(1, Math.round(ttlMs)), relayId]);
+    return extended === '1';
+  }
+
   async listPresence(filter: PresenceFilter = {}): Promise<Presence[]> {
     // One relay's set (what a peer re-reads on that relay's presence event) is
     // one key: reading and validating every relay's set instead made each

@@ -184,6 +184,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 if old ~= ARGV[1] then redis.call('PUBLISH', ARGV[4], 'presence\\n' .. ARGV[3] .. '\\n') end
 return {'OK', ''}`,
+  // KEYS: presence:<relayId>, presence-relays. ARGV: px, relayId
+  // A heartbeat with an unchanged set: new TTL, no rewrite, no announcement; '0' when the key is gone.
+  refreshPresence: `
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return {'OK', '0'} end
+redis.call('SADD', KEYS[2], ARGV[2])
+return {'OK', '1'}`,
   // KEYS: relay:<id>, relays, meta. ARGV: json, px, id, channel
   // Announces a new member or a changed draining flag (not every heartbeat).
   // Answers whether the store's meta record is still there: a wipe check that
