@@ -62,10 +62,12 @@ function frame(type: number, flags: number, stream: number, payload: Buffer): Bu
   return Buffer.concat([h, payload]);
 }
 
-/** HPACK: :method GET, :scheme https, :path / (static table), :authority as a literal. */
-function getBlock(authority: string): Buffer {
+/** HPACK: :method GET, :scheme https, :path / (static table) or a literal path, :authority as a literal. */
+function getBlock(authority: string, path = '/'): Buffer {
   const auth = Buffer.from(authority);
-  return Buffer.concat([Buffer.from([0x82, 0x87, 0x84, 0x01, auth.length]), auth]);
+  const p = Buffer.from(path);
+  const pathField = path === '/' ? Buffer.from([0x84]) : Buffer.concat([Buffer.from([0x04, p.length]), p]);
+  return Buffer.concat([Buffer.from([0x82, 0x87]), pathField, Buffer.from([0x01, auth.length]), auth]);
 }
 
 /**
@@ -121,19 +123,23 @@ function rawH2(o: { port: number; ca: Buffer; servername: string; deadlineMs: nu
  * HEADERS frame for GET / followed at once by RST_STREAM(CANCEL), in one
  * write per batch, as the attack tools send them. Resolves with the GOAWAY
  * error code the server answers with (or null if the connection ends without
- * one), after at most `streams` streams and `deadlineMs`.
+ * one), after at most `streams` streams and `deadlineMs`. `hold`: first one
+ * ordinary GET of that path, never reset (open when the guard trips if the
+ * origin holds its answer).
  */
-export async function rapidReset(o: { port: number; ca: Buffer; servername: string; authority: string; streams: number; deadlineMs?: number }): Promise<{ goaway: number | null; sent: number }> {
+export async function rapidReset(o: { port: number; ca: Buffer; servername: string; authority: string; streams: number; deadlineMs?: number; hold?: string }): Promise<{ goaway: number | null; sent: number }> {
   let sent = 0;
   const block = getBlock(o.authority);
   const cancel = Buffer.alloc(4);
   cancel.writeUInt32BE(0x8);
+  const first = o.hold === undefined ? 1 : 3;
   const goaway = await rawH2({ ...o, deadlineMs: o.deadlineMs ?? 10_000 }, (sock, finished) => {
+    if (o.hold !== undefined) sock.write(frame(1, 0x5, 1, getBlock(o.authority, o.hold)));
     const burst = () => {
       if (finished()) return;
       const frames: Buffer[] = [];
       for (let i = 0; i < 50 && sent < o.streams; i++, sent++) {
-        const id = 2 * sent + 1;
+        const id = 2 * sent + first;
         frames.push(frame(1, 0x5, id, block), frame(3, 0, id, cancel));
       }
       if (frames.length > 0) sock.write(Buffer.concat(frames), () => setImmediate(burst));

@@ -42,7 +42,7 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
       keys,
       id: 'relay-h2-limits',
       extraArgs: ['--tls-cert', leaf.cert, '--tls-key', leaf.key, '--https', '127.0.0.1:0', '--metrics', '127.0.0.1:0',
-        '--h2-max-concurrent-streams', '3', '--h2-max-header-list-size', '4096', '--h2-reset-rate', '20', '--body-idle-timeout', '1s'],
+        '--h2-max-concurrent-streams', '3', '--h2-max-header-list-size', '4096', '--h2-reset-rate', '20', '--body-idle-timeout', '1s', '--drain-timeout', '1s', '--drain-delay', '0s'],
     });
     port = (relay.proc.logs.find((l) => l.event === 'listening')!.ports as { https: number }).https;
     metrics = await metricsUrl(relay);
@@ -67,6 +67,7 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
     tmp.cleanup();
   });
 
+  const refusedBy = async (reason: string) => (await scrape(metrics, 'tunnel_relay_h2_refused_streams_total')).get(`reason=${reason}`) ?? 0;
   const connect = () => h2session(`https://127.0.0.1:${port}`, { ca: readFileSync(ca.cert), servername: 'h2.test' });
 
   it('concurrent streams: SETTINGS says 3, and of 8 held requests on one connection the origin never sees more than 3 at once', async () => {
@@ -154,18 +155,46 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
 
   it('rapid reset: a client that opens and cancels streams faster than --h2-reset-rate gets GOAWAY; other clients are served', async () => {
     const before = (await limitHits(metrics)).h2_reset_rate ?? 0;
-    // At most 2,000 streams (each HEADERS then RST_STREAM at once), within 10 s.
-    const r = await rapidReset({ port, ca: readFileSync(ca.cert), servername: 'h2.test', authority: 'h2.test', streams: 2_000 });
+    const refusedBefore = await refusedBy('rapid_reset');
+    // At most 2,000 streams (each HEADERS then RST_STREAM at once), within 10 s,
+    // after one GET the origin holds: that stream is open when the guard trips.
+    const r = await rapidReset({ port, ca: readFileSync(ca.cert), servername: 'h2.test', authority: 'h2.test', streams: 2_000, hold: '/hold' });
     expect(r.goaway).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
     expect(r.sent).toBeGreaterThan(20);
     expect((await limitHits(metrics)).h2_reset_rate).toBe(before + 1);
     await relay.proc.waitForLog((l) => l.event === 'h2-rapid-reset', 5_000);
+    // The held stream (and any pair not yet reset) ended unserved, under its own reason.
+    expect(await refusedBy('rapid_reset')).toBeGreaterThanOrEqual(refusedBefore + 1);
+    while (held.length > 0) held.shift()!();
     // Another client, and a new connection from the same one, are served.
     const other = await connect();
     try {
       expect((await h2get(other, { ':path': '/', ':authority': 'h2.test' })).body).toBe('ok');
     } finally {
       other.close();
+    }
+  });
+  // Last: it stops the relay. The drain deadline (1 s) ends a stream the origin
+  // still holds; /metrics is closed by then, so the count is in the `drained` line.
+  it('goaway: a stream still open at the drain deadline is cut and counted under `goaway` (node:http2 client)', async () => {
+    const s = await connect();
+    try {
+      expect(await refusedBy('goaway')).toBe(0);
+      const stream = s.request({ ':path': '/hold', ':authority': 'h2.test' });
+      const ended = new Promise<string>((resolve) => {
+        stream.once('response', (h) => resolve(`answered ${String(h[':status'])}`));
+        stream.once('error', (e: Error & { code?: string }) => resolve(e.code ?? e.message));
+        stream.once('close', () => resolve(`closed ${stream.rstCode}`));
+      });
+      stream.end();
+      await waitFor(() => held.length >= 1, 10_000, { message: 'the origin holds the request' });
+      relay.proc.signal('SIGTERM');
+      const drained = await relay.proc.waitForLog((l) => l.event === 'drained', 15_000);
+      expect(drained.h2RefusedStreams).toEqual({ concurrent_streams: expect.any(Number), rapid_reset: expect.any(Number), goaway: 1 });
+      expect(await ended).not.toMatch(/^answered/);
+    } finally {
+      s.destroy();
+      while (held.length > 0) held.shift()!();
     }
   });
 });

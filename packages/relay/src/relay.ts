@@ -601,7 +601,8 @@ export class Relay {
     for (const s of this.servers.public) (s as http.Server).closeAllConnections?.();
     this.https?.closeAllConnections();
     await publicClosed;
-    log.info({ event: 'drained', relayId: this.opts.id, ms: Date.now() - started }, 'relay drained');
+    // /metrics closes with the relay: the streams the deadline cut (`goaway`) are seen only here.
+    log.info({ event: 'drained', relayId: this.opts.id, ms: Date.now() - started, ...(this.https ? { h2RefusedStreams: { ...this.https.refused } } : {}) }, 'relay drained');
     await this.stop();
   }
 
