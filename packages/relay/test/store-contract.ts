@@ -443,6 +443,9 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       // Replace: r1 now holds only its second connection.
       await s.putPresence('r1', [presence('r1', 't2', 1)], 60_000);
       expect((await s.listPresence({ relayId: 'r1' })).map((p) => p.connectionId)).toEqual(['r1-c1']);
+      // … and so does a read of the whole fleet that saw the old set (redis sends only sets it has not seen).
+      expect((await s.listPresence({ tunnelId: 't1' })).map((p) => p.connectionId)).toEqual(['r2-c2']);
+      expect((await s.listPresence()).map((p) => p.connectionId).sort()).toEqual(['r1-c1', 'r2-c2']);
       // The relay id is the relay's own, whatever the entries say.
       await s.putPresence('r3', [{ ...presence('elsewhere', 't3', 5) }], 60_000);
       expect((await s.listPresence({ tunnelId: 't3' }))[0]?.relayId).toBe('r3');

@@ -105,6 +105,8 @@ export class RedisStore extends RedisMirror implements Store {
   // Last answers, served while Redis is unreachable.
   private lastRelays: RelayMember[] = [];
   private lastPresence: Presence[] = [];
+  /** Each relay's presence set as last read, by the sha1 of its JSON: an unchanged set is neither sent nor parsed again. */
+  private presenceSets = new Map<string, { readonly sha: string; readonly presences: readonly Presence[] }>();
 
   protected readonly history: RedisRelayHistory;
 
@@ -528,12 +530,18 @@ export class RedisStore extends RedisMirror implements Store {
     const all = await this.read(
       'listPresence',
       async () => {
-        const raw = (await this.script('gather', [this.k('presence-relays')], [this.k('presence:')])) as string[];
+        const known = [...this.presenceSets].flatMap(([id, set]) => [id, set.sha]);
+        const raw = (await this.script('gatherPresence', [this.k('presence-relays')], [this.k('presence:'), ...known])) as string[];
+        const sets = new Map<string, { sha: string; presences: readonly Presence[] }>();
         const out: Presence[] = [];
-        for (const j of raw) {
-          const rec = this.parse(presenceRecordSchema, j, this.k('presence:*'));
-          out.push(...rec.presences);
+        for (let i = 0; i + 2 < raw.length; i += 3) {
+          const [id, sha, json] = [raw[i]!, raw[i + 1]!, raw[i + 2]!];
+          const held = this.presenceSets.get(id);
+          const presences = json === '' && held?.sha === sha ? held.presences : this.parse(presenceRecordSchema, json, this.k(`presence:${id}`)).presences;
+          sets.set(id, { sha, presences });
+          out.push(...presences);
         }
+        this.presenceSets = sets;
         this.lastPresence = out;
         return out;
       },

@@ -176,6 +176,26 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if v then table.insert(out, v) else redis.call('SREM', KEYS[1], id) end
 end
 return out`,
+  // Every relay's presence set, as id, sha1, value triples; the value is '' when the caller
+  // already holds that sha1 (ARGV[2..]: id, sha1 pairs), so a periodic re-read of an unchanged
+  // fleet moves and parses no sets. Prunes index entries whose key expired.
+  // KEYS: presence-relays. ARGV: key prefix, then id, sha1 pairs.
+  gatherPresence: `
+local known = {}
+for i = 2, #ARGV, 2 do known[ARGV[i]] = ARGV[i + 1] end
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('GET', ARGV[1] .. id)
+  if v then
+    local h = redis.sha1hex(v)
+    table.insert(out, id)
+    table.insert(out, h)
+    if known[id] == h then table.insert(out, '') else table.insert(out, v) end
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out`,
   // KEYS: presence:<relayId>, presence-relays. ARGV: json, px, relayId, channel
   // Announces only a changed set.
   putPresence: `
