@@ -58,3 +58,17 @@ export function normalizeHostname(text: string): string {
   if (fault) throw new HostnameError(text, fault);
   return h;
 }
+
+/**
+ * The lower-cased name when the text is an exact hostname (no `*.`
+ * wildcard), else undefined: for a name that will name a file or a served
+ * host, where a wildcard means nothing.
+ */
+export function exactHostname(text: string): string | undefined {
+  try {
+    const h = normalizeHostname(text);
+    return h.startsWith('*.') ? undefined : h;
+  } catch {
+    return undefined;
+  }
+}

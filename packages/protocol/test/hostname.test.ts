@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HostnameError, MAX_HOSTNAME_LENGTH, normalizeHostname } from '../src/hostname.js';
+import { exactHostname, HostnameError, MAX_HOSTNAME_LENGTH, normalizeHostname } from '../src/hostname.js';
 
 const fault = (text: string) => {
   try {
@@ -54,5 +54,13 @@ describe('normalizeHostname: the one hostname grammar', () => {
     expect(fault('**.a.com')).toBe('wildcard');
     expect(() => normalizeHostname('under score.com')).toThrow('"under score.com" is not a valid hostname');
     expect(() => normalizeHostname('a.com:1')).toThrow('"a.com:1" must not include a port');
+  });
+});
+
+describe('exactHostname: an exact name or nothing (for a file name or a served host)', () => {
+  it('takes what normalizeHostname takes, lower-cased, except a wildcard', () => {
+    expect(exactHostname('App_1.Example.com.')).toBe('app_1.example.com');
+    expect(exactHostname('*.example.com')).toBeUndefined();
+    for (const bad of ['', '..', '../etc/passwd', 'a/b', 'a b.com', 'x.example.com:80', `${'a'.repeat(64)}.com`]) expect(exactHostname(bad), bad).toBeUndefined();
   });
 });

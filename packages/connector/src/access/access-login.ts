@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { exactHostname } from '@tunnel/protocol';
 import { tunnelHome } from '../cli/tunnel-home.js';
 import { writeSecretText } from '../ha/control-client.js';
 
@@ -15,12 +16,15 @@ import { writeSecretText } from '../ha/control-client.js';
 
 export class AccessLoginError extends Error {}
 
-const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-
-/** The token file of a hostname; the name is checked before it touches a path. */
+/**
+ * The token file of a hostname; the name is checked before it touches a path,
+ * by the system's one hostname grammar (so a route the relay serves, `_`
+ * included, has a token file), and must be an exact name: no `*`, no `/`, no
+ * `..` label can reach the file system.
+ */
 export function tokenPath(hostname: string): string {
-  const h = hostname.toLowerCase();
-  if (!HOSTNAME.test(h)) throw new AccessLoginError(`not a hostname: ${JSON.stringify(hostname.slice(0, 80))}`);
+  const h = exactHostname(hostname);
+  if (h === undefined) throw new AccessLoginError(`not a hostname: ${JSON.stringify(hostname.slice(0, 80))}`);
   return join(tunnelHome(), 'access', `${h}.token`);
 }
 

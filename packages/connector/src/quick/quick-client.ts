@@ -1,11 +1,13 @@
 // The connector's side of the quick-tunnel control API (relay quick/quick-routes.ts).
 
 import { z } from 'zod';
+import { exactHostname } from '@tunnel/protocol';
 import { api, ControlError } from '../ha/control-client.js';
 
 const GrantSchema = z.object({
-  hostname: z.string().regex(/^[a-z0-9.-]{1,253}$/, 'hostname'),
-  url: z.string().regex(/^https?:\/\/[a-z0-9.-]+(:\d{1,5})?$/, 'url'),
+  // The system's one hostname grammar, exact names only: the relay's answer names what this process serves.
+  hostname: z.string().refine((h) => exactHostname(h) === h, 'hostname'),
+  url: z.string().regex(/^https?:\/\/[a-z0-9_.-]+(:\d{1,5})?$/, 'url'),
   tunnelId: z.string().min(1).max(64),
   token: z.string().min(10).max(16_384),
   expiresAt: z.number().int().positive(),
@@ -18,7 +20,7 @@ const GrantSchema = z.object({
 export type QuickGrant = z.infer<typeof GrantSchema>;
 
 /** The relay's answer is checked like any input: it decides where this process connects. */
-function grant(body: unknown, from: string): QuickGrant {
+export function grant(body: unknown, from: string): QuickGrant {
   const r = GrantSchema.safeParse(body);
   if (!r.success) throw new ControlError(0, 'bad_response', `${from} answered a quick tunnel that does not parse (${r.error.issues[0]?.path.join('.') ?? 'body'}): is it a relay control API?`);
   return r.data;
