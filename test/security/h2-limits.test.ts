@@ -139,6 +139,9 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
       const big = await h2get(s, { ':path': '/', ':authority': 'h2.test', 'x-big': 'a'.repeat(5000) });
       expect(big.status).toBe(431);
       expect(big.headers['tunnel-error']).toBe('headers_too_large');
+      // The one error wire format (protocol error-answer.ts): source and request id, in the body and the headers.
+      const answer = JSON.parse(big.body) as { error: Record<string, unknown> };
+      expect(answer.error).toMatchObject({ status: 431, code: 'headers_too_large', source: 'relay', requestId: big.headers['tunnel-request-id'] });
       expect((await limitHits(metrics)).h2_header_list_size).toBe(before + 1);
       // Past twice the limit nghttp2 resets the stream before the head is whole.
       const huge = await h2get(s, { ':path': '/', ':authority': 'h2.test', 'x-big': 'a'.repeat(12_000) }).then(

@@ -6,6 +6,8 @@ import type { Logger } from 'pino';
 import type { LimitHits, RelayLimits } from '../relay-limits.js';
 import { EdgeH2Request, EdgeH2Response } from './h2-compat.js';
 import { noRefusedStreams, type H2RefusedStreams } from './h2-refused-streams.js';
+import { sendError } from './error-page.js';
+import { newRequestId } from './exchange.js';
 
 /** What the public HTTPS listener needs from the relay's certificate sources. */
 export interface HttpsCertificates extends SecureContextOptions {
@@ -146,9 +148,9 @@ export function createPublicHttpsServer(o: {
       const size = headerListSize(req.rawHeaders);
       if (size > headerLimit) {
         hits.hit('h2_header_list_size');
-        const body = JSON.stringify({ error: { status: 431, code: 'headers_too_large', message: `request header list of ${size} bytes is over the relay's ${headerLimit}` } }) + '\n';
-        (res as http2.Http2ServerResponse).writeHead(431, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'tunnel-error': 'headers_too_large', 'tunnel-error-source': 'relay' });
-        res.end(body);
+        // The one error answer (HTML or JSON, source and request id), as every other refusal of the edge.
+        const info = { status: 431, code: 'headers_too_large', source: 'relay', message: `request header list of ${size} bytes is over the relay's ${headerLimit}` } as const;
+        sendError(req as http.IncomingMessage, res as http.ServerResponse, info, newRequestId());
         return;
       }
     }
