@@ -2,57 +2,66 @@
 // TUNNEL_QUICK_RELAY, then `quick-relay:` in TUNNEL_HOME/quick.yml (read only:
 // quick tunnels write nothing there).
 
-import { readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { LineCounter, parseDocument } from 'yaml';
-import { ConfigError } from '../ingress/config.js';
+import { z } from 'zod';
+import { ConfigError, closestKey, describeIssues, parseYamlConfig, readConfigText } from '@tunnel/host';
 import { tunnelHome } from '../cli/tunnel-home.js';
 
 export function quickConfigPath(): string {
   return join(tunnelHome(), 'quick.yml');
 }
 
-/** A relay's control URL as given, checked: http(s), no path beyond `/`. */
-export function checkRelayUrl(raw: string, where: string): string {
+/** What is wrong with a relay's control URL as given (http(s), no path beyond `/`), or its origin. */
+function relayUrl(raw: string): { readonly origin: string } | { readonly problem: string } {
   let u: URL;
   try {
     u = new URL(raw);
   } catch {
-    throw new ConfigError(where, [{ line: 0, column: 0, message: `${JSON.stringify(raw)} is not a URL (expected the relay's https://HOST[:PORT])` }]);
+    return { problem: `${JSON.stringify(raw)} is not a URL (expected the relay's https://HOST[:PORT])` };
   }
   if (u.protocol !== 'https:' && u.protocol !== 'http:') {
     const hint = u.protocol === 'wss:' || u.protocol === 'ws:' ? ': a quick tunnel asks the relay\'s control API (https://…), not its connector endpoint' : '';
-    throw new ConfigError(where, [{ line: 0, column: 0, message: `${raw}: expected an http(s):// relay URL${hint}` }]);
+    return { problem: `${raw}: expected an http(s):// relay URL${hint}` };
   }
-  return u.origin;
+  return { origin: u.origin };
 }
+
+/** A relay's control URL as given, checked: http(s), no path beyond `/`. */
+export function checkRelayUrl(raw: string, where: string): string {
+  const r = relayUrl(raw);
+  if ('problem' in r) throw new ConfigError(where, [{ line: 0, column: 0, message: r.problem }]);
+  return r.origin;
+}
+
+// quick.yml takes one key; read with the config toolkit config.yml and relay.yml use, so its errors name file:line:column alike.
+const quickFileSchema = z.strictObject({
+  'quick-relay': z
+    .string()
+    .transform((v, ctx) => {
+      const r = relayUrl(v);
+      if ('origin' in r) return r.origin;
+      ctx.addIssue({ code: 'custom', message: r.problem });
+      return z.NEVER;
+    })
+    .optional(),
+});
 
 /** The `quick-relay:` of TUNNEL_HOME/quick.yml, if the file exists. Errors name file:line. */
 function fromFile(): string | undefined {
   const file = quickConfigPath();
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new ConfigError(file, [{ line: 0, column: 0, message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]);
+  if (!existsSync(file)) return undefined;
+  const yaml = parseYamlConfig(readConfigText(file), file);
+  const r = quickFileSchema.safeParse(yaml.raw);
+  if (!r.success) {
+    throw yaml.error(
+      describeIssues(r.error.issues, yaml.raw, {
+        topKeys: 'quick-relay: URL',
+        suggest: (key) => (closestKey(key, ['quick-relay']) ? ' (did you mean "quick-relay"?)' : ' (this file takes only quick-relay: URL)'),
+      }),
+    );
   }
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false });
-  if (doc.errors.length) {
-    const p = lc.linePos(doc.errors[0]!.pos[0]);
-    throw new ConfigError(file, [{ line: p.line, column: p.col, message: `YAML syntax error: ${doc.errors[0]!.message}` }]);
-  }
-  const v: unknown = doc.toJS();
-  if (v === null || v === undefined) return undefined;
-  const relay = typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>)['quick-relay'] : undefined;
-  const unknown = typeof v === 'object' && !Array.isArray(v) ? Object.keys(v as object).filter((k) => k !== 'quick-relay') : ['(top)'];
-  if (unknown.length > 0 || typeof relay !== 'string') {
-    const node = doc.contents as { range?: number[] } | null;
-    const p = lc.linePos(node?.range?.[0] ?? 0);
-    throw new ConfigError(file, [{ line: p.line, column: p.col, message: unknown.length > 0 ? `unknown key ${unknown[0]} (this file takes only quick-relay: URL)` : 'quick-relay: expected the relay URL, e.g. quick-relay: https://relay.example.com' }]);
-  }
-  return checkRelayUrl(relay, file);
+  return r.data['quick-relay'];
 }
 
 export function resolveQuickRelay(o: { relay?: string; quickRelay?: string }): string | undefined {
