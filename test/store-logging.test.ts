@@ -1,7 +1,10 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { generateKeyFile } from '../packages/relay/src/control/keys.js';
+import { Redis } from 'ioredis';
+import { generateKeyFile, loadKeyFile } from '../packages/relay/src/control/keys.js';
+import { issueAccountCredential } from '../packages/relay/src/control/issued-credentials.js';
+import { openStore } from '../packages/relay/src/store/open.js';
 import { createTunnel, startRelay, stopAll, tempDir } from './harness/procs.js';
 import { startRedis } from './harness/redis.js';
 
@@ -45,6 +48,50 @@ describe('store warnings reach the relay log', () => {
       await relay.proc.waitForLog((l) => l.msg === 'redis store connection error' && l.component === 'store' && l.level === 40, 15_000, 'redis connection warning');
     });
     await relay.proc.waitForLog((l) => l.msg === 'redis store reconnected', 20_000, 'redis reconnect');
+    expect(relay.proc.running).toBe(true);
+    await relay.proc.stop();
+  });
+
+  // Where the control API's 503 store_unavailable comes from with an account
+  // credential: the credential check, when the store cannot say whether the
+  // account exists (Redis answers the read with an error), and the route, when
+  // a write finds Redis stopped. Reads the relay holds in memory still answer.
+  it.skipIf(!redis)('redis store: an account request answers 503 store_unavailable when Redis refuses the credential check or is stopped for a write; reads answer from memory', async () => {
+    const store = `${redis!.url}?prefix=unavailable-test:`;
+    const s = await openStore(store);
+    const account = await s.createAccount('alice');
+    await s.close();
+    const relay = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-unavailable' });
+    const credential = issueAccountCredential({ keys: loadKeyFile(keys), controlUrl: () => relay.controlUrl! }, account.id, 'alice');
+    const call = async (method: string, body?: unknown) => {
+      const r = await fetch(`${relay.controlUrl}/v1/tunnels`, { method, headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+      const j = (await r.json()) as { error?: { code: string; message: string } };
+      return { status: r.status, code: j.error?.code, message: j.error?.message };
+    };
+    expect((await call('GET')).status).toBe(200);
+
+    // Redis up but refusing the account lookup (its ACL takes HGET from the relay's user).
+    const admin = new Redis(redis!.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+    await admin.connect();
+    try {
+      await admin.call('ACL', 'SETUSER', 'default', '-hget');
+      const refused = await call('GET');
+      expect(refused).toMatchObject({ status: 503, code: 'store_unavailable' });
+      expect(refused.message).toMatch(/^relay cannot check the credential now: .*NOPERM/);
+    } finally {
+      await admin.call('ACL', 'SETUSER', 'default', '+hget');
+      admin.disconnect();
+    }
+    expect((await call('GET')).status).toBe(200);
+
+    // Redis stopped: a write cannot be made; the tunnel list is served from the relay's memory.
+    await redis!.restart(async () => {
+      await relay.proc.waitForLog((l) => l.msg === 'redis store connection error' && l.component === 'store', 15_000, 'redis connection warning');
+      const write = await call('POST', { name: 'while-down' });
+      expect(write).toMatchObject({ status: 503, code: 'store_unavailable' });
+      expect(write.message).toMatch(/^the fleet store is unavailable: /);
+      expect((await call('GET')).status).toBe(200);
+    });
     expect(relay.proc.running).toBe(true);
     await relay.proc.stop();
   });
