@@ -45,6 +45,17 @@ describe('workspace dependencies', () => {
     });
   }
 
+  // Loaded by name at run time, not imported: ws loads bufferutil when present, pino loads its pretty transport by name.
+  const LOADED_BY_NAME = new Set(['bufferutil', 'pino-pretty']);
+  for (const ws of readdirSync(path.join(root, 'packages'))) {
+    it(`${ws}: declares no dependency its src/ does not import (a stale one hides where a package is really used)`, () => {
+      const pkg = JSON.parse(readFileSync(path.join(root, 'packages', ws, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
+      const imported = importedPackages(path.join(root, 'packages', ws, 'src'));
+      const declared = [...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.optionalDependencies ?? {})];
+      expect(declared.filter((d) => !imported.has(d) && !LOADED_BY_NAME.has(d)).sort()).toEqual([]);
+    });
+  }
+
   // A workspace missing from either list builds or installs only by accident
   // (through a sibling's reference or hoisting), and a fresh clone breaks.
   it('every workspace under packages/ is in the root workspaces and the tsconfig build', () => {
