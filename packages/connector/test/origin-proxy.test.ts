@@ -134,12 +134,26 @@ describe('OriginProxy', () => {
     }
   });
 
+  it('disableChunkedEncoding: a body of unknown length reaches the origin buffered, with a Content-Length and no chunking', async () => {
+    const proxy = new OriginProxy(compileIngress(singleServiceIngress(originUrl), { ...ORIGIN_REQUEST_DEFAULTS, disableChunkedEncoding: true }), log);
+    const p = pair(proxy);
+    try {
+      seen.length = 0;
+      // 1 MiB: more than the stream window and the body pipe hold, so a streamed body could not have ended (and been measured) before the origin request starts.
+      const parts = Array.from({ length: 16 }, (_, i) => Buffer.alloc(64 * 1024, 97 + i));
+      const r = await exchange(p.relay, head({ method: 'PUT', path: '/file', headers: [['transfer-encoding', 'chunked']] }), parts);
+      expect(r.head.status, r.body).toBe(201);
+      expect(seen[0]!.body).toBe(Buffer.concat(parts).toString());
+      expect(seen[0]!.headers['content-length']).toBe(String(1024 * 1024));
+      expect(seen[0]!.headers['transfer-encoding']).toBeUndefined();
+    } finally {
+      p.close();
+    }
+  });
+
   it('an origin that refuses the connection is a 502 with the error code, source and request id, and the process goes on', async () => {
-    const closed = http.createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-    const port = (closed.address() as AddressInfo).port;
-    await new Promise<void>((r) => closed.close(() => r()));
-    const proxy = new OriginProxy(compileIngress(singleServiceIngress(`http://127.0.0.1:${port}`), ORIGIN_REQUEST_DEFAULTS), log);
+    // Port 9 (discard) is privileged and never bound here: a port freed by closing a server could be taken by a parallel test file.
+    const proxy = new OriginProxy(compileIngress(singleServiceIngress('http://127.0.0.1:9'), ORIGIN_REQUEST_DEFAULTS), log);
     const p = pair(proxy);
     try {
       const r = await exchange(p.relay, head({ requestId: 'req-refused', headers: [['accept', 'application/json']] }));

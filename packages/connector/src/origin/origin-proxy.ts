@@ -62,6 +62,23 @@ function isOursToSet(lowerName: string): boolean {
 /** Body limit when disableChunkedEncoding makes us buffer a request body to learn its length. */
 const MAX_BUFFERED_BODY = 16 * 1024 * 1024;
 
+
+/** One try of a request at the origin: the tunnel stream and its head, the rule that matched, and what this try sends. */
+interface OriginCall {
+  readonly stream: YamuxStream;
+  readonly head: RequestHead;
+  readonly rule: CompiledRule;
+  /** process.hrtime.bigint() when the stream arrived. */
+  readonly started: bigint;
+  /** 0 for the first try; a retry on a socket the origin closed is 1. */
+  readonly attempt: number;
+  readonly pool: Dispatcher;
+  readonly path: string;
+  /** Flat name, value, name, value… as undici takes them. */
+  readonly headers: string[];
+  readonly body: PassThrough | Buffer | null;
+}
+
 /**
  * Serves request streams opened by a relay: reads the request head, picks the
  * ingress rule, and replays the request to the origin with streaming both
@@ -268,7 +285,7 @@ export class OriginProxy {
         (buf) => {
           if (!buf) return this.fail(stream, head, { status: 502, code: 'request_body_too_large', source: 'connector', message: 'Request body exceeds the 16 MiB limit for disableChunkedEncoding.' }, started);
           headers.push('Content-Length', String(buf.length));
-          this.send(stream, head, pool, path, headers, buf, started, attempt, rule);
+          this.send({ stream, head, rule, started, attempt, pool, path, headers, body: buf });
         },
         () => stream.destroy(),
       );
@@ -281,20 +298,11 @@ export class OriginProxy {
       body = new PassThrough({ highWaterMark: 64 * 1024 });
       stream.pipe(body);
     }
-    this.send(stream, head, pool, path, headers, body, started, attempt, rule);
+    this.send({ stream, head, rule, started, attempt, pool, path, headers, body });
   }
 
-  private send(
-    stream: YamuxStream,
-    head: RequestHead,
-    pool: Dispatcher,
-    path: string,
-    headers: string[],
-    body: PassThrough | Buffer | null,
-    started: bigint,
-    attempt: number,
-    rule: CompiledRule,
-  ): void {
+  private send(call: OriginCall): void {
+    const { stream, head, pool, path, headers, body, started, attempt, rule } = call;
     let phase: 'waiting' | 'streaming' | 'done' = 'waiting';
     let abort: ((err?: Error) => void) | null = null;
     let resume: (() => void) | null = null;
