@@ -2,30 +2,18 @@
 // one grammar (@tunnel/protocol hostname.ts): the Access token file of
 // `tunnel access login` and the hostname a relay grants a quick tunnel. Both
 // once had a regex of their own that refused `_`, which routes may carry.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import { useTempTunnelHome } from './temp-tunnel-home.js';
 import { AccessLoginError, tokenPath } from '../src/access/access-login.js';
 import { grant } from '../src/quick/quick-client.js';
 import { ControlError } from '../src/ha/control-client.js';
 
 describe('hostnames outside config.yml', () => {
-  let home: string;
-  let saved: string | undefined;
-  beforeAll(() => {
-    home = mkdtempSync(join(tmpdir(), 'tunnel-home-'));
-    saved = process.env.TUNNEL_HOME;
-    process.env.TUNNEL_HOME = home;
-  });
-  afterAll(() => {
-    if (saved === undefined) delete process.env.TUNNEL_HOME;
-    else process.env.TUNNEL_HOME = saved;
-    rmSync(home, { recursive: true, force: true });
-  });
+  const home = useTempTunnelHome('tunnel-home-');
 
   it('the Access token file: any exact routable name, lower-cased; nothing that could leave TUNNEL_HOME/access', () => {
-    expect(tokenPath('Db_1.Example.com')).toBe(join(home, 'access', 'db_1.example.com.token'));
+    expect(tokenPath('Db_1.Example.com')).toBe(join(home(), 'access', 'db_1.example.com.token'));
     for (const bad of ['../../etc/passwd', 'a/b.example.com', '*.example.com', '..', '']) {
       expect(() => tokenPath(bad), bad).toThrow(AccessLoginError);
     }

@@ -1,26 +1,14 @@
 // Which relay a bare `tunnel --url` asks, and TUNNEL_HOME/quick.yml read with
 // the config toolkit of config.yml and relay.yml (@tunnel/host): a wrong
 // file is one ConfigError naming FILE:LINE:COLUMN and the problem.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { useTempTunnelHome } from './temp-tunnel-home.js';
 import { ConfigError } from '@tunnel/host';
 import { quickConfigPath, resolveQuickRelay } from '../src/quick/quick-relay.js';
 
 describe('quick relay: --relay, then --quick-relay, then quick.yml', () => {
-  let home: string;
-  let saved: string | undefined;
-  beforeAll(() => {
-    home = mkdtempSync(join(tmpdir(), 'tunnel-quick-home-'));
-    saved = process.env.TUNNEL_HOME;
-    process.env.TUNNEL_HOME = home;
-  });
-  afterAll(() => {
-    if (saved === undefined) delete process.env.TUNNEL_HOME;
-    else process.env.TUNNEL_HOME = saved;
-    rmSync(home, { recursive: true, force: true });
-  });
+  useTempTunnelHome('tunnel-quick-home-');
   const file = (text: string) => writeFileSync(quickConfigPath(), text);
   const problem = () => {
     try {
