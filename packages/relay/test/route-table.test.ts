@@ -92,3 +92,56 @@ describe('RouteTable.lookup', () => {
     await waitFor(() => table.lookup('c.b.x.test')?.tunnelId === tunnels.wild, 5_000, { message: 'deleted tunnel’s wildcard gone; the outer one serves' });
   });
 });
+
+// Exact beats wildcard only within one owner: once an account holds a zone,
+// routes of another account under it (left from before zones) stop serving,
+// and the owner's nearest route answers instead. The zone comes and goes by
+// store events, after the table has loaded.
+describe('RouteTable.lookup within a zone', () => {
+  let dir: string;
+  let store: Store;
+  let table: RouteTable;
+  const tunnels: Record<string, string> = {};
+  let alice = '';
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'tunnel-zone-routes-'));
+    store = await openStore(`file:${dir}`, { watch: true });
+    alice = (await store.createAccount('alice')).id;
+    const bob = (await store.createAccount('bob')).id;
+    const add = async (hostname: string, name: string, accountId: string) => {
+      tunnels[name] = (await store.createTunnel(accountId, name)).id;
+      await store.addRoute({ hostname, tunnelId: tunnels[name]!, accountId });
+    };
+    await add('*.z.test', 'alice-wild', alice);
+    await add('own.z.test', 'alice-exact', alice);
+    await add('app.z.test', 'bob-exact', bob);
+    await add('*.in.z.test', 'bob-wild', bob);
+    table = new RouteTable(store);
+    await table.load();
+  });
+  afterAll(async () => {
+    table?.close();
+    await store?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const who = (host: string) => {
+    const r = table.lookup(host);
+    return r ? Object.entries(tunnels).find(([, id]) => id === r.tunnelId)![0] : undefined;
+  };
+  const answers = () => ({ app: who('app.z.test'), in: who('p.in.z.test'), own: who('own.z.test'), other: who('other.z.test') });
+
+  it('in no zone every route serves; a zone held by one account hides the other account’s exact and wildcard routes under it; removing the zone restores them', async () => {
+    const open = { app: 'bob-exact', in: 'bob-wild', own: 'alice-exact', other: 'alice-wild' };
+    expect(answers()).toEqual(open);
+
+    await store.addZone({ zone: 'z.test', accountId: alice, source: 'operator' });
+    await waitFor(() => who('app.z.test') !== 'bob-exact', 5_000, { message: 'zone applied' });
+    expect(answers()).toEqual({ app: 'alice-wild', in: 'alice-wild', own: 'alice-exact', other: 'alice-wild' });
+
+    await store.deleteZone('z.test');
+    await waitFor(() => who('app.z.test') === 'bob-exact', 5_000, { message: 'zone removed' });
+    expect(answers()).toEqual(open);
+  });
+});
