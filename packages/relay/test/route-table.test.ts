@@ -2,13 +2,13 @@
 // then the nearest `*.` wildcard walking up the labels; case, a :port, an
 // IPv6 literal and a trailing dot do not change the answer. Routes come from a
 // real file store and follow its events (added, deleted, tunnel deleted).
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RouteTable, normalizeHost } from '../src/edge/route-table.js';
 import { openStore } from '../src/store/open.js';
-import type { Store } from '../src/store/types.js';
+import type { Store, StoreEvent } from '../src/store/types.js';
 import { waitFor } from '../../../test/harness/wait.js';
 
 describe('RouteTable.lookup', () => {
@@ -90,6 +90,32 @@ describe('RouteTable.lookup', () => {
     await waitFor(() => table.lookup('p.late.test') === undefined, 5_000, { message: 'deleted wildcard route gone' });
     await store.deleteTunnel(tunnels.deepwild!, 60_000);
     await waitFor(() => table.lookup('c.b.x.test')?.tunnelId === tunnels.wild, 5_000, { message: 'deleted tunnel’s wildcard gone; the outer one serves' });
+  });
+
+  it('a tunnel the store lost (record gone, no tombstone, routes kept) is served again once its record is restored', async () => {
+    const acct = (await store.getAccountByName('alice'))!;
+    const lost = await store.createTunnel(acct.id, 'lost');
+    await store.addRoute({ hostname: 'lost.test', tunnelId: lost.id, accountId: acct.id });
+    await waitFor(() => table.lookup('lost.test')?.tunnelId === lost.id, 5_000, { message: 'route served' });
+    const seen: StoreEvent[] = [];
+    const off = store.subscribe((e) => seen.push(e));
+    try {
+      // The file store keeps one file per tunnel under tunnels/.
+      let file = '';
+      let record = Buffer.alloc(0);
+      for (const f of await readdir(path.join(dir, 'tunnels'))) {
+        const body = await readFile(path.join(dir, 'tunnels', f));
+        if (body.includes(lost.id)) [file, record] = [path.join(dir, 'tunnels', f), body];
+      }
+      expect(file).not.toBe('');
+      await rm(file);
+      await waitFor(() => seen.some((e) => e.type === 'tunnel-vanished' && e.tunnelId === lost.id), 5_000, { message: 'tunnel-vanished' });
+      await writeFile(file, record);
+      await waitFor(() => seen.some((e) => e.type === 'tunnel' && e.tunnelId === lost.id), 5_000, { message: 'tunnel restored' });
+      expect(table.lookup('lost.test')?.tunnelId).toBe(lost.id);
+    } finally {
+      off();
+    }
   });
 });
 

@@ -69,7 +69,11 @@ export class RouteTable {
         (z) => (z ? this.zones.set(e.zone, z) : this.zones.delete(e.zone)),
         () => {},
       );
-    } else if (e.type === 'tunnel-deleted' || e.type === 'tunnel-vanished') {
+    } else if (e.type === 'tunnel-deleted') {
+      // Not on `tunnel-vanished` (store data lost, no tombstone): routes lost
+      // with it announce themselves as `route` events, and routes kept must
+      // serve again once the tunnel's record is restored (no event would
+      // bring them back here).
       for (const map of [this.exact, this.wildcard]) {
         for (const [k, r] of map) if (r.tunnelId === e.tunnelId) map.delete(k);
       }
