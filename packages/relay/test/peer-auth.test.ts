@@ -2,10 +2,10 @@
 // every field the receiver acts on is covered, a nonce is accepted once
 // (in-memory, and through a real Redis shared by two store instances as two
 // relays would), and a streamed body's MAC trailer catches any change.
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { PeerAuth, decodeBodySeal, encodeBodySeal, headersDigest, readSignedRequest, sha256, type SignedRequest } from '../src/fleet/peer-auth.js';
+import { PeerAuth, decodeBodySeal, encodeBodySeal, headersDigest, peerRefusalReason, readSignedRequest, sha256, upgradeProtocol, type SignedRequest } from '../src/fleet/peer-auth.js';
 import { MemoryReplayCache, ReplayCacheFull } from '../src/fleet/replay-cache.js';
 import { openStore } from '../src/store/open.js';
 import { startRedis } from '../../../test/harness/redis.js';
@@ -242,5 +242,84 @@ describe('peer signature: streamed body MAC trailer', () => {
     await expect(open(wire, 'chunked', auth.sign(request()))).rejects.toThrow(/MAC does not verify/);
     await expect(open(wire, total + 1)).rejects.toThrow(/length differs/);
     await expect(open(wire, total - 100)).rejects.toThrow(/longer than signed/);
+  });
+});
+
+describe('peer signature: refusal labels and upgrade names', () => {
+  // The peer endpoint counts each refusal under a bounded label
+  // (`peer_refused_total{reason}`); the messages are the ones PeerAuth and
+  // the endpoint really give, prefixed as the endpoint prefixes them.
+  it('each refusal the endpoint can give is counted under its own reason', async () => {
+    const refused = (why: string | null) => peerRefusalReason(`peer request refused: ${why ?? 'accepted?'}`);
+    const full = new MemoryReplayCache(1);
+    const auth = new PeerAuth(SECRET, full, 60_000);
+    const r = request();
+    const sig = auth.sign(r);
+    expect(refused(await auth.verify(r, 'x'.repeat(43)))).toBe('signature');
+    const old = request({ time: Date.now() - 61_000 });
+    expect(refused(await auth.verify(old, auth.sign(old)))).toBe('stale');
+    expect(await auth.verify(r, sig)).toBeNull();
+    expect(refused(await auth.verify(r, sig))).toBe('replay');
+    const next = request();
+    expect(refused(await auth.verify(next, auth.sign(next)))).toBe('replay_check_unavailable');
+    expect(refused('body does not match its signed digest')).toBe('body');
+    expect(refused('digest body over the limit')).toBe('body');
+    const noNonce = request({ nonce: '' });
+    expect(refused(await auth.verify(noNonce, auth.sign(noNonce)))).toBe('malformed');
+    expect(refused('an upgrade seal on a plain request')).toBe('malformed');
+  });
+
+  it('the Upgrade header names a carried protocol whatever its case and surrounding space; anything else is none', () => {
+    expect(upgradeProtocol('WebSocket')).toBe('websocket');
+    expect(upgradeProtocol(' websocket ')).toBe('websocket');
+    expect(upgradeProtocol('Tunnel-TCP')).toBe('tunnel-tcp');
+    expect(upgradeProtocol('h2c')).toBeNull();
+    expect(upgradeProtocol('websocket, h2c')).toBeNull();
+    expect(upgradeProtocol('')).toBeNull();
+    expect(upgradeProtocol(undefined)).toBeNull();
+  });
+});
+
+describe('peer signature: time window and nonce lifetime', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+  const at = (ms: number) => vi.spyOn(Date, 'now').mockReturnValue(ms);
+  const T = 1_800_000_000_000;
+
+  it('a time less than one window away is accepted, exactly one window away is not, on either side; a missing time never verifies', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache(), 60_000);
+    const r = request({ time: T });
+    const sig = auth.sign(r);
+    at(T + 59_999);
+    expect(auth.checkSignature(r, sig)).toBeNull();
+    at(T - 59_999);
+    expect(auth.checkSignature(r, sig)).toBeNull();
+    at(T + 60_000);
+    expect(auth.checkSignature(r, sig)).toBe('stale or missing timestamp');
+    at(T - 60_000);
+    expect(auth.checkSignature(r, sig)).toBe('stale or missing timestamp');
+    // A request read without a time header carries NaN: refused even when signed as such.
+    vi.restoreAllMocks();
+    const untimed = request({ time: NaN });
+    expect(await auth.verify(untimed, auth.sign(untimed))).toBe('stale or missing timestamp');
+  });
+
+  it('a nonce is remembered for as long as its request could still verify: first seen at the window’s start, replayed at its end', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache(), 60_000);
+    const r = request({ time: T });
+    const sig = auth.sign(r);
+    at(T - 59_999);
+    expect(await auth.verify(r, sig)).toBeNull();
+    at(T + 59_999);
+    expect(await auth.verify(r, sig)).toBe('replayed request (nonce already used)');
+  });
+
+  it('a signature of the wrong length is refused as bad, not thrown', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+    const r = request();
+    const sig = auth.sign(r);
+    for (const bad of ['', 'x', sig.slice(0, -1), sig + 'A']) expect(await auth.verify(r, bad)).toBe('bad signature');
+    expect(await auth.verify(r, sig)).toBeNull();
   });
 });

@@ -149,7 +149,12 @@ export function sha256(body: Buffer): string {
 }
 
 export const MAC_TRAILER_BYTES = 32;
-/** How far a signed request's time may be from ours; nonces are kept for twice this. */
+/**
+ * A signed request's time must be less than this from ours; nonces are kept
+ * for twice this. The bound is strict so that a nonce claimed at the earliest
+ * accepted moment is still held at the latest one (a store expires a key
+ * claimed for `ttl` ms exactly `ttl` ms later).
+ */
 export const DEFAULT_PEER_WINDOW_MS = 60_000;
 
 export class PeerAuth {
@@ -183,7 +188,7 @@ export class PeerAuth {
 
   /** The signature and time alone (no nonce claimed yet): null when valid. */
   checkSignature(r: SignedRequest, sig: string): string | null {
-    if (!Number.isFinite(r.time) || Math.abs(Date.now() - r.time) > this.windowMs) return 'stale or missing timestamp';
+    if (!Number.isFinite(r.time) || Math.abs(Date.now() - r.time) >= this.windowMs) return 'stale or missing timestamp';
     const want = Buffer.from(this.sign(r));
     const got = Buffer.from(sig);
     if (got.length !== want.length || !timingSafeEqual(got, want)) return 'bad signature';
