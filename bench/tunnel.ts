@@ -22,7 +22,12 @@
 // BENCH_PROFILE=1 (run relays and connector under --cpu-prof, drive (a) and (c)
 // through the tunnel only, and print each process's top self-time functions per
 // phase), BENCH_ONLY=abuse (relay RSS under a ping flood, a SYN flood and 10k
-// idle connections: abuse.ts), BENCH_ONLY=bulk, BENCH_ONLY=rate, BENCH_ONLY=h2load.
+// idle connections: abuse.ts), BENCH_ONLY=bulk, BENCH_ONLY=rate, BENCH_ONLY=h2load,
+// BENCH_ONLY=requests (only (a) and (b) for direct, nginx ×2 and the tunnel,
+// BENCH_ROUNDS times in one fleet: for measuring a change to the request path;
+// with BENCH_COMPARE_ROOT=DIR, a checkout with built dist, and/or
+// BENCH_COMPARE_NODE_FLAGS, a second tunnel fleet (from DIR, with those node
+// flags) runs in the same rounds, interleaved with this one).
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,8 +41,8 @@ import { wsRun } from './runner.js';
 import { abuseOnly } from './abuse.js';
 import { h2loadBench, h2loadRows, type H2loadResult } from './h2load.js';
 
-const RELAY_CLI = path.join(ROOT, 'packages/relay/dist/cli/cli.js');
-const CONNECTOR_CLI = path.join(ROOT, 'packages/connector/dist/cli/cli.js');
+const relayCli = (root: string) => path.join(root, 'packages/relay/dist/cli/cli.js');
+const connectorCli = (root: string) => path.join(root, 'packages/connector/dist/cli/cli.js');
 const ORIGIN = path.join(BENCH_DIST, 'origin.js');
 const LOADGEN = path.join(BENCH_DIST, 'loadgen.js');
 const NODE = process.execPath;
@@ -217,7 +222,9 @@ interface Fleet {
   stop(): Promise<void>;
 }
 
-async function startFleet(profile: boolean): Promise<Fleet> {
+async function startFleet(profile: boolean, root = ROOT, nodeFlags = NODE_FLAGS): Promise<Fleet> {
+  const RELAY_CLI = relayCli(root);
+  const CONNECTOR_CLI = connectorCli(root);
   const tmp = mkdtempSync(path.join(tmpdir(), 'tunnel-bench-'));
   const started: Child[] = [];
   const prof = (name: string) => {
@@ -251,7 +258,7 @@ async function startFleet(profile: boolean): Promise<Fleet> {
     for (let i = 0; i < 3; i++) {
       const metrics = await freePort();
       const proc = new Child(`relay-${i}`, NODE, [
-        ...NODE_FLAGS,
+        ...nodeFlags,
         ...prof(`relay-${i}`),
         RELAY_CLI,
         'serve',
@@ -307,7 +314,7 @@ async function startFleet(profile: boolean): Promise<Fleet> {
       'connector',
       NODE,
       [
-        ...NODE_FLAGS,
+        ...nodeFlags,
         ...prof('connector'),
         CONNECTOR_CLI,
         'run',
@@ -729,6 +736,85 @@ async function rateOnly(): Promise<void> {
   }
 }
 
+/**
+ * BENCH_ONLY=requests: (a) and (b) alone for direct, nginx ×2 and the tunnel,
+ * BENCH_ROUNDS (default 2) times in one fleet, with the CPU µs/request of each
+ * process: for measuring a change to the request path before and after; not for the README tables.
+ */
+async function requestsOnly(): Promise<void> {
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+  const useWrk = haveWrk();
+  const nginxBin = findNginx();
+  const fleet = await startFleet(false);
+  const compareRoot = process.env.BENCH_COMPARE_ROOT;
+  const compareFlags = process.env.BENCH_COMPARE_NODE_FLAGS;
+  const others: Array<{ name: string; fleet: Fleet }> = [];
+  for (const root of compareRoot || compareFlags !== undefined ? (compareRoot ?? ROOT).split(',') : []) {
+    const flags = compareFlags === undefined ? NODE_FLAGS : compareFlags.split(' ').filter(Boolean);
+    others.push({ name: `tunnel from ${root}${compareFlags !== undefined ? ` with flags "${compareFlags}"` : ''}`, fleet: await startFleet(false, root, flags) });
+  }
+  let chain: NginxChain | null = null;
+  try {
+    const { relays, connector, origin } = fleet;
+    if ('bin' in nginxBin) chain = await startNginxChain(nginxBin.bin, fleet.tmp, fleet.originPort);
+    const tunnels = [{ name: 'tunnel', fleet }, ...others];
+    const figures = new Map<string, number[]>(tunnels.map((t) => [t.name, []]));
+    const direct: Target[] = [{ host: '127.0.0.1', port: fleet.originPort }, { host: '127.0.0.1', port: fleet.originPort }];
+    const native: Target[] = chain ? [{ host: '127.0.0.1', port: chain.port }, { host: '127.0.0.1', port: chain.port }] : [];
+    const pids = { relay0: relays[0]!.proc.pid, relay1: relays[1]!.proc.pid, connector: connector.pid, origin: origin.pid };
+    const nginxPids: Record<string, number> = chain ? { nginxFront: chain.front.pid, nginxBack: chain.back.pid, origin: origin.pid } : {};
+    const closed = async (targets: Target[], host: string | undefined, watch: Record<string, number>) => {
+      await phase(closedLoop(targets, host, WARMUP_SECONDS, useWrk, fleet.tmp), {});
+      return phase(closedLoop(targets, host, SECONDS, useWrk, fleet.tmp), watch);
+    };
+    const rate = (targets: Target[], watch: Record<string, number>, hostHeader?: string) =>
+      phase(loadgen({ mode: 'rate', targets, hostHeader, rate: RATE, seconds: SECONDS, warmupSeconds: 1, connections: 16 }), watch);
+    const us = (p: Phase, ...k: string[]) => k.reduce((a, x) => a + p.cpuUs[x]!, 0) / reqs(p);
+    const sysPer = (p: Phase, ...k: string[]) => `${(k.reduce((a, x) => a + p.sys[x]!.r, 0) / reqs(p)).toFixed(2)} r + ${(k.reduce((a, x) => a + p.sys[x]!.w, 0) / reqs(p)).toFixed(2)} w`;
+    const p99 = (p: Phase) => p.out.p99_ms as number;
+    for (let round = 1; round <= rounds; round++) {
+      const d = await closed(direct, undefined, { origin: pids.origin });
+      const n = chain ? await closed(native, HOST, nginxPids) : null;
+      const nginxUs = n ? us(n, 'nginxFront', 'nginxBack') : NaN;
+      log(`  round ${round} (a): req/s direct ${fmt(rps(d))}, nginx ×2 ${n ? fmt(rps(n)) : '–'}; CPU µs/request nginx ×2 ${fmt(nginxUs, 1)}${n ? `, syscalls/request ${sysPer(n, 'nginxFront', 'nginxBack')}` : ''}; origin direct ${fmt(us(d, 'origin'), 1)}`);
+      // Each round starts with the next fleet: the one run right after another fleet's load pays for that fleet's wind-down.
+      const order = tunnels.map((_t, i) => tunnels[(i + round - 1) % tunnels.length]!);
+      for (const { name, fleet: f } of order) {
+        const pids = { relay0: f.relays[0]!.proc.pid, relay1: f.relays[1]!.proc.pid, connector: f.connector.pid, origin: f.origin.pid };
+        const t = await closed(f.relays.map((r) => ({ host: '127.0.0.1', port: r.http })), HOST, pids);
+        const tunnelUs = us(t, 'relay0', 'relay1', 'connector');
+        figures.get(name)!.push(tunnelUs);
+        log(
+          `  round ${round} (a) ${name}: ${fmt(rps(t))} req/s (${(rps(t) / rps(d)).toFixed(2)}× direct, ${n ? (rps(t) / rps(n)).toFixed(2) : '–'}× nginx ×2); ` +
+            `CPU µs/request: relays ${fmt(us(t, 'relay0', 'relay1'), 1)} + connector ${fmt(us(t, 'connector'), 1)} = ${fmt(tunnelUs, 1)} (${(tunnelUs / nginxUs).toFixed(2)}× nginx ×2); ` +
+            `main thread relays ${fmt((t.mainUs.relay0! + t.mainUs.relay1!) / reqs(t), 1)}, connector ${fmt(t.mainUs.connector! / reqs(t), 1)}; origin ${fmt(us(t, 'origin'), 1)}; ` +
+            `syscalls/request relays ${sysPer(t, 'relay0', 'relay1')}, connector ${sysPer(t, 'connector')}; kernel share relay-0 ${pct(t.kernelShare.relay0!)}, connector ${pct(t.kernelShare.connector!)}`,
+        );
+      }
+      if (process.env.BENCH_SKIP_RATE === '1') continue;
+      const bd = await rate(direct, { origin: pids.origin });
+      const bn = chain ? await rate(native, nginxPids, HOST) : null;
+      log(`  round ${round} (b) ${RATE} req/s: p99 direct ${p99(bd).toFixed(2)}, nginx ×2 ${bn ? p99(bn).toFixed(2) : '–'} ms`);
+      for (const { name, fleet: f } of tunnels) {
+        const pids = { relay0: f.relays[0]!.proc.pid, relay1: f.relays[1]!.proc.pid, connector: f.connector.pid, origin: f.origin.pid };
+        const bt = await rate(f.relays.map((r) => ({ host: '127.0.0.1', port: r.http })), pids, HOST);
+        log(
+          `  round ${round} (b) ${name}: p99 ${p99(bt).toFixed(2)} ms (added ${(p99(bt) - p99(bd)).toFixed(2)} ms); ` +
+            `CPU µs/request relays ${fmt(us(bt, 'relay0', 'relay1'), 1)} + connector ${fmt(us(bt, 'connector'), 1)}`,
+        );
+      }
+    }
+    for (const [name, v] of figures) {
+      const sorted = [...v].sort((x, y) => x - y);
+      log(`  ${name}: relays + connector CPU µs/request over ${v.length} rounds: min ${fmt(sorted[0]!, 1)}, median ${fmt(sorted[sorted.length >> 1]!, 1)}`);
+    }
+  } finally {
+    await chain?.stop();
+    for (const o of others) await o.fleet.stop();
+    await fleet.stop();
+  }
+}
+
 /** BENCH_ONLY=h2load: the (f) rows alone. */
 async function h2loadOnly(): Promise<void> {
   const r: H2loadResult = await h2loadBench(log);
@@ -738,7 +824,7 @@ async function h2loadOnly(): Promise<void> {
 }
 
 const only = process.env.BENCH_ONLY;
-(PROFILE ? profile() : only === 'abuse' ? abuseOnly() : only === 'bulk' ? bulkOnly() : only === 'rate' ? rateOnly() : only === 'h2load' ? h2loadOnly() : measure()).then(
+(PROFILE ? profile() : only === 'abuse' ? abuseOnly() : only === 'bulk' ? bulkOnly() : only === 'rate' ? rateOnly() : only === 'h2load' ? h2loadOnly() : only === 'requests' ? requestsOnly() : measure()).then(
   () => process.exit(0),
   (e: Error) => {
     process.stderr.write(`bench failed: ${e.stack ?? e.message}\n`);
