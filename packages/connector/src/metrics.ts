@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
-import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import { Registry, Counter, Gauge, collectDefaultMetrics, type Metric } from 'prom-client';
+import { PlainHistogram } from '@tunnel/host';
 import type { HAManager, ConnectionEvent } from './ha/ha-manager.js';
 import type { OriginProxyHooks } from './origin/origin-proxy.js';
 import type { RelayConnection } from './ha/relay-connection.js';
@@ -89,12 +90,13 @@ export class ConnectorMetrics {
         for (let i = 0; i < 6; i++) if (self.byClass[i]! > 0) this.inc({ tunnel: o.tunnelId, status_class: CLASS_LABELS[i]! }, self.byClass[i]!);
       },
     });
-    const origin = new Histogram({
-      name: 'tunnel_origin_response_seconds',
-      help: 'Time from a request stream arriving to the origin\'s response head (connector errors included).',
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-      registers,
-    }).labels();
+    // Observed once per request: plain numbers, read by prom-client at scrape time.
+    const origin = new PlainHistogram(
+      'tunnel_origin_response_seconds',
+      "Time from a request stream arriving to the origin's response head (connector errors included).",
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    );
+    this.registry.registerMetric(origin as unknown as Metric);
     new Counter({
       name: 'tunnel_bytes_total',
       help: 'Bytes on the wire to and from the relays (direction in = received, out = sent).',

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
-import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import { Registry, Counter, Gauge, collectDefaultMetrics, type Metric } from 'prom-client';
+import { PlainHistogram } from '@tunnel/host';
 import type { Route, Store } from './store/types.js';
 import type { ProxyHooks } from './edge/exchange.js';
 import type { TunnelConnections } from './connectors/tunnel-connections.js';
@@ -46,7 +47,7 @@ export class RelayMetrics implements LimitHits {
   private readonly limitHits = new Map<LimitName, number>(LIMIT_NAMES.map((n) => [n, 0]));
   private gaugeSources: LimitGaugeSources = { publicConnections: () => 0, pendingLogins: () => 0, accessPendingLogins: () => 0, pendingRegistrations: () => 0 };
   private readonly accessOutcomes = new Map<string, number>();
-  private readonly duration: { observe(v: number): void };
+  private readonly duration: PlainHistogram;
   private readonly bytes = {
     public: { live: new Set<Socket>(), closedIn: 0, closedOut: 0 },
     connector: { live: new Set<Socket>(), closedIn: 0, closedOut: 0 },
@@ -121,13 +122,13 @@ export class RelayMetrics implements LimitHits {
         }
       },
     });
-    const hist = new Histogram({
-      name: 'tunnel_relay_request_duration_seconds',
-      help: 'End-to-end time of a public request at the relay, from arrival to the last response byte.',
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
-      registers,
-    });
-    this.duration = hist.labels();
+    // Observed once per request: plain numbers, read by prom-client at scrape time.
+    this.duration = new PlainHistogram(
+      'tunnel_relay_request_duration_seconds',
+      'End-to-end time of a public request at the relay, from arrival to the last response byte.',
+      [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    );
+    this.registry.registerMetric(this.duration as unknown as Metric);
     new Counter({
       name: 'tunnel_relay_bytes_total',
       help: 'Bytes on the wire: side="public" (clients), side="connector" (connector connections); direction in = received, out = sent.',
