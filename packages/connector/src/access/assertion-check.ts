@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, customFetch, errors, jwtVerify, type JWTPayload } from 'jose';
+import type { JWTPayload, createRemoteJWKSet, errors } from 'jose';
 import { fetch as undiciFetch } from 'undici';
 import { ACCESS_JWKS_PATH, MAX_ASSERTION_SECONDS, fleetIssuer } from '@tunnel/protocol';
 import { relayTrust } from '../origin/ca-trust.js';
@@ -25,26 +25,36 @@ export interface AssertionCheckOptions {
  * refetches on an unknown kid no more often than the cooldown.
  */
 export class AssertionCheck {
-  private readonly jwks: ReturnType<typeof createRemoteJWKSet>;
+  /** jose and the key set, loaded with the first request a rule requires Access for: most connectors never check one (≈ 3 MB RSS). */
+  private verifier: Promise<{ jose: typeof import('jose'); jwks: ReturnType<typeof createRemoteJWKSet> }> | null = null;
   readonly issuer: string;
+  private readonly url: URL;
 
-  constructor(controlUrl: string, fleetKey: string, o: AssertionCheckOptions = {}) {
+  constructor(controlUrl: string, fleetKey: string, private readonly o: AssertionCheckOptions = {}) {
     this.issuer = fleetIssuer(fleetKey);
-    const url = new URL(ACCESS_JWKS_PATH, controlUrl);
-    this.jwks = createRemoteJWKSet(url, {
-      cooldownDuration: o.cooldownMs ?? 30_000,
-      cacheMaxAge: o.cacheMaxAgeMs ?? 10 * 60_000,
-      timeoutDuration: o.timeoutMs ?? 5_000,
-      // The connector's trust for the fleet (--ca-file / TUNNEL_CA_FILE / cert.json), not only the system store.
-      [customFetch]: ((input: string, init: RequestInit) => undiciFetch(input, { ...(init as object), dispatcher: relayTrust.dispatcher() } as never)) as never,
-    });
+    this.url = new URL(ACCESS_JWKS_PATH, controlUrl);
+  }
+
+  private load() {
+    return (this.verifier ??= import('jose').then((jose) => ({
+      jose,
+      jwks: jose.createRemoteJWKSet(this.url, {
+        cooldownDuration: this.o.cooldownMs ?? 30_000,
+        cacheMaxAge: this.o.cacheMaxAgeMs ?? 10 * 60_000,
+        timeoutDuration: this.o.timeoutMs ?? 5_000,
+        // The connector's trust for the fleet (--ca-file / TUNNEL_CA_FILE / cert.json), not only the system store.
+        [jose.customFetch]: ((input: string, init: RequestInit) => undiciFetch(input, { ...(init as object), dispatcher: relayTrust.dispatcher() } as never)) as never,
+      }),
+    })));
   }
 
   async verify(token: string | undefined, audTags: readonly string[]): Promise<AssertionVerdict> {
     if (!token) return { ok: false, reason: 'no Tunnel-Access-Jwt-Assertion on the request' };
     if (token.length > 8_192) return { ok: false, reason: 'the assertion is too large' };
+    const { jose, jwks } = await this.load();
+    const { errors } = jose;
     try {
-      const { payload } = await jwtVerify(token, this.jwks, {
+      const { payload } = await jose.jwtVerify(token, jwks, {
         issuer: this.issuer,
         audience: [...audTags],
         // EdDSA only: an `alg: none` or HMAC token never reaches a key.
@@ -61,12 +71,12 @@ export class AssertionCheck {
       if (e instanceof errors.JWKSTimeout || (e instanceof Error && !(e instanceof errors.JOSEError))) {
         return { ok: false, reason: `the fleet's Access keys cannot be fetched: ${e.message}`, unavailable: true };
       }
-      return { ok: false, reason: `invalid assertion: ${describe(e as errors.JOSEError)}` };
+      return { ok: false, reason: `invalid assertion: ${describe(errors, e as errors.JOSEError)}` };
     }
   }
 }
 
-function describe(e: errors.JOSEError): string {
+function describe(errors: typeof import('jose').errors, e: errors.JOSEError): string {
   if (e instanceof errors.JWTExpired) return 'expired';
   if (e instanceof errors.JWTClaimValidationFailed) return `${e.claim} ${e.reason}`;
   if (e instanceof errors.JWKSNoMatchingKey) return 'signed by a key the fleet does not publish';

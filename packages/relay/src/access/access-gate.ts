@@ -2,7 +2,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
-import * as oidc from 'openid-client';
 import { AccessHeaders, isAccessHeader, reasonPhrase, renderTunnelError, type TunnelErrorInfo } from '@tunnel/protocol';
 import type { Route } from '../store/types.js';
 import type { AccessPolicy } from '../store/access-records.js';
@@ -163,6 +162,7 @@ export class AccessGate {
       answer(reply, req, { status: 401, code: 'access_login_required', source: 'relay', message: `${host} needs a login: open it in a browser, or send a service token.` });
       return false;
     }
+    const oidc = await import('openid-client'); // loaded with the first login (oidc-client.ts)
     const tx = { host, accountId: policy.accountId, state: oidc.randomState(), nonce: oidc.randomNonce(), verifier: oidc.randomPKCECodeVerifier(), returnTo: safeReturnPath(req.url ?? '/') };
     const url = await this.talkToIdp(req, reply, () => this.d.oidc.authorizationUrl(idp, callbackUrl(req), tx));
     if (!url) return false;

@@ -1,4 +1,3 @@
-import { SignJWT } from 'jose';
 import { MAX_ASSERTION_SECONDS } from '@tunnel/protocol';
 import type { AccessKeys } from './signing-keys.js';
 
@@ -37,6 +36,8 @@ export class AssertionSigner {
       identity.kind === 'user'
         ? { type: 'app', email: identity.email, groups: [...identity.groups], host }
         : { type: 'service-token', common_name: identity.clientId, service_token_name: identity.name, host };
+    // jose is loaded with the first policy that signs (most relays never need it: ≈ 3 MB RSS).
+    const { SignJWT } = await import('jose');
     const jwt = await new SignJWT(claims)
       .setProtectedHeader({ alg: 'EdDSA', kid: key.kid, typ: 'JWT' })
       .setIssuer(this.issuer)

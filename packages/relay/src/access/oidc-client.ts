@@ -1,4 +1,7 @@
-import * as oidc from 'openid-client';
+import type * as oidc from 'openid-client';
+
+/** openid-client (and its jose) is loaded with the first login, not at start: most relays have no identity provider. */
+const openidClient = () => import('openid-client');
 import type { IdentityProvider } from '../store/access-records.js';
 
 /** A failure talking to an identity provider: `unavailable` when it cannot be reached, `refused` when its answer does not check out. */
@@ -46,11 +49,13 @@ export class OidcClients {
     const issuer = new URL(idp.issuer);
     // Plain http only for a provider on this very host (tests, a local provider).
     const insecure = issuer.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(issuer.hostname);
-    const config = oidc
-      .discovery(issuer, idp.clientId, { client_secret: idp.clientSecret }, oidc.ClientSecretPost(idp.clientSecret), {
-        [oidc.customFetch]: this.boundedFetch,
-        ...(insecure ? { execute: [oidc.allowInsecureRequests] } : {}),
-      })
+    const config = openidClient()
+      .then((oidc) =>
+        oidc.discovery(issuer, idp.clientId, { client_secret: idp.clientSecret }, oidc.ClientSecretPost(idp.clientSecret), {
+          [oidc.customFetch]: this.boundedFetch,
+          ...(insecure ? { execute: [oidc.allowInsecureRequests] } : {}),
+        }),
+      )
       .catch((e: unknown) => {
         // A failed discovery is not kept: the next login tries again.
         this.configs.delete(idp.accountId);
@@ -64,6 +69,7 @@ export class OidcClients {
   /** Where to send the browser to log in. */
   async authorizationUrl(idp: IdentityProvider, redirectUri: string, tx: { state: string; nonce: string; verifier: string }): Promise<URL> {
     const config = await this.configFor(idp);
+    const oidc = await openidClient();
     return oidc.buildAuthorizationUrl(config, {
       redirect_uri: redirectUri,
       scope: 'openid email profile',
@@ -77,6 +83,7 @@ export class OidcClients {
   /** Finishes a login at the callback: the code is exchanged and the id_token checked (issuer, audience, nonce, signature). */
   async finish(idp: IdentityProvider, callbackUrl: URL, tx: { state: string; nonce: string; verifier: string }): Promise<Claims> {
     const config = await this.configFor(idp);
+    const oidc = await openidClient();
     let tokens;
     try {
       tokens = await oidc.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: tx.verifier, expectedState: tx.state, expectedNonce: tx.nonce, idTokenExpected: true });

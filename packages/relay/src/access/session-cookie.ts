@@ -1,4 +1,3 @@
-import { EncryptJWT, jwtDecrypt } from 'jose';
 
 /**
  * The relay's own cookies, sealed (A256GCM, `dir`) with a key derived from
@@ -61,7 +60,9 @@ export class CookieSealer {
     return { host, accountId, state, nonce, verifier, returnTo } as LoginTransaction;
   }
 
-  private seal(payload: Record<string, unknown>, seconds: number): Promise<string> {
+  // jose is loaded with the first Access login (most relays never need it).
+  private async seal(payload: Record<string, unknown>, seconds: number): Promise<string> {
+    const { EncryptJWT } = await import('jose');
     const now = Math.floor(Date.now() / 1000);
     return new EncryptJWT(payload).setProtectedHeader({ alg: 'dir', enc: 'A256GCM' }).setIssuedAt(now).setExpirationTime(now + seconds).encrypt(this.key);
   }
@@ -69,6 +70,7 @@ export class CookieSealer {
   private async open(value: string | undefined, kind: 's' | 'l'): Promise<Record<string, unknown> | null> {
     if (!value || value.length > MAX_COOKIE_CHARS) return null;
     try {
+      const { jwtDecrypt } = await import('jose');
       const { payload } = await jwtDecrypt(value, this.key, { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] });
       return payload.t === kind ? (payload as Record<string, unknown>) : null;
     } catch {
