@@ -47,7 +47,7 @@ const ZONE = 'scale.test';
 const REGISTER_DEADLINE_MS = 180_000;
 /** SCALE_PROFILE=1: relays under --cpu-prof; their top functions are printed at the end. */
 const PROFILE = process.env.SCALE_PROFILE === '1';
-/** SCALE_HEAP_SNAPSHOTS=DIR: each relay writes a heap snapshot before the connectors and at steady state (SIGUSR2), to diff what a connection holds. */
+/** SCALE_HEAP_SNAPSHOTS=DIR: each relay writes a heap snapshot before the connectors and at steady state (SIGUSR2), to diff what a connection holds; the snapshots' own memory then inflates that run's RSS per connection. */
 const SNAPSHOT_DIR = process.env.SCALE_HEAP_SNAPSHOTS ?? '';
 const log = (s: string) => process.stderr.write(s + '\n');
 const relayModule = <T>(rel: string) => import(pathToFileURL(path.join(ROOT, 'packages/relay/dist', rel)).href) as Promise<T>;
