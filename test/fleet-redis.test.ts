@@ -128,7 +128,7 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
     const stats = await load.stop();
     console.log(`rolling restart: ${stats.ok} ok (${JSON.stringify(stats.byMethod)}), ${stats.failures.length} failed`);
     for (const f of stats.failures) {
-      const rid = /request id (\w+)/.exec(f.body ?? '')?.[1];
+      const rid = /"requestId":"(\w+)"/.exec(f.body ?? '')?.[1];
       for (const r of [...retired, ...relays]) for (const l of r.proc.logs) if (rid && JSON.stringify(l).includes(rid)) console.log(r.id, r.proc.pid, JSON.stringify(l));
       for (const l of connector.logs) if (rid && JSON.stringify(l).includes(rid)) console.log('connector', JSON.stringify(l));
       const when = [...retired, ...relays].flatMap((r) => r.proc.logs).find((l) => rid && JSON.stringify(l).includes(rid))?.time as number | undefined;

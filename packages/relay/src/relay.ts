@@ -17,6 +17,7 @@ import { FleetView } from './fleet/fleet-view.js';
 import { PeerAuth, PeerHeaders } from './fleet/peer-auth.js';
 import { PeerDispatch } from './fleet/peer-dispatch.js';
 import { createPeerServer } from './fleet/peer-endpoint.js';
+import { PeerEndpointDrain } from './fleet/peer-drain.js';
 import type { RelayMetrics } from './metrics.js';
 import { logRequestWhenDone } from './edge/request-log.js';
 import { RelayCertificate, checkPlainListeners, type ReloadTrigger, type TlsFiles } from './edge/listener-tls.js';
@@ -108,6 +109,8 @@ export class Relay {
   /** Set when the relay has a peer endpoint: it forwards, and is forwarded to. */
   private readonly fleet: FleetView | null;
   private readonly peers: PeerDispatch | null;
+  /** The peer endpoint's requests and connections, which a drain waits for. */
+  private peerDrain: PeerEndpointDrain | null = null;
   private readonly local: LocalDispatch;
   private readonly requests: RequestProxy;
   private presenceTimer: NodeJS.Timeout | null = null;
@@ -157,6 +160,9 @@ export class Relay {
         onForward: hooks.onForward,
         ca: this.certificate?.peerCa(),
       });
+      // A peer that drains or leaves gets no new requests: its idle connections close from this side.
+      const peers = this.peers;
+      this.fleet.onRetired((m) => peers.retire(m.peerUrl));
     } else {
       this.fleet = null;
       this.peers = null;
@@ -358,6 +364,7 @@ export class Relay {
         });
       }
       this.servers.peer = peer;
+      this.peerDrain = new PeerEndpointDrain(peer);
       ports.peer = await listen(peer, this.opts.listen.peer);
     }
     this.ports = ports;
@@ -565,6 +572,7 @@ export class Relay {
     const { log } = this.deps;
     const started = Date.now();
     log.info({ event: 'draining', relayId: this.opts.id, connections: this.connections.size }, 'relay draining');
+    this.peerDrain?.begin();
     await this.publishMembership();
     // Connectors move first (GoAway); requests arriving meanwhile are
     // forwarded to the relays they moved to.
@@ -574,36 +582,72 @@ export class Relay {
     const publicClosed = Promise.all(this.servers.public.map((s) => closeServer(s)));
     for (const s of this.servers.public) (s as http.Server).closeIdleConnections?.();
     this.https?.closeIdleConnections();
-    // In-flight requests finish (public ones and connector streams each say
-    // so when they end), or the drain timeout ends the wait.
+    // In-flight requests finish (public ones, peer-forwarded ones and
+    // connector streams each say so when they end), or the drain timeout ends the wait.
+    const deadline = started + this.opts.drainTimeoutMs;
+    const peer = this.peerDrain;
     await new Promise<void>((resolve) => {
       const conns = this.connections.list();
       const done = () => {
         clearTimeout(t);
         this.onPublicSettled = null;
+        peer?.onChange(null);
         for (const c of conns) {
           c.off('idle', check);
           c.off('closed', check);
         }
         resolve();
       };
+      let waitingFor = '';
       const check = () => {
-        if (!this.connections.list().some((c) => c.inflight > 0) && this.publicInFlight() === 0) done();
+        const streams = this.connections.list().reduce((n, c) => n + c.inflight, 0);
+        const pending = { streams, public: this.publicInFlight(), peer: peer?.inFlight ?? 0 };
+        if (pending.streams === 0 && pending.public === 0 && pending.peer === 0) return done();
+        // Once per change: what the drain still waits for, so a slow drain names its cause.
+        const now = JSON.stringify(pending);
+        if (now !== waitingFor) log.info({ event: 'drain-waiting', relayId: this.opts.id, ...pending }, 'drain waiting for requests in flight');
+        waitingFor = now;
       };
-      const t = setTimeout(done, Math.max(0, started + this.opts.drainTimeoutMs - Date.now()));
+      const t = setTimeout(done, Math.max(0, deadline - Date.now()));
       for (const c of conns) {
         c.on('idle', check);
         c.on('closed', check);
       }
       this.onPublicSettled = check;
+      peer?.onChange(check);
       check();
     });
+    if (peer) await this.lingerForPeers(peer, Math.min(deadline, Date.now() + this.memberTtlMs()));
     for (const s of this.servers.public) (s as http.Server).closeAllConnections?.();
     this.https?.closeAllConnections();
     await publicClosed;
     // /metrics closes with the relay: the streams the deadline cut (`goaway`) are seen only here.
     log.info({ event: 'drained', relayId: this.opts.id, ms: Date.now() - started, ...(this.https ? { h2RefusedStreams: { ...this.https.refused } } : {}) }, 'relay drained');
     await this.stop();
+  }
+
+  /**
+   * Peers close their pooled connections here once they learn of the drain
+   * (at once on the store's event, or at their next fleet refresh); closing
+   * an idle one from this side could cut a request a lagging peer is
+   * writing on it. Bounded by a membership TTL, within the drain timeout.
+   */
+  private async lingerForPeers(peer: PeerEndpointDrain, until: number): Promise<void> {
+    if (peer.connections === 0) return;
+    const { log } = this.deps;
+    log.info({ event: 'drain-peers', relayId: this.opts.id, connections: peer.connections }, 'waiting for peer relays to close their connections');
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        peer.onChange(null);
+        resolve();
+      };
+      const t = setTimeout(done, Math.max(0, until - Date.now()));
+      peer.onChange(() => {
+        if (peer.connections === 0) done();
+      });
+    });
+    if (peer.connections > 0) log.warn({ event: 'drain-peers-left', relayId: this.opts.id, connections: peer.connections }, 'peer relays kept connections open past the drain; closing them');
   }
 
   private inflightPublic = 0;

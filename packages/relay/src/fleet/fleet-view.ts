@@ -14,6 +14,7 @@ export class FleetView {
   private timer: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
   private rr = 0;
+  private retired: ((m: RelayMember) => void) | null = null;
 
   constructor(
     private readonly store: Store,
@@ -31,6 +32,11 @@ export class FleetView {
     this.unsubscribe = this.store.subscribe((e) => this.onEvent(e));
     this.timer = setInterval(() => void this.refresh(), this.refreshMs);
     this.timer.unref();
+  }
+
+  /** Told once for each peer that was forwarded to and now drains, changed its peer URL or left. */
+  onRetired(fn: (m: RelayMember) => void): void {
+    this.retired = fn;
   }
 
   stop(): void {
@@ -59,7 +65,12 @@ export class FleetView {
   private async refresh(): Promise<void> {
     try {
       const [members, presence] = await Promise.all([this.store.listRelays(), this.store.listPresence()]);
+      const before = this.members;
       this.members = new Map(members.map((m) => [m.id, m]));
+      for (const [id, was] of before) {
+        const now = this.members.get(id);
+        if (was.peerUrl && !was.draining && (!now || now.draining || now.peerUrl !== was.peerUrl)) this.retired?.(was);
+      }
       const byRelay = new Map<string, Set<string>>();
       for (const p of presence) {
         let s = byRelay.get(p.relayId);

@@ -66,6 +66,8 @@ export interface PeerDispatchOptions {
  */
 export class PeerDispatch implements Dispatch {
   private readonly pools = new Map<string, Pool>();
+  /** Pools to peers that drain or left, closing once their requests finish. */
+  private readonly retiring = new Set<Pool>();
 
   constructor(private readonly o: PeerDispatchOptions) {}
 
@@ -306,8 +308,24 @@ export class PeerDispatch implements Dispatch {
     out.end();
   }
 
+  /**
+   * A peer drains or left: its requests in flight finish, then its
+   * connections close from this side. A draining peer waits for that
+   * rather than close an idle one under a request being written on it.
+   */
+  retire(peerUrl: string): void {
+    const p = this.pools.get(peerUrl);
+    if (!p) return;
+    this.pools.delete(peerUrl);
+    this.retiring.add(p);
+    p.close().then(
+      () => this.retiring.delete(p),
+      () => this.retiring.delete(p),
+    );
+  }
+
   async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.destroy()));
+    await Promise.all([...this.pools.values(), ...this.retiring].map((p) => p.destroy()));
   }
 }
 
