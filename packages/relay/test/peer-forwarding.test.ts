@@ -4,7 +4,7 @@
 // client's problem when the request can be sent elsewhere.
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { request } from 'undici';
@@ -116,6 +116,24 @@ describe('peer forwarding: a peer that turns the request away', () => {
     expect(r.statusCode).toBe(200);
     expect(await r.body.text()).toBe('b:POST:payload-2');
     expect(served).toEqual(['POST payload-2']);
+  });
+
+  it('a POST to a peer that resets the connection as it opens (stopping, with it in its listen backlog) goes on to the next holder', async () => {
+    // Seen in a rolling restart: `connect ECONNRESET` from a relay that had just
+    // drained. The reset comes before the connection is open: nothing was sent.
+    const resetting = createServer((s) => s.resetAndDestroy());
+    await new Promise<void>((r) => resetting.listen(0, '127.0.0.1', r));
+    try {
+      const served: string[] = [];
+      const b = await servingPeer('b', served);
+      const url = await forwarding([{ id: 'stopping', url: `http://127.0.0.1:${(resetting.address() as AddressInfo).port}` }, { id: 'b', url: b.url }]);
+      const r = await request(`${url}/x`, { method: 'POST', body: 'payload-3', headers: { 'content-length': '9' } });
+      expect(r.statusCode).toBe(200);
+      expect(await r.body.text()).toBe('b:POST:payload-3');
+      expect(served).toEqual(['POST payload-3']);
+    } finally {
+      await new Promise((r) => resetting.close(r));
+    }
   });
 
   it('with nowhere else to go the client gets a 530 tunnel_offline from this relay', async () => {

@@ -221,7 +221,9 @@ export class PeerDispatch implements Dispatch {
         // request on before failing: only a bodyless one is tried again --
         // or any whose connection never opened (a peer killed before its
         // presence expired): then nothing was sent at all.
-        const notSent = PEER_CONNECT_FAILURES.has((err as NodeJS.ErrnoException).code ?? '');
+        // A reset while the connection was still opening (`connect ECONNRESET`: a
+        // peer that stopped with it in its listen backlog) also sent nothing.
+        const notSent = PEER_CONNECT_FAILURES.has((err as NodeJS.ErrnoException).code ?? '') || (err as NodeJS.ErrnoException).syscall === 'connect';
         if (body !== null && (body.length === 0 || notSent) && retry(err.message)) return;
         sendError(req, res, RelayErrors.peerFailed(), requestId);
       },
