@@ -16,6 +16,7 @@ import { pebbleMissing, startPebble, type Pebble } from './harness/pebble.js';
 import { startRedis, type RedisServer } from './harness/redis.js';
 import { launchChromium, loginToDashboard, noteChromium, skipBrowser } from './harness/dashboard-browser.js';
 import { waitFor } from './harness/wait.js';
+import { startDnsHookRelay, type DnsHookRelay } from './harness/acme-dns-relay.js';
 
 // A Redis fleet of two relays with ACME and no static certificate:
 // - names under a routed *.zone.test share one *.zone.test certificate,
@@ -184,41 +185,22 @@ describe.skipIf(skip !== null)('ACME DNS-01 wildcards, self-signed fallback, fle
 // still routed (the relay probes the route with a label of its own).
 describe.skipIf(skip !== null)('ACME DNS-01: a wildcard certificate nearing expiry is renewed (file store)', () => {
   const tmp = tempDir();
-  let dns: TestDns;
-  let hook: DnsHookScript;
-  let pebble: Pebble;
+  let bed: DnsHookRelay | undefined;
   let relay: RelayProc;
   let port: number;
   let origin: Origin;
   let root: string;
 
   beforeAll(async () => {
-    const ca = makeCa(tmp.dir);
-    dns = await startDns({ control: true });
-    hook = writeDnsHook(tmp.dir, { controlUrl: dns.controlUrl! });
-    pebble = await startPebble({ dir: tmp.dir, ca, dnsPort: dns.port, httpPort: await freePort(), tlsPort: await freePort(), validitySeconds: 15 });
-    root = await pebble.root();
-    const keys = path.join(tmp.dir, 'fleet-key.json');
-    generateKeyFile(keys);
-    const store = `file:${path.join(tmp.dir, 'store')}`;
+    bed = await startDnsHookRelay({ dir: tmp.dir, id: 'relay-renew', hostnames: ['*.renew.test'], validitySeconds: 15, relayArgs: ['--acme-handshake-wait', '60s'] });
+    ({ relay, httpsPort: port } = bed);
+    root = await bed.pebble.root();
     origin = await startOrigin((q, s) => s.end(`hello ${q.headers.host}`));
-    const token = await createTunnel({ dir: tmp.dir, store, keys, name: 'renew', hostnames: ['*.renew.test'] });
-    port = await freePort();
-    relay = await startRelay({
-      dir: tmp.dir,
-      store,
-      keys,
-      id: 'relay-renew',
-      env: { NODE_EXTRA_CA_CERTS: ca.cert },
-      extraArgs: ['--https', `127.0.0.1:${port}`, '--acme-directory', pebble.directory, '--acme-email', 'ops@example.com', '--acme-challenge', 'dns-01',
-        '--acme-dns-hook', hook.file, '--acme-handshake-wait', '60s'],
-    });
-    await startConnector({ token, relays: [relay.connectUrl], url: origin.url, ha: 1 });
+    await startConnector({ token: bed.token, relays: [relay.connectUrl], url: origin.url, ha: 1 });
   });
   afterAll(async () => {
     await stopAll();
-    await pebble?.stop();
-    await dns?.close();
+    await bed?.close();
     await origin?.close();
     tmp.cleanup();
   });
@@ -238,7 +220,7 @@ describe.skipIf(skip !== null)('ACME DNS-01: a wildcard certificate nearing expi
     const at = (l: Record<string, unknown>) => (typeof l.time === 'number' ? l.time : Date.parse(String(l.time)));
     expect(at(renewed)).toBeLessThan(Date.parse(String(first.notAfter)));
     // Both orders proved the zone through the hook.
-    expect(hook.calls().filter((x) => x.action === 'set').map((x) => x.record)).toEqual(['_acme-challenge.renew.test', '_acme-challenge.renew.test']);
+    expect(bed!.hook.calls().filter((x) => x.action === 'set').map((x) => x.record)).toEqual(['_acme-challenge.renew.test', '_acme-challenge.renew.test']);
     for (const name of ['x.renew.test', 'y.renew.test']) {
       await waitFor(async () => (await peerCertificate(port, name)).fingerprint256 === renewed.fingerprint, 10_000, { message: `${name} served the renewed certificate` });
     }

@@ -1,14 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as path from 'node:path';
-import { generateKeyFile } from '../../packages/relay/src/control/keys.js';
-import { createTunnel, startRelay, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
-import { makeCa, opensslMissing, type Ca } from '../harness/certs.js';
+import { stopAll, tempDir, type RelayProc } from '../harness/procs.js';
+import { opensslMissing } from '../harness/certs.js';
 import { metricsUrl, scrape } from '../harness/limit-metrics.js';
-import { freePort } from '../harness/ports.js';
 import { peerCertificate } from '../harness/acme-peer.js';
-import { startDns, type TestDns } from '../harness/dns.js';
-import { writeDnsHook, type DnsHookScript } from '../harness/acme-dns-hook.js';
-import { pebbleMissing, startPebble, type Pebble } from '../harness/pebble.js';
+import type { DnsHookScript } from '../harness/acme-dns-hook.js';
+import { startDnsHookRelay, type DnsHookRelay } from '../harness/acme-dns-relay.js';
+import { pebbleMissing } from '../harness/pebble.js';
 import { waitFor } from '../harness/wait.js';
 
 // The operator's DNS hook is a program the relay runs during an order; it
@@ -32,39 +29,26 @@ function alive(pid: number): boolean {
 
 describe.skipIf(skip !== null)('ACME DNS hook: a hanging or failing hook', () => {
   const tmp = tempDir();
-  let ca: Ca;
-  let dns: TestDns;
+  let bed: DnsHookRelay | undefined;
   let hook: DnsHookScript;
-  let pebble: Pebble;
   let relay: RelayProc;
   let metrics: string;
   let httpsPort: number;
 
   beforeAll(async () => {
-    ca = makeCa(tmp.dir);
-    dns = await startDns({ control: true });
-    hook = writeDnsHook(tmp.dir, { controlUrl: dns.controlUrl!, hang: ['_acme-challenge.hang.test'], fail: ['_acme-challenge.fails.test'] });
-    pebble = await startPebble({ dir: tmp.dir, ca, dnsPort: dns.port, httpPort: await freePort(), tlsPort: await freePort() });
-    const keys = path.join(tmp.dir, 'fleet-key.json');
-    generateKeyFile(keys);
-    const store = `file:${path.join(tmp.dir, 'store')}`;
-    await createTunnel({ dir: tmp.dir, store, keys, name: 'hooked', hostnames: ['hang.test', 'fails.test'] });
-    httpsPort = await freePort();
-    relay = await startRelay({
+    bed = await startDnsHookRelay({
       dir: tmp.dir,
-      store,
-      keys,
       id: 'relay-hook',
-      env: { NODE_EXTRA_CA_CERTS: ca.cert },
-      extraArgs: ['--https', `127.0.0.1:${httpsPort}`, '--metrics', '127.0.0.1:0', '--acme-directory', pebble.directory, '--acme-email', 'ops@example.com',
-        '--acme-challenge', 'dns-01', '--acme-dns-hook', hook.file, '--acme-dns-hook-timeout', '1s', '--acme-retry-after', '10m'],
+      hostnames: ['hang.test', 'fails.test'],
+      hook: { hang: ['_acme-challenge.hang.test'], fail: ['_acme-challenge.fails.test'] },
+      relayArgs: ['--metrics', '127.0.0.1:0', '--acme-dns-hook-timeout', '1s', '--acme-retry-after', '10m'],
     });
+    ({ hook, relay, httpsPort } = bed);
     metrics = await metricsUrl(relay);
   });
   afterAll(async () => {
     await stopAll();
-    await pebble?.stop();
-    await dns?.close();
+    await bed?.close();
     tmp.cleanup();
   });
 
