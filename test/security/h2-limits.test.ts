@@ -159,9 +159,13 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
   it('rapid reset: a client that opens and cancels streams faster than --h2-reset-rate gets GOAWAY; other clients are served', async () => {
     const before = (await limitHits(metrics)).h2_reset_rate ?? 0;
     const refusedBefore = await refusedBy('rapid_reset');
-    // At most 2,000 streams (each HEADERS then RST_STREAM at once), within 10 s,
+    // At most 900 streams (each HEADERS then RST_STREAM at once), within 10 s,
     // after one GET the origin holds: that stream is open when the guard trips.
-    const r = await rapidReset({ port, ca: readFileSync(ca.cert), servername: 'h2.test', authority: 'h2.test', streams: 2_000, hold: '/hold' });
+    // Fewer than 1,000: nghttp2's own reset limit (a burst of 1,000, then 33/s)
+    // ends the session with INTERNAL_ERROR, and on a loaded machine the relay
+    // can read more than 1,000 resets in one chunk before our guard's GOAWAY
+    // goes out: this test is about our guard, which trips at 21.
+    const r = await rapidReset({ port, ca: readFileSync(ca.cert), servername: 'h2.test', authority: 'h2.test', streams: 900, hold: '/hold' });
     expect(r.goaway).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
     expect(r.sent).toBeGreaterThan(20);
     expect((await limitHits(metrics)).h2_reset_rate).toBe(before + 1);
