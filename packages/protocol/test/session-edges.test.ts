@@ -4,7 +4,7 @@
 // with a protocol error naming it and a GoAway(1); each ceiling holds exactly
 // at its value (frame length, session buffer, accept backlog, stream count);
 // GoAway, ping answers and zero-length frames behave as the spec says.
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import { Flag, FrameType, GoAwayCode, Session, type SessionError, type SessionOptions, type YamuxStream } from '../src/index.js';
 import { CaptureTransport, frame, parseFrames, turn } from './helpers.js';
 
@@ -12,10 +12,11 @@ function server(opts: Partial<SessionOptions> = {}, listen = true) {
   const cap = new CaptureTransport();
   const s = new Session(cap, { client: false, keepaliveIntervalMs: 0, ackDelayMs: 0, ...opts });
   const streams: YamuxStream[] = [];
+  const streamErrors: Error[] = [];
   if (listen) {
     s.on('stream', (x: YamuxStream) => {
       streams.push(x);
-      x.on('error', () => {});
+      x.on('error', (e: Error) => streamErrors.push(e));
     });
   }
   const closes: Array<SessionError | undefined> = [];
@@ -23,7 +24,7 @@ function server(opts: Partial<SessionOptions> = {}, listen = true) {
   s.on('close', (e?: SessionError) => closes.push(e));
   s.on('goaway', (c: number) => goaways.push(c));
   const frames = () => parseFrames(cap.output()).frames;
-  return { cap, s, streams, closes, goaways, frames };
+  return { cap, s, streams, streamErrors, closes, goaways, frames };
 }
 
 type Server = ReturnType<typeof server>;
@@ -104,16 +105,19 @@ describe('ceilings hold exactly at their value', () => {
     t.cap.feed(data(1, 1000));
     expect(t.closes).toEqual([]);
     expect(t.streams[0]!.receiveBuffered).toBe(1000);
-    t.s.destroy();
+    t.cap.feed(data(1, 1001));
+    expectProtocolError(t, /^data frame of 1001 bytes exceeds 1000$/);
   });
 
-  it('maxSessionBuffered: unread bytes up to the limit are kept; the stream whose frame would pass it is reset, alone', () => {
+  it('maxSessionBuffered: unread bytes up to the limit are kept; the stream whose frame would pass it is reset, alone', async () => {
     const t = server({ maxSessionBuffered: 1000 });
     t.cap.feed(Buffer.concat([syn(1), syn(3), syn(5), data(1, 600), data(3, 400)]));
     expect(t.s.bufferedBytes).toBe(1000);
     expect(t.streams.map((x) => x.destroyed)).toEqual([false, false, false]);
     t.cap.feed(data(5, 1));
     expect(t.streams.map((x) => x.destroyed)).toEqual([false, false, true]);
+    await turn(); // the stream's 'error' is emitted on the next tick
+    expect(t.streamErrors.map((e) => e.message)).toEqual(['session receive buffer limit reached']);
     expect(t.s.bufferedBytes).toBe(1000);
     expect(t.closes).toEqual([]);
     t.s.destroy();
@@ -133,6 +137,21 @@ describe('ceilings hold exactly at their value', () => {
     expect(t.s.streamCount).toBe(2);
     await turn();
     expect(rstsFor(t)).toEqual([5]);
+    t.s.destroy();
+  });
+
+  it('acceptBacklog bounds only the streams waiting for a listener: with one listening, a SYN is accepted even while the backlog is full', () => {
+    const t = server({ acceptBacklog: 2 }, false);
+    t.cap.feed(Buffer.concat([syn(1), syn(3)]));
+    const got: number[] = [];
+    t.s.on('stream', (x: YamuxStream) => {
+      got.push(x.id);
+      x.on('error', () => {});
+    });
+    // Before the microtask that hands out the backlog runs, another SYN.
+    t.cap.feed(syn(5));
+    expect(got).toEqual([5]);
+    expect(t.s.streamCount).toBe(3);
     t.s.destroy();
   });
 
@@ -212,6 +231,9 @@ describe('GoAway from the peer', () => {
     expect(t.closes).toHaveLength(1);
     expect(t.closes[0]!.code).toBe('GOAWAY');
     expect(t.closes[0]!.message).toMatch(/internal error/);
+    // A clean end of the byte stream (what was queued is flushed), not a hard drop.
+    expect(t.cap.ended).toBe(true);
+    expect(t.cap.destroyed).toBe(false);
   });
 });
 
@@ -235,13 +257,35 @@ describe('ping', () => {
     t.s.destroy();
   });
 
-  it('a ping with neither SYN nor ACK is ignored, not answered', async () => {
+  it('a ping with neither SYN nor ACK is ignored: not answered, and it does not answer our own ping', async () => {
     const t = server();
     t.cap.feed(frame(FrameType.Ping, 0, 0, 9));
     await turn();
     expect(t.frames()).toEqual([]);
     expect(t.closes).toEqual([]);
+    const pending = t.s.ping(5000);
+    pending.catch(() => {});
+    await turn();
+    const opaque = t.frames().find((f) => f.type === FrameType.Ping)!.length;
+    t.cap.feed(frame(FrameType.Ping, 0, 0, opaque));
+    expect(t.s.rtt).toBe(-1);
+    t.cap.feed(frame(FrameType.Ping, Flag.ACK, 0, opaque));
+    expect(await pending).toBeGreaterThanOrEqual(0);
     t.s.destroy();
+  });
+
+  it('keepalive sends no second ping while one is unanswered', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] });
+    try {
+      const t = server({ keepaliveIntervalMs: 100, keepaliveTimeoutMs: 10_000 });
+      vi.advanceTimersByTime(550); // five intervals
+      await turn(); // the batch flush (setImmediate is real)
+      expect(t.frames().filter((f) => f.type === FrameType.Ping)).toHaveLength(1);
+      expect(t.closes).toEqual([]);
+      t.s.destroy();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('pingAnswersPerSecond 0 answers every ping', async () => {

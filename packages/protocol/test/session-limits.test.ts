@@ -92,6 +92,7 @@ describe('session ceilings', () => {
     peer.write(Buffer.concat(syns));
     const [err] = (await closed) as [SessionError];
     expect(err.code).toBe('PROTOCOL_ERROR');
+    expect(err.message).toBe('peer opened streams we refused faster than 10/s');
     expect(session.streamCount).toBe(0);
     await waitFor(() => tap.frames.some((f) => f.type === FrameType.GoAway), 5_000, 'GoAway');
     const goAway = tap.frames.find((f) => f.type === FrameType.GoAway)!;
