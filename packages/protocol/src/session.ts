@@ -481,7 +481,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     this.payloadFlags = flags;
     this.payloadStream = null;
     if (stream !== null) {
-      if (length > 0 && !stream.canReceiveData()) return this.protocolError(`data after FIN on stream ${id}`);
+      // Any Data frame after the peer's FIN, even an empty one (the window check below would refuse it too, misnamed).
+      if (!stream.canReceiveData()) return this.protocolError(`data after FIN on stream ${id}`);
       if (!stream.expectData(length)) return this.protocolError(`stream ${id} exceeded its receive window`);
       if (length > 0 && this.buffered + length > this.opts.maxSessionBuffered) {
         // Too much unread across the session: sacrifice this stream, keep the rest.

@@ -182,6 +182,12 @@ describe('zero-length frames and close flags', () => {
     t.s.destroy();
   });
 
+  it('a Data frame after the peer FIN, even an empty one, is a protocol error that says so', () => {
+    const t = server();
+    t.cap.feed(Buffer.concat([syn(1), frame(FrameType.Data, Flag.FIN, 1, 0), frame(FrameType.Data, 0, 1, 0)]));
+    expectProtocolError(t, /^data after FIN on stream 1$/);
+  });
+
   it('a FIN on a window update ends the stream; a second FIN is a protocol error', async () => {
     const t = server();
     t.cap.feed(Buffer.concat([syn(1), frame(FrameType.WindowUpdate, Flag.FIN, 1, 0)]));
