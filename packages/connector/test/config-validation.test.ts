@@ -160,3 +160,28 @@ describe('config.yml: a key at the wrong level says where it belongs', () => {
     ]);
   });
 });
+
+describe('config.yml: unset keys', () => {
+  it('are absent from the result, not present as undefined', () => {
+    const c = parseConfig(yaml('ingress:', '  - service: hello_world'), 'c.yml');
+    expect(c).toStrictEqual({
+      source: 'c.yml',
+      relays: [],
+      haConnections: 4,
+      gracePeriod: 30_000,
+      loglevel: 'info',
+      originRequest: ORIGIN_REQUEST_DEFAULTS,
+      ingress: [{ service: { kind: 'hello_world' }, originRequest: {}, line: 2 }],
+    });
+    for (const k of ['tunnel', 'tunnelAt', 'metrics', 'credentialsFile', 'tokenFile']) expect(k in c, k).toBe(false);
+    expect(Object.keys(c.ingress[0]!)).toEqual(['service', 'originRequest', 'line']);
+  });
+});
+
+describe('config.yml: path patterns', () => {
+  it('a bad case-insensitive (?i) pattern gets the same short reason', () => {
+    expect(problemsOf(yaml('ingress:', '  - path: "(?i)^/api/(v1"', '    service: hello_world', '  - service: hello_world'))).toEqual([
+      { line: 2, column: 11, message: 'ingress[0].path: invalid regular expression "(?i)^/api/(v1": Unterminated group' },
+    ]);
+  });
+});
