@@ -323,3 +323,35 @@ describe('peer signature: time window and nonce lifetime', () => {
     expect(await auth.verify(r, sig)).toBeNull();
   });
 });
+
+describe('peer signature: the wire format is fixed', () => {
+  // Relays of two versions forward to each other during a rolling deploy, so
+  // the scheme cannot drift. These values were computed from the scheme as
+  // written, with node:crypto alone: key = SHA-256("tunnel-peer/v2\n" +
+  // secret); signature = HMAC-SHA-256(key, the canonical fields joined by
+  // "\n"), base64url; headers digest = SHA-256 over "name:value\n" in
+  // latin1; stream key = HMAC(key, "stream\n" + signature), trailer =
+  // HMAC(stream key, body).
+  it('signature, headers digest and stream trailer match known answers', async () => {
+    const auth = new PeerAuth('fleet-secret-for-tests', new MemoryReplayCache());
+    const headers = headersDigest(['Host', 'app.test', 'X-Name', 'Zo\u00eb']);
+    expect(headers).toBe('DwEstsB3UogBdCZZcItYDUPk0TF2oHmOwdDCO-hCPNM');
+    const r: SignedRequest = {
+      from: 'relay-a', time: 1_800_000_000_000, nonce: '6f1c1d9e-8b1e-4a58-9c57-2c3f0c7f5a10', requestId: 'req-1', method: 'POST',
+      host: 'app.test', target: '/orders?id=7', clientIp: '203.0.113.9', scheme: 'https', headers, body: { kind: 'stream', length: 5 },
+    };
+    const sig = auth.sign(r);
+    expect(sig).toBe('Ojrtq3zZ1g23cd1wuRg6POy3ay9oJFarcaf7gxxYajs');
+    const out: Buffer[] = [];
+    await pipeline(Readable.from([Buffer.from('hello')]), auth.sealStream(sig), async function* (src: AsyncIterable<Buffer>) {
+      for await (const c of src) out.push(c);
+    });
+    const wire = Buffer.concat(out);
+    expect(wire.subarray(0, 5).toString()).toBe('hello');
+    expect(wire.subarray(5).toString('base64url')).toBe('xOACW1GPHN3L2xg6jhK2PZGveH6wnUqJSx0h2VbyBFI');
+  });
+
+  it('a request without a body seal is refused, saying so', () => {
+    expect(readSignedRequest({ method: 'GET', url: '/', headers: { host: 'app.test' }, rawHeaders: ['Host', 'app.test'] })).toBe('missing or malformed body seal');
+  });
+});

@@ -75,9 +75,6 @@ export const PeerHeaders = {
 } as const;
 
 const PEER_HEADER_SET = new Set<string>(Object.values(PeerHeaders));
-export function isPeerHeader(lowerName: string): boolean {
-  return PEER_HEADER_SET.has(lowerName);
-}
 
 /**
  * Headers the hop between relays may add, drop or rewrite (undici sets its
