@@ -11,6 +11,12 @@ import { openStore } from '../src/store/open.js';
 import type { Store, StoreEvent } from '../src/store/types.js';
 import { waitFor } from '../../../test/harness/wait.js';
 
+/** The test's name for the tunnel that `host` routes to, or undefined. */
+function tunnelName(table: RouteTable, tunnels: Record<string, string>, host: string): string | undefined {
+  const r = table.lookup(host);
+  return r ? Object.entries(tunnels).find(([, id]) => id === r.tunnelId)![0] : undefined;
+}
+
 describe('RouteTable.lookup', () => {
   let dir: string;
   let store: Store;
@@ -36,10 +42,7 @@ describe('RouteTable.lookup', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const who = (host: string) => {
-    const r = table.lookup(host);
-    return r ? Object.entries(tunnels).find(([, id]) => id === r.tunnelId)![0] : undefined;
-  };
+  const who = (host: string) => tunnelName(table, tunnels, host);
 
   it('an exact route wins over a wildcard that also matches', () => {
     expect(who('a.x.test')).toBe('exact');
@@ -152,10 +155,7 @@ describe('RouteTable.lookup within a zone', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const who = (host: string) => {
-    const r = table.lookup(host);
-    return r ? Object.entries(tunnels).find(([, id]) => id === r.tunnelId)![0] : undefined;
-  };
+  const who = (host: string) => tunnelName(table, tunnels, host);
   const answers = () => ({ app: who('app.z.test'), in: who('p.in.z.test'), own: who('own.z.test'), other: who('other.z.test') });
 
   it('in no zone every route serves; a zone held by one account hides the other account’s exact and wildcard routes under it; removing the zone restores them', async () => {
