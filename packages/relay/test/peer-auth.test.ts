@@ -232,6 +232,16 @@ describe('peer signature: streamed body MAC trailer', () => {
     expect((await open(wire, total, sig, [1, 2, 3, wire.length - 1])).equals(Buffer.concat(chunks))).toBe(true);
   });
 
+  it('a body shorter than the trailer, arriving in pieces that straddle it, passes through whole', async () => {
+    const out: Buffer[] = [];
+    await pipeline(Readable.from([Buffer.from('x')]), auth.sealStream(sig), async function* (src: AsyncIterable<Buffer>) {
+      for await (const c of src) out.push(c);
+    });
+    const wire = Buffer.concat(out);
+    expect(wire.length).toBe(33);
+    for (const splitAt of [[30], [20], [1, 17], [32]]) expect((await open(wire, 1, sig, splitAt)).toString(), String(splitAt)).toBe('x');
+  });
+
   it('a changed byte, a cut body, another request\'s key or a wrong signed length fails the stream', async () => {
     const wire = await sealed();
     const flipped = Buffer.from(wire);
@@ -349,6 +359,18 @@ describe('peer signature: the wire format is fixed', () => {
     const wire = Buffer.concat(out);
     expect(wire.subarray(0, 5).toString()).toBe('hello');
     expect(wire.subarray(5).toString('base64url')).toBe('xOACW1GPHN3L2xg6jhK2PZGveH6wnUqJSx0h2VbyBFI');
+  });
+
+  it('a peer header left out reads as empty: a request sent without its nonce is refused for that', async () => {
+    const auth = new PeerAuth(SECRET, new MemoryReplayCache());
+    const r = request({ nonce: '', headers: headersDigest(['Host', 'app.test']) });
+    const pairs = auth.headerPairs(r, auth.sign(r));
+    const headers: Record<string, string> = { host: 'app.test' };
+    for (let i = 0; i < pairs.length; i += 2) if (pairs[i] !== 'tunnel-peer-nonce') headers[pairs[i]!] = pairs[i + 1]!;
+    const read = readSignedRequest({ method: 'POST', url: '/orders?id=7', headers, rawHeaders: ['Host', 'app.test'] });
+    if (typeof read === 'string') throw new Error(read);
+    expect(read.fields.nonce).toBe('');
+    expect(await auth.verify(read.fields, read.sig)).toBe('missing nonce');
   });
 
   it('a request without a body seal is refused, saying so', () => {
