@@ -10,6 +10,12 @@ import { waitFor } from './harness/wait.js';
 import { openStore } from '../packages/relay/src/store/open.js';
 import { Redis } from 'ioredis';
 
+// The load harness plays the load balancer, polling /ready every 100 ms; on a
+// loaded machine its poll lags past the harness's 200 ms drain delay and it
+// sends to a relay already closing its listener. As in production, the drain
+// delay must exceed the balancer's worst-case check lag.
+const DRAIN_ARGS = ['--drain-delay', '1s'];
+
 // Three relays on one Redis, real connectors, a real origin: forwarding,
 // rolling restarts, kill -9, connector replicas and a Redis restart, each
 // under a steady bounded load.
@@ -45,14 +51,14 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
     retired.push(r);
     if (how === 'term') await r.proc.stop(20_000);
     else await r.proc.kill9();
-    relays[i] = await startRelay({ dir: tmp.dir, store, keys, id: r.id, ports: { http: r.http, connect: r.connect, control: r.control, peer: r.peer } });
+    relays[i] = await startRelay({ dir: tmp.dir, store, keys, id: r.id, extraArgs: DRAIN_ARGS, ports: { http: r.http, connect: r.connect, control: r.control, peer: r.peer } });
   };
 
   beforeAll(async () => {
     store = `${redis!.url}/?prefix=fleet:`;
     generateKeyFile(keys);
     origin = await startOrigin(loadOriginHandler);
-    for (const id of ['relay-a', 'relay-b', 'relay-c']) relays.push(await startRelay({ dir: tmp.dir, store, keys, id }));
+    for (const id of ['relay-a', 'relay-b', 'relay-c']) relays.push(await startRelay({ dir: tmp.dir, store, keys, id, extraArgs: DRAIN_ARGS }));
     token = await createTunnel({ dir: tmp.dir, store, keys, name: 'app', hostnames: ['app.test'] });
     tunnelId = JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()).tunnelId;
     connector = await startConnector({ token, relays: relays.map((r) => r.connectUrl), url: origin.url });
@@ -198,7 +204,7 @@ describe.skipIf(!redis)('relay fleet on Redis', () => {
     for (const f of [...stats.failures, ...stats.retries]) console.log('kill -9 failure', JSON.stringify(f));
     expect(stats.failures.length + stats.retries.length).toBeLessThanOrEqual(CONCURRENCY);
     for (const f of [...stats.failures, ...stats.retries]) expect(f.status === 502 || (f.error ?? '').length > 0, JSON.stringify(f)).toBe(true);
-    relays[0] = await startRelay({ dir: tmp.dir, store, keys, id: victim.id, ports: { http: victim.http, connect: victim.connect, control: victim.control, peer: victim.peer } });
+    relays[0] = await startRelay({ dir: tmp.dir, store, keys, id: victim.id, extraArgs: DRAIN_ARGS, ports: { http: victim.http, connect: victim.connect, control: victim.control, peer: victim.peer } });
   });
 
   it('SIGTERM of one connector replica under load: zero failed requests', async () => {
