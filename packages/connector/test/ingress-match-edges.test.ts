@@ -40,6 +40,26 @@ describe('Ingress.match edges', () => {
     expect(ing.match('a.example.com', '/').index).toBe(0);
     expect(ing.match('api.X.org:1', '/').index).toBe(1);
   });
+
+  it('a Host starting with [ is a bracketed literal: only up to its ] counts, so what follows never reaches a name rule', () => {
+    const ing = compileIngress([rule('*.example.com', undefined), rule(undefined, undefined)], ORIGIN_REQUEST_DEFAULTS);
+    expect(ing.match('[a]x.example.com', '/').index).toBe(1);
+    // Cut after the ], not before it: `[x.example.com` would end like the wildcard.
+    expect(ing.match('[x.example.comm]', '/').index).toBe(1);
+    // No ]: not a literal, the Host is compared whole like any other.
+    expect(ing.match('[x.example.com', '/').index).toBe(0);
+  });
+
+  it('a Host that starts with a colon has an empty name: what follows is the port', () => {
+    const ing = compileIngress([rule('*.example.com', undefined), rule(undefined, undefined)], ORIGIN_REQUEST_DEFAULTS);
+    expect(ing.match(':a.example.com', '/').index).toBe(1);
+  });
+
+  it('a host-less rule with a path matches a request without a Host', () => {
+    const ing = compileIngress([rule(undefined, '^/api'), rule(undefined, undefined)], ORIGIN_REQUEST_DEFAULTS);
+    expect(ing.match('', '/api/x').index).toBe(0);
+    expect(ing.match('', '/web').index).toBe(1);
+  });
 });
 
 describe('ruleForUrl: only a URL written with scheme:// and a hostname', () => {
