@@ -44,6 +44,11 @@ describe('parseDuration', () => {
     expect(() => parseDuration('1.6ms')).toThrow('finer than a millisecond');
   });
 
+  it('a remainder of at most 1e-6 ms is taken as float noise and rounds away; just over it is refused', () => {
+    expect(parseDuration('0.000001ms')).toBe(0);
+    expect(() => parseDuration('0.0000011ms')).toThrow('finer than a millisecond');
+  });
+
   it('the largest safe integer of milliseconds parses; one more is "too large"', () => {
     expect(parseDuration(`${Number.MAX_SAFE_INTEGER}ms`)).toBe(Number.MAX_SAFE_INTEGER);
     expect(() => parseDuration(`${Number.MAX_SAFE_INTEGER + 1}ms`)).toThrow(`invalid duration "${Number.MAX_SAFE_INTEGER + 1}ms": too large`);
