@@ -76,6 +76,21 @@ describe('stream half-close', () => {
   });
 });
 
+describe('stream reset by the peer', () => {
+  it('is not answered with an RST of our own', async () => {
+    const t = server();
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.SYN, 1, 0));
+    const st = t.streams[0]!;
+    t.cap.feed(frame(FrameType.WindowUpdate, Flag.RST, 1, 0));
+    expect(st.state).toBe('reset');
+    expect(st.destroyed).toBe(true);
+    await turn();
+    expect(t.out(1).filter((f) => f.flags & Flag.RST)).toEqual([]);
+    expect(t.retired()).toBe(1);
+    t.s.destroy();
+  });
+});
+
 describe('stream state on late ACK and FIN', () => {
   it('we open and end before the ACK: the ACK does not reopen it, so the peer FIN closes and frees it', async () => {
     const cap = new CaptureTransport();
