@@ -51,7 +51,7 @@ describe.skipIf(skipBrowser)('quick tunnels on the dashboard, in a real browser'
     await row.waitFor({ timeout: 10_000 });
     // Its own group: not among the named tunnels.
     expect(await page.locator('#tunnels').textContent()).not.toContain(q.hostname);
-    await expect.poll(async () => row.locator('td.client-ip').textContent(), { timeout: 10_000 }).toBe('127.0.0.1');
+    await expect.poll(async () => row.locator('td.client-ip').textContent(), { timeout: 30_000 }).toBe('127.0.0.1');
     const cells = await row.locator('td').allInnerTexts();
     expect(cells[0]).toBe(q.hostname);
     expect(cells[1]).toMatch(/^\d+s$/);

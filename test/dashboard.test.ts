@@ -67,7 +67,7 @@ describe.skipIf(skipBrowser)('dashboard in a real browser', () => {
     await page.waitForSelector('#live.on', { timeout: 10_000 });
     const card = page.locator('[data-testid="tunnel-app"]');
     await card.waitFor({ timeout: 10_000 });
-    await expect.poll(() => card.locator('tr.conn').count(), { timeout: 10_000 }).toBe(4);
+    await expect.poll(() => card.locator('tr.conn').count(), { timeout: 30_000 }).toBe(4);
     const rows = await card.locator('tr.conn').evaluateAll((trs) => trs.map((tr) => ({ index: tr.getAttribute('data-index'), text: (tr as HTMLElement).innerText })));
     expect(rows.map((r) => r.index).sort()).toEqual(['0', '1', '2', '3']);
     const relayIds = new Set(fleet.relays.map((r) => r.id));

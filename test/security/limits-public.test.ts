@@ -26,6 +26,8 @@ describe('security: public-side ceilings', () => {
   const uploads = new Map<string, string>();
   /** /upload-held: the origin reads nothing until this is called. */
   let releaseHeld: (() => void) | null = null;
+  /** /hold-open: answered only when the test lets go (a connection busy with a request). */
+  const holdOpen: (() => void)[] = [];
 
   beforeAll(async () => {
     origin = await startOrigin((q: http.IncomingMessage, s: http.ServerResponse) => {
@@ -48,6 +50,10 @@ describe('security: public-side ceilings', () => {
         q.on('close', () => {
           if (!q.complete) uploads.set(q.url!, 'aborted');
         });
+        return;
+      }
+      if (q.url?.startsWith('/hold-open')) {
+        holdOpen.push(() => s.end('released'));
         return;
       }
       s.end(`ok ${q.url}`);
@@ -81,8 +87,14 @@ describe('security: public-side ceilings', () => {
   const openConns = async (url: string) => (await scrape(url, 'tunnel_relay_public_connections')).get('') ?? 0;
 
   /** Hold idle connections until the relay counts `n` open, then one more: the refused one. */
-  async function fillThenOneMore(port: number, url: string, n: number): Promise<string> {
-    for (let guard = 0; (await openConns(url)) < n && guard < n; guard++) held.push(await rawConnect(port));
+  async function fillThenOneMore(port: number, url: string, n: number, busy = false): Promise<string> {
+    for (let guard = 0; (await openConns(url)) < n && guard < n; guard++) {
+      const c = await rawConnect(port);
+      // Busy: a request the origin holds, so the relay's 1 s headers timeout
+      // cannot close a held connection while a loaded machine opens the rest.
+      if (busy) c.socket.write(`GET /hold-open HTTP/1.1\r\nHost: ${fleet.hostname}\r\n\r\n`);
+      held.push(c);
+    }
     await waitFor(async () => (await openConns(url)) === n, 5_000, { message: `${n} open connections` });
     const extra = await rawConnect(port);
     await waitFor(() => extra.closed, 10_000, { message: 'the extra connection answered and closed' });
@@ -91,12 +103,13 @@ describe('security: public-side ceilings', () => {
 
   async function release(url: string): Promise<void> {
     for (const c of held.splice(0)) c.socket.destroy();
+    for (const answer of holdOpen.splice(0)) answer();
     await waitFor(async () => (await openConns(url)) === 0, 5_000, { message: 'connections released' });
   }
 
   it('per client IP: the connection past the cap gets a 429 and a close; a good request works once they go', async () => {
     const before = await limitHits(metrics);
-    const answer = await fillThenOneMore(relay().http, metrics, 10);
+    const answer = await fillThenOneMore(relay().http, metrics, 10, true);
     expect(answer).toMatch(/^HTTP\/1\.1 429 /);
     expect(answer).toContain('"code":"too_many_connections"');
     expect(answer).toMatch(/Retry-After: 1/i);
