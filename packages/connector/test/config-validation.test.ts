@@ -5,18 +5,8 @@
 import { homedir } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, ORIGIN_REQUEST_DEFAULTS, parseConfig, type ConfigProblem } from '../src/ingress/config.js';
+import { problemsOf, yaml } from './config-problems.js';
 
-const yaml = (...lines: string[]): string => lines.join('\n') + '\n';
-
-function problemsOf(text: string): ConfigProblem[] {
-  try {
-    parseConfig(text, 'config.yml');
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('config.yml: integer bounds are inclusive', () => {
   it('ha-connections takes 1 and 16 (0 and 17 are refused: config.test.ts)', () => {

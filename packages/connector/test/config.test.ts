@@ -16,19 +16,8 @@ import {
   type ConfigProblem,
 } from '../src/ingress/config.js';
 import { formatDuration, parseDuration } from '@tunnel/protocol';
+import { problemsOf, yaml } from './config-problems.js';
 
-/** Lines joined so that argument N is line N+1 of the file: line numbers stay obvious. */
-const yaml = (...lines: string[]): string => lines.join('\n') + '\n';
-
-function problemsOf(text: string): ConfigProblem[] {
-  try {
-    parseConfig(text, 'config.yml');
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 /** The single problem a config has (fails if there are more, so stray errors show up). */
 function onlyProblem(text: string): ConfigProblem {
