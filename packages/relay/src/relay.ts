@@ -438,7 +438,36 @@ export class Relay {
     return (this.opts.heartbeatMs ?? 2_000) * 3;
   }
 
-  private async publishMembership(): Promise<void> {
+  /** The write in flight, and whether another was asked for meanwhile. */
+  private publishing: Promise<void> | null = null;
+  private publishAgain = false;
+
+  /**
+   * One write at a time: two overlapping writes (the 100 ms change timer and
+   * the heartbeat) can land in the store in the other order, leaving an older
+   * connection set in place; and since an unchanged set is only refreshed,
+   * nothing would ever correct it. A call during a write runs once more after it.
+   */
+  private publishMembership(): Promise<void> {
+    if (this.publishing) {
+      this.publishAgain = true;
+      return this.publishing;
+    }
+    const run = async (): Promise<void> => {
+      try {
+        do {
+          this.publishAgain = false;
+          await this.publishMembershipOnce();
+        } while (this.publishAgain && this.state !== 'stopped');
+      } finally {
+        this.publishing = null;
+      }
+    };
+    this.publishing = run();
+    return this.publishing;
+  }
+
+  private async publishMembershipOnce(): Promise<void> {
     const { store, log } = this.deps;
     const ttl = this.memberTtlMs();
     try {
