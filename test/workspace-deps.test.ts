@@ -63,7 +63,7 @@ describe('workspace dependencies', () => {
     const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { workspaces: string[] };
     expect([...pkg.workspaces].map((w) => w.replace(/^packages\//, '')).sort()).toEqual(dirs);
     const tsconfig = JSON.parse(readFileSync(path.join(root, 'tsconfig.json'), 'utf8')) as { references: { path: string }[] };
-    const built = tsconfig.references.map((r) => r.path).filter((p) => p.startsWith('packages/')).map((p) => p.replace(/^packages\//, ''));
+    const built = tsconfig.references.map((r) => r.path).filter((p) => p.startsWith('packages/')).map((p) => p.replace(/^packages\//, '').replace(/\/tsconfig\.build\.json$/, ''));
     expect(built.sort()).toEqual(dirs);
   });
 
