@@ -92,3 +92,42 @@ describe('options', () => {
     s.destroy();
   });
 });
+
+describe('openStream() and ping() refusals say why', () => {
+  it('on a closed session: canOpen is false, openStream() and ping() refuse with CLOSED', async () => {
+    const t = session();
+    t.s.destroy();
+    expect(t.s.canOpen).toBe(false);
+    expect(() => t.s.openStream()).toThrow(expect.objectContaining({ code: 'CLOSED', message: 'session is closed' }));
+    const err = (await t.s.ping().catch((e: SessionError) => e)) as SessionError;
+    expect([err.code, err.message]).toEqual(['CLOSED', 'session is closed']);
+  });
+
+  it('after the peer sent GoAway, with the stream limit reached, and with the ids used up', () => {
+    const a = session();
+    a.cap.feed(frame(FrameType.GoAway, 0, 0, GoAwayCode.Normal));
+    expect(() => a.s.openStream()).toThrow(expect.objectContaining({ code: 'GOAWAY', message: 'peer sent GoAway: no new streams' }));
+    a.s.destroy();
+
+    const cap = new CaptureTransport();
+    const b = new Session(cap, { client: true, keepaliveIntervalMs: 0, maxStreams: 1 });
+    b.openStream().on('error', () => {});
+    expect(() => b.openStream()).toThrow(expect.objectContaining({ code: 'STREAM_LIMIT', message: 'stream limit reached (1)' }));
+    b.destroy();
+
+    // Opening 2^31 streams is out of reach for a test: start the client's odd ids near the top.
+    const c = session();
+    Reflect.set(c.s, 'nextId', 0xfffffffd);
+    const ids = [c.s.openStream(), c.s.openStream()].map((st) => st.on('error', () => {}).id);
+    expect(ids).toEqual([0xfffffffd, 0xffffffff]); // the last valid id is still handed out
+    expect(() => c.s.openStream()).toThrow(expect.objectContaining({ code: 'STREAM_LIMIT', message: 'stream ids exhausted' }));
+    c.s.destroy();
+  });
+
+  it('a ping the peer never answers is rejected after its timeout, saying how long it waited', async () => {
+    const t = session();
+    const err = (await deadline(t.s.ping(20).then(() => undefined, (e: SessionError) => e), 2000, 'ping timeout')) as SessionError;
+    expect([err.code, err.message]).toEqual(['KEEPALIVE_TIMEOUT', 'no ping answer within 20 ms']);
+    t.s.destroy();
+  });
+});
