@@ -6,12 +6,15 @@ import { startFleet, type Fleet } from './harness/fleet.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { req } from './harness/http.js';
 import { RELAY_CLI, runCli } from './harness/procs.js';
+import { rawConnect } from './harness/raw-client.js';
 import { waitFor } from './harness/wait.js';
 
 // Deploy-time claims, each with a request the origin holds so that something
 // is really in flight:
 //  - SIGTERM on a relay waits for an in-flight request (its listener is
 //    closed, its connector sessions got GoAway) and exits once it finished;
+//    a client that connected just before the listener closed, and sends its
+//    request after, is answered (with Connection: close), not reset;
 //  - a second SIGTERM exits the connector at once, in-flight or not;
 //  - SIGHUP reloads the ingress even when the file watcher cannot see the
 //    change (the config is a symlink swapped to a new target, as Kubernetes
@@ -58,9 +61,11 @@ describe('drain and signals', () => {
     await other?.close();
   });
 
-  it('relay SIGTERM waits for a request the origin holds, then finishes it and exits (not at the drain timeout)', async () => {
+  it('relay SIGTERM waits for a request the origin holds, then finishes it and exits (not at the drain timeout); a connection accepted before the listener closed still gets its request served', async () => {
     const c = await fleet.connector({ url: origin.url });
     const relay = fleet.relays[0]!;
+    // Connected, no request yet: a drain that ends with it still open resets it.
+    const fresh = await rawConnect(relay.http);
     const inflight = req(`${relay.publicUrl}/gate/drain`, { host: fleet.hostname });
     await waitFor(() => gate.held.has('/gate/drain'), 5_000, { message: 'request held at the origin' });
     relay.proc.signal('SIGTERM');
@@ -74,6 +79,12 @@ describe('drain and signals', () => {
     const res = await inflight;
     expect(res.status).toBe(200);
     expect(res.text).toBe('released /gate/drain');
+    // Nothing else is in flight: the drain now waits (a short grace) only for the fresh connection's request.
+    fresh.socket.write(`GET /fresh HTTP/1.1\r\nHost: ${fleet.hostname}\r\n\r\n`);
+    const answer = await fresh.done;
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+    expect(answer.endsWith('origin /fresh')).toBe(true);
     const { code } = await relay.proc.exited;
     expect(code).toBe(0);
     expect(Date.now() - released).toBeLessThan(10_000); // not the 60 s drain timeout

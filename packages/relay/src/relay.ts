@@ -18,6 +18,7 @@ import { PeerAuth, PeerHeaders } from './fleet/peer-auth.js';
 import { PeerDispatch } from './fleet/peer-dispatch.js';
 import { createPeerServer } from './fleet/peer-endpoint.js';
 import { PeerEndpointDrain } from './fleet/peer-drain.js';
+import { PublicHttpDrain } from './edge/public-http-drain.js';
 import type { RelayMetrics } from './metrics.js';
 import { logRequestWhenDone } from './edge/request-log.js';
 import { RelayCertificate, checkPlainListeners, type ReloadTrigger, type TlsFiles } from './edge/listener-tls.js';
@@ -304,6 +305,7 @@ export class Relay {
     if (this.opts.listen.http) {
       const s = http.createServer(serverOpts, this.certificates ? answeringHttp01(this.certificates, onRequest) : onRequest);
       s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, true));
+      this.publicHttpDrains.push(new PublicHttpDrain(s));
       s.on('upgrade', onUpgrade);
       s.on('clientError', refuseUnparsable);
       countBytes(s, 'public');
@@ -608,8 +610,12 @@ export class Relay {
     for (const c of this.connections.list()) c.drain();
     const delay = this.opts.drainDelayMs ?? 0;
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+    const httpDrains = this.publicHttpDrains;
+    for (const d of httpDrains) d.begin();
     const publicClosed = Promise.all(this.servers.public.map((s) => closeServer(s)));
     for (const s of this.servers.public) (s as http.Server).closeIdleConnections?.();
+    // A client that connected just before the listener closed gets its request served (see PublicHttpDrain), for a short grace.
+    const freshUntil = Date.now() + FRESH_CONNECTION_GRACE_MS;
     this.https?.closeIdleConnections();
     // In-flight requests finish (public ones, peer-forwarded ones and
     // connector streams each say so when they end), or the drain timeout ends the wait.
@@ -619,8 +625,10 @@ export class Relay {
       const conns = this.connections.list();
       const done = () => {
         clearTimeout(t);
+        clearTimeout(freshOver);
         this.onPublicSettled = null;
         peer?.onChange(null);
+        for (const d of httpDrains) d.onChange(null);
         for (const c of conns) {
           c.off('idle', check);
           c.off('closed', check);
@@ -630,14 +638,17 @@ export class Relay {
       let waitingFor = '';
       const check = () => {
         const streams = this.connections.list().reduce((n, c) => n + c.inflight, 0);
-        const pending = { streams, public: this.publicInFlight(), peer: peer?.inFlight ?? 0 };
-        if (pending.streams === 0 && pending.public === 0 && pending.peer === 0) return done();
+        const fresh = Date.now() < freshUntil ? httpDrains.reduce((n, d) => n + d.fresh, 0) : 0;
+        const pending = { streams, public: this.publicInFlight(), peer: peer?.inFlight ?? 0, fresh };
+        if (pending.streams === 0 && pending.public === 0 && pending.peer === 0 && pending.fresh === 0) return done();
         // Once per change: what the drain still waits for, so a slow drain names its cause.
         const now = JSON.stringify(pending);
         if (now !== waitingFor) log.info({ event: 'drain-waiting', relayId: this.opts.id, ...pending }, 'drain waiting for requests in flight');
         waitingFor = now;
       };
       const t = setTimeout(done, Math.max(0, deadline - Date.now()));
+      const freshOver = setTimeout(() => check(), Math.max(0, freshUntil - Date.now()));
+      for (const d of httpDrains) d.onChange(check);
       for (const c of conns) {
         c.on('idle', check);
         c.on('closed', check);
@@ -684,6 +695,8 @@ export class Relay {
   publicInFlight(): number {
     return this.inflightPublic;
   }
+  /** The plain-HTTP public listeners' drain helpers. */
+  private readonly publicHttpDrains: PublicHttpDrain[] = [];
   /** Set while a drain waits: told when the last public request finishes. */
   private onPublicSettled: (() => void) | null = null;
   trackPublic(res: http.ServerResponse): void {
@@ -722,6 +735,13 @@ export class Relay {
     await this.deps.store.close();
   }
 }
+
+/**
+ * How long a drain keeps a connection that was accepted but has sent no
+ * request yet: a client sends its request right after connecting, so this
+ * only has to cover the moment between; a silent one is closed after it.
+ */
+const FRESH_CONNECTION_GRACE_MS = 2_000;
 
 /** Bodyless requests (no length, no chunking) have no body to stall. */
 function hasRequestBody(req: http.IncomingMessage): boolean {
