@@ -1,10 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { startFleet, type Fleet } from './harness/fleet.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { createTunnel, startConnector } from './harness/procs.js';
 import { req } from './harness/http.js';
+import { waitFor } from './harness/wait.js';
 
 // The classic source of spurious 502s: a pooled keep-alive socket the origin
 // closes just as the next request is written into it.
@@ -22,6 +25,10 @@ describe('origin keep-alive pool', () => {
   // that hides it). Observed at the origin, so no retry can mask it.
   let strict: net.Server;
   const strictLog: Array<{ socket: number; idleMs: number }> = [];
+  // An origin that advertises no keep-alive timeout and never closes an idle
+  // socket itself: only the connector's `keepAliveTimeout` (1 s here) ends them.
+  let quiet: net.Server;
+  const quietSockets: Array<{ requests: number; lastAnswer: number; closedByClientAfterMs?: number }> = [];
 
   beforeAll(async () => {
     // A Node origin: closes idle sockets after 1.2 s and says so (Keep-Alive: timeout=1).
@@ -65,18 +72,46 @@ describe('origin keep-alive pool', () => {
       sock.on('error', () => {});
     });
     await new Promise<void>((r) => strict.listen(0, '127.0.0.1', r));
+    quiet = net.createServer((sock) => {
+      const me = { requests: 0, lastAnswer: Date.now() } as (typeof quietSockets)[number];
+      quietSockets.push(me);
+      let buf = '';
+      sock.on('data', (d) => {
+        buf += d.toString('latin1');
+        for (let end = buf.indexOf('\r\n\r\n'); end !== -1; end = buf.indexOf('\r\n\r\n')) {
+          buf = buf.slice(end + 4); // GETs only: no body
+          me.requests++;
+          sock.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nquiet');
+          me.lastAnswer = Date.now();
+        }
+      });
+      sock.on('end', () => {
+        me.closedByClientAfterMs = Date.now() - me.lastAnswer;
+        sock.end();
+      });
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => quiet.listen(0, '127.0.0.1', r));
     fleet = await startFleet({ relays: 1 });
     await fleet.connector({ url: hinted.url, ha: 1 });
     const rudeToken = await createTunnel({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, name: 'rude', hostnames: ['rude.test'] });
     await startConnector({ token: rudeToken, relays: [fleet.relays[0]!.connectUrl], url: `http://127.0.0.1:${(rude.address() as AddressInfo).port}`, ha: 1 });
     const strictToken = await createTunnel({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, name: 'strict', hostnames: ['strict.test'] });
     await startConnector({ token: strictToken, relays: [fleet.relays[0]!.connectUrl], url: `http://127.0.0.1:${(strict.address() as AddressInfo).port}`, ha: 1 });
+    const quietToken = await createTunnel({ dir: fleet.dir, store: fleet.store, keys: fleet.keys, name: 'quiet', hostnames: ['quiet.test'] });
+    const quietConfig = path.join(fleet.dir, 'quiet.yml');
+    writeFileSync(
+      quietConfig,
+      `ingress:\n  - hostname: quiet.test\n    service: http://127.0.0.1:${(quiet.address() as AddressInfo).port}\n    originRequest:\n      keepAliveTimeout: 1s\n  - service: http_status:404\n`,
+    );
+    await startConnector({ token: quietToken, relays: [fleet.relays[0]!.connectUrl], config: quietConfig, ha: 1 });
   });
   afterAll(async () => {
     await fleet?.close();
     await hinted?.close();
     rude?.close();
     strict?.close();
+    quiet?.close();
   });
 
   it('no request is written to a pooled socket the origin’s advertised keep-alive has expired (observed at the origin)', async () => {
@@ -108,6 +143,17 @@ describe('origin keep-alive pool', () => {
       // Land the next request right where the origin closes its idle socket.
       await new Promise((res) => setTimeout(res, 1_150 + i * 20));
     }
+  });
+
+  it('an origin that advertises no keep-alive timeout: originRequest.keepAliveTimeout (1 s) closes the idle pooled socket, and the next request opens a new one', async () => {
+    const url = fleet.relays[0]!.publicUrl;
+    expect((await req(`${url}/q1`, { host: 'quiet.test' })).text).toBe('quiet');
+    expect(quietSockets).toHaveLength(1);
+    // The connector, not the origin, ends the idle socket (the origin never would).
+    await waitFor(() => quietSockets[0]!.closedByClientAfterMs !== undefined, 10_000, { message: 'the idle pooled socket closed by the connector' });
+    expect(quietSockets[0]!.closedByClientAfterMs).toBeGreaterThanOrEqual(500);
+    expect((await req(`${url}/q2`, { host: 'quiet.test' })).text).toBe('quiet');
+    expect(quietSockets.map((q) => q.requests)).toEqual([1, 1]);
   });
 
   it('a GET written into a socket the origin resets is retried once on a fresh one; a POST gets 502 origin_reset', async () => {
