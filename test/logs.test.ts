@@ -188,7 +188,7 @@ describe('logs', () => {
       });
       let out = '';
       child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-      let inside: number[] = [];
+      let inside: Array<{ pid: number; start: string }> = [];
       try {
         await waitFor(() => out.includes('Logs'), 20_000, { message: `${name}: status block on the terminal` });
         inside = descendants(child.pid!);
@@ -196,13 +196,23 @@ describe('logs', () => {
         const metricsUrl = /Metrics\s+(http:\/\/\S+)\/metrics/.exec(out.replace(/\r/g, ''))?.[1];
         expect(metricsUrl).toBeDefined();
         await waitFor(() => fetch(`${metricsUrl}/healthcheck`).then(() => false, () => true), 15_000, { message: `${name}: connector exited` });
-        return { out: out.replace(/\r/g, ''), logged: readFileSync(logFile, 'utf8') };
+        // Its last lines are in the file once it has gone: wait for them rather than read once, and say what the terminal showed if they never come.
+        const logged = await waitFor(() => (existsSync(logFile) && readFileSync(logFile, 'utf8').includes('connector stopped') ? readFileSync(logFile, 'utf8') : null), 10_000, {
+          message: `${name}: 'connector stopped' in ${logFile} (exists: ${existsSync(logFile)}); the terminal showed:\n${out.replace(/\r/g, '')}`,
+        });
+        return { out: out.replace(/\r/g, ''), logged };
       } finally {
-        for (const pid of [child.pid!, ...inside]) {
+        try {
+          process.kill(child.pid!, 'SIGKILL'); // script(1): our own child
+        } catch {
+          /* already gone */
+        }
+        // The shell and connector it ran, only while each PID is still the process seen then (a freed PID may belong to another test's process by now).
+        for (const p of inside) {
           try {
-            process.kill(pid, 'SIGKILL');
+            if (startTimeOf(p.pid) === p.start) process.kill(p.pid, 'SIGKILL');
           } catch {
-            /* already gone */
+            /* exited between the check and the kill */
           }
         }
       }
@@ -230,22 +240,32 @@ describe('logs', () => {
   });
 });
 
-/** PIDs of every live process below `root` (read from /proc), children first. */
-function descendants(root: number): number[] {
-  const parentOf = new Map<number, number>();
+/** The fields of /proc/PID/stat after "pid (comm)" (comm may hold spaces, so read after the last ')'); null once it has exited. */
+function statOf(pid: number): string[] | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return null;
+  }
+}
+
+/** When a process started (clock ticks since boot): with its PID, what tells it from a later process given the same PID. */
+function startTimeOf(pid: number): string | undefined {
+  return statOf(pid)?.[19];
+}
+
+/** Every live process below `root` (read from /proc), children first, with its start time. */
+function descendants(root: number): Array<{ pid: number; start: string }> {
+  const parentOf = new Map<number, { ppid: number; start: string }>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    try {
-      // "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      parentOf.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {
-      /* exited meanwhile */
-    }
+    const f = statOf(Number(name));
+    if (f) parentOf.set(Number(name), { ppid: Number(f[1]), start: f[19]! });
   }
-  const out: number[] = [];
+  const out: Array<{ pid: number; start: string }> = [];
   const walk = (pid: number) => {
-    for (const [c, p] of parentOf) if (p === pid) (walk(c), out.push(c));
+    for (const [c, p] of parentOf) if (p.ppid === pid) (walk(c), out.push({ pid: c, start: p.start }));
   };
   walk(root);
   return out;
