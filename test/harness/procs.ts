@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import { waitFor } from './wait.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -16,6 +17,18 @@ export const CONNECTOR_CLI = path.join(root, 'packages/connector/dist/cli/cli.js
 export type LogLine = Record<string, unknown> & { msg?: string; event?: string; level?: number };
 
 const live = new Set<Proc>();
+
+/**
+ * Registered when a test file imports the harness, so it runs after every
+ * other hook of the file (hooks run as a stack): by then nothing the file
+ * does may start a process. A hook that timed out keeps running in the
+ * background, and a process it started now would outlive the file.
+ */
+let fileDone = false;
+afterAll(async () => {
+  fileDone = true;
+  await stopAll();
+});
 
 export class Proc {
   readonly child: ChildProcess;
@@ -34,6 +47,7 @@ export class Proc {
     /** Its own process group, so killGroup() ends whatever it spawned too (a launcher such as the demo). */
     opts: { group?: boolean } = {},
   ) {
+    if (fileDone) throw new Error(`${name}: not started, its test file has finished (a hook that timed out is still running?)`);
     this.child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], cwd, detached: opts.group === true });
     live.add(this);
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.onStdout(d));
