@@ -118,9 +118,16 @@ describe.skipIf(skipBrowser)('dashboard in a real browser', () => {
   it('approves a pending `tunnel login` code from the page, and the CLI completes', async () => {
     const home = path.join(tmp.dir, 'login-home');
     const login = new Proc('login', process.execPath, [CONNECTOR_CLI, 'login', '--relay', relay.controlUrl!, '--poll-interval', '100'], { TUNNEL_HOME: home });
-    const code = await waitFor(() => /approve this code: ([A-Z0-9]{4}-[A-Z0-9]{4})/.exec(login.stdout)?.[1], 10_000, { message: 'login code printed' });
+    // Two lines, two writes: wait for both (the second may arrive in a later chunk).
+    const [code, approveUrl] = await waitFor(
+      () => {
+        const m = /approve this code: ([A-Z0-9]{4}-[A-Z0-9]{4})\n\s*in the relay dashboard: (\S+)\n/.exec(login.stdout);
+        return m ? [m[1]!, m[2]!] : null;
+      },
+      10_000,
+      { message: 'login code and dashboard link printed' },
+    );
     // The link the CLI prints opens the dashboard on that code.
-    const approveUrl = /in the relay dashboard: (\S+)/.exec(login.stdout)?.[1];
     expect(approveUrl).toBe(`${relay.controlUrl}/dashboard/#login=${code}`);
     await page.goto(approveUrl!);
     const row = page.locator(`#logins tr[data-code="${code}"]`);
