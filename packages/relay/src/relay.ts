@@ -18,7 +18,7 @@ import { PeerAuth, PeerHeaders } from './fleet/peer-auth.js';
 import { PeerDispatch } from './fleet/peer-dispatch.js';
 import { createPeerServer } from './fleet/peer-endpoint.js';
 import { PeerEndpointDrain } from './fleet/peer-drain.js';
-import { PublicHttpDrain } from './edge/public-http-drain.js';
+import { FreshConnections } from './edge/fresh-connections.js';
 import type { RelayMetrics } from './metrics.js';
 import { logRequestWhenDone } from './edge/request-log.js';
 import { RelayCertificate, checkPlainListeners, type ReloadTrigger, type TlsFiles } from './edge/listener-tls.js';
@@ -262,6 +262,9 @@ export class Relay {
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
       // Refused by the gate; its answer is already written.
       if (this.gate.isRefused(req.socket)) return;
+      this.fresh?.begun(req.socket);
+      // Past the drain's delay every HTTP/1 answer closes its connection, rather than be cut when the drain ends.
+      if (this.publicClosing && req.httpVersionMajor < 2) res.shouldKeepAlive = false;
       // The relay's own name answers its description; a routed hostname keeps the path for its origin.
       if (RelayDescriptionDocument.asks(req) && !this.routes.lookup(req.headers.host ?? '')) return void this.description.serve('public', req, res);
       this.trackPublic(res);
@@ -290,6 +293,7 @@ export class Relay {
     const refuseUnparsable = (e: Error & { code?: string }, sock: Duplex) => refuseClientBytes(log, e, sock);
     const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       if (this.gate.isRefused(req.socket)) return void socket.destroy();
+      this.fresh?.begun(req.socket);
       const dispatch = () => {
         try {
           this.requests.handleUpgrade(req, socket, head);
@@ -305,7 +309,7 @@ export class Relay {
     if (this.opts.listen.http) {
       const s = http.createServer(serverOpts, this.certificates ? answeringHttp01(this.certificates, onRequest) : onRequest);
       s.on('connection', (sock: import('node:net').Socket) => this.gate.admit(sock, true));
-      this.publicHttpDrains.push(new PublicHttpDrain(s));
+      this.fresh = new FreshConnections(s);
       s.on('upgrade', onUpgrade);
       s.on('clientError', refuseUnparsable);
       countBytes(s, 'public');
@@ -610,11 +614,12 @@ export class Relay {
     for (const c of this.connections.list()) c.drain();
     const delay = this.opts.drainDelayMs ?? 0;
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-    const httpDrains = this.publicHttpDrains;
-    for (const d of httpDrains) d.begin();
+    this.publicClosing = true;
+    for (const res of this.publicAnswers) if (!res.headersSent && res instanceof http.ServerResponse) res.shouldKeepAlive = false;
+    const fresh = this.fresh;
     const publicClosed = Promise.all(this.servers.public.map((s) => closeServer(s)));
     for (const s of this.servers.public) (s as http.Server).closeIdleConnections?.();
-    // A client that connected just before the listener closed gets its request served (see PublicHttpDrain), for a short grace.
+    // A client that connected just before the listener closed gets its request served (see FreshConnections), for a short grace.
     const freshUntil = Date.now() + FRESH_CONNECTION_GRACE_MS;
     this.https?.closeIdleConnections();
     // In-flight requests finish (public ones, peer-forwarded ones and
@@ -628,7 +633,7 @@ export class Relay {
         clearTimeout(freshOver);
         this.onPublicSettled = null;
         peer?.onChange(null);
-        for (const d of httpDrains) d.onChange(null);
+        fresh?.onChange(null);
         for (const c of conns) {
           c.off('idle', check);
           c.off('closed', check);
@@ -638,8 +643,7 @@ export class Relay {
       let waitingFor = '';
       const check = () => {
         const streams = this.connections.list().reduce((n, c) => n + c.inflight, 0);
-        const fresh = Date.now() < freshUntil ? httpDrains.reduce((n, d) => n + d.fresh, 0) : 0;
-        const pending = { streams, public: this.publicInFlight(), peer: peer?.inFlight ?? 0, fresh };
+        const pending = { streams, public: this.publicInFlight(), peer: peer?.inFlight ?? 0, fresh: fresh && Date.now() < freshUntil ? fresh.count : 0 };
         if (pending.streams === 0 && pending.public === 0 && pending.peer === 0 && pending.fresh === 0) return done();
         // Once per change: what the drain still waits for, so a slow drain names its cause.
         const now = JSON.stringify(pending);
@@ -648,7 +652,7 @@ export class Relay {
       };
       const t = setTimeout(done, Math.max(0, deadline - Date.now()));
       const freshOver = setTimeout(() => check(), Math.max(0, freshUntil - Date.now()));
-      for (const d of httpDrains) d.onChange(check);
+      fresh?.onChange(check);
       for (const c of conns) {
         c.on('idle', check);
         c.on('closed', check);
@@ -690,19 +694,22 @@ export class Relay {
     if (peer.connections > 0) log.warn({ event: 'drain-peers-left', relayId: this.opts.id, connections: peer.connections }, 'peer relays kept connections open past the drain; closing them');
   }
 
-  private inflightPublic = 0;
   /** Public requests accepted and not yet finished (forwarded ones included). */
+  private readonly publicAnswers = new Set<http.ServerResponse>();
   publicInFlight(): number {
-    return this.inflightPublic;
+    return this.publicAnswers.size;
   }
-  /** The plain-HTTP public listeners' drain helpers. */
-  private readonly publicHttpDrains: PublicHttpDrain[] = [];
+  /** Set once a drain has closed the public listeners. */
+  private publicClosing = false;
+  /** The plain-HTTP public listener's connections that have not begun a request. */
+  private fresh: FreshConnections | null = null;
   /** Set while a drain waits: told when the last public request finishes. */
   private onPublicSettled: (() => void) | null = null;
-  trackPublic(res: http.ServerResponse): void {
-    this.inflightPublic++;
+  private trackPublic(res: http.ServerResponse): void {
+    this.publicAnswers.add(res);
     res.once('close', () => {
-      if (--this.inflightPublic === 0) this.onPublicSettled?.();
+      this.publicAnswers.delete(res);
+      if (this.publicAnswers.size === 0) this.onPublicSettled?.();
     });
   }
 
