@@ -17,32 +17,40 @@ function tunnelName(table: RouteTable, tunnels: Record<string, string>, host: st
   return r ? Object.entries(tunnels).find(([, id]) => id === r.tunnelId)![0] : undefined;
 }
 
-describe('RouteTable.lookup', () => {
-  let dir: string;
-  let store: Store;
-  let table: RouteTable;
-  const tunnels: Record<string, string> = {};
-
+/**
+ * A RouteTable over a fresh, watched file store that `seed` fills first (it
+ * names each tunnel it creates in `tunnels`), set up and torn down around the
+ * calling describe.
+ */
+function routeTableOnFileStore(prefix: string, seed: (store: Store, tunnels: Record<string, string>) => Promise<void>) {
+  const t = { dir: '', store: undefined as unknown as Store, table: undefined as unknown as RouteTable, tunnels: {} as Record<string, string> };
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'tunnel-routes-'));
-    store = await openStore(`file:${dir}`, { watch: true });
+    t.dir = await mkdtemp(path.join(tmpdir(), prefix));
+    t.store = await openStore(`file:${t.dir}`, { watch: true });
+    await seed(t.store, t.tunnels);
+    t.table = new RouteTable(t.store);
+    await t.table.load();
+  });
+  afterAll(async () => {
+    t.table?.close();
+    await t.store?.close();
+    await rm(t.dir, { recursive: true, force: true });
+  });
+  return t;
+}
+
+describe('RouteTable.lookup', () => {
+  const t = routeTableOnFileStore('tunnel-routes-', async (store, tunnels) => {
     const acct = await store.createAccount('alice');
     for (const name of ['exact', 'wild', 'deepwild', 'other']) tunnels[name] = (await store.createTunnel(acct.id, name)).id;
-    const route = (hostname: string, t: string) => store.addRoute({ hostname, tunnelId: tunnels[t]!, accountId: acct.id });
+    const route = (hostname: string, name: string) => store.addRoute({ hostname, tunnelId: tunnels[name]!, accountId: acct.id });
     await route('a.x.test', 'exact');
     await route('*.x.test', 'wild');
     await route('*.b.x.test', 'deepwild');
     await route('x.test', 'other');
-    table = new RouteTable(store);
-    await table.load();
-  });
-  afterAll(async () => {
-    table?.close();
-    await store?.close();
-    await rm(dir, { recursive: true, force: true });
   });
 
-  const who = (host: string) => tunnelName(table, tunnels, host);
+  const who = (host: string) => tunnelName(t.table, t.tunnels, host);
 
   it('an exact route wins over a wildcard that also matches', () => {
     expect(who('a.x.test')).toBe('exact');
@@ -85,6 +93,7 @@ describe('RouteTable.lookup', () => {
   });
 
   it('follows the store: a new wildcard serves, a deleted one stops, a deleted tunnel takes its routes', async () => {
+    const { store, table, tunnels } = t;
     const acct = (await store.getAccountByName('alice'))!;
     const late = (await store.createTunnel(acct.id, 'late')).id;
     await store.addRoute({ hostname: '*.late.test', tunnelId: late, accountId: acct.id });
@@ -96,6 +105,7 @@ describe('RouteTable.lookup', () => {
   });
 
   it('a tunnel the store lost (record gone, no tombstone, routes kept) is served again once its record is restored', async () => {
+    const { store, table, dir } = t;
     const acct = (await store.getAccountByName('alice'))!;
     const lost = await store.createTunnel(acct.id, 'lost');
     await store.addRoute({ hostname: 'lost.test', tunnelId: lost.id, accountId: acct.id });
@@ -127,15 +137,8 @@ describe('RouteTable.lookup', () => {
 // and the owner's nearest route answers instead. The zone comes and goes by
 // store events, after the table has loaded.
 describe('RouteTable.lookup within a zone', () => {
-  let dir: string;
-  let store: Store;
-  let table: RouteTable;
-  const tunnels: Record<string, string> = {};
   let alice = '';
-
-  beforeAll(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'tunnel-zone-routes-'));
-    store = await openStore(`file:${dir}`, { watch: true });
+  const t = routeTableOnFileStore('tunnel-zone-routes-', async (store, tunnels) => {
     alice = (await store.createAccount('alice')).id;
     const bob = (await store.createAccount('bob')).id;
     const add = async (hostname: string, name: string, accountId: string) => {
@@ -146,19 +149,13 @@ describe('RouteTable.lookup within a zone', () => {
     await add('own.z.test', 'alice-exact', alice);
     await add('app.z.test', 'bob-exact', bob);
     await add('*.in.z.test', 'bob-wild', bob);
-    table = new RouteTable(store);
-    await table.load();
-  });
-  afterAll(async () => {
-    table?.close();
-    await store?.close();
-    await rm(dir, { recursive: true, force: true });
   });
 
-  const who = (host: string) => tunnelName(table, tunnels, host);
+  const who = (host: string) => tunnelName(t.table, t.tunnels, host);
   const answers = () => ({ app: who('app.z.test'), in: who('p.in.z.test'), own: who('own.z.test'), other: who('other.z.test') });
 
   it('in no zone every route serves; a zone held by one account hides the other account’s exact and wildcard routes under it; removing the zone restores them', async () => {
+    const { store } = t;
     const open = { app: 'bob-exact', in: 'bob-wild', own: 'alice-exact', other: 'alice-wild' };
     expect(answers()).toEqual(open);
 
