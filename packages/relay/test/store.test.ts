@@ -5,10 +5,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileStore } from '../src/store/file/file-store.js';
 import { fileStoreDir, openStore } from '../src/store/open.js';
 import { startRedis } from '../../../test/harness/redis.js';
+import { waitFor } from '../../../test/harness/wait.js';
+import type { Store } from '../src/store/types.js';
 import { storeContract, type StoreEnv } from './store-contract.js';
 
 async function fileEnv(opts: { watch: boolean; viaUrl: boolean }): Promise<StoreEnv> {
@@ -35,6 +38,57 @@ describe.skipIf(!redis)(redis ? 'redis' : 'redis (skipped: redis-server is not i
       open: () => openStore(redis!.url, { keyPrefix: prefix }),
       cleanup: async () => {},
     };
+  });
+});
+
+describe.skipIf(!redis)(redis ? 'redis mirror of revocations' : 'redis mirror of revocations (skipped: redis-server is not installed)', () => {
+  // A script's reply and the channel message of the same change come on two
+  // connections, in either order; what the mirror ends with must not depend on it.
+  const stores: Store[] = [];
+  afterAll(async () => {
+    await Promise.allSettled(stores.map((s) => s.close()));
+  });
+  const prefix = `revocation-mirror-${process.pid}:`;
+  const open = async (): Promise<Store> => {
+    const s = await openStore(redis!.url, { keyPrefix: prefix });
+    stores.push(s);
+    return s;
+  };
+
+  it('a revocation of a long-expired token, pruned by its own script, is not put back by the reply', async () => {
+    const a = await open();
+    const b = await open();
+    const longAgo = Date.now() - 10 * 60_000;
+    for (let i = 0; i < 10; i++) {
+      await a.revoke(`dead-${i}`, longAgo);
+      expect(await a.isRevoked(`dead-${i}`), `dead-${i} right after revoke`).toBe(false);
+    }
+    expect(await a.revokeOnce('dead-once', longAgo)).toBe(true);
+    expect(await a.isRevoked('dead-once')).toBe(false);
+    // Messages on the channel keep their order: once b's marker reached a, every earlier one has too.
+    await b.revoke('marker', Date.now() + 3_600_000);
+    await waitFor(() => a.isRevoked('marker'), 2_000, { message: "b's marker reaches a" });
+    for (let i = 0; i < 10; i++) expect(await a.isRevoked(`dead-${i}`), `dead-${i} after every message`).toBe(false);
+    expect(await a.isRevoked('dead-once')).toBe(false);
+  });
+
+  it('an older state arriving after a newer one does not undo it (earlier effect and later expiry win)', async () => {
+    const a = await open();
+    const exp = Date.now() + 3_600_000;
+    await a.revoke('tok-now', exp);
+    expect(await a.isRevoked('tok-now')).toBe(true);
+    // What a late reply of an earlier, deferred revocation of the same token reports.
+    const raw = new Redis(redis!.url);
+    try {
+      const stale = JSON.stringify({ tokenId: 'tok-now', expiresAt: exp - 1_000, revokedAt: Date.now() + 3_600_000 });
+      await raw.publish(`${prefix}events`, `revoked\ntok-now\n${stale}`);
+      await raw.publish(`${prefix}events`, `revoked\nafter\n${JSON.stringify({ tokenId: 'after', expiresAt: exp, revokedAt: 0 })}`);
+    } finally {
+      raw.disconnect();
+    }
+    await waitFor(() => a.isRevoked('after'), 2_000, { message: 'the messages reach a' });
+    expect(await a.isRevoked('tok-now'), 'still revoked').toBe(true);
+    expect((await a.listRevocations()).find((r) => r.tokenId === 'tok-now')).toMatchObject({ expiresAt: exp });
   });
 });
 

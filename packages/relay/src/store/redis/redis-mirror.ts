@@ -13,6 +13,7 @@ import {
   silentLogger,
   tunnelSchema,
   zoneSchema,
+  type Revocation,
   type StoreEvent,
   type StoreLogger,
   type Tunnel,
@@ -165,7 +166,9 @@ export abstract class RedisMirror extends MirroredStore {
     }
     // Drop revocations of tokens that have expired anyway (best effort).
     const stale = [...this.revocations.values()].filter((r) => r.expiresAt < Date.now() - REVOCATION_GRACE_MS).map((r) => r.tokenId);
-    if (stale.length > 0) await this.client.hdel(this.k('revocations'), ...stale).catch(() => {});
+    if (stale.length === 0) return;
+    for (const id of stale) this.revocations.delete(id);
+    await this.client.hdel(this.k('revocations'), ...stale).catch(() => {});
   }
 
   private async installSnapshot(): Promise<void> {
@@ -272,6 +275,27 @@ export abstract class RedisMirror extends MirroredStore {
     return this.prefix + name;
   }
 
+  /**
+   * Mirror a revocation as a script reply or a channel message reported it.
+   * The two arrive on different connections in either order, so this is a
+   * join, not an overwrite: the earlier effective time and the later expiry
+   * win (the rule the scripts apply), and a token expired past the grace is
+   * dropped, as the scripts prune it. Otherwise a reply read after the
+   * prune's message (the script prunes the very record it wrote when that
+   * token is long expired) would put the record back for good.
+   */
+  protected mirrorRevocation(rec: Revocation): void {
+    if (rec.expiresAt < Date.now() - REVOCATION_GRACE_MS) {
+      this.revocations.delete(rec.tokenId);
+      return;
+    }
+    const had = this.revocations.get(rec.tokenId);
+    this.revocations.set(
+      rec.tokenId,
+      had === undefined ? rec : { tokenId: rec.tokenId, expiresAt: Math.max(had.expiresAt, rec.expiresAt), revokedAt: Math.min(had.revokedAt, rec.revokedAt) },
+    );
+  }
+
   protected parse<T>(schema: z.ZodType<T>, json: string, where: string): T {
     let v: unknown;
     try {
@@ -330,7 +354,7 @@ export abstract class RedisMirror extends MirroredStore {
         case 'revoked':
           // Empty: a revocation of a token long expired was dropped (scripts.ts pruneRevocations).
           if (json === '') return void this.revocations.delete(key);
-          this.revocations.set(key, this.parse(revocationSchema, json, 'event'));
+          this.mirrorRevocation(this.parse(revocationSchema, json, 'event'));
           return emit({ type: 'revoked', tokenId: key });
         case 'login':
           return emit({ type: 'login', code: key });
