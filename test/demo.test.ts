@@ -48,6 +48,9 @@ describe('npm start (the local demo)', () => {
     demo.signal('SIGINT');
     const { code } = await demo.exited;
     expect(code).toBe(0);
+    // A clean exit waited for every child (scripts/demo.js stop()): the group
+    // is empty, and its id may already be another process's, so no kill.
+    launched = undefined;
     expect(demo.stdout).toContain('stopping');
     // Ctrl-C removed the quick tunnel before the relays stopped.
     const connectorLog = readFileSync(path.join(logDir, 'connector.log'), 'utf8');
