@@ -44,7 +44,7 @@ describe.skipIf(!redis)(redis ? 'redis store across a Redis restart' : 'redis st
     // Written by b right before the outage: a learns it by pub/sub.
     const api = await b.createTunnel(acme.id, 'api');
     await b.addRoute({ hostname: 'api.example.com', tunnelId: api.id, accountId: acme.id });
-    await waitFor(async () => (await a.getRoute('api.example.com'))?.tunnelId === api.id, 1_000, { message: 'route from b to reach a' });
+    await waitFor(async () => (await a.getRoute('api.example.com'))?.tunnelId === api.id, 5_000, { message: 'route from b to reach a' });
     await a.heartbeatRelay(
       { id: 'relay-a', region: 'local', controlUrl: '', connectUrl: '', publicUrl: '', peerUrl: '', startedAt: 1, lastSeen: 1, draining: false },
       60_000,
@@ -108,13 +108,13 @@ describe.skipIf(!redis)(redis ? 'redis store across a Redis restart' : 'redis st
     events.length = 0;
     const t1 = Date.now();
     await b.addRoute({ hostname: 'later.example.com', tunnelId: api.id, accountId: acme.id });
-    await waitFor(() => events.some((e) => e.type === 'route' && e.hostname === 'later.example.com'), 1_000, { message: 'route event after restart' });
+    await waitFor(() => events.some((e) => e.type === 'route' && e.hostname === 'later.example.com'), 5_000, { message: 'route event after restart' });
     expect(Date.now() - t1).toBeLessThan(1_000);
     expect((await a.getRoute('later.example.com'))?.tunnelId).toBe(api.id);
     await b.revoke('tok-3', Date.now() + 60_000);
-    await waitFor(async () => a.isRevoked('tok-3'), 1_000, { message: 'revocation after restart' });
+    await waitFor(async () => a.isRevoked('tok-3'), 5_000, { message: 'revocation after restart' });
     await b.deleteTunnel(api.id, 60_000);
-    await waitFor(async () => (await a.getRoute('api.example.com')) === undefined, 1_000, { message: 'cascade after restart' });
+    await waitFor(async () => (await a.getRoute('api.example.com')) === undefined, 5_000, { message: 'cascade after restart' });
   }, 30_000);
 
   it('re-reads its cache after a reconnect (changes it missed are picked up and announced)', async () => {

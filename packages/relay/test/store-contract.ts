@@ -202,13 +202,13 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       b.subscribe((e) => events.push(e));
       const acme = await a.createAccount('acme');
       const t = await a.createTunnel(acme.id, 'app');
-      await waitFor(async () => (await b.getTunnel(t.id)) !== undefined, 1_000, { message: 'b sees the tunnel' });
+      await waitFor(async () => (await b.getTunnel(t.id)) !== undefined, 5_000, { message: 'b sees the tunnel' });
       expect(await a.getTombstone(t.id)).toBeUndefined();
       await a.deleteTunnel(t.id, 60_000);
       const stone = await b.getTombstone(t.id);
       expect(stone).toMatchObject({ tunnelId: t.id, accountId: acme.id, name: 'app' });
       expect(Math.abs(stone!.deletedAt - Date.now())).toBeLessThan(5_000);
-      await waitFor(() => events.some((e) => e.type === 'tunnel-deleted' && e.tunnelId === t.id), 1_000, { message: 'tunnel-deleted on b' });
+      await waitFor(() => events.some((e) => e.type === 'tunnel-deleted' && e.tunnelId === t.id), 5_000, { message: 'tunnel-deleted on b' });
       expect(events.some((e) => e.type === 'tunnel-vanished')).toBe(false);
       expect(await b.getTombstone('00000000-0000-4000-8000-000000000000')).toBeUndefined();
     });
@@ -261,14 +261,14 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect(taken.message).not.toContain(alice.id);
       await expectStoreError(a.addZone({ zone: 'x.example.com', accountId: 'no-such-account', source: 'operator' }), 'NOT_FOUND');
       await expect(a.addZone({ zone: '*.example.com', accountId: alice.id, source: 'operator' })).rejects.toThrow(/wildcard/);
-      await waitFor(async () => (await b.getZone('alice.example.com'))?.accountId === alice.id, 1_000, { message: 'b mirrors the zone' });
+      await waitFor(async () => (await b.getZone('alice.example.com'))?.accountId === alice.id, 5_000, { message: 'b mirrors the zone' });
       expect(events.some((e) => e.type === 'zone' && e.zone === 'alice.example.com')).toBe(true);
       const bz = await b.addZone({ zone: 'bob.example.com', accountId: bob.id, source: 'adopt' });
       expect((await a.listZones()).map((x) => x.zone)).toEqual(['alice.example.com', 'bob.example.com']);
       expect(await a.listZones({ accountId: bob.id })).toEqual([bz]);
       await a.deleteZone('alice.example.com');
       await expectStoreError(a.deleteZone('alice.example.com'), 'NOT_FOUND');
-      await waitFor(async () => (await b.getZone('alice.example.com')) === undefined, 1_000, { message: 'b drops the zone' });
+      await waitFor(async () => (await b.getZone('alice.example.com')) === undefined, 5_000, { message: 'b drops the zone' });
       // Freed: another account may now hold it.
       expect((await b.addZone({ zone: 'alice.example.com', accountId: bob.id, source: 'operator' })).accountId).toBe(bob.id);
       await a.close();
@@ -521,7 +521,7 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       const unsubscribe = a.subscribe((e) => events.push(e));
       const seen = async (what: string, pred: (e: StoreEvent) => boolean): Promise<void> => {
         const t0 = Date.now();
-        await waitFor(() => events.some(pred), 1_000, { intervalMs: 5, message: `${what} event from the other instance` });
+        await waitFor(() => events.some(pred), 5_000, { intervalMs: 5, message: `${what} event from the other instance` });
         expect(Date.now() - t0).toBeLessThan(1_000);
       };
 
@@ -557,24 +557,24 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       await seen('route deletion', (e) => e.type === 'route' && e.hostname === 'app.example.com');
       expect(await a.getRoute('app.example.com')).toBeUndefined();
       await b.addRoute({ hostname: 'gone.example.com', tunnelId: t.id, accountId: acme.id });
-      await waitFor(async () => (await a.getRoute('gone.example.com')) !== undefined, 1_000, { message: 'route to reach a' });
+      await waitFor(async () => (await a.getRoute('gone.example.com')) !== undefined, 5_000, { message: 'route to reach a' });
       await b.deleteTunnel(t.id, 60_000);
       await seen('tunnel-deleted', (e) => e.type === 'tunnel-deleted' && e.tunnelId === t.id);
-      await waitFor(async () => (await a.getRoute('gone.example.com')) === undefined, 1_000, { message: 'cascade to reach a' });
+      await waitFor(async () => (await a.getRoute('gone.example.com')) === undefined, 5_000, { message: 'cascade to reach a' });
       expect(await a.getTunnel(t.id)).toBeUndefined();
 
       // Local changes are announced too; unsubscribing stops delivery.
       const local: StoreEvent[] = [];
       const off = a.subscribe((e) => local.push(e));
       await a.revoke('tok-local', Date.now() + 60_000);
-      await waitFor(() => local.some((e) => e.type === 'revoked' && e.tokenId === 'tok-local'), 1_000);
+      await waitFor(() => local.some((e) => e.type === 'revoked' && e.tokenId === 'tok-local'), 5_000);
       off();
       unsubscribe();
       const count = local.length;
       events.length = 0;
       await a.revoke('tok-after', Date.now() + 60_000);
       await b.revoke('tok-after-b', Date.now() + 60_000);
-      await waitFor(async () => a.isRevoked('tok-after-b'), 1_000);
+      await waitFor(async () => a.isRevoked('tok-after-b'), 5_000);
       expect(local.length).toBe(count);
       expect(events).toEqual([]);
     });
@@ -592,8 +592,8 @@ export function storeContract(name: string, makeEnv: () => Promise<StoreEnv>): v
       expect(won).toHaveLength(1);
       for (const l of lost) expect((l.reason as StoreError).code).toBe('CONFLICT');
       const winner = (won[0] as PromiseFulfilledResult<{ tunnelId: string }>).value.tunnelId;
-      await waitFor(async () => (await a.getRoute('contested.example.com'))?.tunnelId === winner, 1_000);
-      await waitFor(async () => (await b.getRoute('contested.example.com'))?.tunnelId === winner, 1_000);
+      await waitFor(async () => (await a.getRoute('contested.example.com'))?.tunnelId === winner, 5_000);
+      await waitFor(async () => (await b.getRoute('contested.example.com'))?.tunnelId === winner, 5_000);
       expect(await a.listRoutes()).toHaveLength(1);
     });
 
