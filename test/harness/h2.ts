@@ -76,17 +76,29 @@ function getBlock(authority: string, path = '/'): Buffer {
  * acknowledged; resolves with the GOAWAY error code the server sends (null
  * if the connection ends without one, or at the deadline).
  */
-function rawH2(o: { port: number; ca: Buffer; servername: string; deadlineMs: number }, ready: (sock: tls.TLSSocket, finished: () => boolean) => void): Promise<number | null> {
+function rawH2(
+  o: { port: number; ca: Buffer; servername: string; deadlineMs: number },
+  ready: (sock: tls.TLSSocket, finished: () => boolean, pingAck: () => Promise<void>) => void,
+): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const sock = tls.connect({ host: '127.0.0.1', port: o.port, ca: o.ca, servername: o.servername, ALPNProtocols: ['h2'] });
     let buf = Buffer.alloc(0);
     let done = false;
     let started = false;
+    // Waiters for the next PING ACK; released at the end too, so none hangs.
+    let acked: Array<() => void> = [];
+    const releaseAcks = () => {
+      const w = acked;
+      acked = [];
+      for (const f of w) f();
+    };
+    const pingAck = () => new Promise<void>((r) => (done ? r() : acked.push(r)));
     const finish = (goaway: number | null) => {
       if (done) return;
       done = true;
       clearTimeout(t);
       sock.destroy();
+      releaseAcks();
       resolve(goaway);
     };
     const t = setTimeout(() => finish(null), o.deadlineMs);
@@ -109,9 +121,10 @@ function rawH2(o: { port: number; ca: Buffer; servername: string; deadlineMs: nu
           sock.write(frame(4, 1, 0, Buffer.alloc(0)));
           if (!started) {
             started = true;
-            ready(sock, () => done);
+            ready(sock, () => done, pingAck);
           }
         }
+        if (type === 6 && (flags & 1) === 1) releaseAcks();
         if (type === 7) return finish(payload.readUInt32BE(4));
       }
     });
@@ -127,22 +140,42 @@ function rawH2(o: { port: number; ca: Buffer; servername: string; deadlineMs: nu
  * ordinary GET of that path, never reset (open when the guard trips if the
  * origin holds its answer).
  */
-export async function rapidReset(o: { port: number; ca: Buffer; servername: string; authority: string; streams: number; deadlineMs?: number; hold?: string }): Promise<{ goaway: number | null; sent: number }> {
+export async function rapidReset(o: {
+  port: number;
+  ca: Buffer;
+  servername: string;
+  authority: string;
+  streams: number;
+  deadlineMs?: number;
+  hold?: string;
+  /**
+   * Send `paced` streams at a time, then a PING, and the next ones only once
+   * it is acknowledged: the server has read them and run what their resets
+   * set off before it reads more, so no more than `paced` are ever pending.
+   * Unpaced, 50 pairs go per write, as fast as the socket takes them.
+   */
+  paced?: number;
+}): Promise<{ goaway: number | null; sent: number }> {
   let sent = 0;
   const block = getBlock(o.authority);
   const cancel = Buffer.alloc(4);
   cancel.writeUInt32BE(0x8);
   const first = o.hold === undefined ? 1 : 3;
-  const goaway = await rawH2({ ...o, deadlineMs: o.deadlineMs ?? 10_000 }, (sock, finished) => {
+  const perWrite = o.paced ?? 50;
+  const goaway = await rawH2({ ...o, deadlineMs: o.deadlineMs ?? 10_000 }, (sock, finished, pingAck) => {
     if (o.hold !== undefined) sock.write(frame(1, 0x5, 1, getBlock(o.authority, o.hold)));
     const burst = () => {
       if (finished()) return;
       const frames: Buffer[] = [];
-      for (let i = 0; i < 50 && sent < o.streams; i++, sent++) {
+      for (let i = 0; i < perWrite && sent < o.streams; i++, sent++) {
         const id = 2 * sent + first;
         frames.push(frame(1, 0x5, id, block), frame(3, 0, id, cancel));
       }
-      if (frames.length > 0) sock.write(Buffer.concat(frames), () => setImmediate(burst));
+      if (frames.length === 0) return;
+      if (o.paced === undefined) return void sock.write(Buffer.concat(frames), () => setImmediate(burst));
+      const acked = pingAck();
+      sock.write(Buffer.concat([...frames, frame(6, 0, 0, Buffer.alloc(8))]));
+      void acked.then(burst);
     };
     burst();
   });

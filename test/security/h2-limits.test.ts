@@ -156,20 +156,40 @@ describe.skipIf(skip !== null)('security: HTTP/2 ceilings on the public listener
     }
   });
 
-  it('rapid reset: a client that opens and cancels streams faster than --h2-reset-rate gets GOAWAY; other clients are served', async () => {
+  it("rapid reset, paced (every pending reset seen before more are read): the relay's own guard trips, GOAWAY ENHANCE_YOUR_CALM, counted and logged", async () => {
+    const before = (await limitHits(metrics)).h2_reset_rate ?? 0;
+    const logsBefore = relay.proc.countLogs((l) => l.event === 'h2-rapid-reset');
+    // Two streams then a PING, the next two once it is acknowledged: within
+    // the 3 concurrent streams, so node never refuses one itself (see below),
+    // and far faster than 20 resets a second even on a loaded machine.
+    const r = await rapidReset({ port, ca: readFileSync(ca.cert), servername: 'h2.test', authority: 'h2.test', streams: 400, paced: 2 });
+    expect(r.goaway).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    expect(r.sent).toBeGreaterThan(20);
+    expect((await limitHits(metrics)).h2_reset_rate).toBe(before + 1);
+    await waitFor(() => relay.proc.countLogs((l) => l.event === 'h2-rapid-reset') === logsBefore + 1, 5_000, { message: 'h2-rapid-reset logged' });
+    expect(relay.proc.logs.filter((l) => l.event === 'h2-rapid-reset').at(-1)).toMatchObject({ by: 'relay', clientIp: '127.0.0.1' });
+  });
+
+  it("rapid reset, flooded: the connection ends with GOAWAY (the relay's guard, or node's own on node ≥ 22), counted and logged either way; other clients are served", async () => {
     const before = (await limitHits(metrics)).h2_reset_rate ?? 0;
     const refusedBefore = await refusedBy('rapid_reset');
+    const logsBefore = relay.proc.countLogs((l) => l.event === 'h2-rapid-reset');
     // At most 900 streams (each HEADERS then RST_STREAM at once), within 10 s,
     // after one GET the origin holds: that stream is open when the guard trips.
     // Fewer than 1,000: nghttp2's own reset limit (a burst of 1,000, then 33/s)
     // ends the session with INTERNAL_ERROR, and on a loaded machine the relay
     // can read more than 1,000 resets in one chunk before our guard's GOAWAY
-    // goes out: this test is about our guard, which trips at 21.
+    // goes out. From node 22 on, node keeps a reset stream against the
+    // concurrency limit until JavaScript has seen it close, refuses the streams
+    // read past it, and after 100 refusals ends the session (INTERNAL_ERROR)
+    // itself: the relay records that as the same attack.
     const r = await rapidReset({ port, ca: readFileSync(ca.cert), servername: 'h2.test', authority: 'h2.test', streams: 900, hold: '/hold' });
-    expect(r.goaway).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    await waitFor(() => relay.proc.countLogs((l) => l.event === 'h2-rapid-reset') === logsBefore + 1, 5_000, { message: 'h2-rapid-reset logged' });
+    const line = relay.proc.logs.filter((l) => l.event === 'h2-rapid-reset').at(-1)!;
+    expect(line.by === 'relay' || line.by === 'node', JSON.stringify(line)).toBe(true);
+    expect(r.goaway).toBe(line.by === 'relay' ? http2.constants.NGHTTP2_ENHANCE_YOUR_CALM : http2.constants.NGHTTP2_INTERNAL_ERROR);
     expect(r.sent).toBeGreaterThan(20);
     expect((await limitHits(metrics)).h2_reset_rate).toBe(before + 1);
-    await relay.proc.waitForLog((l) => l.event === 'h2-rapid-reset', 5_000);
     // The held stream (and any pair not yet reset) ended unserved, under its own reason.
     expect(await refusedBy('rapid_reset')).toBeGreaterThanOrEqual(refusedBefore + 1);
     while (held.length > 0) held.shift()!();

@@ -123,8 +123,10 @@ export function createPublicHttpsServer(o: {
       sessions.delete(session);
       open.sessions--;
     });
+    const resets = watchResets(session, limits.h2ResetRate, hits, log, (n) => (refused.rapid_reset += n), mine);
     // A hostile peer's bad frames end its session; never the process.
     session.on('error', (e: Error & { errno?: number }) => {
+      if (e.errno === NGHTTP2_ERR_CALLBACK_FAILURE && resets.endedByNode()) return;
       // nghttp2 ends a connection whose client opens a stream past the limit it acknowledged
       // with a protocol error; the relay sees only that, with the limit's worth of streams open.
       const cap = limits.h2MaxConcurrentStreams;
@@ -136,7 +138,6 @@ export function createPublicHttpsServer(o: {
       }
       log.debug({ event: 'h2-session-error', err: e.message }, 'HTTP/2 session failed');
     });
-    watchResets(session, limits.h2ResetRate, hits, log, (n) => (refused.rapid_reset += n), mine);
   });
   server.on('stream', (stream: http2.ServerHttp2Stream) => {
     open.streams++;
@@ -177,6 +178,12 @@ export function createPublicHttpsServer(o: {
 
 /** nghttp2's NGHTTP2_ERR_PROTO, as node reports it in a session error's errno. */
 const NGHTTP2_ERR_PROTO = -505;
+/**
+ * nghttp2's NGHTTP2_ERR_CALLBACK_FAILURE: how node ends a session its own
+ * guards gave up on (past `maxSessionRejectedStreams` refused streams, or
+ * `maxSessionInvalidFrames` bad frames), with GOAWAY INTERNAL_ERROR.
+ */
+const NGHTTP2_ERR_CALLBACK_FAILURE = -902;
 
 /** RFC 9113 §6.5.2: the size of a header list is its names and values plus 32 bytes per field. */
 function headerListSize(raw: string[]): number {
@@ -191,34 +198,71 @@ function headerListSize(raw: string[]): number {
  * concurrency never grows. Streams the peer resets are counted per session
  * per second; past `perSecond` the session gets GOAWAY (ENHANCE_YOUR_CALM)
  * and is closed. Streams this relay resets itself are not counted.
+ *
+ * From node 22 on, a flood read faster than the streams' closes reach
+ * JavaScript fills the concurrency limit with streams already reset; node
+ * refuses the streams past it itself, and past 100 refusals ends the session
+ * (GOAWAY INTERNAL_ERROR) before this count trips. That is the same attack
+ * stopped by node's guard: `endedByNode()` records it the same way (limit
+ * hit, `h2-rapid-reset` with `by: "node"`, the streams still open counted as
+ * refused) when the session ends that way after its peer reset streams.
  */
-function watchResets(session: http2.ServerHttp2Session, perSecond: number, hits: LimitHits, log: Logger, refuse: (streams: number) => void, mine: { streams: number }): void {
-  if (perSecond <= 0) return;
+function watchResets(
+  session: http2.ServerHttp2Session,
+  perSecond: number,
+  hits: LimitHits,
+  log: Logger,
+  refuse: (streams: number) => void,
+  mine: { streams: number },
+): { endedByNode(): boolean } {
   let windowStart = 0;
   let count = 0;
+  let peerResets = 0;
   let tripped = false;
-  session.on('stream', (stream: http2.ServerHttp2Stream) => {
-    stream.once('close', () => {
-      const code = stream.rstCode;
-      // NO_ERROR: closed normally, or reset by us without an error; INTERNAL_ERROR: reset by us after a failure.
-      if (code === undefined || code === http2.constants.NGHTTP2_NO_ERROR || code === http2.constants.NGHTTP2_INTERNAL_ERROR) return;
-      const now = Date.now();
-      if (now - windowStart >= 1_000) {
-        windowStart = now;
-        count = 0;
-      }
-      if (++count <= perSecond || tripped) return;
-      tripped = true;
-      hits.hit('h2_reset_rate');
-      const remote = (session.socket as Socket | undefined)?.remoteAddress;
-      log.warn({ event: 'h2-rapid-reset', clientIp: remote, resetsPerSecond: count }, 'HTTP/2 client resets streams too fast: connection closed');
-      // A GOAWAY with this code goes out, then the connection closes: its other streams end too.
-      // Not from inside nghttp2's callback (this 'close' runs in it): its own teardown would lose the frame.
-      setImmediate(() => {
-        // The streams it still holds (opened before or since the trip) end unserved.
-        if (!session.destroyed) refuse(mine.streams);
-        session.destroy(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM as unknown as Error);
+  const trip = (by: 'relay' | 'node'): void => {
+    tripped = true;
+    hits.hit('h2_reset_rate');
+    const remote = (session.socket as Socket | undefined)?.remoteAddress;
+    log.warn({ event: 'h2-rapid-reset', clientIp: remote, resetsPerSecond: count, by }, 'HTTP/2 client resets streams too fast: connection closed');
+  };
+  if (perSecond > 0) {
+    session.on('stream', (stream: http2.ServerHttp2Stream) => {
+      stream.once('close', () => {
+        const code = stream.rstCode;
+        // NO_ERROR: closed normally, or reset by us without an error; INTERNAL_ERROR: reset by us after a failure.
+        if (code === undefined || code === http2.constants.NGHTTP2_NO_ERROR || code === http2.constants.NGHTTP2_INTERNAL_ERROR) return;
+        peerResets++;
+        const now = Date.now();
+        if (now - windowStart >= 1_000) {
+          windowStart = now;
+          count = 0;
+        }
+        if (++count <= perSecond || tripped) return;
+        trip('relay');
+        // A GOAWAY with this code goes out, then the connection closes: its other streams end too.
+        // Not from inside nghttp2's callback (this 'close' runs in it): its own teardown would lose the frame.
+        setImmediate(() => {
+          // The streams it still holds (opened before or since the trip) end unserved.
+          if (!session.destroyed) refuse(mine.streams);
+          session.destroy(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM as unknown as Error);
+        });
       });
     });
-  });
+  }
+  return {
+    endedByNode() {
+      if (perSecond <= 0) return false;
+      // Decided once every stream has closed: their resets may reach us after the session's error.
+      session.once('close', () => {
+        if (tripped || peerResets === 0) {
+          if (!tripped) log.debug({ event: 'h2-session-error', err: 'ended by node (callback failure)' }, 'HTTP/2 session failed');
+          return;
+        }
+        trip('node');
+        // `mine.streams` stopped counting closes when the session was destroyed: the ones it held then.
+        refuse(mine.streams);
+      });
+      return true;
+    },
+  };
 }
