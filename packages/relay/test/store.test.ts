@@ -11,7 +11,8 @@ import { FileStore } from '../src/store/file/file-store.js';
 import { fileStoreDir, openStore } from '../src/store/open.js';
 import { startRedis } from '../../../test/harness/redis.js';
 import { waitFor } from '../../../test/harness/wait.js';
-import type { Store } from '../src/store/types.js';
+import type { Store, StoreEvent } from '../src/store/types.js';
+import { startSlowLink, type SlowLink } from '../../../test/harness/slow-link.js';
 import { storeContract, type StoreEnv } from './store-contract.js';
 
 async function fileEnv(opts: { watch: boolean; viaUrl: boolean }): Promise<StoreEnv> {
@@ -89,6 +90,87 @@ describe.skipIf(!redis)(redis ? 'redis mirror of revocations' : 'redis mirror of
     await waitFor(() => a.isRevoked('after'), 2_000, { message: 'the messages reach a' });
     expect(await a.isRevoked('tok-now'), 'still revoked').toBe(true);
     expect((await a.listRevocations()).find((r) => r.tokenId === 'tok-now')).toMatchObject({ expiresAt: exp });
+  });
+});
+
+describe.skipIf(!redis)(redis ? 'redis mirror: a write reply overtaken by a newer change' : 'redis mirror: overtaken replies (skipped: redis-server is not installed)', () => {
+  // Instance a talks to Redis over a slow link that holds its script replies
+  // 400 ms; its subscriber and instance b are not held. So b's change to the
+  // same key, made after a's write, reaches a's mirror by message before a's
+  // reply does, deterministically. The reply must not undo it.
+  const stores: Store[] = [];
+  let link: SlowLink;
+  const prefix = `overtaken-${process.pid}:`;
+  afterAll(async () => {
+    await Promise.allSettled(stores.map((s) => s.close()));
+    await link?.close();
+  });
+  const pair = async () => {
+    link ??= await startSlowLink({ host: '127.0.0.1', port: redis!.port });
+    const a = await openStore(`redis://127.0.0.1:${link.port}`, { keyPrefix: prefix });
+    const b = await openStore(redis!.url, { keyPrefix: prefix });
+    stores.push(a, b);
+    const events: StoreEvent[] = [];
+    a.subscribe((e) => events.push(e));
+    const acme = await b.createAccount(`acme-${stores.length}`);
+    const t = await b.createTunnel(acme.id, 'app');
+    await waitFor(async () => (await a.getTunnel(t.id)) !== undefined, 5_000, { message: 'a sees the tunnel' });
+    /** Runs `write` on a with its reply held, and `overtake` on b as soon as b has seen a's change. */
+    const race = async <T>(write: () => Promise<T>, seen: () => Promise<boolean>, overtake: () => Promise<unknown>, arrived: (e: StoreEvent) => boolean): Promise<T> => {
+      const before = events.filter(arrived).length;
+      link.delay(400, /eval/i);
+      try {
+        const pending = write();
+        await waitFor(seen, 5_000, { message: "b sees a's write" });
+        await overtake();
+        // a's own message, then b's: both reached a's mirror while a's reply is still held.
+        await waitFor(() => events.filter(arrived).length >= before + 2, 5_000, { message: 'both messages reach a' });
+        return await pending;
+      } finally {
+        link.delay(0, /eval/i);
+      }
+    };
+    return { a, b, acme, t, race };
+  };
+
+  it('a route a adds and b deletes at once is gone from a; one a deletes and b adds back is there', async () => {
+    const { a, b, acme, t, race } = await pair();
+    const h = 'race.example.com';
+    const isRoute = (e: StoreEvent) => e.type === 'route' && e.hostname === h;
+    const added = await race(
+      () => a.addRoute({ hostname: h, tunnelId: t.id, accountId: acme.id }),
+      async () => (await b.getRoute(h)) !== undefined,
+      () => b.deleteRoute(h),
+      isRoute,
+    );
+    expect(added.hostname).toBe(h);
+    expect(await b.getRoute(h)).toBeUndefined();
+    expect(await a.getRoute(h), "a's late reply put the deleted route back").toBeUndefined();
+
+    await b.addRoute({ hostname: h, tunnelId: t.id, accountId: acme.id });
+    await waitFor(async () => (await a.getRoute(h)) !== undefined, 5_000, { message: 'a sees the route' });
+    await race(
+      () => a.deleteRoute(h),
+      async () => (await b.getRoute(h)) === undefined,
+      () => b.addRoute({ hostname: h, tunnelId: t.id, accountId: acme.id }),
+      isRoute,
+    );
+    expect(await a.getRoute(h), "a's late reply dropped the route b added back").toMatchObject({ hostname: h, tunnelId: t.id });
+  });
+
+  it('a zone a deletes and b takes at once stays with b on a', async () => {
+    const { a, b, acme, race } = await pair();
+    const other = await b.createAccount(`other-${stores.length}`);
+    const z = 'zone-race.example.com';
+    await b.addZone({ zone: z, accountId: acme.id, source: 'operator' });
+    await waitFor(async () => (await a.getZone(z)) !== undefined, 5_000, { message: 'a sees the zone' });
+    await race(
+      () => a.deleteZone(z),
+      async () => (await b.getZone(z)) === undefined,
+      () => b.addZone({ zone: z, accountId: other.id, source: 'operator' }),
+      (e) => e.type === 'zone' && e.zone === z,
+    );
+    expect(await a.getZone(z)).toMatchObject({ zone: z, accountId: other.id });
   });
 });
 

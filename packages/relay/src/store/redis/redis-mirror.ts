@@ -74,6 +74,8 @@ export abstract class RedisMirror extends MirroredStore {
   private warmBuffer: string[] | undefined;
   /** Set once the store has seen its meta record: from then on its absence means data loss. */
   protected sawMeta = false;
+  /** This instance's writes in flight, by the key their channel message names (`route\nhost`). */
+  private readonly inFlight = new Map<string, Set<{ overtaken: boolean }>>();
 
   protected constructor(
     protected readonly client: Redis,
@@ -246,6 +248,8 @@ export abstract class RedisMirror extends MirroredStore {
     sync(this.routes, routes, routeSchema, 'routes', (h) => ({ type: 'route', hostname: h }), (h) => ({ type: 'route', hostname: h }));
     sync(this.revocations, revocations, revocationSchema, 'revocations', (id) => ({ type: 'revoked', tokenId: id }), () => undefined);
     sync(this.accessRecords, access, accessRecordSchema, 'access', (key) => ({ type: 'access', key }), (key) => ({ type: 'access', key }));
+    // Anything in flight: the snapshot holds its write or something newer.
+    this.overtake();
     if (announce) for (const e of events) this.emit(e);
   }
 
@@ -284,6 +288,40 @@ export abstract class RedisMirror extends MirroredStore {
    * prune's message (the script prunes the very record it wrote when that
    * token is long expired) would put the record back for good.
    */
+  /**
+   * Runs a write and says whether its reply may still be mirrored. The reply
+   * comes on the client connection, the change messages on the subscriber,
+   * so another relay's change to the same key, published just after this
+   * write's own, can arrive before the reply. A message about the key (or a
+   * re-read of the store) that arrives while the write is in flight leaves
+   * the mirror with this write's state or a newer one: this write's own
+   * message is always published before any later change's, and arrives
+   * before it. So then the reply is not mirrored (`current` false).
+   */
+  protected async watched<T>(kind: 'route' | 'zone' | 'access' | 'tunnel', key: string, write: () => Promise<T>): Promise<{ value: T; current: boolean }> {
+    const id = `${kind}\n${key}`;
+    const watch = { overtaken: false };
+    let set = this.inFlight.get(id);
+    if (!set) this.inFlight.set(id, (set = new Set()));
+    set.add(watch);
+    try {
+      const value = await write();
+      return { value, current: !watch.overtaken };
+    } finally {
+      set.delete(watch);
+      if (set.size === 0 && this.inFlight.get(id) === set) this.inFlight.delete(id);
+    }
+  }
+
+  private overtake(id?: string): void {
+    if (id === undefined) {
+      for (const set of this.inFlight.values()) for (const w of set) w.overtaken = true;
+      return;
+    }
+    const set = this.inFlight.get(id);
+    if (set) for (const w of set) w.overtaken = true;
+  }
+
   protected mirrorRevocation(rec: Revocation): void {
     if (rec.expiresAt < Date.now() - REVOCATION_GRACE_MS) {
       this.revocations.delete(rec.tokenId);
@@ -326,6 +364,7 @@ export abstract class RedisMirror extends MirroredStore {
     const kind = message.slice(0, nl1);
     const key = message.slice(nl1 + 1, nl2);
     const json = message.slice(nl2 + 1);
+    this.overtake(`${kind === 'tunnel-deleted' ? 'tunnel' : kind}\n${key}`);
     try {
       switch (kind) {
         case 'account':

@@ -233,10 +233,10 @@ export class RedisStore extends RedisMirror implements Store {
       const t = this.parse(tunnelSchema, json, `${this.k('tunnels')}[${id}]`);
       // At least 1 ms later than the last one, so a second disconnect is a change too.
       const marked: Tunnel = { ...t, disconnectedAt: Math.max(Date.now(), (t.disconnectedAt ?? 0) + 1) };
-      const [status] = await this.run('casTunnel', [this.k('tunnels')], [id, json, JSON.stringify(marked), this.channel]);
+      const { value: [status], current } = await this.watched('tunnel', id, () => this.run('casTunnel', [this.k('tunnels')], [id, json, JSON.stringify(marked), this.channel]));
       if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no tunnel ${id}`);
       if (status === 'OK') {
-        this.tunnels.set(id, marked);
+        if (current) this.tunnels.set(id, marked);
         return marked;
       }
     }
@@ -274,8 +274,8 @@ export class RedisStore extends RedisMirror implements Store {
   async putAccessRecord(record: AccessRecord): Promise<void> {
     const r = accessRecordSchema.parse(record);
     const key = accessKey(r);
-    await this.run('putAccess', [this.k('access')], [key, JSON.stringify(r), this.channel]);
-    this.accessRecords.set(key, r);
+    const { current } = await this.watched('access', key, () => this.run('putAccess', [this.k('access')], [key, JSON.stringify(r), this.channel]));
+    if (current) this.accessRecords.set(key, r);
   }
 
   async listAccessRecords(): Promise<AccessRecord[]> {
@@ -288,8 +288,8 @@ export class RedisStore extends RedisMirror implements Store {
   }
 
   async deleteAccessRecord(key: string): Promise<boolean> {
-    const [status] = await this.run('deleteAccess', [this.k('access')], [key, this.channel]);
-    this.accessRecords.delete(key);
+    const { value: [status], current } = await this.watched('access', key, () => this.run('deleteAccess', [this.k('access')], [key, this.channel]));
+    if (current) this.accessRecords.delete(key);
     return status !== 'NOT_FOUND';
   }
 
@@ -298,11 +298,11 @@ export class RedisStore extends RedisMirror implements Store {
   async addZone(input: NewZone): Promise<Zone> {
     const zone = zoneRecord(input);
     const name = zone.zone;
-    const [status, payload] = await this.run('addZone', [this.k('accounts'), this.k('zones')], [name, zone.accountId, JSON.stringify(zone), this.channel]);
+    const { value: [status, payload], current } = await this.watched('zone', name, () => this.run('addZone', [this.k('accounts'), this.k('zones')], [name, zone.accountId, JSON.stringify(zone), this.channel]));
     if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no account ${zone.accountId}`);
     if (status === 'CONFLICT') throw new StoreError('CONFLICT', `zone ${name} is held by another account`);
     const stored = status === 'EXISTS' ? this.parse(zoneSchema, payload, `${this.k('zones')}[${name}]`) : zone;
-    this.zones.set(name, stored);
+    if (current) this.zones.set(name, stored);
     return stored;
   }
 
@@ -318,9 +318,9 @@ export class RedisStore extends RedisMirror implements Store {
 
   async deleteZone(zone: string): Promise<void> {
     const z = nameKey(zone);
-    const [status] = await this.run('deleteZone', [this.k('zones')], [z, this.channel]);
+    const { value: [status], current } = await this.watched('zone', z, () => this.run('deleteZone', [this.k('zones')], [z, this.channel]));
     if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `nobody holds zone ${z}`);
-    this.zones.delete(z);
+    if (current) this.zones.delete(z);
   }
 
   // --- routes ------------------------------------------------------------------------
@@ -329,10 +329,11 @@ export class RedisStore extends RedisMirror implements Store {
     const hostname = normalizeHostname(input.hostname);
     const route: Route = { hostname, tunnelId: input.tunnelId, accountId: input.accountId, createdAt: Date.now() };
     const json = JSON.stringify(route);
-    const [status, payload] = await this.run(
-      'addRoute',
-      [this.k('tunnels'), this.k('routes'), this.k(`tunnel-routes:${input.tunnelId}`)],
-      [input.tunnelId, input.accountId, hostname, json, this.channel],
+    const {
+      value: [status, payload],
+      current,
+    } = await this.watched('route', hostname, () =>
+      this.run('addRoute', [this.k('tunnels'), this.k('routes'), this.k(`tunnel-routes:${input.tunnelId}`)], [input.tunnelId, input.accountId, hostname, json, this.channel]),
     );
     if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no tunnel ${input.tunnelId}`);
     if (status === 'CONFLICT') {
@@ -340,7 +341,7 @@ export class RedisStore extends RedisMirror implements Store {
       throw conflictFor(hostname, existing, input.accountId, this.tunnels.get(existing.tunnelId));
     }
     const stored = status === 'EXISTS' ? this.parse(routeSchema, payload, `${this.k('routes')}[${hostname}]`) : route;
-    this.routes.set(hostname, stored);
+    if (current) this.routes.set(hostname, stored);
     return stored;
   }
 
@@ -356,9 +357,9 @@ export class RedisStore extends RedisMirror implements Store {
 
   async deleteRoute(hostname: string): Promise<void> {
     const h = nameKey(hostname);
-    const [status] = await this.run('deleteRoute', [this.k('routes')], [h, this.channel, this.k('tunnel-routes:')]);
+    const { value: [status], current } = await this.watched('route', h, () => this.run('deleteRoute', [this.k('routes')], [h, this.channel, this.k('tunnel-routes:')]));
     if (status === 'NOT_FOUND') throw new StoreError('NOT_FOUND', `no route for ${h}`);
-    this.routes.delete(h);
+    if (current) this.routes.delete(h);
   }
 
   // --- revocations -----------------------------------------------------------------
