@@ -37,10 +37,15 @@ describe('logs', () => {
   let relayBConnect: string;
   let connector: Proc;
   let token: string;
+  const held: Array<() => void> = [];
 
   beforeAll(async () => {
     generateKeyFile(keys);
-    origin = await startOrigin((q, s) => s.end(`origin ${q.url} rid=${String(q.headers['tunnel-request-id'])}`));
+    origin = await startOrigin((q, s) => {
+      // Held until the test lets it go: keeps a connector's drain open.
+      if (q.url === '/hold') return void held.push(() => s.end('held'));
+      s.end(`origin ${q.url} rid=${String(q.headers['tunnel-request-id'])}`);
+    });
     relayA = await startRelay({ dir: tmp.dir, store, keys, id: 'relay-a' });
     // Relay B logs to a file (JSON, debug): nothing on stdout.
     relayB = new Proc('relay-b', process.execPath, [
@@ -179,7 +184,7 @@ describe('logs', () => {
 
     // A pseudo-terminal via script(1). SHELL=/bin/sh: where that is dash, the
     // connector runs as the shell's child, as it does under a login shell.
-    const onTerminal = async (name: string, close: (script: ChildProcess) => void): Promise<{ out: string; logged: string }> => {
+    const onTerminal = async (name: string, close: (script: ChildProcess, connectorPid: number | undefined) => void | Promise<void>): Promise<{ out: string; logged: string }> => {
       const logFile = path.join(tmp.dir, 'logs', `${name}.log`);
       const cmd = [process.execPath, CONNECTOR_CLI, 'run', '--url', origin.url, '--relay', relay.connectUrl, '--no-discover', '--metrics', '127.0.0.1:0', '--loglevel', 'info', '--logfile', logFile];
       const child: ChildProcess = spawn('script', ['-qefc', cmd.map((a) => `'${a}'`).join(' '), '/dev/null'], {
@@ -192,13 +197,16 @@ describe('logs', () => {
       try {
         await waitFor(() => out.includes('Logs'), 20_000, { message: `${name}: status block on the terminal` });
         inside = descendants(child.pid!);
-        close(child);
+        await close(
+          child,
+          inside.find((p) => cmdlineOf(p.pid).includes(CONNECTOR_CLI) && !cmdlineOf(p.pid).startsWith('/bin/sh') && !cmdlineOf(p.pid).startsWith('sh '))?.pid,
+        );
         const metricsUrl = /Metrics\s+(http:\/\/\S+)\/metrics/.exec(out.replace(/\r/g, ''))?.[1];
         expect(metricsUrl).toBeDefined();
         await waitFor(() => fetch(`${metricsUrl}/healthcheck`).then(() => false, () => true), 15_000, { message: `${name}: connector exited` });
         // Its last lines are in the file once it has gone: wait for them rather than read once, and say what the terminal showed if they never come.
         const logged = await waitFor(() => (existsSync(logFile) && readFileSync(logFile, 'utf8').includes('connector stopped') ? readFileSync(logFile, 'utf8') : null), 10_000, {
-          message: `${name}: 'connector stopped' in ${logFile} (exists: ${existsSync(logFile)}); the terminal showed:\n${out.replace(/\r/g, '')}`,
+          message: `${name}: 'connector stopped' in ${logFile} (exists: ${existsSync(logFile)}); its last lines:\n${existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-8).join('\n') : ''}\nthe terminal showed:\n${out.replace(/\r/g, '')}`,
         });
         return { out: out.replace(/\r/g, ''), logged };
       } finally {
@@ -220,13 +228,33 @@ describe('logs', () => {
     // The terminal goes away (its window is closed): SIGHUP with no terminal
     // left; the connector drains and exits rather than taking it for a reload
     // and living on as an orphan.
-    const closed = await onTerminal('tty-closed', (script) => script.kill('SIGKILL'));
+    // The kernel hangs up a closed terminal's processes, and again when the
+    // shell that led its session exits: a second SIGHUP is one hang-up, not a
+    // second signal to exit at once. A request the origin holds keeps the
+    // drain open while the test sends that second SIGHUP itself.
+    let answered: Promise<{ status: number; text: string }> | undefined;
+    const closed = await onTerminal('tty-closed', async (script, connectorPid) => {
+      expect(connectorPid, 'the connector among the terminal processes').toBeDefined();
+      const before = held.length;
+      answered = req(`${relay.publicUrl}/hold`, { host: 'logs.test' });
+      await waitFor(() => held.length > before, 10_000, { message: 'the origin holds the request' });
+      script.kill('SIGKILL');
+      const logFile = path.join(tmp.dir, 'logs', 'tty-closed.log');
+      await waitFor(() => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('connector draining'), 10_000, { message: 'the connector drains' });
+      process.kill(connectorPid!, 'SIGHUP');
+      // Handled before the held request is let go.
+      await waitFor(() => /second signal|hang-up again/.test(readFileSync(logFile, 'utf8')) || !isAlive(connectorPid!), 10_000, { message: 'the second SIGHUP handled' });
+      while (held.length > 0) held.shift()!();
+    });
     expect(closed.logged).toContain('terminal closed: draining and exiting');
+    expect(closed.logged).not.toContain('second signal');
+    expect(closed.logged).toContain('terminal hang-up again: already draining');
     expect(closed.logged).toContain('connector stopped');
+    expect((await answered!).text, 'the request in flight at the hang-up is answered').toBe('held');
     // The shell that ran it exits while the terminal stays (script(1) passes
     // SIGTERM to its shell): under dash the connector gets SIGHUP, re-parented;
     // where the shell exec'd it, the SIGTERM reaches it directly. Either way it drains and exits.
-    const shellGone = await onTerminal('shell-exit', (script) => script.kill('SIGTERM'));
+    const shellGone = await onTerminal('shell-exit', (script) => void script.kill('SIGTERM'));
     expect(shellGone.logged).toContain('connector stopped');
     if (realpathSync('/bin/sh').endsWith('dash')) expect(shellGone.logged).toContain('terminal closed: draining and exiting');
     const out = closed.out;
@@ -251,6 +279,23 @@ function statOf(pid: number): string[] | null {
 }
 
 /** When a process started (clock ticks since boot): with its PID, what tells it from a later process given the same PID. */
+function cmdlineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function startTimeOf(pid: number): string | undefined {
   return statOf(pid)?.[19];
 }

@@ -180,9 +180,16 @@ run
     // re-parented). Those shut down like SIGTERM instead of leaving an orphan
     // that writes its logs nowhere.
     const terminal = watchTerminal();
+    let hungUp = false;
     process.on('SIGHUP', () => {
       void terminal.classify().then((what) => {
         if (what === 'gone') {
+          // One hang-up, however many SIGHUPs: the kernel sends one when the
+          // terminal closes and another when the shell that led its session
+          // exits. Not a second signal to exit at once (that is for a user's
+          // second Ctrl-C or SIGTERM).
+          if (hungUp) return void log.info({ signal: 'SIGHUP' }, 'terminal hang-up again: already draining');
+          hungUp = true;
           log.warn({ signal: 'SIGHUP' }, 'terminal closed: draining and exiting');
           onSignal('SIGHUP');
         } else connector.reload();
