@@ -14,9 +14,13 @@ describe('quick tunnels: tunnel --url publishes a random hostname with no accoun
   let fleet: QuickFleet;
   let origin: Origin;
   const home = tempDir('tunnel-quick-home-');
+  const held: Array<() => void> = [];
 
   beforeAll(async () => {
-    origin = await startOrigin((rq, rs) => rs.end(`origin ${rq.method} ${rq.url} host=${rq.headers.host}`));
+    origin = await startOrigin((rq, rs) => {
+      if (rq.url === '/hold') return void held.push(() => rs.end('held'));
+      rs.end(`origin ${rq.method} ${rq.url} host=${rq.headers.host}`);
+    });
     fleet = await startQuickRelays({ relays: 2, relayArgs: ['--max-quick-tunnels-per-ip', '0', '--max-live-quick-tunnels-per-ip', '0', '--max-quick-tunnels', '0'] });
   });
   afterAll(async () => {
@@ -49,6 +53,22 @@ describe('quick tunnels: tunnel --url publishes a random hostname with no accoun
     expect(q.proc.logs.some((l) => l.event === 'quick-removed')).toBe(true);
     // No login, no credentials file: TUNNEL_HOME is never created.
     expect(existsSync(tunnelHome) ? readdirSync(tunnelHome) : []).toEqual([]);
+  });
+
+  it('a closed terminal (SIGHUP, and again when its shell exits) stops it once: the request in flight is answered, the tunnel removed, exit 0', async () => {
+    const q = await startQuickConnector({ relay: fleet.relays[0]!.controlUrl!, url: origin.url, ha: 2 });
+    const before = held.length;
+    const answered = req(`${fleet.relays[0]!.publicUrl}/hold`, { host: q.hostname });
+    await waitFor(() => held.length > before, 10_000, { message: 'the origin holds the request' });
+    q.proc.signal('SIGHUP');
+    await q.proc.waitForLog((l) => l.event === 'draining', 5_000, 'draining on the hang-up');
+    q.proc.signal('SIGHUP');
+    await waitFor(() => q.proc.logs.some((l) => /hang-up again|second signal/.test(String(l.msg))) || !q.proc.running, 5_000, { message: 'the second SIGHUP handled' });
+    while (held.length > 0) held.shift()!();
+    expect((await answered).text).toBe('held');
+    const exit = await q.proc.exited;
+    expect(exit.code, q.proc.stderr).toBe(0);
+    expect(q.proc.logs.some((l) => l.event === 'quick-removed')).toBe(true);
   });
 
   it('tunnel --hello-world serves the built-in page; --relay takes any of the relay\'s URLs (/.well-known/tunnel-relay names the control API)', async () => {

@@ -162,7 +162,15 @@ async function runQuick(o: QuickFlags): Promise<void> {
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
-  process.on('SIGHUP', () => onSignal('SIGHUP'));
+  // A quick tunnel lives as long as its terminal. Closing that terminal can
+  // deliver SIGHUP twice (the hang-up, then the exit of the shell that led its
+  // session): one hang-up, not a second signal to exit at once.
+  let hungUp = false;
+  process.on('SIGHUP', () => {
+    if (hungUp) return void log.info({ signal: 'SIGHUP' }, 'hang-up again: already stopping');
+    hungUp = true;
+    onSignal('SIGHUP');
+  });
 
   const reason = await connector.fatal();
   await connector.stop();
