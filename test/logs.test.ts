@@ -3,7 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { generateKeyFile } from '../packages/relay/src/control/keys.js';
-import { CONNECTOR_CLI, Proc, RELAY_CLI, createTunnel, startConnector, startRelay, stopAll, tempDir, type LogLine, type RelayProc } from './harness/procs.js';
+import { CONNECTOR_CLI, Proc, RELAY_CLI, createTunnel, pidAlive, startConnector, startRelay, stopAll, tempDir, type LogLine, type RelayProc } from './harness/procs.js';
 import { startOrigin, type Origin } from './harness/origin.js';
 import { waitFor } from './harness/wait.js';
 import { req } from './harness/http.js';
@@ -243,7 +243,7 @@ describe('logs', () => {
       await waitFor(() => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('connector draining'), 10_000, { message: 'the connector drains' });
       process.kill(connectorPid!, 'SIGHUP');
       // Handled before the held request is let go.
-      await waitFor(() => /second signal|hang-up again/.test(readFileSync(logFile, 'utf8')) || !isAlive(connectorPid!), 10_000, { message: 'the second SIGHUP handled' });
+      await waitFor(() => /second signal|hang-up again/.test(readFileSync(logFile, 'utf8')) || !pidAlive(connectorPid!), 10_000, { message: 'the second SIGHUP handled' });
       while (held.length > 0) held.shift()!();
     });
     expect(closed.logged).toContain('terminal closed: draining and exiting');
@@ -284,15 +284,6 @@ function cmdlineOf(pid: number): string {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
   } catch {
     return '';
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -146,6 +146,16 @@ export class Proc {
   }
 }
 
+/** Whether a process with this PID exists (signal 0 delivers nothing; it only checks). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** End every process a test file started (afterAll). */
 export async function stopAll(): Promise<void> {
   await Promise.all([...live].map((p) => p.stop(2_000)));

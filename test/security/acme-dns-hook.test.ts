@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stopAll, tempDir, type RelayProc } from '../harness/procs.js';
+import { pidAlive, stopAll, tempDir, type RelayProc } from '../harness/procs.js';
 import { opensslMissing } from '../harness/certs.js';
 import { metricsUrl, scrape } from '../harness/limit-metrics.js';
 import { peerCertificate } from '../harness/acme-peer.js';
@@ -17,15 +17,6 @@ import { waitFor } from '../harness/wait.js';
 const skip = opensslMissing('ACME DNS hook abuse test') ?? pebbleMissing('ACME DNS hook abuse test');
 
 const handshakeSubject = async (port: number, servername: string) => (await peerCertificate(port, servername)).subject;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe.skipIf(skip !== null)('ACME DNS hook: a hanging or failing hook', () => {
   const tmp = tempDir();
@@ -60,7 +51,7 @@ describe.skipIf(skip !== null)('ACME DNS hook: a hanging or failing hook', () =>
     const set = hook.calls().find((x) => x.action === 'set' && x.record === '_acme-challenge.hang.test')!;
     expect(set.child).toBeGreaterThan(0);
     // The whole process group went: the hook and the grandchild it left running.
-    await waitFor(() => !alive(set.pid) && !alive(set.child!), 5_000, { message: 'the hung hook and its child are gone' });
+    await waitFor(() => !pidAlive(set.pid) && !pidAlive(set.child!), 5_000, { message: 'the hung hook and its child are gone' });
     expect((await scrape(metrics, 'tunnel_relay_acme_backoff_names')).get('')).toBe(1);
     // Within the back-off: no second order, no second hook run.
     const runs = hook.calls().length;
