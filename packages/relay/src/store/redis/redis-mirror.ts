@@ -280,15 +280,6 @@ export abstract class RedisMirror extends MirroredStore {
   }
 
   /**
-   * Mirror a revocation as a script reply or a channel message reported it.
-   * The two arrive on different connections in either order, so this is a
-   * join, not an overwrite: the earlier effective time and the later expiry
-   * win (the rule the scripts apply), and a token expired past the grace is
-   * dropped, as the scripts prune it. Otherwise a reply read after the
-   * prune's message (the script prunes the very record it wrote when that
-   * token is long expired) would put the record back for good.
-   */
-  /**
    * Runs a write and says whether its reply may still be mirrored. The reply
    * comes on the client connection, the change messages on the subscriber,
    * so another relay's change to the same key, published just after this
@@ -298,7 +289,7 @@ export abstract class RedisMirror extends MirroredStore {
    * message is always published before any later change's, and arrives
    * before it. So then the reply is not mirrored (`current` false).
    */
-  protected async watched<T>(kind: 'route' | 'zone' | 'access' | 'tunnel', key: string, write: () => Promise<T>): Promise<{ value: T; current: boolean }> {
+  protected async watched<T>(kind: 'route' | 'zone' | 'access' | 'tunnel' | 'revoked', key: string, write: () => Promise<T>): Promise<{ value: T; current: boolean }> {
     const id = `${kind}\n${key}`;
     const watch = { overtaken: false };
     let set = this.inFlight.get(id);
@@ -322,16 +313,15 @@ export abstract class RedisMirror extends MirroredStore {
     if (set) for (const w of set) w.overtaken = true;
   }
 
+  /**
+   * Mirror a revocation (a reply `watched()` let through, or a message). A
+   * token expired past the grace is dropped, as the scripts prune it: the
+   * revoke script prunes the very record it wrote when its token is long
+   * expired, and the reply must not keep what the store no longer has.
+   */
   protected mirrorRevocation(rec: Revocation): void {
-    if (rec.expiresAt < Date.now() - REVOCATION_GRACE_MS) {
-      this.revocations.delete(rec.tokenId);
-      return;
-    }
-    const had = this.revocations.get(rec.tokenId);
-    this.revocations.set(
-      rec.tokenId,
-      had === undefined ? rec : { tokenId: rec.tokenId, expiresAt: Math.max(had.expiresAt, rec.expiresAt), revokedAt: Math.min(had.revokedAt, rec.revokedAt) },
-    );
+    if (rec.expiresAt < Date.now() - REVOCATION_GRACE_MS) this.revocations.delete(rec.tokenId);
+    else this.revocations.set(rec.tokenId, rec);
   }
 
   protected parse<T>(schema: z.ZodType<T>, json: string, where: string): T {
@@ -364,7 +354,7 @@ export abstract class RedisMirror extends MirroredStore {
     const kind = message.slice(0, nl1);
     const key = message.slice(nl1 + 1, nl2);
     const json = message.slice(nl2 + 1);
-    this.overtake(`${kind === 'tunnel-deleted' ? 'tunnel' : kind}\n${key}`);
+    if (this.inFlight.size > 0) this.overtake(`${kind === 'tunnel-deleted' ? 'tunnel' : kind}\n${key}`);
     try {
       switch (kind) {
         case 'account':

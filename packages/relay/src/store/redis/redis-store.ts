@@ -366,15 +366,25 @@ export class RedisStore extends RedisMirror implements Store {
 
   async revoke(tokenId: string, expiresAtMs: number, effectiveAtMs = Date.now()): Promise<void> {
     const rec = revocationRecord(tokenId, expiresAtMs, effectiveAtMs);
-    const [, json] = await this.run('revoke', [this.k('revocations'), this.k('revocation-expiry')], [tokenId, JSON.stringify(rec), rec.expiresAt, this.channel, rec.revokedAt, Date.now() - REVOCATION_GRACE_MS]);
-    this.mirrorRevocation(this.parse(revocationSchema, json, `${this.k('revocations')}[${tokenId}]`));
+    const {
+      value: [, json],
+      current,
+    } = await this.watched('revoked', tokenId, () =>
+      this.run('revoke', [this.k('revocations'), this.k('revocation-expiry')], [tokenId, JSON.stringify(rec), rec.expiresAt, this.channel, rec.revokedAt, Date.now() - REVOCATION_GRACE_MS]),
+    );
+    if (current) this.mirrorRevocation(this.parse(revocationSchema, json, `${this.k('revocations')}[${tokenId}]`));
   }
 
   async revokeOnce(tokenId: string, expiresAtMs: number): Promise<boolean> {
     const rec = revocationRecord(tokenId, expiresAtMs, Date.now());
-    const [status, json] = await this.run('revokeOnce', [this.k('revocations'), this.k('revocation-expiry')], [tokenId, JSON.stringify(rec), this.channel, rec.expiresAt, Date.now() - REVOCATION_GRACE_MS]);
+    const {
+      value: [status, json],
+      current,
+    } = await this.watched('revoked', tokenId, () =>
+      this.run('revokeOnce', [this.k('revocations'), this.k('revocation-expiry')], [tokenId, JSON.stringify(rec), this.channel, rec.expiresAt, Date.now() - REVOCATION_GRACE_MS]),
+    );
     // Either way the record (ours or the winner's) is mirrored now, not when pub/sub catches up.
-    this.mirrorRevocation(this.parse(revocationSchema, json, `${this.k('revocations')}[${tokenId}]`));
+    if (current) this.mirrorRevocation(this.parse(revocationSchema, json, `${this.k('revocations')}[${tokenId}]`));
     return status === 'OK';
   }
 
